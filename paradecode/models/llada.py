@@ -1,0 +1,366 @@
+"""A LLaDA-compatible bidirectional transformer.
+
+The module tree mirrors LLaDA's published ``modeling_llada.py`` (``LLaDAModelLM`` ->
+``model.transformer.{wte, blocks.N.*, ln_f, ff_out}``) so that the state-dict names of a
+real LLaDA checkpoint load unchanged; the config fields are those of LLaDA's
+``config.json``. The forward is our own: SDPA attention, RoPE at explicit positions, an
+optional key-padding mask, and a cache hook that the cache policies of
+``paradecode.caches`` plug into.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig
+
+from .checkpoint import load_state_dict_from_dir, save_state_dict_to_dir
+
+__all__ = ["LLaDAConfig", "LLaDAModel"]
+
+
+class LLaDAConfig(PretrainedConfig):
+    """Configuration with LLaDA's field names (``d_model``, ``n_heads``, ``mlp_hidden_size`` ...).
+
+    Defaults are LLaDA-8B's published values, so ``LLaDAConfig()`` describes the 8B model.
+    """
+
+    model_type = "llada"
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_heads: int = 32,
+        n_kv_heads: Optional[int] = 32,
+        n_layers: int = 32,
+        mlp_ratio: int = 4,
+        mlp_hidden_size: Optional[int] = 12288,
+        vocab_size: int = 126464,
+        embedding_size: Optional[int] = 126464,
+        max_sequence_length: int = 4096,
+        rope_theta: float = 500000.0,
+        rms_norm_eps: float = 1e-5,
+        include_bias: bool = False,
+        include_qkv_bias: Optional[bool] = False,
+        weight_tying: bool = False,
+        activation_type: str = "silu",
+        block_type: str = "llama",
+        layer_norm_type: str = "rms",
+        rope: bool = True,
+        alibi: bool = False,
+        scale_logits: bool = False,
+        attention_layer_norm: bool = False,
+        mask_token_id: Optional[int] = 126336,
+        eos_token_id: Optional[int] = 126081,
+        pad_token_id: Optional[int] = 126081,
+        **kwargs: Any,
+    ) -> None:
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.n_layers = n_layers
+        self.mlp_ratio = mlp_ratio
+        self.mlp_hidden_size = mlp_hidden_size
+        self.embedding_size = embedding_size
+        self.max_sequence_length = max_sequence_length
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.include_bias = include_bias
+        self.include_qkv_bias = include_qkv_bias
+        self.weight_tying = weight_tying
+        self.activation_type = activation_type
+        self.block_type = block_type
+        self.layer_norm_type = layer_norm_type
+        self.rope = rope
+        self.alibi = alibi
+        self.scale_logits = scale_logits
+        self.attention_layer_norm = attention_layer_norm
+        self.mask_token_id = mask_token_id
+        kwargs.setdefault("architectures", ["LLaDAModelLM"])
+        super().__init__(
+            vocab_size=vocab_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs
+        )
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def effective_n_kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden_mlp(self) -> int:
+        return self.mlp_hidden_size or self.mlp_ratio * self.d_model
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.embedding_size or self.vocab_size
+
+    def check_supported(self) -> None:
+        """Raise a clear error for LLaDA variants this implementation does not cover."""
+        unsupported = {
+            "block_type": (self.block_type, "llama"),
+            "layer_norm_type": (self.layer_norm_type, "rms"),
+            "activation_type": (self.activation_type, "silu"),
+            "rope": (self.rope, True),
+            "alibi": (self.alibi, False),
+            "attention_layer_norm": (self.attention_layer_norm, False),
+        }
+        bad = {k: v for k, (v, want) in unsupported.items() if v != want}
+        if bad:
+            raise ValueError(
+                f"LLaDAModel implements the LLaDA-8B block (llama block, RMSNorm, SwiGLU with silu, "
+                f"RoPE); this config asks for {bad}."
+            )
+        if self.d_model % self.n_heads or self.n_heads % self.effective_n_kv_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must divide by n_heads ({self.n_heads}) and n_heads by "
+                f"n_kv_heads ({self.effective_n_kv_heads})."
+            )
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32, as LLaDA's ``RMSLayerNorm`` does."""
+
+    def __init__(self, size: int, eps: float, bias: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(dtype)
+        x = self.weight * x
+        return x + self.bias if self.bias is not None else x
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for explicit ``positions`` (batch, T), in float32 (LLaDA's full precision RoPE)."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float) / head_dim)
+    )
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (LLaDA / Llama layout), computed in float32."""
+    t32 = t.float()
+    half = t32.shape[-1] // 2
+    rotated = torch.cat((-t32[..., half:], t32[..., :half]), dim=-1)
+    return (t32 * cos + rotated * sin).to(t.dtype)
+
+
+class LLaDABlock(nn.Module):
+    """One LLaDA 'llama' block: pre-norm attention and SwiGLU MLP with LLaDA's parameter names."""
+
+    def __init__(self, config: LLaDAConfig, layer_id: int) -> None:
+        super().__init__()
+        c = config
+        self.layer_id = layer_id
+        self.n_heads, self.n_kv, self.head_dim = c.n_heads, c.effective_n_kv_heads, c.head_dim
+        qkv_bias = bool(c.include_bias or c.include_qkv_bias)
+        self.attn_norm = RMSNorm(c.d_model, c.rms_norm_eps)
+        self.ff_norm = RMSNorm(c.d_model, c.rms_norm_eps)
+        self.q_proj = nn.Linear(c.d_model, c.d_model, bias=qkv_bias)
+        self.k_proj = nn.Linear(c.d_model, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(c.d_model, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(c.d_model, c.d_model, bias=c.include_bias)
+        self.ff_proj = nn.Linear(c.d_model, c.hidden_mlp, bias=c.include_bias)
+        self.up_proj = nn.Linear(c.d_model, c.hidden_mlp, bias=c.include_bias)
+        self.ff_out = nn.Linear(c.hidden_mlp, c.d_model, bias=c.include_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attn_mask: Optional[torch.Tensor],
+        cache: Any = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            # The cache policy returns the keys/values to attend to (cached ones merged with
+            # the fresh ones of the fed positions) and the matching key-padding mask.
+            k, v, attn_mask = cache.update(self.layer_id, k, v, attn_mask)
+        if self.n_kv != self.n_heads:
+            rep = self.n_heads // self.n_kv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        x = x + self.attn_out(att.transpose(1, 2).reshape(B, T, C))
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class _Backbone(nn.Module):
+    """Holds ``transformer`` so parameter names read ``model.transformer.*`` as in LLaDA."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        modules: dict[str, nn.Module] = {
+            "wte": nn.Embedding(config.num_embeddings, config.d_model),
+            "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
+            "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(
+                config.d_model, config.num_embeddings, bias=config.include_bias
+            )
+        self.transformer = nn.ModuleDict(modules)
+
+
+class LLaDAModel(nn.Module):
+    """LLaDA-8B architecture; ``model(tokens, positions=..., cache=...) -> logits``.
+
+    Args of ``forward``:
+        input_ids: (batch, T) token ids of the fed positions.
+        positions: (batch, T) absolute positions used by RoPE; defaults to ``arange(T)``
+            (or, with ``attention_mask``, the count of real tokens before each position, so a
+            left-padded row sees the same positions as the unpadded one).
+        cache: a cache-policy object (``paradecode.caches``) or None.
+        attention_mask: (batch, K) 1 for real tokens, 0 for padding, over the attended keys.
+        logits_range: (start, end) columns of the fed positions whose logits are wanted;
+            skipping the LM head elsewhere saves a large share of a full-canvas step.
+    """
+
+    config_class = LLaDAConfig
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        config.check_supported()
+        self.config = config
+        self.model = _Backbone(config)
+        self.reset_parameters()
+
+    # ---- construction ----------------------------------------------------------------------
+    def reset_parameters(self, std: float = 0.02) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+        for block in self.model.transformer["blocks"]:
+            nn.init.normal_(block.attn_out.weight, std=std / math.sqrt(2 * self.config.n_layers))
+            nn.init.normal_(block.ff_out.weight, std=std / math.sqrt(2 * self.config.n_layers))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.transformer["wte"].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.transformer["wte"].weight.dtype
+
+    @property
+    def mask_token_id(self) -> Optional[int]:
+        return self.config.mask_token_id
+
+    supports_cache = True
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: Optional[torch.Tensor] = None,
+        cache: Any = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        logits_range: Optional[tuple[int, int]] = None,
+    ) -> torch.Tensor:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        B, T = input_ids.shape
+        if positions is None:
+            if attention_mask is not None and cache is None:
+                positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+            else:
+                positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        if positions.shape != input_ids.shape:
+            raise ValueError(
+                f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."
+            )
+        tr = self.model.transformer
+        x = tr["wte"](input_ids)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        attn_mask = None
+        if attention_mask is not None:
+            # Boolean key mask (batch, 1, 1, K): True = attend. Only built when padding exists.
+            attn_mask = attention_mask.bool()[:, None, None, :]
+        if cache is not None:
+            cache.begin_forward(positions)
+        for block in tr["blocks"]:
+            x = block(x, cos, sin, attn_mask, cache)
+        if cache is not None:
+            cache.end_forward()
+        if logits_range is not None:
+            x = x[:, logits_range[0] : logits_range[1]]
+        x = tr["ln_f"](x)
+        logits = F.linear(x, tr["wte"].weight) if self.config.weight_tying else tr["ff_out"](x)
+        if self.config.scale_logits:
+            logits = logits * (1 / math.sqrt(self.config.d_model))
+        return logits
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, max_shard_bytes: Optional[int] = None) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (sharded with an index when large)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(path)
+        save_state_dict_to_dir(self.state_dict(), path, max_shard_bytes=max_shard_bytes)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        torch_dtype: Optional[torch.dtype] = None,
+        device: str | torch.device = "cpu",
+    ) -> "LLaDAModel":
+        """Load a LLaDA checkpoint directory (``config.json`` + safetensors, sharded or not).
+
+        Missing, unexpected or wrongly-shaped weights raise ``ValueError`` naming the keys.
+        """
+        path = Path(directory)
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise ValueError(f"{path} has no config.json; is it a LLaDA checkpoint directory?")
+        config = LLaDAConfig(**json.loads(config_file.read_text()))
+        with torch.device("meta"):
+            model = cls(config)
+        state = load_state_dict_from_dir(path)
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {path} does not match LLaDAModel: missing keys {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}; unexpected keys {unexpected[:8]}"
+                f"{' ...' if len(unexpected) > 8 else ''}."
+            )
+        wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(s)}" for k, s in expected.items() if state[k].shape != s]
+        if wrong:
+            raise ValueError(f"checkpoint {path} has wrongly shaped weights: {wrong[:8]}.")
+        if torch_dtype is not None:
+            state = {k: v.to(torch_dtype) for k, v in state.items()}
+        model.load_state_dict(state, assign=True)
+        return model.to(device).eval()

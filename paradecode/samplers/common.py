@@ -1,0 +1,119 @@
+"""Mechanics every diffusion-LM strategy shares: noise, confidence, schedules, selection.
+
+Each function states the reference behaviour it reproduces (LLaDA ``generate.py``,
+Fast-dLLM ``generate.py``); strategies import these instead of re-implementing them.
+All work on the current block window: (batch, block_length[, vocab]) tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def add_gumbel_noise(
+    logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """LLaDA's Gumbel-max in float64: ``exp(logits) / (-log u) ** temperature``.
+
+    Its argmax samples from softmax(logits / temperature); temperature 0 returns the logits.
+    """
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return logits.exp() / (-torch.log(u)) ** temperature
+
+
+def forbid_token(logits: torch.Tensor, token_id: Optional[int]) -> torch.Tensor:
+    """Logits with ``token_id`` (the mask token) at -inf: a prediction can never be a mask.
+
+    The references leave it in; a trained model gives it ~0 probability, so this changes
+    nothing there, but keeps an untrained or sampled model from "committing" a mask.
+    """
+    if token_id is None or token_id >= logits.shape[-1]:
+        return logits
+    logits = logits.clone()
+    logits[..., token_id] = NEG_INF
+    return logits
+
+
+def predict(
+    logits: torch.Tensor,
+    temperature: float,
+    remasking: str,
+    generator: Optional[torch.Generator] = None,
+    mask_id: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted tokens and their confidence, as LLaDA / Fast-dLLM compute them.
+
+    x0 is the argmax of the (Gumbel-noised) logits; confidence is the float64 softmax
+    probability of x0 under the clean logits (``low_confidence``) or uniform noise
+    (``random``). ``mask_id`` is excluded from predictions (see :func:`forbid_token`).
+    """
+    logits = forbid_token(logits, mask_id)
+    x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
+    if remasking == "low_confidence":
+        p = torch.softmax(logits.to(torch.float64), dim=-1)
+        conf = p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    elif remasking == "random":
+        conf = torch.rand(x0.shape, device=x0.device, generator=generator)
+    else:  # configs validate this; kept for direct callers
+        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    return x0, conf
+
+
+def num_transfer_schedule(mask_count: torch.Tensor, steps: int) -> torch.Tensor:
+    """LLaDA's per-step token counts: ``mask_count`` spread evenly over ``steps``,
+    remainder to the first steps. (batch,) -> (batch, steps)."""
+    base = mask_count // steps
+    rem = mask_count % steps
+    idx = torch.arange(steps, device=mask_count.device)
+    return base[:, None] + (idx[None, :] < rem[:, None]).long()
+
+
+def masked_confidence(conf: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Confidence with committed positions at -inf, so they are never selected again."""
+    return torch.where(mask, conf, torch.full_like(conf, NEG_INF))
+
+
+def topk_mask(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of each row's ``k[row]`` most confident positions.
+
+    Ties are resolved by ``torch.topk`` over the row, as in the references (which call
+    topk per row). One sort for the whole batch, no host sync.
+    """
+    L = confidence.shape[-1]
+    k = k.to(confidence.device).long().clamp(max=L)
+    order = torch.topk(confidence, L, dim=-1).indices  # descending, topk's tie order
+    ranked = torch.arange(L, device=confidence.device)[None, :] < k[:, None]
+    return torch.zeros_like(ranked).scatter(-1, order, ranked)
+
+
+def threshold_mask(confidence: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Fast-dLLM's threshold rule: every masked position with confidence >= threshold,
+    and always the single most confident one (so each step commits at least one token)."""
+    top1 = topk_mask(confidence, mask.any(-1).long())
+    return (top1 | (confidence >= threshold)) & mask
+
+
+def factor_mask(confidence: torch.Tensor, mask: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM's factor rule (``get_transfer_index_dynamic``).
+
+    With masked confidences sorted c_0 >= c_1 >= ..., the i-th (0-based, i >= 1) needs
+    c_i >= 1 - factor / (i + 2); commit the leading run that passes. As in the reference,
+    when only the last masked position fails, the whole run (all n) is committed.
+    """
+    n = mask.sum(-1)
+    L = confidence.shape[-1]
+    sorted_conf = torch.topk(confidence, L, dim=-1).values
+    i = torch.arange(L, device=confidence.device, dtype=torch.float64)
+    thresholds = 1.0 - factor / (i + 2.0)
+    thresholds[0] = -1.0
+    fails = (sorted_conf < thresholds[None, :]) & (i[None, :] < n[:, None])
+    first_fail = torch.where(fails, i.long()[None, :], torch.full_like(n[:, None], L)).min(-1).values
+    k = torch.where(first_fail >= n - 1, n, first_fail)
+    return topk_mask(confidence, k) & mask

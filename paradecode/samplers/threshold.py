@@ -1,0 +1,41 @@
+"""Fast-dLLM's confidence-aware parallel decoding (Wu et al., 2025, "Fast-dLLM").
+
+Inside the current block, every masked position whose confidence passes ``threshold`` is
+committed, and at least the most confident one; the block ends when it has no mask left.
+With ``factor`` set, the factor rule replaces the fixed threshold: the i-th most confident
+position is committed while its confidence >= 1 - factor / (i + 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..registry import register
+from .base import BlockDiffusionStrategy, DiffusionConfig
+from .common import factor_mask, masked_confidence, threshold_mask
+
+
+@dataclass
+class ThresholdConfig(DiffusionConfig):
+    threshold: float = 0.9
+    factor: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.factor is not None and self.factor <= 0:
+            raise ValueError(f"factor must be positive (Fast-dLLM uses 1.0), got {self.factor}.")
+
+
+@register("threshold")
+class ConfidenceThreshold(BlockDiffusionStrategy):
+    description = "Fast-dLLM: commit every masked block position above a confidence threshold (or factor rule)"
+    Config = ThresholdConfig
+
+    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
+        conf = masked_confidence(confidence, mask)
+        if self.config.factor is not None:
+            return factor_mask(conf, mask, self.config.factor)
+        return threshold_mask(conf, mask, self.config.threshold)
