@@ -132,7 +132,7 @@ def sample(
     device = model_device(model)
     models, context = strat.setup(model, mask_token_id=mask_token_id, **runtime)
     pad_id = context.get("pad_id", 0)
-    ids, am = prepare_prompts(prompt_ids, attention_mask, pad_id, device)
+    ids, am = strat.prepare_inputs(prompt_ids, attention_mask, pad_id, device)
     policy = None
     if cache is not None:
         if not getattr(models.get("model"), "supports_cache", False):

@@ -158,6 +158,18 @@ class Strategy(ABC, Generic[StateT]):
     def setup(self, model: Any, **runtime: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return ``(models by role, context for start())`` for ``paradecode.sample``."""
 
+    def prepare_inputs(
+        self, prompt_ids: Any, attention_mask: Optional[torch.Tensor], pad_id: int, device: Optional[torch.device]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Turn the user's prompt into the (batch, P) tensor and mask that :meth:`start` takes.
+
+        Default: token ids, left-padded (:func:`paradecode.api.prepare_prompts`); a strategy
+        whose prompt is something else (VAR's class labels) overrides this.
+        """
+        from .api import prepare_prompts
+
+        return prepare_prompts(prompt_ids, attention_mask, pad_id, device)
+
     @abstractmethod
     def start(self, prompt_ids: torch.Tensor, **context: Any) -> StateT:
         """Build the per-sequence state (canvas, credit, drafts ...) for a batch of prompts."""
