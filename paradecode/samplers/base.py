@@ -181,10 +181,13 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         cols = self.block_columns(state, rows)
         start = state.memo["_logits_start"]
         full_logits = None
+        bl = c.block_length
         if start is not None:
             # A plain callable may ignore logits_range and return the whole canvas.
-            bl = c.block_length
             block_logits = logits if logits.shape[1] == bl else logits[:, start : start + bl]
+        elif logits.shape[1] == bl and not self.needs_full_logits:
+            # A cache policy may answer with each row's own block (rows in different blocks).
+            block_logits = logits
         else:
             full_logits = logits
             block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
