@@ -261,6 +261,10 @@ class LLaDAModel(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         for block in self.model.transformer["blocks"]:
             nn.init.normal_(block.attn_out.weight, std=std / math.sqrt(2 * self.config.n_layers))
             nn.init.normal_(block.ff_out.weight, std=std / math.sqrt(2 * self.config.n_layers))
