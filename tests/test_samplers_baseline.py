@@ -115,3 +115,27 @@ def test_cfg_mixes_conditional_and_unconditional(tiny_model, prompts):
     a = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8)
     b = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8, cfg_scale=3.0)
     assert not torch.equal(a.sequences, b.sequences)
+
+
+def test_logits_eos_inf_never_predicts_eos(tiny_model, prompts):
+    eos = tiny_model.config.eos_token_id
+    with torch.no_grad():  # make EOS the favourite everywhere
+        tiny_model.model.transformer["ff_out"].bias = None
+        tiny_model.model.transformer["ff_out"].weight[eos] = tiny_model.model.transformer["ff_out"].weight.abs().max(0).values * 50
+    plain = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8)
+    assert (plain.generated == eos).any()
+    out = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8, logits_eos_inf=True)
+    assert not (out.generated == eos).any()
+
+
+def test_confidence_eos_eot_inf_commits_eos_last(tiny_model, prompts):
+    eos = tiny_model.config.eos_token_id
+    out = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8)
+    demoted = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=8, block_length=8, steps=8,
+                                confidence_eos_eot_inf=True, eot_token_id=int(out.generated[0, 0]))
+    assert not (demoted.generated == MASK).any()
+    steps = demoted.state.commit_step
+    special = (demoted.generated == eos) | (demoted.generated == int(out.generated[0, 0]))
+    for row in range(3):
+        if special[row].any() and (~special[row]).any():
+            assert steps[row][special[row]].min() > steps[row][~special[row]].max()

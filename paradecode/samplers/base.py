@@ -18,7 +18,7 @@ from torch import nn
 
 from ..loop import Request, Strategy
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
-from .common import predict
+from .common import demote_tokens, forbid_token, predict
 
 __all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy"]
 
@@ -34,6 +34,9 @@ class DiffusionConfig:
     temperature: float = 0.0
     remasking: str = "low_confidence"
     cfg_scale: float = 0.0
+    logits_eos_inf: bool = False  # LLaDA: never predict EOS (the model's eos_token_id)
+    confidence_eos_eot_inf: bool = False  # LLaDA: commit EOS / EOT predictions last
+    eot_token_id: Optional[int] = None  # LLaDA-8B-Instruct's <|eot_id|> is 126348
 
     def __post_init__(self) -> None:
         if self.gen_length <= 0 or self.block_length <= 0:
@@ -63,6 +66,7 @@ class DiffusionState:
     x: torch.Tensor  # (B, L) canvas
     prompt_length: int  # column where generation starts (prompts are left-padded)
     mask_id: int
+    eos_id: Optional[int]
     attention_mask: Optional[torch.Tensor]  # (B, L) 1 = real token, or None without padding
     block: torch.Tensor  # (B,) CPU long, current block per row (num_blocks = finished)
     step_in_block: torch.Tensor  # (B,) CPU long
@@ -100,7 +104,13 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
         if pad_id is None or pad_id == mask_id:
             pad_id = 0 if mask_id != 0 else 1
-        return {"model": model}, {"mask_id": mask_id, "pad_id": int(pad_id)}
+        eos_id = getattr(getattr(model, "config", None), "eos_token_id", None)
+        if isinstance(eos_id, (list, tuple)):
+            eos_id = eos_id[0] if eos_id else None
+        if (self.config.logits_eos_inf or self.config.confidence_eos_eot_inf) and eos_id is None:
+            raise ValueError("logits_eos_inf / confidence_eos_eot_inf need the model config's eos_token_id.")
+        context = {"mask_id": mask_id, "pad_id": int(pad_id), "eos_id": eos_id}
+        return {"model": model}, context
 
     # ---- start -------------------------------------------------------------------------------
     def start(
@@ -108,6 +118,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         prompt_ids: torch.Tensor,
         *,
         mask_id: int,
+        eos_id: Optional[int] = None,
         attention_mask: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
         **_: Any,
@@ -123,6 +134,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             x=x,
             prompt_length=P,
             mask_id=mask_id,
+            eos_id=eos_id,
             attention_mask=attention_mask,
             block=torch.zeros(B, dtype=torch.long),
             step_in_block=torch.zeros(B, dtype=torch.long),
@@ -194,7 +206,11 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         dev_rows = rows.to(state.x.device)
         xb = state.x[dev_rows[:, None], cols]
         mask = xb == state.mask_id
+        if c.logits_eos_inf:
+            block_logits = forbid_token(block_logits, state.eos_id)
         x0, conf = predict(block_logits, c.temperature, c.remasking, state.generator, state.mask_id)
+        if c.confidence_eos_eot_inf:
+            conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
         transfer = self.select(state, rows, block_logits, x0, conf, mask, full_logits) & mask
         state.x[dev_rows[:, None], cols] = torch.where(transfer, x0, xb)
         gen_cols = cols - state.prompt_length

@@ -66,6 +66,21 @@ def predict(
     return x0, conf
 
 
+def demote_tokens(confidence: torch.Tensor, x0: torch.Tensor, token_ids: tuple) -> torch.Tensor:
+    """LLaDA's ``confidence_eos_eot_inf``: positions predicting one of ``token_ids`` (EOS,
+    EOT) are committed after every other masked position of the block.
+
+    LLaDA sets them to -inf, which ties with already-committed positions, so top-k can pick a
+    committed one instead and leave a mask behind (and its code demotes EOS only through the
+    noisy logits). We use -1, below every probability yet above -inf: the intent, not the tie.
+    """
+    demoted = torch.zeros_like(x0, dtype=torch.bool)
+    for tid in token_ids:
+        if tid is not None:
+            demoted |= x0 == tid
+    return torch.where(demoted, torch.full_like(confidence, -1.0), confidence)
+
+
 def num_transfer_schedule(mask_count: torch.Tensor, steps: int) -> torch.Tensor:
     """LLaDA's per-step token counts: ``mask_count`` spread evenly over ``steps``,
     remainder to the first steps. (batch,) -> (batch, steps)."""
