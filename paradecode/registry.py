@@ -43,7 +43,7 @@ def register_cache(name: str) -> Callable[[T], T]:
 
 def _load_builtins() -> None:
     # Importing the packages runs their @register decorators.
-    from . import caches, samplers, vision  # noqa: F401
+    from . import caches, samplers, speculative, vision  # noqa: F401
 
 
 def strategies() -> dict[str, str]:
