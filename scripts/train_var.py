@@ -1,0 +1,217 @@
+"""Train the shipped image models on procedural 32x32 shapes (paradecode.vision.shapes).
+
+Four models, each for a wall-clock budget, on fresh procedural batches every step:
+1. the multi-scale VQ-VAE (MSE + VQ loss, dead codes re-seeded from residuals early on),
+2. the classifier used by the metrics,
+3. a large and 4. a small VAR transformer (teacher forcing on the VQ-VAE's token pyramids,
+   10% label dropout for classifier-free guidance, the reference's initialisation).
+
+    python scripts/train_var.py --out paradecode/vision/shipped/shapes32 --device cuda
+    python scripts/train_var.py --out /tmp/smoke --tiny          # CPU smoke test, seconds
+
+Checkpoints are written in float16 (config.json + model.safetensors per model) and a
+``train_log.json`` with the losses and held-out accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from paradecode.vision import VAR, VARConfig, VQVAE, VQVAEConfig
+from paradecode.vision.metrics import ClassifierConfig, ShapesClassifier
+from paradecode.vision.shapes import NUM_CLASSES, make_shapes
+
+PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8)
+
+
+def lr_at(frac: float, peak: float, warmup: float = 0.03) -> float:
+    if frac < warmup:
+        return peak * frac / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
+
+
+def timed_steps(seconds: float, max_steps: int):
+    """Yield (step, fraction of the budget used) until the time or step budget is spent."""
+    t0, step = time.perf_counter(), 0
+    while step < max_steps:
+        frac = max((time.perf_counter() - t0) / seconds, step / max_steps)
+        if frac >= 1:
+            return
+        yield step, frac
+        step += 1
+
+
+def batch(n: int, device: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    return make_shapes(n, 32, generator=gen, device=device)
+
+
+def train_vae(args, gen: torch.Generator, log: dict) -> VQVAE:
+    cfg = VQVAEConfig(
+        vocab_size=args.vocab, z_channels=16, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, v_patch_nums=PATCH_NUMS,
+    )
+    vae = VQVAE(cfg).to(args.device).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=args.vae_lr, betas=(0.9, 0.95))
+    losses = []
+    for step, frac in timed_steps(args.vae_seconds, args.max_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac, args.vae_lr)
+        img, _ = batch(args.batch, args.device, gen)
+        rec, vq = vae(img)
+        loss = F.mse_loss(rec, img) + vq
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            losses.append(float(loss.detach()))
+        if step % 100 == 50 and frac < 0.6:
+            reseed_dead_codes(vae, img)
+    vae.eval()
+    with torch.no_grad():
+        img, _ = batch(512, args.device, gen)
+        ids = vae.img_to_idxBl(img)
+        rec = vae.idxBl_to_img(ids)
+        used = torch.cat(ids, 1).unique().numel()
+    log["vae"] = dict(steps=step + 1, final_loss=sum(losses[-10:]) / max(1, len(losses[-10:])),
+                      rec_mse=float(F.mse_loss(rec, img)), codes_used=used, vocab=args.vocab)
+    print("vae", log["vae"], flush=True)
+    return vae
+
+
+@torch.no_grad()
+def reseed_dead_codes(vae: VQVAE, img: torch.Tensor) -> None:
+    """Codes nobody picked in this batch take the value of a random residual vector."""
+    q = vae.quantize
+    f = vae.quant_conv(vae.encoder(img)).float()
+    B, C, H, W = f.shape
+    rest, f_hat, hits, vecs = f.clone(), torch.zeros_like(f), torch.zeros(q.vocab_size, device=f.device), []
+    SN = q.num_scales
+    for si, pn in enumerate(q.v_patch_nums):
+        z = F.interpolate(rest, size=(pn, pn), mode="area") if si != SN - 1 else rest
+        z = z.permute(0, 2, 3, 1).reshape(-1, C)
+        idx = q._nearest(z)
+        hits += idx.bincount(minlength=q.vocab_size).float()
+        vecs.append(z)
+        h = q.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
+        if si != SN - 1:
+            h = F.interpolate(h, size=(H, W), mode="bicubic")
+        h = q.phi(si)(h)
+        f_hat += h
+        rest -= h
+    dead = (hits == 0).nonzero().flatten()
+    if len(dead):
+        pool = torch.cat(vecs)
+        pick = torch.randint(0, pool.shape[0], (len(dead),), device=pool.device)
+        q.embedding.weight.data[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
+
+
+def train_classifier(args, gen: torch.Generator, log: dict) -> ShapesClassifier:
+    clf = ShapesClassifier(ClassifierConfig(num_classes=NUM_CLASSES, width=args.clf_width)).to(args.device).train()
+    opt = torch.optim.AdamW(clf.parameters(), lr=2e-3, weight_decay=0.01)
+    n = 0
+    for step, frac in timed_steps(args.clf_seconds, args.max_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac, 2e-3)
+        img, y = batch(args.batch, args.device, gen)
+        loss = F.cross_entropy(clf(img), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += 1
+    clf.eval()
+    with torch.no_grad():
+        img, y = batch(2000, args.device, gen)
+        acc = float((clf(img).argmax(-1) == y).float().mean())
+    log["classifier"] = dict(steps=n, heldout_accuracy=acc)
+    print("classifier", log["classifier"], flush=True)
+    return clf
+
+
+def train_var(args, name: str, depth: int, width: int, heads: int, seconds: float, vae: VQVAE,
+              gen: torch.Generator, log: dict) -> VAR:
+    cfg = VARConfig(
+        num_classes=NUM_CLASSES, depth=depth, embed_dim=width, num_heads=heads, patch_nums=PATCH_NUMS,
+        vocab_size=vae.V, Cvae=vae.Cvae, attn_l2_norm=True, cond_drop_rate=0.1, drop_path_rate=0.0,
+    )
+    var = VAR(cfg).to(args.device)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02, init_std=-1)
+    var.train()
+    opt = torch.optim.AdamW(var.parameters(), lr=args.var_lr, betas=(0.9, 0.95), weight_decay=0.05)
+    amp = args.device.startswith("cuda")
+    losses = []
+    for step, frac in timed_steps(seconds, args.max_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac, args.var_lr)
+        with torch.no_grad():
+            img, y = batch(args.batch, args.device, gen)
+            ids = vae.img_to_idxBl(img)
+            x = vae.quantize.idxBl_to_var_input(ids)
+            target = torch.cat(ids, 1)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = var(y, x)
+        loss = F.cross_entropy(logits.float().reshape(-1, vae.V), target.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
+        opt.step()
+        if step % 10 == 0:
+            losses.append(float(loss.detach()))
+    var.eval()
+    log[name] = dict(
+        steps=step + 1, final_loss=sum(losses[-10:]) / max(1, len(losses[-10:])), depth=depth, width=width,
+        heads=heads, params=sum(p.numel() for p in var.parameters()),
+    )
+    print(name, log[name], flush=True)
+    return var
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="paradecode/vision/shipped/shapes32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--vae-seconds", type=float, default=110)
+    p.add_argument("--clf-seconds", type=float, default=25)
+    p.add_argument("--large-seconds", type=float, default=170)
+    p.add_argument("--small-seconds", type=float, default=90)
+    p.add_argument("--max-steps", type=int, default=10**9)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--var-lr", type=float, default=2e-3)
+    p.add_argument("--large", default="6,128,4", help="depth,width,heads of the large VAR")
+    p.add_argument("--small", default="2,96,3", help="depth,width,heads of the small VAR")
+    p.add_argument("--clf-width", type=int, default=32)
+    p.add_argument("--tiny", action="store_true", help="seconds-long CPU smoke test")
+    args = p.parse_args()
+    if args.tiny:
+        args.batch, args.vocab, args.max_steps = 16, 64, 3
+        args.large, args.small, args.clf_width = "2,64,2", "1,32,2", 8
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(args.seed)
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    out = Path(args.out)
+    log: dict = {"args": vars(args)}
+    t0 = time.perf_counter()
+    vae = train_vae(args, gen, log)
+    for q in vae.parameters():
+        q.requires_grad_(False)
+    clf = train_classifier(args, gen, log)
+    large = train_var(args, "var_large", *map(int, args.large.split(",")), args.large_seconds, vae, gen, log)
+    small = train_var(args, "var_small", *map(int, args.small.split(",")), args.small_seconds, vae, gen, log)
+    log["total_seconds"] = time.perf_counter() - t0
+    for model, name in ((vae, "vae"), (clf, "classifier"), (large, "var_large"), (small, "var_small")):
+        model.save_pretrained(out / name, dtype=torch.float16)
+    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    print("saved to", out, "in", round(log["total_seconds"]), "s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
