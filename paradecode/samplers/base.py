@@ -208,19 +208,52 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         mask = xb == state.mask_id
         if c.logits_eos_inf:
             block_logits = forbid_token(block_logits, state.eos_id)
+        block_logits = self.adjust_logits(state, rows, block_logits, mask)
         x0, conf = predict(block_logits, c.temperature, c.remasking, state.generator, state.mask_id)
         if c.confidence_eos_eot_inf:
             conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
         transfer = self.select(state, rows, block_logits, x0, conf, mask, full_logits) & mask
+        exit_ = self.early_exit(state, rows, full_logits)
         state.x[dev_rows[:, None], cols] = torch.where(transfer, x0, xb)
         gen_cols = cols - state.prompt_length
         prev = state.commit_step[dev_rows[:, None], gen_cols]
         state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
         committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
         committed[dev_rows] = transfer.sum(-1)
+        still_masked = mask & ~transfer
+        stopped = None
+        if exit_ is not None:
+            stop, tokens = exit_
+            stop = stop.to(state.x.device)
+            P = state.prompt_length
+            gen = state.x[dev_rows, P:]
+            fill = (gen == state.mask_id) & stop[:, None]
+            state.x[dev_rows, P:] = torch.where(fill, tokens, gen)
+            state.commit_step[dev_rows] = torch.where(fill, state.steps, state.commit_step[dev_rows])
+            committed[dev_rows] += fill.sum(-1)
+            still_masked = still_masked & ~stop[:, None]
+            stopped = rows[stop.cpu()]
         state.steps += 1
-        self.advance(state, rows, mask & ~transfer)
+        self.advance(state, rows, still_masked)
+        if stopped is not None and len(stopped):
+            state.block[stopped] = c.num_blocks
         return committed
+
+    def adjust_logits(
+        self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Hook: the block logits predictions and confidences are taken from (e.g. fused with
+        a strategy's history of predictions). ``mask``: which block positions are still masked."""
+        return logits
+
+    def early_exit(
+        self, state: DiffusionState, rows: torch.Tensor, full_logits: Optional[torch.Tensor]
+    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Hook: rows that stop after this step. Returns None, or ``(stop, tokens)`` with
+        ``stop`` a (len(rows),) bool and ``tokens`` (len(rows), gen_length): every position of
+        the generation a stopping row still has masked after this step's commit takes its token
+        there, and the row is finished (it leaves the batch)."""
+        return None
 
     def select(
         self,

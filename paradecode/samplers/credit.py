@@ -1,0 +1,68 @@
+"""CreditDecoding (Wang et al., 2025, arXiv 2510.06133, "CreditDecoding: Accelerating Parallel Decoding in
+Diffusion Large Language Models with Trace Credits"; reference: inclusionAI/dInfer
+``CreditThresholdParallelDecoder``).
+
+Each masked position keeps a credit per vocabulary entry: every step it decays by
+``decay_beta`` and the current top-1 token gains ``p_top1 ** boost_gamma``. The step decides on
+fused logits ``logits + credit_alpha * log(1 + credit)`` with Fast-dLLM's threshold rule.
+Credit lives per row and block, and is reset when the row finishes its block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..registry import register
+from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from .common import masked_confidence, threshold_mask
+
+
+@dataclass
+class CreditConfig(DiffusionConfig):
+    threshold: float = 0.9
+    credit_alpha: float = 0.7
+    boost_gamma: float = 0.2
+    decay_beta: float = 0.8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.credit_alpha < 0:
+            raise ValueError(f"credit_alpha must be >= 0 (0 turns credit off), got {self.credit_alpha}.")
+        if self.boost_gamma < 0:
+            raise ValueError(f"boost_gamma must be >= 0, got {self.boost_gamma}.")
+        if not 0 <= self.decay_beta <= 1:
+            raise ValueError(f"decay_beta must be in [0, 1], got {self.decay_beta}.")
+
+
+@register("credit")
+class CreditDecoding(BlockDiffusionStrategy):
+    description = "CreditDecoding: threshold rule on logits fused with a decaying per-token trace credit"
+    Config = CreditConfig
+
+    def on_start(self, state: DiffusionState) -> None:
+        state.memo["credit"] = None  # (batch, block_length, vocab) float32, made at the first step
+
+    def adjust_logits(self, state, rows, logits, mask) -> torch.Tensor:
+        c = self.config
+        credit = state.memo["credit"]
+        if credit is None:
+            B, V = state.batch_size, logits.shape[-1]
+            credit = torch.zeros(B, c.block_length, V, dtype=torch.float32, device=logits.device)
+            state.memo["credit"] = credit
+        dev_rows = rows.to(credit.device)
+        row_credit = credit[dev_rows] * c.decay_beta
+        top_p, top_i = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+        boost = top_p.pow(c.boost_gamma) * mask  # only masked positions gather credit
+        row_credit.scatter_add_(-1, top_i.unsqueeze(-1), boost.unsqueeze(-1))
+        credit[dev_rows] = row_credit
+        return logits + c.credit_alpha * torch.log1p(row_credit)
+
+    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
+        return threshold_mask(masked_confidence(confidence, mask), mask, self.config.threshold)
+
+    def on_block_end(self, state: DiffusionState, rows: torch.Tensor) -> None:
+        credit = state.memo["credit"]
+        if credit is not None:
+            credit[rows.to(credit.device)] = 0.0
