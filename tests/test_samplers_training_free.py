@@ -1,13 +1,15 @@
 """Prophet, CreditDecoding and LocalLeap: the reference rules re-derived on the same logits,
 their degenerate settings equal to the baselines, and one common check of every dLLM strategy."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 import paradecode
-from paradecode.registry import get_strategy_class
+from paradecode.caches.canvas import CanvasKVCache
+from paradecode.registry import get_cache_class, get_strategy_class
 from paradecode.samplers.base import BlockDiffusionStrategy
 from paradecode.samplers.localleap import anchor_neighbourhood
 
@@ -369,3 +371,36 @@ class TestEveryDiffusionStrategy:
             single = paradecode.sample(tiny_model, [r], name, **COMMON)
             assert batch.generated[i].tolist() == single.generated[0].tolist(), i
             assert int(batch.trace.row_nfe[i]) == single.trace.nfe, i
+
+
+# ---------------------------------------------------------------------------------------------
+# With cache policies: the strategies never call the model, so a cache refreshed every step
+# changes nothing (an exit mid-way included)
+# ---------------------------------------------------------------------------------------------
+
+CANVAS_CACHES = [n for n in paradecode.cache_policies() if issubclass(get_cache_class(n), CanvasKVCache)]
+REFRESH_EVERY_STEP = {"cache_reloading_step": 1, "refresh_every": 1}
+OURS = [
+    ("prophet", dict(base_options=dict(steps=16), answer_start=3, **prophet_thresholds(2.0, 1.5, 1.0))),
+    ("credit", dict(threshold=0.8)),
+    ("localleap", dict(threshold=0.7, relaxed_threshold=0.4)),
+]
+
+
+@pytest.mark.parametrize("cache", CANVAS_CACHES)
+@pytest.mark.parametrize("name, opts", OURS)
+def test_cache_refreshed_every_step_equals_no_cache(tiny_model, prompts, cache, name, opts):
+    cls = get_cache_class(cache)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    cache_options = {k: v for k, v in REFRESH_EVERY_STEP.items() if k in fields}
+    ref = paradecode.sample(tiny_model, prompts, name, **GEO, **opts)
+    out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, cache_options=cache_options, **opts)
+    assert torch.equal(ref.sequences, out.sequences)
+    assert torch.equal(ref.trace.row_nfe, out.trace.row_nfe)
+
+
+@pytest.mark.parametrize("cache", CANVAS_CACHES)
+def test_runs_with_default_cache_options(tiny_model, prompts, cache):
+    for name, opts in OURS:
+        out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, **opts)
+        assert not (out.generated == MASK).any() and out.trace.tokens_committed.tolist() == [16, 16, 16]
