@@ -40,10 +40,13 @@ def settings(m, opts: dict, window: int, draft_depths: list[int], budgets: list[
         "VAR large (full cache)": lambda y, s, **kw: generate(m.large, y, seed=s, **opts, **kw),
         "VAR small alone": lambda y, s, **kw: generate(m.small, y, seed=s, **opts, **kw),
     }
-    for n in draft_depths:
-        out[f"CoDe large->small, N={n}"] = (
-            lambda y, s, n=n, **kw: generate(m.large, y, "code", refiner=m.small, draft_steps=n, seed=s, **opts, **kw)
-        )
+    refiners = [("small", m.small)] + ([("specialised refiner", m.refiner)] if m.refiner is not None else [])
+    for rname, ref in refiners:
+        for n in draft_depths:
+            out[f"CoDe large->{rname}, N={n}"] = (
+                lambda y, s, n=n, ref=ref, **kw: generate(m.large, y, "code", refiner=ref, draft_steps=n, seed=s,
+                                                          **opts, **kw)
+            )
     for b in budgets:
         policy = ScaleKV(ScaleKVConfig(budget=b, window_size=window), plan)
         out[f"ScaleKV {round(b * 100)}% (large)"] = (

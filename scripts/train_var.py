@@ -171,6 +171,38 @@ def train_var(args, name: str, depth: int, width: int, heads: int, seconds: floa
     return var
 
 
+def finetune_refiner(args, vae: VQVAE, small: VAR, gen: torch.Generator, log: dict) -> VAR:
+    """CoDe's specialised refiner: the small VAR fine-tuned on the scales it refines only
+    (loss on tokens of scales >= ``--refine-from-scale``), from its own checkpoint."""
+    var = small.to(args.device).train()
+    first = var.begin_ends[args.refine_from_scale][0]
+    opt = torch.optim.AdamW(var.parameters(), lr=args.refiner_lr, betas=(0.9, 0.95), weight_decay=0.05)
+    amp = args.device.startswith("cuda")
+    losses = []
+    for step, frac in timed_steps(args.refiner_seconds, args.max_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(frac, args.refiner_lr)
+        with torch.no_grad():
+            img, y = batch(args.batch, args.device, gen)
+            ids = vae.img_to_idxBl(img)
+            x = vae.quantize.idxBl_to_var_input(ids)
+            target = torch.cat(ids, 1)[:, first:]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = var(y, x)[:, first:]
+        loss = F.cross_entropy(logits.float().reshape(-1, vae.V), target.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
+        opt.step()
+        if step % 10 == 0:
+            losses.append(float(loss.detach()))
+    var.eval()
+    log["var_refiner"] = dict(steps=step + 1, final_loss_on_refined_scales=sum(losses[-10:]) / max(1, len(losses[-10:])),
+                              refine_from_scale=args.refine_from_scale, initial_loss=losses[0] if losses else None)
+    print("var_refiner", log["var_refiner"], flush=True)
+    return var
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="paradecode/vision/shipped/shapes32")
@@ -189,6 +221,11 @@ def main() -> None:
     p.add_argument("--small", default="2,96,3", help="depth,width,heads of the small VAR")
     p.add_argument("--clf-width", type=int, default=32)
     p.add_argument("--tiny", action="store_true", help="seconds-long CPU smoke test")
+    p.add_argument("--refiner-from", default=None,
+                   help="only fine-tune CoDe's specialised refiner from DIR/var_small (+ DIR/vae), write OUT/var_refiner")
+    p.add_argument("--refine-from-scale", type=int, default=4)
+    p.add_argument("--refiner-seconds", type=float, default=120)
+    p.add_argument("--refiner-lr", type=float, default=5e-4)
     args = p.parse_args()
     if args.tiny:
         args.batch, args.vocab, args.max_steps = 16, 64, 3
@@ -200,6 +237,14 @@ def main() -> None:
     out = Path(args.out)
     log: dict = {"args": vars(args)}
     t0 = time.perf_counter()
+    if args.refiner_from:
+        src = Path(args.refiner_from)
+        vae = VQVAE.from_pretrained(src / "vae", device=args.device)
+        small = VAR.from_pretrained(src / "var_small", device=args.device)
+        refiner = finetune_refiner(args, vae, small, gen, log)
+        refiner.save_pretrained(out / "var_refiner", dtype=torch.float16)
+        (out / "refiner_log.json").write_text(json.dumps(log, indent=2) + "\n")
+        return
     vae = train_vae(args, gen, log)
     for q in vae.parameters():
         q.requires_grad_(False)

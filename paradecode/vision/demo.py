@@ -57,9 +57,10 @@ def run_comparison(
     m = models
     y = torch.as_tensor(list(labels), device=m.large.device)
     settings = [("VAR large, full cache", lambda: generate(m.large, y, seed=seed, timing=False, **options))]
+    who = "specialised small" if m.refiner is not None else "small"
     for n in draft_steps:
-        settings.append((f"CoDe N={n} (large drafts {n} scales, small refines)",
-                         lambda n=n: generate(m.large, y, "code", refiner=m.small, draft_steps=n, seed=seed,
+        settings.append((f"CoDe N={n} (large drafts {n} scales, {who} refines)",
+                         lambda n=n: generate(m.large, y, "code", refiner=m.code_refiner, draft_steps=n, seed=seed,
                                               timing=False, **options)))
     if budgets:
         plan = calibrate(m.large, m.vae, None, ScaleKVConfig(window_size=window_size), **options)
