@@ -1,0 +1,191 @@
+"""Verifiable tasks for steps-to-quality curves: seeded generators with exact verifiers.
+
+Every task makes character-level prompts and answers (the characters of
+:data:`paradecode.bench.tokenizer.CHARS`), one valid reference answer per example, and a
+verifier that accepts *any* valid answer, so tasks with many solutions (pick 3 words of a
+category, a permutation ...) are scored by validity, not by string match.
+
+Why these tasks (see the README's "Task suite" notes): short deterministic answers
+(``add``, ``sort``) are solved in one forward by a small model and give no curve; tasks
+whose valid answers are many and *coupled* (``words``, ``lists``) lose accuracy gradually
+when several tokens are committed per step, because letters of different valid words mix;
+``distinct`` / ``perm`` are ParallelBench-style tasks where every position shares the same
+argmax, so committing two tokens at once tends to repeat a letter.
+
+A task has ``gen_length`` (the answer canvas the shipped models were trained with: the
+answer, then ``<eos>`` up to ``gen_length``) and ``block_length`` (for semi-autoregressive
+decoding); ``max_answer_tokens`` bounds the answer before its ``<eos>`` padding.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Example", "Task", "TASKS", "get_task", "LEXICON"]
+
+# Six categories of twelve pronounceable made-up words (3 to 6 letters), fixed forever:
+# the shipped models memorised them.
+LEXICON: dict[str, tuple[str, ...]] = {
+    "fruit": ("lig", "tedi", "kub", "moba", "fesip", "ziru", "pofek", "ketono", "nusa", "domab", "merizi", "rena"),
+    "bird": ("gas", "buz", "puzu", "ramor", "dilop", "gemuka", "mugan", "fere", "dukudi", "kaba", "fulike", "zege"),
+    "tool": ("bugu", "vinu", "vabuk", "marik", "fusam", "vivu", "naboz", "suf", "teso", "fetim", "bar", "vafok"),
+    "stone": ("bepaf", "lik", "tafel", "fope", "sanum", "gen", "fit", "lasof", "gulo", "zuzori", "tonet", "kib"),
+    "river": ("givid", "bubob", "lim", "label", "zeturo", "zirad", "dus", "difa", "gus", "gasilu", "bufuto", "ruma"),
+    "star": ("regiz", "pitir", "bana", "sezit", "dopi", "sumab", "pogo", "sosif", "kugo", "gilupu", "rig", "dak"),
+}
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem: ``prompt`` (what the model sees), ``answer`` (one valid reference) and
+    ``data`` (what the verifier needs: the category, the operands, the set to pick from ...)."""
+
+    prompt: str
+    answer: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def clean(text: str) -> str:
+    """The answer part of a generation: cut at the first end-of-text / pad marker (in case
+    the text was decoded with special tokens) and strip surrounding whitespace."""
+    for marker in ("<eos>", "<pad>", "<mask>"):
+        text = text.split(marker, 1)[0]
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Task:
+    """A seeded problem generator with an exact verifier.
+
+    ``make(rng) -> Example`` draws one problem; ``check(example, answer) -> bool`` says
+    whether a cleaned answer is valid. Use :meth:`examples` and :meth:`verify`.
+    """
+
+    name: str
+    description: str
+    make: Callable[[random.Random], Example]
+    check: Callable[[Example, str], bool]
+    max_answer_tokens: int
+    gen_length: int = 32
+    block_length: int = 32
+
+    def examples(self, n: int, seed: int = 0) -> list[Example]:
+        """``n`` problems; the same ``(n, seed)`` always gives the same list, and the first
+        ``k`` of ``examples(n, seed)`` equal ``examples(k, seed)``."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}.")
+        rng = random.Random(f"{self.name}/{int(seed)}")
+        return [self.make(rng) for _ in range(n)]
+
+    def verify(self, example: Example, generated_text: str) -> bool:
+        """True if ``generated_text`` (the decoded generation after the prompt) is a valid
+        answer to ``example``; text after an end-of-text marker is ignored."""
+        return bool(self.check(example, clean(generated_text)))
+
+
+# ---- words: 3 distinct words of a category --------------------------------------------------
+def _make_words(rng: random.Random) -> Example:
+    cat = rng.choice(sorted(LEXICON))
+    words = rng.sample(LEXICON[cat], 3)
+    return Example(f"words {cat}:", " ".join(words), {"category": cat})
+
+
+def _valid_group(text: str, category: str, k: int = 3) -> bool:
+    words = text.split(" ")
+    lex = LEXICON[category]
+    return len(words) == k and len(set(words)) == k and all(w in lex for w in words)
+
+
+def _check_words(ex: Example, answer: str) -> bool:
+    return _valid_group(answer, ex.data["category"])
+
+
+# ---- lists: 3 distinct words for each of 5 categories (long answers, 63-108 characters) ------
+def _make_lists(rng: random.Random) -> Example:
+    cats = rng.sample(sorted(LEXICON), 5)
+    groups = [" ".join(rng.sample(LEXICON[c], 3)) for c in cats]
+    return Example(f"lists {' '.join(cats)}:", "; ".join(groups), {"categories": cats})
+
+
+def _check_lists(ex: Example, answer: str) -> bool:
+    groups = answer.split("; ")
+    cats = ex.data["categories"]
+    return len(groups) == len(cats) and all(_valid_group(g, c) for g, c in zip(groups, cats))
+
+
+# ---- add: a + b with up to 6 digits each -----------------------------------------------------
+def _number(rng: random.Random, digits: int) -> int:
+    return rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10**digits)
+
+
+def _make_add(rng: random.Random) -> Example:
+    a, b = (_number(rng, rng.randint(1, 6)) for _ in range(2))
+    return Example(f"{a}+{b}=", str(a + b), {"a": a, "b": b})
+
+
+def _check_add(ex: Example, answer: str) -> bool:
+    return answer == str(ex.data["a"] + ex.data["b"])
+
+
+# ---- sort: the letters of a word in alphabetical order ---------------------------------------
+def _make_sort(rng: random.Random) -> Example:
+    letters = "".join(rng.choice(LETTERS) for _ in range(rng.randint(5, 12)))
+    return Example(f"sort {letters}:", "".join(sorted(letters)), {"letters": letters})
+
+
+def _check_sort(ex: Example, answer: str) -> bool:
+    return answer == "".join(sorted(ex.data["letters"]))
+
+
+# ---- distinct: pick k distinct letters from a set (ParallelBench-style) ----------------------
+def _make_distinct(rng: random.Random) -> Example:
+    k = rng.randint(3, 8)
+    pool = "".join(rng.sample(LETTERS, rng.randint(k + 1, 12)))
+    return Example(f"pick {k} of {pool}:", "".join(rng.sample(pool, k)), {"k": k, "pool": pool})
+
+
+def _check_distinct(ex: Example, answer: str) -> bool:
+    k, pool = ex.data["k"], ex.data["pool"]
+    return len(answer) == k and len(set(answer)) == k and all(c in pool for c in answer)
+
+
+# ---- perm: a shuffle of distinct letters, different from the given order ---------------------
+def _make_perm(rng: random.Random) -> Example:
+    letters = "".join(rng.sample(LETTERS, rng.randint(4, 8)))
+    order = list(letters)
+    while "".join(order) == letters:
+        rng.shuffle(order)
+    return Example(f"perm {letters}:", "".join(order), {"letters": letters})
+
+
+def _check_perm(ex: Example, answer: str) -> bool:
+    letters = ex.data["letters"]
+    return sorted(answer) == sorted(letters) and answer != letters
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("words", "3 distinct words of a named category (12-word lexicons), space separated",
+             _make_words, _check_words, max_answer_tokens=20),
+        Task("lists", "3 distinct words for each of 5 named categories, groups separated by '; '",
+             _make_lists, _check_lists, max_answer_tokens=108, gen_length=128, block_length=32),
+        Task("add", "sum of two numbers of 1 to 6 digits", _make_add, _check_add, max_answer_tokens=7),
+        Task("sort", "the letters of a 5-12 letter string in alphabetical order",
+             _make_sort, _check_sort, max_answer_tokens=12),
+        Task("distinct", "pick k (3-8) distinct letters from a given set (ParallelBench-style)",
+             _make_distinct, _check_distinct, max_answer_tokens=8),
+        Task("perm", "a permutation of 4-8 distinct letters, other than the given order",
+             _make_perm, _check_perm, max_answer_tokens=8),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name`` (see :data:`TASKS`)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}")
+    return TASKS[name]
