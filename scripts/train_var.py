@@ -88,22 +88,10 @@ def train_vae(args, gen: torch.Generator, log: dict) -> VQVAE:
 def reseed_dead_codes(vae: VQVAE, img: torch.Tensor) -> None:
     """Codes nobody picked in this batch take the value of a random residual vector."""
     q = vae.quantize
-    f = vae.quant_conv(vae.encoder(img)).float()
-    B, C, H, W = f.shape
-    rest, f_hat, hits, vecs = f.clone(), torch.zeros_like(f), torch.zeros(q.vocab_size, device=f.device), []
-    SN = q.num_scales
-    for si, pn in enumerate(q.v_patch_nums):
-        z = F.interpolate(rest, size=(pn, pn), mode="area") if si != SN - 1 else rest
-        z = z.permute(0, 2, 3, 1).reshape(-1, C)
-        idx = q._nearest(z)
+    hits, vecs = torch.zeros(q.vocab_size, device=img.device), []
+    for _, _, z, idx, _ in q.walk(vae.quant_conv(vae.encoder(img)).float()):
         hits += idx.bincount(minlength=q.vocab_size).float()
         vecs.append(z)
-        h = q.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
-        if si != SN - 1:
-            h = F.interpolate(h, size=(H, W), mode="bicubic")
-        h = q.phi(si)(h)
-        f_hat += h
-        rest -= h
     dead = (hits == 0).nonzero().flatten()
     if len(dead):
         pool = torch.cat(vecs)
@@ -133,55 +121,15 @@ def train_classifier(args, gen: torch.Generator, log: dict) -> ShapesClassifier:
     return clf
 
 
-def train_var(args, name: str, depth: int, width: int, heads: int, seconds: float, vae: VQVAE,
-              gen: torch.Generator, log: dict) -> VAR:
-    cfg = VARConfig(
-        num_classes=NUM_CLASSES, depth=depth, embed_dim=width, num_heads=heads, patch_nums=PATCH_NUMS,
-        vocab_size=vae.V, Cvae=vae.Cvae, attn_l2_norm=True, cond_drop_rate=0.1, drop_path_rate=0.0,
-    )
-    var = VAR(cfg).to(args.device)
-    var.init_weights(init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02, init_std=-1)
+def fit_var(args, var: VAR, vae: VQVAE, gen: torch.Generator, seconds: float, lr: float, first: int = 0) -> tuple[int, list]:
+    """Teacher-forced cross-entropy on fresh batches; loss on tokens from index ``first`` on."""
     var.train()
-    opt = torch.optim.AdamW(var.parameters(), lr=args.var_lr, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = torch.optim.AdamW(var.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     amp = args.device.startswith("cuda")
-    losses = []
+    losses, steps = [], 0
     for step, frac in timed_steps(seconds, args.max_steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(frac, args.var_lr)
-        with torch.no_grad():
-            img, y = batch(args.batch, args.device, gen)
-            ids = vae.img_to_idxBl(img)
-            x = vae.quantize.idxBl_to_var_input(ids)
-            target = torch.cat(ids, 1)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            logits = var(y, x)
-        loss = F.cross_entropy(logits.float().reshape(-1, vae.V), target.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
-        opt.step()
-        if step % 10 == 0:
-            losses.append(float(loss.detach()))
-    var.eval()
-    log[name] = dict(
-        steps=step + 1, final_loss=sum(losses[-10:]) / max(1, len(losses[-10:])), depth=depth, width=width,
-        heads=heads, params=sum(p.numel() for p in var.parameters()),
-    )
-    print(name, log[name], flush=True)
-    return var
-
-
-def finetune_refiner(args, vae: VQVAE, small: VAR, gen: torch.Generator, log: dict) -> VAR:
-    """CoDe's specialised refiner: the small VAR fine-tuned on the scales it refines only
-    (loss on tokens of scales >= ``--refine-from-scale``), from its own checkpoint."""
-    var = small.to(args.device).train()
-    first = var.begin_ends[args.refine_from_scale][0]
-    opt = torch.optim.AdamW(var.parameters(), lr=args.refiner_lr, betas=(0.9, 0.95), weight_decay=0.05)
-    amp = args.device.startswith("cuda")
-    losses = []
-    for step, frac in timed_steps(args.refiner_seconds, args.max_steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(frac, args.refiner_lr)
+            g["lr"] = lr_at(frac, lr)
         with torch.no_grad():
             img, y = batch(args.batch, args.device, gen)
             ids = vae.img_to_idxBl(img)
@@ -196,8 +144,37 @@ def finetune_refiner(args, vae: VQVAE, small: VAR, gen: torch.Generator, log: di
         opt.step()
         if step % 10 == 0:
             losses.append(float(loss.detach()))
+        steps = step + 1
     var.eval()
-    log["var_refiner"] = dict(steps=step + 1, final_loss_on_refined_scales=sum(losses[-10:]) / max(1, len(losses[-10:])),
+    return steps, losses
+
+
+def _mean_tail(xs: list) -> float:
+    return sum(xs[-10:]) / max(1, len(xs[-10:]))
+
+
+def train_var(args, name: str, depth: int, width: int, heads: int, seconds: float, vae: VQVAE,
+              gen: torch.Generator, log: dict) -> VAR:
+    cfg = VARConfig(
+        num_classes=NUM_CLASSES, depth=depth, embed_dim=width, num_heads=heads, patch_nums=PATCH_NUMS,
+        vocab_size=vae.V, Cvae=vae.Cvae, attn_l2_norm=True, cond_drop_rate=0.1, drop_path_rate=0.0,
+    )
+    var = VAR(cfg).to(args.device)
+    var.init_weights(init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02, init_std=-1)
+    steps, losses = fit_var(args, var, vae, gen, seconds, args.var_lr)
+    log[name] = dict(steps=steps, final_loss=_mean_tail(losses), depth=depth, width=width, heads=heads,
+                     params=sum(p.numel() for p in var.parameters()))
+    print(name, log[name], flush=True)
+    return var
+
+
+def finetune_refiner(args, vae: VQVAE, small: VAR, gen: torch.Generator, log: dict) -> VAR:
+    """CoDe's specialised refiner: the small VAR fine-tuned on the scales it refines only
+    (loss on tokens of scales >= ``--refine-from-scale``), from its own checkpoint."""
+    var = small.to(args.device)
+    first = var.begin_ends[args.refine_from_scale][0]
+    steps, losses = fit_var(args, var, vae, gen, args.refiner_seconds, args.refiner_lr, first)
+    log["var_refiner"] = dict(steps=steps, final_loss_on_refined_scales=_mean_tail(losses),
                               refine_from_scale=args.refine_from_scale, initial_loss=losses[0] if losses else None)
     print("var_refiner", log["var_refiner"], flush=True)
     return var

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from paradecode.vision import VAR, VARConfig, VQVAE, VQVAEConfig, sample_top_k_top_p
+from paradecode.vision import VAR, VARConfig, VQVAE, sample_top_k_top_p
 from paradecode.vision.kvcache import VARKVCache
 from paradecode.vision.quant import _phi_ticks, phi_index
 

@@ -30,7 +30,7 @@ With ``budget=1.0`` nothing is ever dropped: generation equals the full cache.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,22 @@ from torch import nn
 
 from ..models.checkpoint import load_state_dict_from_dir, save_state_dict_to_dir
 
-__all__ = ["read_state_dict", "save_module", "load_module", "check_keys"]
+__all__ = ["ConfigDict", "read_state_dict", "save_module", "load_module", "check_keys"]
+
+
+class ConfigDict:
+    """Mixin for the config dataclasses: ``to_dict`` / ``from_dict`` (unknown fields raise)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

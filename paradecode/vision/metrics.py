@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -22,24 +19,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoints import ConfigDict
+
 __all__ = [
     "ClassifierConfig", "ShapesClassifier", "frechet_distance", "feature_stats", "psnr", "ssim", "inception_fid",
 ]
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ConfigDict):
     num_classes: int = 10
     width: int = 32
     feature_dim: int = 128
     image_size: int = 32
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
-        return cls(**d)
 
 
 class ShapesClassifier(nn.Module):

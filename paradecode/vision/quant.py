@@ -132,61 +132,52 @@ class VectorQuantizer2(nn.Module):
         d = z_NC.square().sum(1, keepdim=True) + w.square().sum(1)[None, :] - 2 * z_NC @ w.T
         return torch.argmin(d, dim=1)
 
-    def _residual_pyramid(
-        self, f: torch.Tensor, patch_nums: Optional[Sequence[int]] = None
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
-        """Token ids per scale, f_hat after each scale, and the final f_hat (no gradients)."""
+    def walk(self, f: torch.Tensor, patch_nums: Optional[Sequence[int]] = None):
+        """Yield ``(si, pn, z_NC, idx, h)`` per scale, coarse to fine: the residual at the scale's
+        size (N, C), its nearest codes, and their Phi-refined contribution ``h`` at full size
+        (differentiable w.r.t. the codebook and Phi). The residual is updated after each yield."""
         B, C, H, W = f.shape
         pns = tuple(patch_nums or self.v_patch_nums)
         if pns[-1] != H or pns[-1] != W:
             raise ValueError(f"the last patch number {pns[-1]} must equal the feature map size ({H}x{W}).")
         SN = len(pns)
         f_rest = f.detach().float().clone()
-        f_hat = torch.zeros_like(f_rest)
-        ids, fhats = [], []
         for si, pn in enumerate(pns):
             z = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != SN - 1 else f_rest
-            idx = self._nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
+            z_NC = z.permute(0, 2, 3, 1).reshape(-1, C)
+            idx = self._nearest(z_NC)
             h = self.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
             if si != SN - 1:
                 h = F.interpolate(h, size=(H, W), mode="bicubic")
             h = self.phi(si, SN)(h.contiguous())
-            f_hat = f_hat + h
-            f_rest = f_rest - h
-            ids.append(idx.view(B, pn * pn))
-            fhats.append(f_hat)
-        return ids, fhats, f_hat
+            yield si, pn, z_NC, idx, h
+            f_rest = f_rest - h.detach()
 
     def forward(self, f: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training pass: straight-through f_hat and the VQ loss averaged over scales."""
-        B, C, H, W = f.shape
         f = f.float()
         f_no_grad = f.detach()
-        f_rest = f_no_grad.clone()
-        f_hat = torch.zeros_like(f_rest)
-        SN = self.num_scales
+        f_hat = torch.zeros_like(f_no_grad)
         loss = f.new_zeros(())
-        for si, pn in enumerate(self.v_patch_nums):
-            z = F.interpolate(f_rest, size=(pn, pn), mode="area") if si != SN - 1 else f_rest
-            idx = self._nearest(z.permute(0, 2, 3, 1).reshape(-1, C))
-            h = self.embedding(idx.view(B, pn, pn)).permute(0, 3, 1, 2)
-            if si != SN - 1:
-                h = F.interpolate(h, size=(H, W), mode="bicubic")
-            h = self.phi(si)(h.contiguous())
+        for _, _, _, _, h in self.walk(f):
             f_hat = f_hat + h
-            f_rest = f_rest - h.detach()
+            # commitment (to the encoder) + codebook/Phi term, as in the reference
             loss = loss + F.mse_loss(f_hat.detach(), f) * self.beta + F.mse_loss(f_hat, f_no_grad)
-        loss = loss / SN
-        f_hat = (f_hat.detach() - f_no_grad) + f  # straight-through estimator
-        return f_hat, loss
+        loss = loss / self.num_scales
+        return (f_hat.detach() - f_no_grad) + f, loss  # straight-through estimator
 
     # ---- tokenizer API ---------------------------------------------------------------------
     def f_to_idxBl_or_fhat(
         self, f: torch.Tensor, to_fhat: bool, v_patch_nums: Optional[Sequence[int]] = None
     ) -> List[torch.Tensor]:
         """Per scale: token ids (B, p*p), or the accumulated f_hat when ``to_fhat``."""
-        ids, fhats, _ = self._residual_pyramid(f, v_patch_nums)
-        return fhats if to_fhat else ids
+        B = f.shape[0]
+        f_hat = torch.zeros_like(f, dtype=torch.float32)
+        out = []
+        for _, pn, _, idx, h in self.walk(f, v_patch_nums):
+            f_hat = f_hat + h
+            out.append(f_hat if to_fhat else idx.view(B, pn * pn))
+        return out
 
     def embed_to_fhat(self, ms_h_BChw: List[torch.Tensor], last_one: bool = False):
         """Sum of the upsampled, Phi-refined code maps (all scales brought to the last size)."""

@@ -12,16 +12,16 @@ official ``var_d16.pth`` ... ``var_d30.pth`` load with :meth:`VAR.load_official`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoints import ConfigDict
 from .vqvae import VQVAE
 
 __all__ = ["VARConfig", "VAR", "OFFICIAL_VAR_FILES"]
@@ -33,7 +33,7 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 
 
 @dataclass
-class VARConfig:
+class VARConfig(ConfigDict):
     """VAR hyper-parameters; ``VARConfig.official(depth)`` gives the released models'."""
 
     num_classes: int = 1000
@@ -72,16 +72,6 @@ class VARConfig:
     def L(self) -> int:
         return sum(p * p for p in self.patch_nums)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VARConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown VARConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
 
 
 class DropPath(nn.Module):

@@ -10,17 +10,15 @@ channels, patch numbers 1..16) loads with :meth:`VQVAE.load_official`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoints import ConfigDict
 from .quant import VectorQuantizer2
 
 __all__ = ["VQVAEConfig", "VQVAE", "OFFICIAL_VAE_FILE"]
@@ -177,7 +175,7 @@ class Decoder(nn.Module):
 
 
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(ConfigDict):
     """Hyper-parameters of the tokenizer; the defaults are the official ``vae_ch160v4096z32``."""
 
     vocab_size: int = 4096
@@ -213,16 +211,6 @@ class VQVAEConfig:
     def image_size(self) -> int:
         return self.v_patch_nums[-1] * self.downsample
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown VQVAEConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
 
 
 class VQVAE(nn.Module):
