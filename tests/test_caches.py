@@ -245,3 +245,16 @@ def test_bad_cache_options_and_uncacheable_models(tiny_model, prompts):
     with pytest.raises(ValueError, match="cannot take a cache policy"):
         adapter(prompts, cache=_policy("dual"))
     assert set(CACHES) <= set(paradecode.cache_policies())
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_batched_rows_in_different_blocks_equal_row_by_row(tiny_model, cache):
+    """Under threshold decoding rows leave blocks at different steps and finish early; each
+    row of a batch still follows the policy exactly as it would alone."""
+    rows = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]
+    kw = dict(gen_length=16, block_length=8, threshold=0.6, cache=cache)
+    batch = paradecode.sample(tiny_model, rows, "threshold", **kw)
+    assert len(set(batch.trace.row_nfe.tolist())) > 1
+    for i, r in enumerate(rows):
+        single = paradecode.sample(tiny_model, [r], "threshold", **kw)
+        assert batch.generated[i].tolist() == single.generated[0].tolist(), i

@@ -45,6 +45,12 @@ class _BlockCache(CanvasKVCache):
         every = self.config.refresh_every
         return (i == 0) if every is None else (i % every == 0)
 
+    def recompute_range(self, state: Any, rows: torch.Tensor) -> Optional[torch.Tensor]:
+        bl = self._strategy.config.block_length
+        start = state.prompt_length + state.block[rows] * bl
+        end = torch.full_like(start, state.x.shape[1]) if self.feeds_suffix else start + bl
+        return torch.stack([start, end], dim=1)
+
     def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
         cols = self._strategy.block_columns(state, rows)
         L = state.x.shape[1]

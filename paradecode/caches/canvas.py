@@ -79,11 +79,13 @@ class CanvasKVCache(CachePolicy):
 
     # ---- the policy's decision ---------------------------------------------------------------
     def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        """(len(rows), L) bool on the canvas device: positions fed this step.
-
-        A row whose mask is all True refreshes its whole cache.
-        """
+        """(len(rows), L) bool on the canvas device: positions fed this step."""
         raise NotImplementedError
+
+    def recompute_range(self, state: Any, rows: torch.Tensor) -> Optional[torch.Tensor]:
+        """Optional fast path: (len(rows), 2) CPU long ``[start, end)`` when each row's fed set
+        is one column range (known on the host, so no device sync is needed)."""
+        return None
 
     def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows),) CPU bool: rows that refresh everything this step."""
@@ -92,7 +94,10 @@ class CanvasKVCache(CachePolicy):
     # ---- loop side ---------------------------------------------------------------------------
     def prepare(self, request: Request, state: Any) -> Request:
         if self._strategy is None:
-            raise ValueError(f"cache policy {self.name!r} was not attached to a strategy; use paradecode.sample(..., cache=...).")
+            raise ValueError(
+                f"cache policy {self.name!r} was not attached to a strategy; use paradecode.sample(..., cache=...)."
+            )
+        strat = self._strategy
         rows: torch.Tensor = state.memo["_rows"]
         x: torch.Tensor = request.inputs
         R, L = x.shape
@@ -107,65 +112,91 @@ class CanvasKVCache(CachePolicy):
         )
         req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * state.batch_size
         full = self.full_rows(state, rows)
-        have = self._rows is not None and self._k and self._k[0] is not None and self._k[0].shape[2] == L + 1
-        if have and not torch.equal(self._rows, req_rows):
+        have = bool(self._k) and self._k[0] is not None and self._k[0].shape[2] == L + 1
+        if self._rows is None or not have:
+            have = False
+        elif not torch.equal(self._rows, req_rows):
             have = self._compact(req_rows)
         if not have:
             full = torch.ones_like(full)
         self._rows = req_rows
-        window = self._window(state, rows, L, x.device)  # (len(rows), L) bool or None
+        # The strategy's window: each row's current block, or the whole canvas.
+        W = L if strat.needs_full_logits else strat.config.block_length
+        win_start = (
+            torch.zeros(len(rows), dtype=torch.long)
+            if strat.needs_full_logits
+            else state.prompt_length + state.block[rows] * strat.config.block_length
+        ).repeat(reps)
+        self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
+        self._idx, self._contig, self._key_mask = None, None, None
         if self._full:
             # A plain forward over the whole canvas fills the cache; the request is unchanged.
-            self._idx, self._contig, self._key_mask = None, None, None
             kwargs.update(positions=positions, cache=self)
             if am is not None:
                 kwargs["attention_mask"] = am
-            self._window_state = (window, None, reps)
-            self._record_stats(torch.ones(R, dtype=torch.float64), L)
+            self._stats = {"reuse_rate": 0.0}
             return Request(x, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
 
-        fed = self.recompute(state, rows)
-        fed[full.to(fed.device)] = True
-        fed = fed.repeat(reps, 1)
-        if window is None:
-            win = torch.ones_like(fed)
+        ranges = None if bool(full.any()) else self.recompute_range(state, rows)
+        if ranges is not None and bool((ranges == ranges[0]).all()):
+            s, e = (int(v) for v in ranges[0])
+            ws = int(win_start[0])
+            if W == L:
+                t_win, complete = e - s, e - s == W
+            elif s == ws and e >= ws + W:
+                t_win, complete = W, True
+            else:
+                ranges = None
+            if ranges is not None:
+                idx = torch.arange(s, e, device=x.device).expand(R, e - s)
+                self._contig = (s, e)
+                self._complete, self._t_win = complete, t_win
+                self._stats = {"reuse_rate": 1.0 - (e - s) / L}
         else:
-            win = window.repeat(reps, 1)
-        idx, n_win, t_win, pad = self._order(fed, win, L)
-        self._idx = idx
-        feed_tokens = torch.where(idx < L, x.gather(1, idx.clamp(max=L - 1)), x[:, :1])
-        feed_pos = torch.where(idx < L, positions.gather(1, idx.clamp(max=L - 1)), 0)
-        self._contig = None
-        if not pad and R >= 1:
-            first = idx[:1]
-            s = int(first[0, 0])
-            if bool((idx == first).all()) and bool((first[0] == torch.arange(s, s + idx.shape[1], device=idx.device)).all()):
-                self._contig = (s, s + idx.shape[1])
-        key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
-        key_valid[:, L] = False
-        if am is not None:
+            ranges = None
+        if ranges is None:
+            fed = self.recompute(state, rows)
+            fed[full.to(fed.device)] = True
+            fed = fed.repeat(reps, 1)
+            col = torch.arange(L, device=x.device)[None, :]
+            ws = win_start.to(x.device)[:, None]
+            win = (col >= ws) & (col < ws + W)
+            idx, n_win, t_win, pad = self._order(fed, win, L)
+            self._complete, self._t_win = bool((n_win == W).all()), t_win
+            self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
+            if pad or am is not None:
+                key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
+                key_valid[:, L] = False
+                if am is not None:
+                    key_valid[:, :L] = am.bool()
+                self._key_mask = key_valid[:, None, None, :]
+        elif am is not None:
+            key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
+            key_valid[:, L] = False
             key_valid[:, :L] = am.bool()
-        need_mask = pad or am is not None
-        self._key_mask = key_valid[:, None, None, :] if need_mask else None
-        self._window_state = (window, (idx[:, :t_win], n_win), reps)
+            self._key_mask = key_valid[:, None, None, :]
+        self._idx = idx
+        if self._contig is not None:
+            s, e = self._contig
+            feed_tokens, feed_pos = x[:, s:e], positions[:, s:e]
+        else:
+            safe = idx.clamp(max=L - 1)
+            feed_tokens = torch.where(idx < L, x.gather(1, safe), x[:, :1])
+            feed_pos = torch.where(idx < L, positions.gather(1, safe), 0)
         kwargs.pop("logits_range", None)
-        kwargs.update(positions=feed_pos, cache=self, logits_range=(0, t_win))
-        self._record_stats(fed.sum(-1).double() / L, L)
+        kwargs.update(positions=feed_pos, cache=self, logits_range=(0, self._t_win))
         return Request(feed_tokens, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
 
     def restore(self, output: Any, request: Request) -> Any:
-        window, fed_win, reps = self._window_state
-        W = self._L if window is None else int(window[0].sum())
-        if fed_win is None:
+        W = self._W
+        if self._full:
             # Full forward: the output is what the strategy asked for.
-            if self._keeps_logits(window):
-                self._store_logits(self._window_of(output, window, reps), W)
+            if self.may_skip_window or W == self._L:
+                self._store_logits(self._window_of(output), W)
             return output
-        idx_win, n_win = fed_win
-        complete = bool((n_win == W).all())
-        if complete and idx_win.shape[1] == W:
-            if self._keeps_logits(window):
+        if self._complete and self._t_win == W:
+            if self.may_skip_window or W == self._L:
                 self._store_logits(output, W)
             return output  # the window, fed in column order
         if self._logits is None or self._logits.shape[0] != output.shape[0] or self._logits.shape[1] != W + 1:
@@ -173,8 +204,8 @@ class CanvasKVCache(CachePolicy):
                 f"cache policy {self.name!r} skipped window positions without logits to reuse; "
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
-        start = self._window_start(window, reps, idx_win.shape[0], idx_win.device)
-        slot = idx_win - start[:, None]
+        idx_win = self._idx[:, : self._t_win]
+        slot = idx_win - self._win_start.to(idx_win.device)[:, None]
         slot = torch.where((idx_win < self._L) & (slot >= 0) & (slot < W), slot, W)
         V = output.shape[-1]
         self._logits.scatter_(1, slot[:, :, None].expand(-1, -1, V), output.to(self._logits.dtype))
@@ -216,6 +247,25 @@ class CanvasKVCache(CachePolicy):
     def end_forward(self) -> None:
         pass
 
+    # ---- CUDA graphs (paradecode.models.graphs.CUDAGraphModel) ----------------------------------
+    def graph_signature(self) -> Optional[tuple]:
+        """A key under which this forward can be captured and replayed as a CUDA graph, or None.
+
+        Only cached forwards without key masks qualify (fixed shapes, static buffers); the
+        buffers' address is part of the key, so a reallocated cache gets a new graph.
+        """
+        if self._full or self._idx is None or self._key_mask is not None or not self._k:
+            return None
+        return (type(self).__name__, tuple(self._idx.shape), self._k[0].data_ptr())
+
+    def graph_index(self) -> torch.Tensor:
+        """The (rows, T) fed columns this forward writes into the cache."""
+        return self._idx
+
+    def bind_index(self, idx: torch.Tensor) -> None:
+        """Read the fed columns from ``idx`` (a captured graph's static tensor) from now on."""
+        self._idx, self._contig = idx, None
+
     def stats(self) -> dict[str, float]:
         held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
         if self._logits is not None:
@@ -223,38 +273,13 @@ class CanvasKVCache(CachePolicy):
         return {"cache_bytes": float(held), **self._stats}
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _record_stats(self, fed_fraction: torch.Tensor, L: int) -> None:
-        self._stats = {"reuse_rate": float(1.0 - fed_fraction.mean())}
-
-    def _window(self, state: Any, rows: torch.Tensor, L: int, device: torch.device) -> Optional[torch.Tensor]:
-        """(len(rows), L) bool: each row's current block, or None for full-canvas strategies."""
-        strat = self._strategy
-        if strat.needs_full_logits:
-            return None
-        cols = strat.block_columns(state, rows)  # (R, bl) on device
-        win = torch.zeros(len(rows), L, dtype=torch.bool, device=device)
-        win.scatter_(1, cols, True)
-        return win
-
-    def _window_start(self, window: Optional[torch.Tensor], reps: int, rows: int, device: torch.device) -> torch.Tensor:
-        """(rows,) first canvas column of each request row's window."""
-        if window is None:
-            return torch.zeros(rows, dtype=torch.long, device=device)
-        return window.long().argmax(-1).repeat(reps)
-
-    def _window_of(self, output: torch.Tensor, window: Optional[torch.Tensor], reps: int) -> torch.Tensor:
+    def _window_of(self, output: torch.Tensor) -> torch.Tensor:
         """The window's logits from a full forward's output (block range or whole canvas)."""
-        if window is None:
-            return output
-        W = int(window[0].sum())
+        W = self._W
         if output.shape[1] == W:
             return output
-        start = window.long().argmax(-1).repeat(reps)
-        cols = start[:, None] + torch.arange(W, device=output.device)[None, :]
+        cols = self._win_start.to(output.device)[:, None] + torch.arange(W, device=output.device)[None, :]
         return output[torch.arange(output.shape[0], device=output.device)[:, None], cols]
-
-    def _keeps_logits(self, window: Optional[torch.Tensor]) -> bool:
-        return self.may_skip_window or window is None
 
     def _store_logits(self, window_logits: torch.Tensor, W: int) -> None:
         R, _, V = window_logits.shape

@@ -1,0 +1,213 @@
+"""Per-step time of the dLLM cache policies at real size, all measured in one run.
+
+An LLaDA-8B-shaped model with random bf16 weights (time per step does not depend on the
+weights), batch 1, block 32, the LLaDA top-k sampler with a fixed number of tokens per step
+(random weights give meaningless confidences, so a threshold rule would not be a fixed
+workload). For each (prompt, generation) setting it reports:
+
+* one-forward times (CUDA events, median of repeats) of a full step, a prefix-cache step
+  (block 0: block + whole suffix fed) and a dual-cache step, eager and with CUDA graphs;
+* whole generations through ``paradecode.sample`` with no cache, ``prefix``, ``dual`` and
+  ``dkv-decode``: mean time per step (sampler included), tokens per second, and the ratio
+  to no cache;
+* the weight-bandwidth floor: bytes of weights a step must read / measured copy bandwidth.
+
+    python benchmarks/cache_speed.py --out results.json            # GPU, 8B shape
+    python benchmarks/cache_speed.py --tiny                          # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import paradecode
+from paradecode.caches.canvas import CanvasKVCache
+from paradecode.models import LLaDAConfig, LLaDAModel
+from paradecode.models.graphs import CUDAGraphModel
+from paradecode.registry import build_config, get_cache_class, get_strategy_class
+
+
+def make_model(tiny: bool, device: str) -> LLaDAModel:
+    if tiny:
+        config = LLaDAConfig(d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128,
+                             vocab_size=256, embedding_size=256, mask_token_id=250, eos_token_id=251, pad_token_id=251)
+        return LLaDAModel(config).to(device).eval()
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = LLaDAModel(LLaDAConfig())  # LLaDA-8B shape, random weights
+    torch.set_default_dtype(torch.float32)
+    return model.eval()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes/s of a large device copy (read + write), the practical HBM bandwidth."""
+    if not device.startswith("cuda"):
+        return float("nan")
+    a = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    sync(device)
+    return 2 * a.numel() * 10 / (time.perf_counter() - t)
+
+
+def weight_bytes(model: LLaDAModel) -> int:
+    """Weights a step reads: everything but the embedding table (only T rows are gathered)."""
+    emb = model.model.transformer["wte"].weight
+    return sum(p.numel() * p.element_size() for p in model.parameters()) - emb.numel() * emb.element_size()
+
+
+def policy(name: str) -> CanvasKVCache:
+    cls = get_cache_class(name)
+    return cls(build_config(cls.Config, name, {}))
+
+
+def time_forwards(model, graphed, prompt, gen, block, device, repeats):
+    """Median one-forward times: full step, prefix step at block 0, dual step."""
+    cls = get_strategy_class("lowconf")
+    strat = cls(build_config(cls.Config, "lowconf", dict(gen_length=gen, block_length=block, steps=gen)))
+    models, ctx = strat.setup(model)
+    out = {}
+
+    def measure(fn):
+        for _ in range(3):
+            fn()
+        sync(device)
+        times = []
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                fn()
+                e.record()
+                e.synchronize()
+                times.append(s.elapsed_time(e) / 1e3)
+            else:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    with torch.inference_mode():
+        state = strat.start(prompt, **ctx)
+        req = strat.propose(state)
+        out["full"] = measure(lambda: model(req.inputs, **req.kwargs))
+        for name in ("prefix", "dual"):
+            for label, m in (("eager", model), ("graphs", graphed)):
+                pol = policy(name)
+                st = strat.start(prompt, **ctx)
+                pol.attach(strat, st)
+                r = pol.prepare(strat.propose(st), st)  # full forward fills the cache
+                pol.restore(m(r.inputs, **r.kwargs), r)
+                st.step_in_block[:] = 1  # the canvas is unchanged: later steps are cached ones
+                r = pol.prepare(strat.propose(st), st)
+
+                try:
+                    out[f"{name}_{label}"] = measure(lambda r=r, m=m: m(r.inputs, **r.kwargs))
+                except Exception as exc:  # keep the run's other figures
+                    out[f"{name}_{label}"] = float("nan")
+                    out[f"{name}_{label}_error"] = repr(exc)
+                out[f"{name}_fed"] = int(r.inputs.shape[1])
+    return out
+
+
+def time_generation(model, prompt, gen, block, steps, cache, device):
+    out = paradecode.sample(model, prompt, "lowconf", gen_length=gen, block_length=block, steps=steps, cache=cache)
+    sync(device)
+    per_step = [r.seconds for r in out.trace.records]
+    t = time.perf_counter()
+    again = paradecode.sample(model, prompt, "lowconf", gen_length=gen, block_length=block, steps=steps, cache=cache,
+                              timing=False)
+    sync(device)
+    wall = time.perf_counter() - t
+    reuse = out.trace.extra("reuse_rate")
+    held = out.trace.extra("cache_bytes")
+    return {
+        "mean_step_s": statistics.mean(per_step),
+        "median_step_s": statistics.median(per_step),
+        "tokens_per_s": gen / wall,
+        "wall_s": wall,
+        "steps": out.trace.steps,
+        "mean_reuse_rate": statistics.mean(reuse) if reuse else 0.0,
+        "cache_bytes": max(held) if held else 0,
+        "sequences": again.sequences,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny CPU model, a smoke test of the script")
+    ap.add_argument("--settings", default="512x256,1024x1024", help="promptxgen pairs")
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--tokens-per-step", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    if args.tiny:
+        args.settings, args.repeats = "24x32", 3
+    model = make_model(args.tiny, device)
+    graphed = CUDAGraphModel(model)
+    results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+               "torch": torch.__version__, "block": args.block, "tokens_per_step": args.tokens_per_step}
+    bw = copy_bandwidth(device)
+    wb = weight_bytes(model)
+    results["weight_bytes"] = wb
+    results["copy_bandwidth_Bps"] = bw
+    results["floor_s"] = wb / bw
+    g = torch.Generator().manual_seed(0)
+    for setting in args.settings.split(","):
+        P, G = (int(v) for v in setting.split("x"))
+        prompt = torch.randint(0, 1000 if not args.tiny else 200, (1, P), generator=g).to(device)
+        steps = G // args.tokens_per_step
+        row = {"forward": time_forwards(model, graphed, prompt, G, args.block, device, args.repeats)}
+        gens = {}
+        for cache, m in (("none", model), ("prefix", graphed), ("dual", graphed), ("dkv-decode", graphed),
+                         ("dual-eager", model)):
+            name = None if cache == "none" else cache.replace("-eager", "")
+            try:
+                gens[cache] = time_generation(m, prompt, G, args.block, steps, name, device)
+            except Exception as exc:  # keep the run's other figures
+                print(f"  {cache} failed: {exc!r}", flush=True)
+                gens[cache] = {"error": repr(exc), "mean_step_s": float("nan"), "tokens_per_s": float("nan"),
+                               "mean_reuse_rate": float("nan"), "cache_bytes": 0, "sequences": None}
+        base = gens["none"]["mean_step_s"]
+        for cache, r in gens.items():
+            r["step_speedup_vs_none"] = base / r["mean_step_s"]
+        a, b = gens["dual"].pop("sequences"), gens["dual-eager"].pop("sequences")
+        row["graphs_equal_eager"] = a is not None and b is not None and bool(torch.equal(a, b))
+        for r in gens.values():
+            r.pop("sequences", None)
+        row["generate"] = gens
+        results[setting] = row
+        print(f"== prompt {P} / gen {G}, block {args.block}, {args.tokens_per_step} tokens/step ({steps} steps)")
+        f = row["forward"]
+        print(f"  one forward: full {f['full']*1e3:.1f} ms | prefix (fed {f['prefix_fed']}) eager {f['prefix_eager']*1e3:.1f}"
+              f" graphs {f['prefix_graphs']*1e3:.1f} ms | dual eager {f['dual_eager']*1e3:.1f} graphs {f['dual_graphs']*1e3:.1f} ms"
+              f" | floor {results['floor_s']*1e3:.1f} ms", flush=True)
+        for cache, r in gens.items():
+            print(f"  {cache:11s} step {r['mean_step_s']*1e3:6.1f} ms  x{r['step_speedup_vs_none']:.2f}  "
+                  f"{r['tokens_per_s']:8.1f} tok/s  reuse {r['mean_reuse_rate']:.2f}  cache {r['cache_bytes']/2**20:.0f} MiB")
+        print(f"  graphed dual == eager dual: {row['graphs_equal_eager']}  (captures {graphed.captures}, replays {graphed.replays})",
+              flush=True)
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
