@@ -23,6 +23,7 @@ policy exactly as it would alone.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -32,6 +33,8 @@ from ..loop import Request
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
+
+_ALLOCATIONS = itertools.count(1)  # a process-unique token per cache-buffer allocation
 
 
 @dataclass
@@ -64,6 +67,7 @@ class CanvasKVCache(CachePolicy):
         self._key_mask: Optional[torch.Tensor] = None
         self._full = False
         self._L = 0
+        self._token = 0  # changes whenever the K/V buffers are (re)allocated
 
     # ---- wiring ------------------------------------------------------------------------------
     def attach(self, strategy: Any, state: Any) -> None:
@@ -228,6 +232,7 @@ class CanvasKVCache(CachePolicy):
                 kb = k.new_zeros(k.shape[0], k.shape[1], L + 1, k.shape[3])
                 vb = v.new_zeros(v.shape[0], v.shape[1], L + 1, v.shape[3])
                 self._k[layer], self._v[layer] = kb, vb
+                self._token = next(_ALLOCATIONS)
             kb[:, :, :L] = k
             vb[:, :, :L] = v
             return k, v, attn_mask
@@ -252,11 +257,11 @@ class CanvasKVCache(CachePolicy):
         """A key under which this forward can be captured and replayed as a CUDA graph, or None.
 
         Only cached forwards without key masks qualify (fixed shapes, static buffers); the
-        buffers' address is part of the key, so a reallocated cache gets a new graph.
+        allocation token of the buffers is part of the key: a graph never outlives its buffers.
         """
         if self._full or self._idx is None or self._key_mask is not None or not self._k:
             return None
-        return (type(self).__name__, tuple(self._idx.shape), self._k[0].data_ptr())
+        return (type(self).__name__, tuple(self._idx.shape), self._token)
 
     def graph_index(self) -> torch.Tensor:
         """The (rows, T) fed columns this forward writes into the cache."""
@@ -313,6 +318,7 @@ class CanvasKVCache(CachePolicy):
         if any(int(r) not in pos for r in req_rows):
             return False
         keep = torch.tensor([pos[int(r)] for r in req_rows], device=self._k[0].device)
+        self._token = next(_ALLOCATIONS)
         self._k = [t.index_select(0, keep) if t is not None else None for t in self._k]
         self._v = [t.index_select(0, keep) if t is not None else None for t in self._v]
         if self._logits is not None:

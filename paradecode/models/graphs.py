@@ -55,7 +55,7 @@ class CUDAGraphModel(nn.Module):
         self._seen: dict[tuple, int] = {}
         self._graphs: dict[tuple, _Captured] = {}
         self._pool = None
-        self._cache_ptr: Optional[int] = None
+        self._cache_token: Optional[int] = None
         self.captures = 0
         self.replays = 0
 
@@ -81,10 +81,11 @@ class CUDAGraphModel(nn.Module):
         if sig is None:
             return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
                               logits_range=logits_range)
-        if self._cache_ptr != sig[-1]:  # the cache was reallocated: old graphs point at freed memory
-            self._graphs.clear()
+        if self._cache_token != sig[-1]:  # another cache or reallocated buffers: old graphs are stale
+            self._graphs.clear()  # frees their memory pool; new captures take a new pool
+            self._pool = None
             self._seen.clear()
-            self._cache_ptr = sig[-1]
+            self._cache_token = sig[-1]
         key = (sig, tuple(input_ids.shape), logits_range)
         entry = self._graphs.get(key)
         if entry is None:
