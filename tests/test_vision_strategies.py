@@ -146,3 +146,11 @@ def test_bad_inputs_raise_clear_errors(models):
         generate(big, [0], cache="scalekv", use_cache=False)
     with pytest.raises(ValueError, match="VQ-VAE"):
         paradecode.sample(tiny_var(vae).__class__(big.config), [0], "var")
+
+
+def test_more_smooth_mixes_codes_softly(models):
+    _, big, _ = models
+    hard = generate(big, [0, 1], seed=4, **OPTS)
+    soft = generate(big, [0, 1], seed=4, more_smooth=True, **OPTS)
+    assert torch.equal(hard.tokens[0], soft.tokens[0])  # same draw at the first scale
+    assert not torch.allclose(hard.f_hat, soft.f_hat) and torch.isfinite(soft.f_hat).all()

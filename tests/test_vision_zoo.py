@@ -39,6 +39,11 @@ def test_shipped_models_generate_the_asked_classes(shapes):
     with torch.no_grad():
         acc = float((shapes.classifier(out.images * 2 - 1).argmax(-1) == labels).float().mean())
     assert acc >= 0.8
+    # ScaleKV at a quarter of the cache stays close to the full model's images (same seed).
+    skv = generate(shapes.large, labels, seed=0, cfg=2.0, top_k=100, top_p=0.95, cache="scalekv",
+                   cache_options={"budget": 0.25, "window_size": 4})
+    assert float(psnr(skv.images, out.images).clamp(max=99).mean()) > 25
+    assert max(skv.trace.extra("kv_peak_bytes")) < 0.5 * max(out.trace.extra("kv_peak_bytes"))
 
 
 def test_image_cli_writes_a_grid(tmp_path, capsys):

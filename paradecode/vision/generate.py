@@ -24,7 +24,10 @@ from .kvcache import VARKVCache
 from .var import VAR
 from .vqvae import VQVAE
 
-__all__ = ["VARSampleConfig", "VARState", "VARStrategy", "VisionOutput", "generate", "sample_top_k_top_p", "cfg_mix"]
+__all__ = [
+    "VARSampleConfig", "VARState", "VARStrategy", "VisionOutput", "generate", "cfg_mix",
+    "filter_top_k_top_p", "sample_filtered", "sample_top_k_top_p", "smooth_embedding",
+]
 
 PerScale = Union[int, float, Sequence[int], Sequence[float]]
 
@@ -36,20 +39,13 @@ def cfg_mix(logits: torch.Tensor, cfg: float, si: int, num_scales: int) -> torch
     return (1 + t) * logits[:B] - t * logits[B:]
 
 
-def sample_top_k_top_p(
-    logits: torch.Tensor,
-    top_k: int = 0,
-    top_p: float = 0.0,
-    temperature: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Sample (B, l) token ids from (B, l, V) logits, as VAR's ``sample_with_top_k_top_p_``.
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """A copy of (B, l, V) logits with VAR's top-k / top-p filtering (dropped entries at -inf).
 
     top-k keeps every logit >= the k-th largest (ties survive); top-p drops the low tail whose
-    cumulative probability is <= 1 - top_p (the top token always stays); the filtered logits
-    are divided by ``temperature`` (CoDe's addition; 1 in VAR) before sampling.
+    cumulative probability is <= 1 - top_p (the top token always stays).
     """
-    B, l, V = logits.shape
+    V = logits.shape[-1]
     logits = logits.clone()
     if top_k > 0:
         kth = logits.topk(min(top_k, V), dim=-1).values.amin(dim=-1, keepdim=True)
@@ -59,10 +55,40 @@ def sample_top_k_top_p(
         remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
         remove[..., -1:] = False
         logits.masked_fill_(remove.scatter(-1, sorted_idx, remove), float("-inf"))
+    return logits
+
+
+def sample_filtered(
+    logits: torch.Tensor, temperature: float = 1.0, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Sample (B, l) ids from filtered logits divided by ``temperature`` (CoDe's addition; 1 in VAR)."""
+    B, l, V = logits.shape
     if temperature != 1.0:
         logits = logits / temperature
     probs = logits.softmax(dim=-1).view(-1, V)
     return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+
+
+def sample_top_k_top_p(
+    logits: torch.Tensor,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """VAR's ``sample_with_top_k_top_p_``: filter (:func:`filter_top_k_top_p`), then sample."""
+    return sample_filtered(filter_top_k_top_p(logits, top_k, top_p), temperature, generator)
+
+
+def smooth_embedding(
+    filtered: torch.Tensor, embedding: torch.Tensor, si: int, num_scales: int, generator: Optional[torch.Generator]
+) -> torch.Tensor:
+    """VAR's ``more_smooth`` (visualisation only): a soft code mix, Gumbel-softmax of the filtered
+    logits sharpened by (1 + r) at temperature max(0.27 (1 - 0.95 r), 0.005), r = si / (S - 1)."""
+    r = si / (num_scales - 1)
+    tau = max(0.27 * (1 - r * 0.95), 0.005)
+    gumbels = -torch.empty_like(filtered).exponential_(generator=generator).log()
+    return ((filtered * (1 + r) + gumbels) / tau).softmax(-1) @ embedding.unsqueeze(0)
 
 
 def _per_scale(value: PerScale, si: int) -> Any:
@@ -76,6 +102,8 @@ class VARSampleConfig:
     ``top_k`` and ``temperature`` may be one value or one per scale (CoDe's script uses
     top_k 600 and temperature 1.1 on the first 7 scales, 1.0 after). ``use_cache=False``
     re-encodes the whole prefix every scale (the uncached reference for tests).
+    ``more_smooth`` is the reference's visualisation option (soft Gumbel mixes of codes; not
+    for FID), off by default as there.
     """
 
     cfg: float = 1.5
@@ -83,6 +111,7 @@ class VARSampleConfig:
     top_p: float = 0.0
     temperature: Union[float, tuple] = 1.0
     use_cache: bool = True
+    more_smooth: bool = False
 
     def __post_init__(self) -> None:
         if self.cfg < 0:
@@ -219,13 +248,15 @@ class VARStrategy(Strategy[VARState]):
         c, si, S = self.config, state.si, state.num_scales
         pn = state.vae.config.v_patch_nums[si]
         B = state.batch_size
-        logits = cfg_mix(logits, c.cfg, si, S)
-        idx = sample_top_k_top_p(
-            logits, _per_scale(c.top_k, si), c.top_p, _per_scale(c.temperature, si), state.generator
-        )
+        filtered = filter_top_k_top_p(cfg_mix(logits, c.cfg, si, S), _per_scale(c.top_k, si), c.top_p)
+        idx = sample_filtered(filtered, _per_scale(c.temperature, si), state.generator)
         state.tokens.append(idx)
         quant = state.vae.quantize
-        h = quant.embedding(idx).float().transpose(1, 2).reshape(B, quant.Cvae, pn, pn)
+        if c.more_smooth:
+            h = smooth_embedding(filtered, quant.embedding.weight.float(), si, S, state.generator)
+        else:
+            h = quant.embedding(idx).float()
+        h = h.transpose(1, 2).reshape(B, quant.Cvae, pn, pn)
         state.f_hat, nxt = quant.get_next_autoregressive_input(si, S, state.f_hat, h)
         if si != S - 1:
             state.next_input = nxt.reshape(B, quant.Cvae, -1).transpose(1, 2)
