@@ -138,12 +138,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--eval-n", type=int, default=256)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--init", default=None, help="start from this model directory (continued training)")
     ap.add_argument("--name", default=None, help="model name in info.json (default: the directory name)")
     args = ap.parse_args()
     if (args.steps is None) == (args.minutes is None):
         raise SystemExit("give exactly one of --steps and --minutes")
 
     torch.manual_seed(args.seed)
+    init_train = json.loads((Path(args.init) / "info.json").read_text()).get("train") if args.init else None
     device = torch.device(args.device)
     tok = build_tokenizer()
     mix = parse_mix(args.mix)
@@ -154,7 +156,14 @@ def main() -> None:
         max_sequence_length=512, rope_theta=10000.0, mask_token_id=tok.mask_token_id,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    model = LLaDAModel(config).to(device).train()
+    if args.init:
+        model = LLaDAModel.from_pretrained(args.init, torch_dtype=torch.float32, device=device).train()
+        for key in ("d_model", "n_layers", "vocab_size", "mask_token_id"):
+            if getattr(model.config, key) != getattr(config, key):
+                raise SystemExit(f"--init {args.init}: {key} is {getattr(model.config, key)}, expected {getattr(config, key)}")
+        config = model.config
+    else:
+        model = LLaDAModel(config).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, tasks {mix}", flush=True)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -221,7 +230,8 @@ def main() -> None:
         "parameters": n_params,
         "train": {"command": "python scripts/train_dllm.py " + " ".join(sys.argv[1:]), "steps": step,
                   "seconds": round(train_seconds, 1), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  "mix": mix, "batch_size": args.batch_size, "lr": args.lr},
+                  "mix": mix, "batch_size": args.batch_size, "lr": args.lr,
+                  "init": args.init, "init_train": init_train},
         "eval": {"strategy": "lowconf, steps = gen_length", "n": args.eval_n, "seed": 10_000, "accuracy": acc},
     }
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")

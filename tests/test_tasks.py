@@ -54,6 +54,11 @@ def test_task_specific_rejections():
     assert not words.verify(ex, " ".join([w[0], w[1], LEXICON[other][0]]))  # wrong category
     assert not words.verify(ex, " ".join(w[:2]) + "  " + w[2])  # double space
     assert not words.verify(ex, (w[0] + w[1])[:-1] + " " + w[2])  # letters of two words mixed
+    avoid = get_task("avoid")
+    ex = next(e for e in avoid.examples(50, seed=0) if e.data["k"] >= 2)
+    banned = ex.data["banned"][0]
+    assert not avoid.verify(ex, " ".join([banned] + ex.answer.split(" ")[1:]))  # an excluded word
+    assert not avoid.verify(ex, ex.answer.split(" ")[0])  # too few words
     lists = get_task("lists")
     ex = lists.examples(1, seed=0)[0]
     groups = ex.answer.split("; ")

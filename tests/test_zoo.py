@@ -54,7 +54,7 @@ def test_load_gives_float32_eval_model_and_matching_tokenizer(best):
     assert tok.decode(tok.encode("words bird:")) == "words bird:"
 
 
-@pytest.mark.parametrize("task_name", ["words", "add", "sort"])
+@pytest.mark.parametrize("task_name", ["words", "avoid", "add", "sort"])
 def test_baseline_at_full_steps_solves_held_out_prompts(best, task_name):
     name, model, tok = best
     info = zoo.info(name)

@@ -114,7 +114,7 @@ def _load(model: Any, tokenizer: Any, device: str) -> tuple[Any, Any, dict[str, 
 
             m, tok = load_model_and_tokenizer(str(path), device=device)
             info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
-            return m, tok, info, path.name
+            return m, tok, info, info.get("name", path.name)
         m, tok = zoo.load(str(model), device=device)
         return m, tok, zoo.info(str(model)), str(model)
     if tokenizer is None:

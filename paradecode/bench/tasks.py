@@ -7,8 +7,10 @@ category, a permutation ...) are scored by validity, not by string match.
 
 Why these tasks (see the README's "Task suite" notes): short deterministic answers
 (``add``, ``sort``) are solved in one forward by a small model and give no curve; tasks
-whose valid answers are many and *coupled* (``words``, ``lists``) lose accuracy gradually
-when several tokens are committed per step, because letters of different valid words mix;
+whose valid answers are many and *coupled* (``words``, ``avoid``, ``lists``) lose accuracy
+when several tokens are committed per step, because letters of different valid words mix
+(``avoid`` has ~1,800 distinct prompts and 1-3 words per answer, so greedy decoding takes
+many different paths and the fall is graded; ``words`` has only 6 distinct prompts);
 ``distinct`` / ``perm`` are ParallelBench-style tasks where every position shares the same
 argmax, so committing two tokens at once tends to repeat a letter.
 
@@ -103,6 +105,21 @@ def _check_words(ex: Example, answer: str) -> bool:
     return _valid_group(answer, ex.data["category"])
 
 
+# ---- avoid: k distinct words of a category, none of the excluded ones -------------------------
+def _make_avoid(rng: random.Random) -> Example:
+    cat = rng.choice(sorted(LEXICON))
+    k = rng.randint(1, 3)
+    banned = rng.sample(LEXICON[cat], rng.randint(1, 3))
+    allowed = [w for w in LEXICON[cat] if w not in banned]
+    return Example(f"avoid {k} {cat} {' '.join(banned)}:", " ".join(rng.sample(allowed, k)),
+                   {"category": cat, "k": k, "banned": banned})
+
+
+def _check_avoid(ex: Example, answer: str) -> bool:
+    d = ex.data
+    return _valid_group(answer, d["category"], d["k"]) and not set(answer.split(" ")) & set(d["banned"])
+
+
 # ---- lists: 3 distinct words for each of 5 categories (long answers, 63-108 characters) ------
 def _make_lists(rng: random.Random) -> Example:
     cats = rng.sample(sorted(LEXICON), 5)
@@ -171,6 +188,8 @@ TASKS: dict[str, Task] = {
     for t in [
         Task("words", "3 distinct words of a named category (12-word lexicons), space separated",
              _make_words, _check_words, max_answer_tokens=20),
+        Task("avoid", "k (1-3) distinct words of a named category, none of the 1-3 words the prompt excludes",
+             _make_avoid, _check_avoid, max_answer_tokens=20),
         Task("lists", "3 distinct words for each of 5 named categories, groups separated by '; '",
              _make_lists, _check_lists, max_answer_tokens=108, gen_length=128, block_length=32),
         Task("add", "sum of two numbers of 1 to 6 digits", _make_add, _check_add, max_answer_tokens=7),
