@@ -122,9 +122,12 @@ class KVStream:
     pos: torch.Tensor
     pending: torch.Tensor
     pending_valid: torch.Tensor
+    dense: bool = True  # host-side: no invalid slot in the cache (then no attention mask is built)
+    pending_dense: bool = True  # host-side: every pending token is valid
 
     @classmethod
-    def start(cls, model: nn.Module, prompt: torch.Tensor, valid: torch.Tensor) -> "KVStream":
+    def start(cls, model: nn.Module, prompt: torch.Tensor, valid: torch.Tensor, dense: bool) -> "KVStream":
+        """``dense``: the caller knows (without a device sync) that ``valid`` is all True."""
         b = prompt.shape[0]
         dev = prompt.device
         return cls(
@@ -133,37 +136,42 @@ class KVStream:
             pos=torch.zeros(b, dtype=torch.long, device=dev),
             pending=prompt,
             pending_valid=valid.long(),
+            pending_dense=dense,
         )
 
     @property
     def slots(self) -> int:
         return self.mask.shape[1]
 
-    def request_kwargs(self, valid: torch.Tensor, num_logits: int) -> dict[str, Any]:
-        """Keyword arguments of a forward that appends tokens with validity ``valid`` (rows, m)."""
+    def request_kwargs(self, valid: torch.Tensor, num_logits: int, dense: bool) -> dict[str, Any]:
+        """Keyword arguments of a forward that appends tokens with validity ``valid`` (rows, m).
+
+        While no slot is invalid (``dense``, tracked on the host) no attention mask is passed:
+        the model then builds a plain causal mask, with no device sync to inspect ours.
+        """
         valid = valid.long()
         positions = self.pos[:, None] + valid.cumsum(1) - valid  # invalid slots reuse the next position
-        return dict(
-            attention_mask=torch.cat([self.mask, valid], dim=1),
-            position_ids=positions,
-            cache=self.cache,
-            num_logits=num_logits,
-        )
+        mask = None if (self.dense and dense) else torch.cat([self.mask, valid], dim=1)
+        return dict(attention_mask=mask, position_ids=positions, cache=self.cache, num_logits=num_logits)
 
-    def advance(self, valid: torch.Tensor) -> None:
+    def advance(self, valid: torch.Tensor, dense: bool) -> None:
         """The forward appended slots with validity ``valid`` to the cache."""
         valid = valid.long()
         self.mask = torch.cat([self.mask, valid], dim=1)
         self.pos = self.pos + valid.sum(1)
+        self.dense = self.dense and dense
 
-    def rollback(self, last: int, keep: torch.Tensor, keep_max: int) -> None:
+    def rollback(self, last: int, keep: torch.Tensor, keep_cpu: torch.Tensor) -> None:
         """Of the ``last`` slots appended, row r keeps the first ``keep[r]``; the rest are rejected.
 
-        Slots no row keeps are cropped from the cache (``keep_max`` = ``keep.max()``, given by
-        the caller as a host int); the others are masked out for the rows that rejected them.
+        Slots no row keeps are cropped from the cache; the others are masked out for the rows
+        that rejected them (``keep_cpu``: the same counts on the host).
         """
-        if last <= 0:
+        if last <= 0 or keep_cpu.numel() == 0:
             return
+        keep_max = int(keep_cpu.max())
+        if bool((keep_cpu < keep_max).any()):
+            self.dense = False
         start = self.slots - last
         j = torch.arange(last, device=self.mask.device)
         tail = self.mask[:, start:]
@@ -175,16 +183,18 @@ class KVStream:
             self.cache.crop(-drop)  # negative = remove this many (all transformers versions)
             self.mask = self.mask[:, : self.slots - drop]
 
-    def feed_pending(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Take the pending tokens (and their validity) for the next forward."""
-        tokens, valid = self.pending, self.pending_valid
+    def feed_pending(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Take the pending tokens, their validity and whether all are valid (host flag)."""
+        tokens, valid, dense = self.pending, self.pending_valid, self.pending_dense
         self.pending = tokens[:, :0]
         self.pending_valid = valid[:, :0]
-        return tokens, valid
+        self.pending_dense = True
+        return tokens, valid, dense
 
-    def append_pending(self, tokens: torch.Tensor, valid: torch.Tensor) -> None:
+    def append_pending(self, tokens: torch.Tensor, valid: torch.Tensor, dense: bool = True) -> None:
         self.pending = torch.cat([self.pending, tokens], dim=1)
         self.pending_valid = torch.cat([self.pending_valid, valid.long()], dim=1)
+        self.pending_dense = self.pending_dense and dense
 
     def select_rows(self, idx: torch.Tensor) -> None:
         """Keep only rows ``idx`` (finished rows leave the batch)."""

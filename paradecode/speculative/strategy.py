@@ -93,6 +93,7 @@ class SpeculativeState:
     drafting: Optional[torch.Tensor] = None  # (b,) bool rows still drafting (confidence stop)
     draft_t0: float = 0.0
     memo_valid: Optional[torch.Tensor] = None  # validity of the slots the pending request appends
+    memo_dense: bool = True  # ... and whether all of them are valid (host flag)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -177,13 +178,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         tokens = torch.full((B, P + c.max_new_tokens), pad_id, dtype=torch.long, device=dev)
         tokens[:, :P] = prompt_ids
         valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(prompt_ids, dtype=torch.bool)
+        dense = attention_mask is None  # prepare_prompts gives None when no row is padded
         return SpeculativeState(
             tokens=tokens,
             prompt_length=P,
             n_gen=torch.zeros(B, dtype=torch.long),
             active=torch.arange(B),
-            target=KVStream.start(models["target"].hf_model, prompt_ids, valid),
-            draft=KVStream.start(models["draft"].hf_model, prompt_ids, valid),
+            target=KVStream.start(models["target"].hf_model, prompt_ids, valid, dense),
+            draft=KVStream.start(models["draft"].hf_model, prompt_ids, valid, dense),
             k=c.num_draft_tokens,
             generator=generator,
             eos_ids=eos_ids.to(dev) if eos_ids is not None else None,
@@ -207,12 +209,12 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 state.phase = "verify"
         if state.phase == "draft":
             if not state.drafts:
-                ids, valid = state.draft.feed_pending()
+                ids, valid, dense = state.draft.feed_pending()
             else:
                 ids = state.drafts[-1][:, None]
-                valid = torch.ones_like(ids)
-            state.memo_valid = valid
-            kwargs = state.draft.request_kwargs(valid, num_logits=1)
+                valid, dense = torch.ones_like(ids), True
+            state.memo_valid, state.memo_dense = valid, dense
+            kwargs = state.draft.request_kwargs(valid, num_logits=1, dense=dense)
             return Request(ids, kwargs=kwargs, role="draft", rows=state.active, ends_step=False)
         # verify: the target's pending token(s) then every draft, scored in one forward
         if c.record_draft_time:
@@ -220,14 +222,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             state.extras["draft_seconds"] = time.perf_counter() - state.draft_t0
-        ids, valid = state.target.feed_pending()
+        ids, valid, dense = state.target.feed_pending()
         k = len(state.drafts)
         if k:
             d = torch.stack(state.drafts, dim=1)
             ids = torch.cat([ids, d], dim=1)
             valid = torch.cat([valid, torch.ones_like(d)], dim=1)
-        state.memo_valid = valid
-        kwargs = state.target.request_kwargs(valid, num_logits=k + 1)
+        state.memo_valid, state.memo_dense = valid, dense
+        kwargs = state.target.request_kwargs(valid, num_logits=k + 1, dense=dense)
         return Request(ids, kwargs=kwargs, role="target", rows=state.active)
 
     # ---- commit --------------------------------------------------------------------------
@@ -239,7 +241,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
 
     def _commit_draft(self, state: SpeculativeState, logits: torch.Tensor) -> None:
         c = self.config
-        state.draft.advance(state.memo_valid)
+        state.draft.advance(state.memo_valid, state.memo_dense)
         keep_ids = state.keep_ids
         if c.do_sample:
             q = warp_probs(logits, c.temperature, c.top_k, c.top_p)
@@ -300,18 +302,17 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         state.tokens.index_put_((r_idx, c_idx), cand[write])
         # One host sync per step: how far each row got.
         n_cpu, length_cpu, eos_cpu = n.cpu(), length.cpu(), hit_eos.cpu()
-        n_max = int(n_cpu.max()) if b else 0
         # Target cache: pending + drafts were appended; keep the pending and the accepted drafts.
-        state.target.advance(state.memo_valid)
-        state.target.rollback(k, n, n_max)
+        state.target.advance(state.memo_valid, state.memo_dense)
+        state.target.rollback(k, n, n_cpu)
         state.target.append_pending(nxt[:, None], torch.ones_like(nxt)[:, None])
         # Draft cache: it saw d_1..d_{k-1}; keep the accepted ones. A row that accepted all k
         # still has to show d_k to the draft next step.
         if k:
-            state.draft.rollback(k - 1, torch.clamp(n, max=k - 1), min(n_max, k - 1))
-            all_in = n == k
-            if bool((n_cpu == k).any()):
-                state.draft.append_pending(drafts[:, -1:], all_in[:, None])
+            state.draft.rollback(k - 1, torch.clamp(n, max=k - 1), torch.clamp(n_cpu, max=k - 1))
+            all_in = n_cpu == k
+            if bool(all_in.any()):
+                state.draft.append_pending(drafts[:, -1:], (n == k)[:, None], dense=bool(all_in.all()))
         state.draft.append_pending(nxt[:, None], torch.ones_like(nxt)[:, None])
         # Per-step record.
         committed = torch.zeros(state.batch_size, dtype=torch.long)

@@ -96,13 +96,16 @@ def calibrate(
     do_sample: bool = True,
     temperature: float = 1.0,
     seed: int = 0,
+    batch_size: int = 32,
     always_keep: Optional[Sequence[int]] = None,
 ) -> VocabTrim:
-    """Generate from ``target`` on calibration ``prompts`` and keep its ``size`` most sampled tokens.
+    """Sample from ``target`` on calibration ``prompts``; keep its ``size`` most generated tokens.
 
-    Generation here is plain target sampling through transformers' ``generate`` (one prompt
-    at a time, no padding), a one-off preprocessing step outside the decoding loop.
+    Generation here is plain target sampling through transformers' ``generate`` (left-padded
+    batches), a one-off preprocessing step outside the decoding loop. Only generated tokens
+    are counted: they are what the draft has to propose. ``always_keep`` defaults to EOS.
     """
+    from ..api import prepare_prompts
     from .causal_lm import vocab_size
 
     V = vocab_size(target)
@@ -110,15 +113,27 @@ def calibrate(
     eos = getattr(target.generation_config, "eos_token_id", None)
     if always_keep is None:
         always_keep = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    pad = target.generation_config.pad_token_id
+    pad = pad if pad is not None else (target.config.pad_token_id or 0)
     torch.manual_seed(seed)
     outs = []
     with torch.inference_mode():
-        for p in prompts:
-            ids = torch.tensor([list(p)], dtype=torch.long, device=dev)
-            kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=target.config.pad_token_id or 0)
+        for i in range(0, len(prompts), batch_size):
+            ids, mask = prepare_prompts([list(p) for p in prompts[i : i + batch_size]], None, pad, dev)
+            if mask is None:
+                mask = torch.ones_like(ids)
+            kw = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=pad)
             if do_sample:
                 kw.update(temperature=temperature, top_k=0, top_p=1.0)
-            out = target.generate(ids, **kw)
-            outs.append(out[0, ids.shape[1]:].cpu())
+            out = target.generate(ids, attention_mask=mask, **kw)[:, ids.shape[1]:].cpu()
+            for row in out:  # stop counting at the first EOS (the rest is padding)
+                row = row.tolist()
+                if eos is not None:
+                    stops = [eos] if isinstance(eos, int) else list(eos)
+                    cut = next((j for j, t in enumerate(row) if t in stops), None)
+                    row = row if cut is None else row[: cut + 1]
+                outs.append(row)
     counts = count_tokens(outs, V)
-    return VocabTrim.from_counts(counts, size, always_keep, meta={"prompts": len(prompts), "max_new_tokens": max_new_tokens})
+    return VocabTrim.from_counts(
+        counts, size, always_keep, meta={"prompts": len(prompts), "max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    )
