@@ -172,18 +172,21 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     equal = {m: 0 for m in methods}
     accepted_steps: dict[str, list] = {"ours": [], "ours_trim": []}
     draft_time: dict[str, list] = {"ours": [], "ours_trim": []}
-    for p in prompts:
+    for i, p in enumerate(prompts):
         ids = torch.tensor([p], device=device)
         ref = None
+        times = {}
         for m in methods:
             out, dt = timed(lambda: run(m, ids), device)
             if m == "target":
                 ref = out
             equal[m] += int(same(out, ref, pad))
             seconds[m] += dt
+            times[m] = round(dt, 3)
             if m in accepted_steps:
                 tr = run.trace
                 accepted_steps[m] += [int(a.sum()) for a in tr.extra("accepted")]
+        print(f"prompt {i}: seconds {times}", flush=True)
     # accepted tokens per target forward for transformers (counted in an untimed pass)
     counter = ForwardCounter(target)
     hf_steps, hf_new = 0, 0
@@ -288,14 +291,20 @@ def main() -> None:
     print(info, flush=True)
     trim = calibrate(target, calib, args.trim or V // 4, max_new_tokens=args.calib_tokens, do_sample=True)
     print("vocabtrim", trim.size, trim.meta, f"{time.time() - t0:.1f}s", flush=True)
-    result = {"info": info, "batch1": bench(target, draft, prompts, args, device, trim)}
+    result = {"info": info, "args": vars(args)}
+
+    def save() -> None:  # after each stage, so a run cut short still leaves its results
+        result["wall_seconds"] = round(time.time() - t0, 1)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=1))
+
+    result["batch1"] = bench(target, draft, prompts, args, device, trim)
     print(json.dumps(result["batch1"], indent=1), flush=True)
+    save()
     result["batched"] = bench_batched(target, draft, prompts, args, device)
     print(json.dumps(result["batched"], indent=1), flush=True)
-    result["wall_seconds"] = round(time.time() - t0, 1)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    save()
 
 
 if __name__ == "__main__":
