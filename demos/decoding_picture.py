@@ -4,7 +4,8 @@ on the same prompt of a shipped model.
 
 Each panel is a grid: one row per step, one column per answer position. A cell is
 coloured once its position is committed, by the step that committed it (dark = early), and
-the committed character is written in the row where it appeared (``·`` is <eos>).
+the committed character is written in the row where it appeared (``·`` is <eos>, ``_`` a
+space).
 
     python demos/decoding_picture.py [--task words] [--index 0] [--out decoding.png]
 """
@@ -66,7 +67,7 @@ def main() -> None:
             grid[steps[p]:, p] = steps[p]
         ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(S - 1, 1), interpolation="nearest")
         for p in range(shown):
-            ch = "·" if ids[p] == tok.eos_token_id else tok.decode([ids[p]])
+            ch = "·" if ids[p] == tok.eos_token_id else tok.decode([ids[p]]).replace(" ", "_")
             ax.text(p, steps[p], ch, ha="center", va="center", fontsize=8, color="white")
         ax.set_title(f"{label}\nNFE {nfe}, {'valid' if ok else 'invalid'}: {text!r}", fontsize=9)
         ax.set_xlabel("answer position")
