@@ -247,3 +247,20 @@ def test_clear_errors(pair):
     with pytest.raises(ValueError, match="valid options"):
         paradecode.sample(target, [[1, 2]], "speculative", draft_model=draft, gen_length=8)
     assert "speculative" in paradecode.strategies()
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.8), (1.3, 7, 0.6)])
+def test_warping_matches_transformers_logits_warpers(temperature, top_k, top_p):
+    """p and q are warped as transformers' generate warps logits (temperature, top-k, top-p)."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    )
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    procs = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k))
+    if top_p < 1:
+        procs.append(TopPLogitsWarper(top_p))
+    ref = procs(None, logits.clone()).softmax(-1)
+    torch.testing.assert_close(warp_probs(logits, temperature, top_k, top_p), ref)

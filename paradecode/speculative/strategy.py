@@ -8,7 +8,8 @@ token. Both models keep their KV caches across steps; rejected slots are cropped
 would alone. Finished rows (``max_new_tokens`` reached or EOS) leave the batch.
 
 Draft length: fixed (``num_draft_tokens``), transformers' ``heuristic`` schedule (+2 after a
-step where every draft was accepted, -1 otherwise), and/or a confidence stop (a row stops
+step where every draft was accepted, -1 otherwise; restarted at ``num_draft_tokens`` for each
+call, as transformers' ``heuristic_transient``), and/or a confidence stop (a row stops
 drafting once the draft's probability of its token falls below
 ``draft_confidence_threshold``, as transformers' ``assistant_confidence_threshold``). Every
 rule depends only on the draft's own outputs, so decoding stays lossless.
