@@ -134,6 +134,8 @@ def sample(
     pad_id = context.get("pad_id", 0)
     ids, am = strat.prepare_inputs(prompt_ids, attention_mask, pad_id, device)
     policy = None
+    if cache is not None and getattr(config, "layout", "llada") != "llada":
+        raise ValueError(f"cache policies need layout='llada' (got layout={config.layout!r}); pass cache=None.")
     if cache is not None:
         if not getattr(models.get("model"), "supports_cache", False):
             raise ValueError(

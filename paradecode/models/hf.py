@@ -13,7 +13,21 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-__all__ = ["HFDiffusionAdapter", "resolve_mask_token_id"]
+__all__ = ["HFDiffusionAdapter", "resolve_mask_token_id", "dream_attention"]
+
+ATTENTION_FORMATS = ("2d", "dream")
+
+
+def dream_attention(attention_mask: Optional[torch.Tensor]) -> dict[str, Any]:
+    """Dream's model inputs for a (batch, L) padding mask, as its ``diffusion_generate`` builds
+    them: ``"full"`` attention without padding; with padding a (batch, 1, L, L) bool mask that
+    lets real tokens attend to real tokens, and positions that skip the padding."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return {"attention_mask": "full"}
+    real = attention_mask.bool()
+    positions = (real.long().cumsum(-1) - 1).masked_fill(~real, 1)
+    pairs = real[:, None, None, :] & real[:, None, :, None]
+    return {"attention_mask": pairs, "position_ids": positions}
 
 
 def resolve_mask_token_id(model: Any, tokenizer: Any = None, explicit: Optional[int] = None) -> int:
@@ -39,6 +53,13 @@ class HFDiffusionAdapter(nn.Module):
         mask_token_id: explicit mask id; otherwise taken from ``tokenizer`` or the config.
         shift_logits: Dream's convention: the logits at position i predict token i + 1,
             so the adapter shifts them right by one (position i gets the logits of i - 1).
+        attention_format: how a padding mask reaches the model. ``"2d"`` (LLaDA, LLaDA2,
+            most HF models): the (batch, length) mask as ``attention_mask``, and positions as
+            ``position_ids`` when given. ``"dream"`` (Dream's ``diffusion_generate``): without
+            padding ``attention_mask="full"``; with padding a (batch, 1, L, L) bool mask of
+            real-token pairs and ``position_ids`` counting real tokens only.
+
+    Use :meth:`dream` for Dream checkpoints (both Dream conventions at once).
     """
 
     supports_cache = False
@@ -49,14 +70,23 @@ class HFDiffusionAdapter(nn.Module):
         mask_token_id: Optional[int] = None,
         tokenizer: Any = None,
         shift_logits: bool = False,
+        attention_format: str = "2d",
     ) -> None:
         super().__init__()
+        if attention_format not in ATTENTION_FORMATS:
+            raise ValueError(f"attention_format must be one of {ATTENTION_FORMATS}, got {attention_format!r}.")
         self.hf_model = hf_model
         self.mask_token_id = resolve_mask_token_id(hf_model, tokenizer, mask_token_id)
         self.shift_logits = shift_logits
+        self.attention_format = attention_format
         params = inspect.signature(hf_model.forward).parameters
         self._takes = {name for name in ("attention_mask", "position_ids") if name in params}
         self.config = getattr(hf_model, "config", None)
+
+    @classmethod
+    def dream(cls, hf_model: nn.Module, tokenizer: Any = None, mask_token_id: Optional[int] = None) -> "HFDiffusionAdapter":
+        """Adapter for Dream (``Dream-org/Dream-v0-Instruct-7B``): shifted logits, Dream's masks."""
+        return cls(hf_model, mask_token_id=mask_token_id, tokenizer=tokenizer, shift_logits=True, attention_format="dream")
 
     @property
     def device(self) -> torch.device:
@@ -76,12 +106,17 @@ class HFDiffusionAdapter(nn.Module):
                 "cache policy; use paradecode's LLaDAModel for caches, or pass cache=None."
             )
         kwargs: dict[str, Any] = {}
-        if attention_mask is not None:
-            if "attention_mask" not in self._takes:
+        if attention_mask is not None and "attention_mask" not in self._takes:
+            if not bool(attention_mask.all()):
                 raise ValueError("this model's forward takes no attention_mask; give prompts of equal length.")
-            kwargs["attention_mask"] = attention_mask
-        if positions is not None and "position_ids" in self._takes:
-            kwargs["position_ids"] = positions
+            attention_mask = None  # all ones: nothing to hide
+        if self.attention_format == "dream":
+            kwargs.update(dream_attention(attention_mask))
+        else:
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask
+            if positions is not None and "position_ids" in self._takes:
+                kwargs["position_ids"] = positions
         out = self.hf_model(input_ids=input_ids, **kwargs)
         logits = out if isinstance(out, torch.Tensor) else out.logits
         if self.shift_logits:

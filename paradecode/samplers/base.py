@@ -1,8 +1,8 @@
 """The semi-autoregressive block machinery shared by every diffusion-LM strategy.
 
 A canvas is ``[left-padded prompt | gen_length masks]``; generation is split into blocks
-of ``block_length``. Each row advances through blocks on its own (rows finish blocks at
-different steps under threshold rules), and finished rows leave the batch that is fed to
+of ``block_length`` (or LLaDA2's layout, see :class:`DiffusionConfig`). Each row advances
+through blocks on its own (rows finish blocks at different steps under threshold rules), and finished rows leave the batch that is fed to
 the model. A subclass only says which masked positions of the current block to commit
 (:meth:`BlockDiffusionStrategy.select`), from the block's logits.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -20,14 +20,23 @@ from ..loop import Request, Strategy
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
 from .common import demote_tokens, forbid_token, predict
 
-__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy"]
+__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep"]
 
 REMASKING = ("low_confidence", "random")
+LAYOUTS = ("llada", "llada2")
 
 
 @dataclass
 class DiffusionConfig:
-    """Options every diffusion-LM strategy takes (LLaDA ``generate`` defaults)."""
+    """Options every diffusion-LM strategy takes (LLaDA ``generate`` defaults).
+
+    ``layout="llada"``: block 0 starts right after the prompt and the model sees the whole
+    canvas. ``layout="llada2"`` (LLaDA2's ``generate`` and diffusers' ``LLaDA2Pipeline``): blocks
+    sit at multiples of ``block_length`` from column 0, so the prompt partly fills the first
+    block and the last block may run past the generation (a tail of masks the attention mask
+    hides, decoded and dropped); the model sees only the canvas up to the current block's end,
+    with ``position_ids`` 0.., and all rows stay in the same block (as in the pipeline).
+    """
 
     gen_length: int = 128
     block_length: int = 128
@@ -37,6 +46,7 @@ class DiffusionConfig:
     logits_eos_inf: bool = False  # LLaDA: never predict EOS (the model's eos_token_id)
     confidence_eos_eot_inf: bool = False  # LLaDA: commit EOS / EOT predictions last
     eot_token_id: Optional[int] = None  # LLaDA-8B-Instruct's <|eot_id|> is 126348
+    layout: str = "llada"
 
     def __post_init__(self) -> None:
         if self.gen_length <= 0 or self.block_length <= 0:
@@ -52,6 +62,8 @@ class DiffusionConfig:
             raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}.")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}.")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}.")
 
     @property
     def num_blocks(self) -> int:
@@ -72,9 +84,15 @@ class DiffusionState:
     step_in_block: torch.Tensor  # (B,) CPU long
     steps: int = 0  # forwards so far (global, 0-based count of finished steps)
     generator: Optional[torch.Generator] = None
-    commit_step: Optional[torch.Tensor] = None  # (B, gen_length) step at which each token was committed
+    commit_step: Optional[torch.Tensor] = None  # (B, L - origin) step at which each column from `origin` was committed
     extras: dict[str, Any] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)  # strategy-specific per-sequence state
+    origin: int = -1  # column where block 0 starts (prompt_length under the "llada" layout)
+    num_blocks: int = -1  # blocks to decode; rows with block == num_blocks are finished
+
+    def __post_init__(self) -> None:
+        if self.origin < 0:
+            self.origin = self.prompt_length
 
     @property
     def batch_size(self) -> int:
@@ -82,6 +100,16 @@ class DiffusionState:
 
     def active_rows(self, num_blocks: int) -> torch.Tensor:
         return torch.nonzero(self.block < num_blocks).flatten()
+
+
+class BlockStep(NamedTuple):
+    """One step on one block (:meth:`BlockDiffusionStrategy.decide`), all (rows, block_length)."""
+
+    tokens: torch.Tensor  # the block after this step: committed predictions written into it
+    transfer: torch.Tensor  # bool, positions committed now
+    x0: torch.Tensor  # predicted token at every position
+    confidence: torch.Tensor  # confidence of x0 (its probability under low_confidence remasking)
+    mask: torch.Tensor  # bool, positions that were masked before this step
 
 
 class BlockDiffusionStrategy(Strategy[DiffusionState]):
@@ -125,11 +153,21 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
     ) -> DiffusionState:
         c = self.config
         B, P = prompt_ids.shape
-        x = torch.full((B, P + c.gen_length), mask_id, dtype=torch.long, device=prompt_ids.device)
+        origin, num_blocks, L = P, c.num_blocks, P + c.gen_length
+        if c.layout == "llada2":
+            bl = c.block_length
+            origin = P // bl * bl
+            num_blocks = -(-(P + c.gen_length) // bl) - P // bl
+            L = origin + num_blocks * bl
+        x = torch.full((B, L), mask_id, dtype=torch.long, device=prompt_ids.device)
         x[:, :P] = prompt_ids
-        if attention_mask is not None:
-            ones = torch.ones(B, c.gen_length, dtype=attention_mask.dtype, device=attention_mask.device)
-            attention_mask = torch.cat([attention_mask, ones], dim=1)
+        if attention_mask is not None or L > P + c.gen_length or c.layout == "llada2":
+            # llada2: always a mask, as the pipeline gives one; the tail past the generation is hidden.
+            if attention_mask is None:
+                attention_mask = torch.ones(B, P, dtype=torch.long, device=prompt_ids.device)
+            rest = torch.zeros(B, L - P, dtype=attention_mask.dtype, device=attention_mask.device)
+            rest[:, : c.gen_length] = 1
+            attention_mask = torch.cat([attention_mask, rest], dim=1)
         state = DiffusionState(
             x=x,
             prompt_length=P,
@@ -139,7 +177,9 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             block=torch.zeros(B, dtype=torch.long),
             step_in_block=torch.zeros(B, dtype=torch.long),
             generator=generator,
-            commit_step=torch.full((B, c.gen_length), -1, dtype=torch.long, device=x.device),
+            commit_step=torch.full((B, L - origin), -1, dtype=torch.long, device=x.device),
+            origin=origin,
+            num_blocks=num_blocks,
         )
         self.on_start(state)
         return state
@@ -151,7 +191,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
     def block_columns(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows), block_length) canvas columns of each row's current block."""
         bl = self.config.block_length
-        start = state.prompt_length + state.block[rows] * bl
+        start = state.origin + state.block[rows] * bl
         cols = start[:, None] + torch.arange(bl)[None, :]
         return cols.to(state.x.device)
 
@@ -161,23 +201,32 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     # ---- propose -------------------------------------------------------------------------------
     def propose(self, state: DiffusionState) -> Request:
-        rows = state.active_rows(self.config.num_blocks)
-        x = state.x[rows] if len(rows) < state.batch_size else state.x
-        am = state.attention_mask
-        if am is not None and len(rows) < state.batch_size:
-            am = am[rows]
+        rows = state.active_rows(state.num_blocks)
+        x, am = state.x, state.attention_mask
+        kwargs: dict[str, Any] = {}
+        if self.config.layout == "llada2":
+            # Rows wait for each other at block ends; the model sees the canvas up to the block's end.
+            lead = state.block[rows].min()
+            rows = rows[state.block[rows] == lead]
+            end = state.origin + (int(lead) + 1) * self.config.block_length
+            x, am = x[:, :end], am[:, :end]
+            kwargs["positions"] = torch.arange(end, device=x.device).expand(len(rows), end)
+        if len(rows) < state.batch_size:
+            x = x[rows.to(x.device)]
+            am = am[rows.to(am.device)] if am is not None else None
         if self.config.cfg_scale > 0:
             # LLaDA's unsupervised CFG: a second pass with the prompt masked out.
             un_x = x.clone()
             un_x[:, : state.prompt_length] = state.mask_id
             x = torch.cat([x, un_x])
             am = torch.cat([am, am]) if am is not None else None
-        kwargs: dict[str, Any] = {}
+            if "positions" in kwargs:
+                kwargs["positions"] = torch.cat([kwargs["positions"]] * 2)
         if am is not None:
             kwargs["attention_mask"] = am
         shared = self._shared_block(state, rows)
         if shared is not None and not self.needs_full_logits:
-            start = state.prompt_length + shared * self.config.block_length
+            start = state.origin + shared * self.config.block_length
             kwargs["logits_range"] = (start, start + self.config.block_length)
         state.memo["_rows"] = rows
         state.memo["_logits_start"] = kwargs.get("logits_range", (0, 0))[0] if "logits_range" in kwargs else None
@@ -205,7 +254,53 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
         dev_rows = rows.to(state.x.device)
         xb = state.x[dev_rows[:, None], cols]
-        mask = xb == state.mask_id
+        step = self.decide(state, rows, block_logits, xb, full_logits)
+        transfer = step.transfer
+        exit_ = self.early_exit(state, rows, full_logits)
+        state.x[dev_rows[:, None], cols] = step.tokens
+        gen_cols = cols - state.origin
+        prev = state.commit_step[dev_rows[:, None], gen_cols]
+        state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
+        committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
+        committed[dev_rows] = transfer.sum(-1)
+        still_masked = step.mask & ~transfer
+        stopped = None
+        if exit_ is not None:
+            stop, tokens = exit_
+            stop = stop.to(state.x.device)
+            # tokens cover the generation, or (llada2) only the visible part: then the row goes on.
+            P, O, n = state.prompt_length, state.origin, tokens.shape[1]
+            gen = state.x[dev_rows, P : P + n]
+            fill = (gen == state.mask_id) & stop[:, None]
+            state.x[dev_rows, P : P + n] = torch.where(fill, tokens, gen)
+            steps_at = state.commit_step[dev_rows, P - O : P - O + n]
+            state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
+            committed[dev_rows] += fill.sum(-1)
+            still_masked = still_masked & ~stop[:, None]
+            if P + n >= state.x.shape[1]:
+                stopped = rows[stop.cpu()]
+        state.steps += 1
+        self.advance(state, rows, still_masked)
+        if stopped is not None and len(stopped):
+            state.block[stopped] = state.num_blocks
+        return committed
+
+    def decide(
+        self,
+        state: DiffusionState,
+        rows: torch.Tensor,
+        block_logits: torch.Tensor,
+        block_tokens: torch.Tensor,
+        full_logits: Optional[torch.Tensor] = None,
+    ) -> BlockStep:
+        """One step on one block, with no canvas bookkeeping: predict, :meth:`select`, write.
+
+        ``block_logits`` (rows, block_length, vocab) and ``block_tokens`` (rows, block_length)
+        are the block of each of ``rows``. :meth:`commit` and the diffusers schedulers
+        (``paradecode.diffusers``) both run a strategy through this method.
+        """
+        c = self.config
+        mask = block_tokens == state.mask_id
         if c.logits_eos_inf:
             block_logits = forbid_token(block_logits, state.eos_id)
         block_logits = self.adjust_logits(state, rows, block_logits, mask)
@@ -213,31 +308,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if c.confidence_eos_eot_inf:
             conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
         transfer = self.select(state, rows, block_logits, x0, conf, mask, full_logits) & mask
-        exit_ = self.early_exit(state, rows, full_logits)
-        state.x[dev_rows[:, None], cols] = torch.where(transfer, x0, xb)
-        gen_cols = cols - state.prompt_length
-        prev = state.commit_step[dev_rows[:, None], gen_cols]
-        state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
-        committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
-        committed[dev_rows] = transfer.sum(-1)
-        still_masked = mask & ~transfer
-        stopped = None
-        if exit_ is not None:
-            stop, tokens = exit_
-            stop = stop.to(state.x.device)
-            P = state.prompt_length
-            gen = state.x[dev_rows, P:]
-            fill = (gen == state.mask_id) & stop[:, None]
-            state.x[dev_rows, P:] = torch.where(fill, tokens, gen)
-            state.commit_step[dev_rows] = torch.where(fill, state.steps, state.commit_step[dev_rows])
-            committed[dev_rows] += fill.sum(-1)
-            still_masked = still_masked & ~stop[:, None]
-            stopped = rows[stop.cpu()]
-        state.steps += 1
-        self.advance(state, rows, still_masked)
-        if stopped is not None and len(stopped):
-            state.block[stopped] = c.num_blocks
-        return committed
+        return BlockStep(torch.where(transfer, x0, block_tokens), transfer, x0, conf, mask)
 
     def adjust_logits(
         self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor
@@ -273,6 +344,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         state.step_in_block[rows] += 1
         if self.fixed_schedule:
             finished = state.step_in_block[rows] >= self.steps_per_block
+            if self.config.layout == "llada2":  # a prompt-filled first block runs out of masks early
+                finished |= ~still_masked.any(-1).cpu()
         else:
             finished = ~still_masked.any(-1).cpu()  # one small sync per step
         if bool(finished.any()):
@@ -290,10 +363,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     # ---- end ---------------------------------------------------------------------------------
     def done(self, state: DiffusionState) -> bool:
-        return bool((state.block >= self.config.num_blocks).all())
+        return bool((state.block >= state.num_blocks).all())
 
     def result(self, state: DiffusionState) -> torch.Tensor:
-        return state.x
+        return state.x[:, : state.prompt_length + self.config.gen_length]  # llada2: drop the tail
 
 
 def config_with(config: Any, **changes: Any) -> Any:

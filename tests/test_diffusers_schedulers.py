@@ -1,0 +1,275 @@
+"""paradecode strategies as diffusers schedulers inside a real ``diffusers.LLaDA2Pipeline``."""
+
+import dataclasses
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("diffusers")
+from diffusers import BlockRefinementScheduler, LLaDA2Pipeline  # noqa: E402
+
+import paradecode  # noqa: E402
+import paradecode.diffusers as pd  # noqa: E402
+from paradecode.models import LLaDAModel  # noqa: E402
+
+from .conftest import MASK, tiny_config  # noqa: E402
+
+EOS = 61
+GEN, BL, STEPS = 16, 8, 8  # prompts of 5 tokens: the first block is part prompt, the last has a tail
+
+
+class TinyLLaDA2(nn.Module):
+    """A LLaDA2-style model: ``forward(input_ids, attention_mask, position_ids) -> .logits``.
+
+    Like a trained model it never predicts the mask token or (here) end-of-text, so the
+    pipeline's EOS early stop never triggers and every rule sees the same candidates.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = LLaDAModel(tiny_config()).eval()
+        with torch.no_grad():  # peaked, varied confidences, as in tests/conftest.py
+            for p in self.inner.parameters():
+                if p.dim() == 2:
+                    p.mul_(20.0)
+        self.config = self.inner.config
+        self.calls: list[dict] = []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        self.calls.append({"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids})
+        logits = self.inner(input_ids, positions=position_ids, attention_mask=attention_mask)
+        logits[..., MASK] = -1e4
+        logits[..., EOS] = -1e4
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.fixture(scope="module")
+def model() -> TinyLLaDA2:
+    return TinyLLaDA2()
+
+
+@pytest.fixture(scope="module")
+def ids() -> torch.Tensor:
+    return torch.randint(0, 50, (3, 5), generator=torch.Generator().manual_seed(3))
+
+
+def run_pipe(model, scheduler, ids, **kw):
+    pipe = LLaDA2Pipeline(model=model, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    opts = dict(gen_length=GEN, block_length=BL, num_inference_steps=STEPS, temperature=0.0,
+                editing_threshold=None, mask_token_id=MASK, output_type="seq")
+    opts.update(kw)
+    model.calls.clear()
+    out = pipe(input_ids=ids, **opts)
+    return out.sequences, len(model.calls)
+
+
+def sample_options(name: str, scheduler) -> dict:
+    """paradecode.sample options that mean what ``scheduler`` does in the pipeline above."""
+    opts = dict(scheduler.strategy_options, gen_length=GEN, block_length=BL, layout="llada2", mask_token_id=MASK)
+    fields = {f.name for f in dataclasses.fields(paradecode.registry.get_strategy_class(name).Config)}
+    if "steps" in fields:
+        opts["steps"] = STEPS * (GEN // BL)  # the pipeline's steps are per block
+    return opts
+
+
+# ---- every strategy is a scheduler --------------------------------------------------------------
+
+def test_a_scheduler_for_every_diffusion_strategy():
+    names = pd.scheduler_names()
+    assert {"lowconf", "threshold"} <= set(names)
+    assert "var" not in names  # VAR is not a diffusion-LM strategy
+    for name in names:
+        cls = pd.scheduler_class(name)
+        assert cls.strategy_name == name and getattr(pd, cls.__name__) is cls
+    assert pd.ThresholdScheduler is pd.ConfidenceThresholdScheduler is pd.scheduler_class("threshold")
+    assert pd.LowConfScheduler is pd.scheduler_class("lowconf")
+
+
+@pytest.mark.parametrize("name", pd.scheduler_names())
+def test_each_scheduler_runs_end_to_end_in_llada2_pipeline(model, ids, name):
+    scheduler = pd.scheduler(name, block_length=BL)
+    seqs, calls = run_pipe(model, scheduler, ids)
+    assert seqs.shape == (3, GEN)
+    assert not (seqs == MASK).any()
+    assert calls <= STEPS * 3 + BL  # 3 blocks (the prompt fills part of the first)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("lowconf", {}), ("lowconf", {"num_inference_steps": 4}), ("threshold", {"threshold": 0.6}),
+     ("threshold", {"threshold": 0.3}), ("threshold", {"factor": 1.0})],
+)
+def test_pipeline_with_our_scheduler_equals_sample(model, ids, name, options):
+    """The same strategy gives the same tokens, and the same number of forwards, both ways."""
+    steps = options.pop("num_inference_steps", STEPS)
+    scheduler = pd.scheduler(name, block_length=BL, **options)
+    seqs, calls = run_pipe(model, scheduler, ids, num_inference_steps=steps)
+    opts = sample_options(name, scheduler)
+    if "steps" in opts:
+        opts["steps"] = steps * (GEN // BL)
+    out = paradecode.sample(model, ids, name, **opts)
+    assert torch.equal(seqs, out.generated)
+    assert calls == out.trace.nfe
+
+
+def test_batched_llada2_layout_equals_row_by_row(model, ids):
+    batch = paradecode.sample(model, ids, "threshold", threshold=0.5, gen_length=GEN, block_length=BL, layout="llada2")
+    for i in range(ids.shape[0]):
+        one = paradecode.sample(model, ids[i : i + 1], "threshold", threshold=0.5, gen_length=GEN, block_length=BL,
+                                layout="llada2")
+        assert torch.equal(batch.sequences[i], one.sequences[0])
+
+
+def test_llada2_layout_feeds_the_window_with_positions_and_a_tail_mask(model, ids):
+    model.calls.clear()
+    out = paradecode.sample(model, ids[:1], "threshold", threshold=0.9, gen_length=GEN, block_length=BL, layout="llada2")
+    widths = [c["input_ids"].shape[1] for c in model.calls]
+    assert widths[0] == BL and widths[-1] == 3 * BL and widths == sorted(widths)  # no suffix is ever visible
+    last = model.calls[-1]
+    assert torch.equal(last["position_ids"][0], torch.arange(3 * BL))
+    assert last["attention_mask"][0].tolist() == [1] * (5 + GEN) + [0] * (3 * BL - 5 - GEN)  # the tail is hidden
+    assert out.sequences.shape == (1, 5 + GEN) and not (out.generated == MASK).any()
+
+
+def test_llada2_layout_rejects_cache_policies(ids):
+    tiny = LLaDAModel(tiny_config()).eval()
+    with pytest.raises(ValueError, match="layout='llada'"):
+        paradecode.sample(tiny, ids, "threshold", gen_length=GEN, block_length=BL, layout="llada2", cache="prefix")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        paradecode.sample(tiny, ids, "threshold", gen_length=GEN, block_length=BL, layout="dream")
+
+
+# ---- where paradecode and diffusers' own scheduler coincide --------------------------------------
+
+@pytest.mark.parametrize("threshold", [0.3, 0.6, 0.9])
+def test_threshold_equals_block_refinement_scheduler(model, ids, threshold):
+    """Fast-dLLM's rule == BlockRefinementScheduler with one scheduled token per step
+    (num_inference_steps == block_length), editing off, greedy."""
+    brs, brs_calls = run_pipe(model, BlockRefinementScheduler(block_length=BL), ids, num_inference_steps=BL,
+                              threshold=threshold)
+    ours, ours_calls = run_pipe(model, pd.ThresholdScheduler(block_length=BL, threshold=threshold), ids,
+                                num_inference_steps=BL)
+    out = paradecode.sample(model, ids, "threshold", threshold=threshold, gen_length=GEN, block_length=BL,
+                            layout="llada2")
+    assert torch.equal(brs, ours) and torch.equal(brs, out.generated)
+    # diffusers re-runs the model once more per block after the last mask is filled
+    assert brs_calls >= ours_calls == out.trace.nfe
+
+
+def test_lowconf_equals_block_refinement_scheduler_above_one(model, ids):
+    """LLaDA's fixed schedule == BlockRefinementScheduler with a threshold above 1 (top-k only)."""
+    brs, _ = run_pipe(model, BlockRefinementScheduler(block_length=BL), ids, num_inference_steps=4, threshold=1.01)
+    ours, _ = run_pipe(model, pd.LowConfScheduler(block_length=BL), ids, num_inference_steps=4)
+    out = paradecode.sample(model, ids, "lowconf", steps=4 * (GEN // BL), gen_length=GEN, block_length=BL,
+                            layout="llada2")
+    assert torch.equal(brs, ours) and torch.equal(brs, out.generated)
+
+
+def test_differences_from_block_refinement_scheduler_on_one_step():
+    """Threshold semantics: Fast-dLLM commits confidence >= threshold, diffusers > threshold;
+    and diffusers may pick the mask token itself, paradecode never does."""
+    logits = torch.zeros(1, 2, 4)  # two positions, four equally likely tokens: p = 0.25 exactly
+    block = torch.full((1, 2), 3)
+    brs = BlockRefinementScheduler(block_length=2)
+    brs.set_timesteps(2, block_length=2)
+    ours = pd.ThresholdScheduler(block_length=2, threshold=0.25)
+    ours.set_timesteps(2, block_length=2)
+    b = brs.step(logits, 0, block, mask_token_id=3, threshold=0.25)
+    o = ours.step(logits, 0, block, mask_token_id=3)
+    assert b.transfer_index.sum() == 1 and o.transfer_index.sum() == 2
+    peaked = torch.tensor([[[0.0, 1.0, 0.0, 5.0], [0.0, 1.0, 0.0, 5.0]]])  # the mask token (3) is the argmax
+    assert (brs.step(peaked, 0, block, mask_token_id=3, threshold=0.25).sampled_tokens == 3).all()
+    ours.set_timesteps(2, block_length=2)
+    o = ours.step(peaked, 0, block, mask_token_id=3)
+    assert (o.sampled_tokens == 1).all() and not (o.prev_sample[o.transfer_index] == 3).any()
+
+
+# ---- config, state, errors ------------------------------------------------------------------------
+
+NON_DEFAULTS = {"threshold": {"threshold": 0.77, "factor": 2.0}, "lowconf": {"remasking": "random"}}
+
+
+@pytest.mark.parametrize("name", pd.scheduler_names())
+def test_config_round_trip(tmp_path, name):
+    s = pd.scheduler(name, block_length=16, num_inference_steps=8, **NON_DEFAULTS.get(name, {}))
+    s.save_pretrained(tmp_path)
+    t = type(s).from_pretrained(tmp_path)
+    u = type(s).from_config(s.config)
+    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    assert type(t) is type(s) and public(t.config) == public(s.config) == public(u.config)
+    assert t.strategy.config == s.strategy.config
+    for k, v in NON_DEFAULTS.get(name, {}).items():
+        assert t.config[k] == v
+
+
+def test_set_timesteps_resets_per_sequence_state(model, ids):
+    s = pd.ThresholdScheduler(block_length=BL, threshold=0.6)
+    first, _ = run_pipe(model, s, ids)
+    assert s.state is not None and s.state.steps > 0
+    s.set_timesteps(STEPS, block_length=BL)
+    assert s.state is None
+    again, _ = run_pipe(model, s, ids)
+    assert torch.equal(first, again)
+
+
+def test_pipeline_block_length_and_steps_reach_the_strategy(model, ids):
+    s = pd.LowConfScheduler(block_length=32, num_inference_steps=32)
+    run_pipe(model, s, ids, block_length=BL, num_inference_steps=2)
+    assert s.strategy.config.block_length == BL and s.strategy.steps_per_block == 2
+
+
+def test_bad_scheduler_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        pd.scheduler("nope")
+    with pytest.raises(ValueError, match="not a diffusion-LM strategy"):
+        pd.scheduler("var")
+    with pytest.raises(ValueError, match="unknown option.*threshold"):
+        pd.scheduler("threshold", treshold=0.5)
+    with pytest.raises(ValueError, match="remasking"):
+        pd.scheduler("lowconf", remasking="lowest")
+    with pytest.raises(ValueError, match="exceeds block_length"):
+        pd.scheduler("lowconf", block_length=8, num_inference_steps=16)
+    with pytest.raises(AttributeError, match="schedulers exist for"):
+        pd.NopeScheduler  # noqa: B018
+    s = pd.ThresholdScheduler(block_length=2)
+    logits, block = torch.zeros(1, 2, 4), torch.full((1, 2), 3)
+    with pytest.raises(ValueError, match="top_p / top_k"):
+        s.step(logits, 0, block, mask_token_id=3, top_k=5)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        s.step(logits, 0, block)
+
+
+# ---- the README's "Use with diffusers" snippet ----------------------------------------------------
+
+def readme_snippet() -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Use with diffusers", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "README's 'Use with diffusers' section has no python block"
+    return blocks[0]
+
+
+def test_readme_diffusers_snippet_runs(model):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(60)} | {"[MASK]": MASK, "[EOS]": EOS, "[PAD]": 62, "[UNK]": 63}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, mask_token="[MASK]", eos_token="[EOS]",
+                                        pad_token="[PAD]", unk_token="[UNK]")
+    prompt_ids = tokenizer("w3 w14 w15 w9 w26", return_tensors="pt").input_ids
+    namespace = {"model": model, "tokenizer": tokenizer, "prompt_ids": prompt_ids}
+    exec(compile(readme_snippet(), "README.md", "exec"), namespace)
+    assert namespace["out"].sequences.shape == (1, 64)
+    assert isinstance(namespace["out"].texts[0], str)
