@@ -3,8 +3,8 @@
 A canvas is ``[left-padded prompt | gen_length masks]``; generation is split into blocks
 of ``block_length`` (or LLaDA2's layout, see :class:`DiffusionConfig`). Each row advances
 through blocks on its own (rows finish blocks at different steps under threshold rules),
-and finished rows leave the batch that is fed to the model. A subclass only says which masked positions of the current block to commit
-(:meth:`BlockDiffusionStrategy.select`), from the block's logits.
+and finished rows leave the batch that is fed to the model. A subclass only says which
+masked positions of the current block to commit (:meth:`BlockDiffusionStrategy.select`).
 """
 
 from __future__ import annotations
