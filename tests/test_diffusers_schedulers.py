@@ -196,7 +196,10 @@ def test_differences_from_block_refinement_scheduler_on_one_step():
 
 # ---- config, state, errors ------------------------------------------------------------------------
 
-NON_DEFAULTS = {"threshold": {"threshold": 0.77, "factor": 2.0}, "lowconf": {"remasking": "random"}}
+NON_DEFAULTS = {
+    "threshold": {"threshold": 0.77, "factor": 2.0, "logits_eos_inf": True, "eos_token_id": EOS},
+    "lowconf": {"remasking": "random"},
+}
 
 
 @pytest.mark.parametrize("name", pd.scheduler_names())
@@ -239,6 +242,8 @@ def test_bad_scheduler_input_is_a_clear_error():
         pd.scheduler("lowconf", remasking="lowest")
     with pytest.raises(ValueError, match="exceeds block_length"):
         pd.scheduler("lowconf", block_length=8, num_inference_steps=16)
+    with pytest.raises(ValueError, match="need eos_token_id"):
+        pd.scheduler("threshold", logits_eos_inf=True)
     with pytest.raises(AttributeError, match="schedulers exist for"):
         pd.NopeScheduler  # noqa: B018
     s = pd.ThresholdScheduler(block_length=2)
