@@ -22,6 +22,14 @@ LLaDA's Gumbel-max sampling (``sampling_method="greedy"`` forces temperature 0);
 ``editing_threshold`` and ``minimal_topk`` are ``BlockRefinementScheduler``'s knobs, which the
 pipeline always passes (0.7 / 0.5 / 1 by default): they are ignored, the scheduler's config
 decides, and committed tokens are never edited.
+
+A scheduler sees one block at a time, so its strategy runs as a one-block generation
+(``gen_length = block_length``, ``steps = num_inference_steps``, and so its base's steps for
+a composite such as Prophet). What a strategy measures over the whole generation must be
+given: Prophet's ``max_steps`` (progress; default here one block's steps) and its
+``answer_start`` (an offset into the block here; the default window, the first masked
+positions, means the same both ways). An early exit (Prophet) fills the rest of the current
+block, as ``layout="llada2"`` does in ``paradecode.sample``, where later blocks are not visible.
 """
 
 from __future__ import annotations
@@ -94,6 +102,11 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         options.update(gen_length=block_length, block_length=block_length, temperature=temperature, layout="llada2")
         if "steps" in fields:
             options["steps"] = steps
+        if {"base", "base_options"} <= fields:  # a composite (prophet): its base's steps are per block too
+            base = options.get("base") or next(f.default for f in dataclasses.fields(cls.Config) if f.name == "base")
+            base_fields = {f.name for f in dataclasses.fields(get_strategy_class(base).Config)}
+            if "steps" in base_fields and "steps" not in (options.get("base_options") or {}):
+                options["base_options"] = {**(options.get("base_options") or {}), "steps": steps}
         try:
             strategy = cls(build_config(cls.Config, f"{type(self).__name__}", options))
             needs_eos = getattr(strategy.config, "logits_eos_inf", False) or getattr(strategy.config, "confidence_eos_eot_inf", False)
@@ -183,14 +196,24 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         probs = torch.zeros(sample.shape, dtype=torch.float64, device=sample.device)
         if len(rows):
             dev_rows = rows.to(sample.device)
-            out = self.strategy.decide(state, rows, model_output[dev_rows], sample[dev_rows])
-            prev[dev_rows] = out.tokens
-            transfer[dev_rows] = out.transfer
+            logits = model_output[dev_rows]
+            # The visible canvas of a scheduler is the block: it is also the "full" logits.
+            full = logits if self.strategy.needs_full_logits else None
+            out = self.strategy.decide(state, rows, logits, sample[dev_rows], full)
+            tokens, moved, still = out.tokens, out.transfer, out.mask & ~out.transfer
+            exit_ = self.strategy.early_exit(state, rows, full)
+            if exit_ is not None:  # e.g. Prophet: the rest of the block takes the exit's tokens
+                stop = exit_[0].to(sample.device)
+                fill = (tokens == mask_token_id) & stop[:, None]
+                tokens = torch.where(fill, exit_[1][:, : tokens.shape[1]], tokens)
+                moved, still = moved | fill, still & ~stop[:, None]
+            prev[dev_rows] = tokens
+            transfer[dev_rows] = moved
             sampled[dev_rows] = out.x0
             probs[dev_rows] = out.confidence.to(probs.dtype)
             state.x = prev.clone()
             state.steps += 1
-            self.strategy.advance(state, rows, out.mask & ~out.transfer)
+            self.strategy.advance(state, rows, still)
         state.extras.clear()
         self._rows_masked = (prev == mask_token_id).any(-1)
         editing = torch.zeros_like(transfer)

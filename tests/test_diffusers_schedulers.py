@@ -79,6 +79,10 @@ def sample_options(name: str, scheduler) -> dict:
     fields = {f.name for f in dataclasses.fields(paradecode.registry.get_strategy_class(name).Config)}
     if "steps" in fields:
         opts["steps"] = STEPS * (GEN // BL)  # the pipeline's steps are per block
+    if "base_options" in fields:  # a composite (prophet): so are its base's
+        opts["base_options"] = {**scheduler.strategy.config.base_options}
+        if "steps" in opts["base_options"]:
+            opts["base_options"]["steps"] = STEPS * (GEN // BL)
     return opts
 
 
@@ -104,13 +108,19 @@ def test_each_scheduler_runs_end_to_end_in_llada2_pipeline(model, ids, name):
     assert calls <= STEPS * 3 + BL  # 3 blocks (the prompt fills part of the first)
 
 
+PROPHET_EXITS = dict(early_threshold=2.0, mid_threshold=1.5, late_threshold=1.0, max_steps=24)
+
+
 @pytest.mark.parametrize(
     "name, options",
-    [("lowconf", {}), ("lowconf", {"num_inference_steps": 4}), ("threshold", {"threshold": 0.6}),
-     ("threshold", {"threshold": 0.3}), ("threshold", {"factor": 1.0})],
+    [(n, {}) for n in pd.scheduler_names()]
+    + [("lowconf", {"num_inference_steps": 4}), ("threshold", {"threshold": 0.6}),
+       ("threshold", {"threshold": 0.3}), ("threshold", {"factor": 1.0}), ("credit", {"threshold": 0.6}),
+       ("localleap", {"threshold": 0.7, "relaxed_threshold": 0.4}), ("prophet", PROPHET_EXITS)],
 )
 def test_pipeline_with_our_scheduler_equals_sample(model, ids, name, options):
     """The same strategy gives the same tokens, and the same number of forwards, both ways."""
+    options = dict(options)
     steps = options.pop("num_inference_steps", STEPS)
     scheduler = pd.scheduler(name, block_length=BL, **options)
     seqs, calls = run_pipe(model, scheduler, ids, num_inference_steps=steps)
@@ -120,6 +130,8 @@ def test_pipeline_with_our_scheduler_equals_sample(model, ids, name, options):
     out = paradecode.sample(model, ids, name, **opts)
     assert torch.equal(seqs, out.generated)
     assert calls == out.trace.nfe
+    if options is PROPHET_EXITS or options == PROPHET_EXITS:
+        assert sum(out.trace.extra("prophet_exit")) > 0  # the exit rule did fire
 
 
 def test_batched_llada2_layout_equals_row_by_row(model, ids):
@@ -216,9 +228,9 @@ def test_config_round_trip(tmp_path, name):
 
 
 def test_set_timesteps_resets_per_sequence_state(model, ids):
-    s = pd.ThresholdScheduler(block_length=BL, threshold=0.6)
+    s = pd.scheduler("credit", block_length=BL, threshold=0.6)  # credit history is per-sequence state
     first, _ = run_pipe(model, s, ids)
-    assert s.state is not None and s.state.steps > 0
+    assert s.state is not None and s.state.steps > 0 and s.state.memo["credit"] is not None
     s.set_timesteps(STEPS, block_length=BL)
     assert s.state is None
     again, _ = run_pipe(model, s, ids)

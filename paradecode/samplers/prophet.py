@@ -112,7 +112,7 @@ class Prophet(BlockDiffusionStrategy):
         gap = top2[..., 0] - top2[..., 1]  # (n, gen_length)
         if c.answer_start is not None:
             return gap[:, c.answer_start : c.answer_start + c.answer_length].mean(-1)
-        masked = state.x[rows.to(state.x.device), P:] == state.mask_id
+        masked = state.x[rows.to(state.x.device), P : P + gap.shape[1]] == state.mask_id  # llada2: the visible part
         window = masked & (masked.long().cumsum(-1) <= c.answer_length)
         count = window.sum(-1)
         mean = (gap * window).sum(-1) / count.clamp(min=1)
