@@ -290,3 +290,11 @@ def test_readme_diffusers_snippet_runs(model):
     exec(compile(readme_snippet(), "README.md", "exec"), namespace)
     assert namespace["out"].sequences.shape == (1, 64)
     assert isinstance(namespace["out"].texts[0], str)
+
+
+def test_paradecode_diffusers_does_not_shadow_diffusers():
+    import diffusers
+
+    assert diffusers is not pd and hasattr(diffusers, "LLaDA2Pipeline")
+    assert Path(diffusers.__file__).parent.name == "diffusers" and "paradecode" not in Path(diffusers.__file__).parts
+    assert isinstance(pd.ThresholdScheduler(), diffusers.SchedulerMixin)
