@@ -367,4 +367,5 @@ class LLaDAModel(nn.Module):
         if torch_dtype is not None:
             state = {k: v.to(torch_dtype) for k, v in state.items()}
         model.load_state_dict(state, assign=True)
+        model.config.name_or_path = str(path)  # lets companions saved next to it be found (Learn2PD filter)
         return model.to(device).eval()

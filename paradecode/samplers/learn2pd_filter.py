@@ -1,0 +1,244 @@
+"""Learn2PD's filter model and its training (Bao et al., 2025, "Learning to Parallel").
+
+The filter f_theta reads the confidences of the current block's positions (all of them,
+committed or not, as the reference feeds them) and predicts, per position, whether the
+model's current prediction already equals the token the sequence will finally hold. It is a
+logistic regression over the block's confidences (``hidden_sizes=()``; hidden layers are
+optional), trained with binary cross-entropy.
+
+Training data follows the reference (``generate_training_data.py``): decode each prompt once
+with the base strategy (LLaDA low-confidence, one token per step) to get the final tokens;
+then replay the *Extremely Greedy Parallel* oracle, which at every step records the block's
+confidences with labels "prediction == final token" and commits exactly the masked
+positions whose prediction is already right (the block is filled with the final tokens if
+the predictions stop changing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..registry import build_config
+from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+
+__all__ = ["Learn2PDFilter", "FILTER_DIRNAME", "collect_trajectories", "train_filter", "find_filter", "shipped_filter"]
+
+FILTER_DIRNAME = "learn2pd_filter"  # saved next to the model: <model dir>/learn2pd_filter/
+
+
+class Learn2PDFilter(nn.Module):
+    """``(batch, block_length)`` confidences -> per-position logits of "already final"."""
+
+    def __init__(self, block_length: int = 32, hidden_sizes: Sequence[int] = ()) -> None:
+        super().__init__()
+        if block_length < 1 or any(h < 1 for h in hidden_sizes):
+            raise ValueError(f"block_length and hidden sizes must be positive, got {block_length}, {list(hidden_sizes)}.")
+        self.block_length = int(block_length)
+        self.hidden_sizes = [int(h) for h in hidden_sizes]
+        sizes = [self.block_length, *self.hidden_sizes, self.block_length]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(a, b))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, confidence: torch.Tensor) -> torch.Tensor:
+        if confidence.shape[-1] != self.block_length:
+            raise ValueError(
+                f"this Learn2PD filter reads blocks of {self.block_length} confidences, got {confidence.shape[-1]}; "
+                f"use block_length={self.block_length} or train a filter for your block length."
+            )
+        return self.net(confidence.float())
+
+    def accept(self, confidence: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Bool mask of positions whose predicted probability of being final exceeds ``threshold``."""
+        return torch.sigmoid(self(confidence)) > threshold
+
+    # ---- save / load ------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, **metadata: Any) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (a few hundred bytes of weights)."""
+        from safetensors.torch import save_file
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"model_type": "learn2pd_filter", "block_length": self.block_length,
+                  "hidden_sizes": self.hidden_sizes, **metadata}
+        (path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
+                  str(path / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "Learn2PDFilter":
+        from safetensors.torch import load_file
+
+        path = Path(directory)
+        if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+            raise ValueError(
+                f"{path} holds no Learn2PD filter (config.json + model.safetensors); train one with "
+                f"scripts/train_learn2pd.py."
+            )
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") != "learn2pd_filter":
+            raise ValueError(f"{path}/config.json is not a Learn2PD filter config (model_type={config.get('model_type')!r}).")
+        model = cls(config["block_length"], config.get("hidden_sizes", ()))
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.metadata = {k: v for k, v in config.items() if k not in ("model_type", "block_length", "hidden_sizes")}
+        return model.to(device).eval()
+
+
+def find_filter(model: Any) -> Optional[Path]:
+    """The filter saved next to ``model`` (``<dir the model was loaded from>/learn2pd_filter``)."""
+    config = getattr(model, "config", None)
+    where = getattr(config, "name_or_path", None) or getattr(model, "name_or_path", None)
+    if where and (Path(where) / FILTER_DIRNAME / "config.json").exists():
+        return Path(where) / FILTER_DIRNAME
+    return None
+
+
+def shipped_filter(block_length: int) -> Optional[Path]:
+    """A filter shipped with paradecode for this block length (next to a zoo model), or None."""
+    zoo = Path(__file__).resolve().parent.parent / "zoo"
+    for cand in sorted(zoo.glob(f"*/{FILTER_DIRNAME}/config.json")):
+        if json.loads(cand.read_text()).get("block_length") == block_length:
+            return cand.parent
+    return None
+
+
+# ---- trajectories -----------------------------------------------------------------------------
+class _GreedyOracle(BlockDiffusionStrategy):
+    """Extremely Greedy Parallel: commit exactly the masked positions already predicted right."""
+
+    Config = DiffusionConfig
+    name = "learn2pd-oracle"
+
+    def on_start(self, state: DiffusionState) -> None:
+        B, bl = state.batch_size, self.config.block_length
+        state.memo["records"] = []
+        state.memo["prev"] = torch.full((B, bl), -1, dtype=torch.long, device=state.x.device)
+        state.memo["steps_here"] = torch.zeros(B, dtype=torch.long)
+
+    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
+        cols = self.block_columns(state, rows)
+        dev_rows = rows.to(state.x.device)
+        final = state.memo["final"][dev_rows[:, None], cols]
+        right = x0 == final
+        state.memo["records"].append((confidence.float().cpu(), right.cpu()))
+        prev = state.memo["prev"][dev_rows]
+        stuck = (x0 == prev).all(-1)
+        state.memo["prev"][dev_rows] = x0
+        state.memo["_stuck"] = stuck.cpu() | (state.step_in_block[rows] + 1 >= self.config.block_length)
+        state.memo["_final_block"] = final
+        return right & mask
+
+    def advance(self, state, rows, still_masked) -> None:
+        stuck = state.memo["_stuck"]
+        if bool(stuck.any()):  # predictions stopped changing: fill the block with the final tokens
+            cols = self.block_columns(state, rows)
+            dev_rows = rows.to(state.x.device)
+            fill = stuck.to(state.x.device)[:, None] & still_masked
+            state.x[dev_rows[:, None], cols] = torch.where(fill, state.memo["_final_block"], state.x[dev_rows[:, None], cols])
+            still_masked = still_masked & ~fill
+        super().advance(state, rows, still_masked)
+
+    def on_block_end(self, state, rows) -> None:
+        state.memo["prev"][rows.to(state.x.device)] = -1
+
+
+@torch.no_grad()
+def collect_trajectories(
+    model: Any,
+    prompts: Any,
+    *,
+    gen_length: int = 256,
+    block_length: int = 32,
+    steps: Optional[int] = None,
+    batch_size: int = 64,
+    mask_token_id: Optional[int] = None,
+    **base_options: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pairs ``(confidences (N, block_length), labels (N, block_length))``.
+
+    ``prompts``: a list of token lists (or a tensor). The final tokens come from the base
+    strategy, LLaDA low-confidence with ``steps`` (default ``gen_length``: one token per step).
+    """
+    import paradecode
+    from ..api import model_device, prepare_prompts
+    from ..loop import run_loop
+
+    steps = gen_length if steps is None else steps
+    rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
+    xs, ys = [], []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        base = paradecode.sample(model, chunk, "lowconf", gen_length=gen_length, block_length=block_length,
+                                 steps=steps, mask_token_id=mask_token_id, **base_options)
+        oracle = _GreedyOracle(build_config(DiffusionConfig, "learn2pd oracle", dict(
+            gen_length=gen_length, block_length=block_length,
+            **{k: v for k, v in base_options.items() if k in ("temperature", "remasking", "cfg_scale")})))
+        models, ctx = oracle.setup(model, mask_token_id=mask_token_id)
+        ids, am = prepare_prompts(chunk, None, ctx["pad_id"], model_device(model))
+        state = oracle.start(ids, attention_mask=am, **ctx)
+        state.memo["final"] = base.sequences
+        run_loop(oracle, state, models, ids.shape[0], device=ids.device, timing=False)
+        for conf, right in state.memo["records"]:
+            xs.append(conf)
+            ys.append(right.float())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_filter(
+    confidences: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    hidden_sizes: Sequence[int] = (),
+    epochs: int = 3000,
+    lr: float = 3e-3,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    threshold: float = 0.96,
+) -> tuple[Learn2PDFilter, dict[str, float]]:
+    """Full-batch AdamW on BCE-with-logits (the reference notebook's recipe: lr 3e-3).
+
+    Returns the filter and held-out figures at ``threshold``: precision (accepted positions
+    that were right), recall, and the share of positions accepted.
+    """
+    if confidences.shape != labels.shape or confidences.dim() != 2:
+        raise ValueError(f"confidences {tuple(confidences.shape)} and labels {tuple(labels.shape)} must both be (N, block_length).")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(confidences.shape[0], generator=g)
+    n_val = max(1, int(len(perm) * val_fraction))
+    val, tr = perm[:n_val], perm[n_val:]
+    X, Y = confidences[tr].float(), labels[tr].float()
+    torch.manual_seed(seed)
+    filt = Learn2PDFilter(confidences.shape[1], hidden_sizes)
+    opt = torch.optim.AdamW(filt.parameters(), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = loss_fn(filt(X), Y)
+            loss.backward()
+            opt.step()
+    filt.eval()
+    with torch.no_grad():
+        Xv, Yv = confidences[val].float(), labels[val].float()
+        acc = filt.accept(Xv, threshold)
+        tp = (acc & (Yv > 0.5)).sum().item()
+        stats = {
+            "train_loss": float(loss_fn(filt(X), Y)),
+            "val_loss": float(loss_fn(filt(Xv), Yv)),
+            "val_precision": tp / max(1, int(acc.sum())),
+            "val_recall": tp / max(1, int((Yv > 0.5).sum())),
+            "val_accepted_share": float(acc.float().mean()),
+            "n_train": int(len(tr)),
+            "n_val": int(n_val),
+        }
+    return filt, stats
