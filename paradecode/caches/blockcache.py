@@ -47,7 +47,7 @@ class _BlockCache(CanvasKVCache):
 
     def recompute_range(self, state: Any, rows: torch.Tensor) -> Optional[torch.Tensor]:
         bl = self._strategy.config.block_length
-        start = state.prompt_length + state.block[rows] * bl
+        start = state.origin + state.block[rows] * bl
         end = torch.full_like(start, state.x.shape[1]) if self.feeds_suffix else start + bl
         return torch.stack([start, end], dim=1)
 

@@ -109,11 +109,13 @@ class CanvasKVCache(CachePolicy):
         self._L = L
         kwargs = dict(request.kwargs)
         am = kwargs.pop("attention_mask", None)
-        positions = (
-            (am.long().cumsum(-1) - 1).clamp_min(0)
-            if am is not None
-            else torch.arange(L, device=x.device).expand(R, L)
-        )
+        positions = kwargs.pop("positions", None)  # given by the strategy (LLaDA2 layout), else derived
+        if positions is None:
+            positions = (
+                (am.long().cumsum(-1) - 1).clamp_min(0)
+                if am is not None
+                else torch.arange(L, device=x.device).expand(R, L)
+            )
         req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * state.batch_size
         full = self.full_rows(state, rows)
         have = bool(self._k) and self._k[0] is not None and self._k[0].shape[2] == L + 1
@@ -129,7 +131,7 @@ class CanvasKVCache(CachePolicy):
         win_start = (
             torch.zeros(len(rows), dtype=torch.long)
             if strat.needs_full_logits
-            else state.prompt_length + state.block[rows] * strat.config.block_length
+            else state.origin + state.block[rows] * strat.config.block_length
         ).repeat(reps)
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
@@ -143,6 +145,8 @@ class CanvasKVCache(CachePolicy):
             return Request(x, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
 
         ranges = None if bool(full.any()) else self.recompute_range(state, rows)
+        if ranges is not None:
+            ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
         if ranges is not None and bool((ranges == ranges[0]).all()):
             s, e = (int(v) for v in ranges[0])
             ws = int(win_start[0])
@@ -160,7 +164,7 @@ class CanvasKVCache(CachePolicy):
         else:
             ranges = None
         if ranges is None:
-            fed = self.recompute(state, rows)
+            fed = self.recompute(state, rows)[:, :L]
             fed[full.to(fed.device)] = True
             fed = fed.repeat(reps, 1)
             col = torch.arange(L, device=x.device)[None, :]

@@ -33,7 +33,7 @@ def _recent_or_masked(state: Any, rows: torch.Tensor, dev_rows: torch.Tensor) ->
     x = state.x[dev_rows]
     masked = x == state.mask_id
     recent = torch.zeros_like(masked)
-    recent[:, state.prompt_length :] = state.commit_step[dev_rows] == state.steps - 1
+    recent[:, state.origin :] = state.commit_step[dev_rows] == state.steps - 1
     return masked, recent
 
 

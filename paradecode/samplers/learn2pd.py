@@ -72,17 +72,7 @@ class Learn2PD(LowConfidence):
         if filter is None:
             filter = find_filter(model)
         if filter is None:
-            filter = shipped_filter(self.config.block_length)
-            if filter is None:
-                raise ValueError(
-                    f"learn2pd needs a trained filter: pass filter=<Learn2PDFilter or directory>, or save one next "
-                    f"to the model as <model dir>/{FILTER_DIRNAME} (scripts/train_learn2pd.py does both)."
-                )
-            warnings.warn(
-                f"no Learn2PD filter next to this model; using the one shipped with paradecode ({filter}), which "
-                f"was trained on another model's trajectories. Train one for your model with scripts/train_learn2pd.py.",
-                stacklevel=4,
-            )
+            filter = self._fallback_filter()
         if isinstance(filter, (str, Path)):
             filter = Learn2PDFilter.from_pretrained(filter)
         if not isinstance(filter, Learn2PDFilter):
@@ -97,8 +87,29 @@ class Learn2PD(LowConfidence):
         self.filter = filter
         return models, context
 
+    def _fallback_filter(self) -> Learn2PDFilter:
+        """Without a filter for this model: the one shipped with paradecode for this block
+        length, else one that accepts nothing (learn2pd is then its top-k schedule + EoTP)."""
+        path = shipped_filter(self.config.block_length)
+        if path is not None:
+            warnings.warn(
+                f"no Learn2PD filter next to this model; using the one shipped with paradecode ({path}), trained "
+                f"on another model's trajectories. Train one for your model: scripts/train_learn2pd.py.",
+                stacklevel=5,
+            )
+            return Learn2PDFilter.from_pretrained(path)
+        warnings.warn(
+            f"no Learn2PD filter for block_length={self.config.block_length} (none next to the model, none "
+            f"shipped): the filter accepts nothing, so learn2pd decodes as its top-k schedule (+ EoTP). Train one "
+            f"with scripts/train_learn2pd.py and pass filter= or save it as <model dir>/{FILTER_DIRNAME}.",
+            stacklevel=5,
+        )
+        return Learn2PDFilter.rejecting(self.config.block_length)
+
     def on_start(self, state: DiffusionState) -> None:
         super().on_start(state)
+        if getattr(self, "filter", None) is None:  # built without setup() (diffusers scheduler)
+            self.filter = self._fallback_filter()
         self.filter.to(state.x.device)
         state.memo["cut"] = torch.full((state.batch_size,), state.x.shape[1], dtype=torch.long)
 
@@ -110,7 +121,7 @@ class Learn2PD(LowConfidence):
     def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
         scheduled = super().select(state, rows, logits, x0, confidence, mask, full_logits)
         accepted = self.filter.accept(confidence, self.config.accept_threshold) & mask
-        if self.config.eot:
+        if self.config.eot and state.eos_id is not None:  # sample() checked eos; a scheduler may have none
             state.memo["_cut"] = self._end_of_text(state, rows, x0, accepted, full_logits)
         return accepted | scheduled
 
@@ -124,19 +135,20 @@ class Learn2PD(LowConfidence):
         # 2. otherwise the most confident end-of-text prediction among all masked positions
         c = self.config
         x_all, conf_all = predict(full_logits, c.temperature, c.remasking, state.generator, state.mask_id)
-        masked = state.x[rows.to(state.x.device)] == state.mask_id
+        # the positions the model scored (LLaDA2's layout shows only the canvas up to the block)
+        masked = state.x[rows.to(state.x.device), : full_logits.shape[1]] == state.mask_id
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
         best_conf, best = eot_conf.max(-1)
         return torch.where(first < L, first, torch.where(best_conf >= 0, best, L))
 
     def advance(self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor) -> None:
-        if self.config.eot:
+        if "_cut" in state.memo:
             still_masked = self._apply_cut(state, rows, still_masked)
         super().advance(state, rows, still_masked)
         self._skip_finished_blocks(state, rows)
 
     def _apply_cut(self, state, rows, still_masked) -> torch.Tensor:
-        cut = state.memo["_cut"].cpu()
+        cut = state.memo.pop("_cut").cpu()
         cut = torch.minimum(cut, state.memo["cut"][rows])
         state.memo["cut"][rows] = cut
         if bool((cut >= state.x.shape[1]).all()):
@@ -149,7 +161,7 @@ class Learn2PD(LowConfidence):
         filled[dev_rows] = (after & (x == state.mask_id)).sum(-1)
         state.memo["_cut_filled"] = filled
         state.x[dev_rows] = torch.where(after, torch.full_like(x, state.eos_id), x)
-        changed = (after & (x != state.eos_id))[:, state.prompt_length :]
+        changed = (after & (x != state.eos_id))[:, state.origin :]
         cs = state.commit_step[dev_rows]
         state.commit_step[dev_rows] = torch.where(changed, state.steps - 1, cs)
         if self.config.eot_truncate:
@@ -161,11 +173,11 @@ class Learn2PD(LowConfidence):
 
     def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
         """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""
-        nb, bl = self.config.num_blocks, self.config.block_length
+        nb, bl = state.num_blocks, self.config.block_length
         moved = rows[(state.step_in_block[rows] == 0) & (state.block[rows] < nb)]
         if len(moved) == 0:
             return
-        gen = state.x[moved.to(state.x.device), state.prompt_length :] == state.mask_id
+        gen = state.x[moved.to(state.x.device), state.origin :] == state.mask_id
         has_mask = gen.view(len(moved), nb, bl).any(-1).cpu()  # (rows, blocks)
         for i, r in enumerate(moved.tolist()):
             b = int(state.block[r])

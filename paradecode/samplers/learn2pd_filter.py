@@ -58,6 +58,15 @@ class Learn2PDFilter(nn.Module):
             )
         return self.net(confidence.float())
 
+    @classmethod
+    def rejecting(cls, block_length: int) -> "Learn2PDFilter":
+        """A filter that accepts nothing (logit -inf-like everywhere): the no-filter fallback."""
+        f = cls(block_length)
+        with torch.no_grad():
+            f.net[-1].weight.zero_()
+            f.net[-1].bias.fill_(-100.0)
+        return f.eval()
+
     def accept(self, confidence: torch.Tensor, threshold: float) -> torch.Tensor:
         """Bool mask of positions whose predicted probability of being final exceeds ``threshold``."""
         return torch.sigmoid(self(confidence)) > threshold
