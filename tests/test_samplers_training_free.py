@@ -137,6 +137,8 @@ def test_prophet_over_a_threshold_base_measures_progress_against_gen_length(tiny
     strat_cls = get_strategy_class("prophet")
     assert strat_cls(strat_cls.Config(**GEO, base="threshold")).max_steps == 16
     assert strat_cls(strat_cls.Config(**GEO, base_options=dict(steps=8))).max_steps == 8
+    full = strat_cls(strat_cls.Config(**GEO))  # lowconf base at full steps by default
+    assert full.max_steps == 16 and full.base.config.steps == 16
     assert strat_cls(strat_cls.Config(**GEO, base="threshold", max_steps=4)).max_steps == 4
 
 

@@ -5,6 +5,9 @@ of ``block_length`` (or LLaDA2's layout, see :class:`DiffusionConfig`). Each row
 through blocks on its own (rows finish blocks at different steps under threshold rules),
 and finished rows leave the batch that is fed to the model. A subclass only says which
 masked positions of the current block to commit (:meth:`BlockDiffusionStrategy.select`).
+Optional hooks: ``on_start`` / ``on_block_end`` (per-row state), ``adjust_logits`` (logits
+the step decides on, e.g. fused with history), ``early_exit`` (finish rows now, filling
+their masks).
 """
 
 from __future__ import annotations

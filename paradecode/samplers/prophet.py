@@ -26,7 +26,8 @@ STAGE_BOUNDS = (0.33, 0.67)
 @dataclass
 class ProphetConfig(DiffusionConfig):
     """``base`` decides every step that does not exit, with ``base_options`` (its config fields
-    other than the shared gen_length/block_length/temperature/remasking/cfg_scale).
+    other than the shared gen_length/block_length/temperature/...; a base with ``steps`` runs
+    at full steps, ``steps = gen_length``, unless ``base_options`` set it).
     ``answer_start``: offset in the generation of the fixed gap window (the reference's
     ``answer_start_pos``, masked or not); None averages over the first ``answer_length``
     positions still masked (per row, each step). ``max_steps``: the step budget that
@@ -79,8 +80,11 @@ class Prophet(BlockDiffusionStrategy):
         base_cls = get_strategy_class(config.base)
         if not issubclass(base_cls, BlockDiffusionStrategy):
             raise ValueError(f"prophet's base must be a diffusion-LM strategy; {config.base!r} is not.")
-        shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(DiffusionConfig)}
-        base_config = build_config(base_cls.Config, f"prophet's base {config.base!r}", {**shared, **config.base_options})
+        options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DiffusionConfig)}
+        if "steps" in {f.name for f in dataclasses.fields(base_cls.Config)}:
+            options["steps"] = config.gen_length  # full steps, as Prophet's evaluation runs its base
+        options.update(config.base_options)
+        base_config = build_config(base_cls.Config, f"prophet's base {config.base!r}", options)
         self.base = base_cls(base_config)
         self.fixed_schedule = self.base.fixed_schedule
         budget = config.max_steps or getattr(base_config, "steps", None) or config.gen_length
