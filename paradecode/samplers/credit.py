@@ -40,6 +40,8 @@ class CreditConfig(DiffusionConfig):
 class CreditDecoding(BlockDiffusionStrategy):
     description = "CreditDecoding: threshold rule on logits fused with a decaying per-token trace credit"
     Config = CreditConfig
+    # `paradecode bench`: the threshold sweep of Fast-dLLM's rule, so each point has its pair
+    sweep = {"threshold": [0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1]}
 
     def on_start(self, state: DiffusionState) -> None:
         state.memo["credit"] = None  # (batch, block_length, vocab) float32, made at the first step

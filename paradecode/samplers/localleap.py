@@ -47,6 +47,10 @@ def anchor_neighbourhood(anchors: torch.Tensor, radius: int) -> torch.Tensor:
 class LocalLeap(BlockDiffusionStrategy):
     description = "LocalLeap: relaxed threshold within a radius of high-confidence anchors"
     Config = LocalLeapConfig
+    # `paradecode bench`: Fast-dLLM's thresholds, each with the paper's relaxation (0.9 -> 0.75)
+    sweep = [
+        {"threshold": t, "relaxed_threshold": round(t - 0.15, 2)} for t in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3)
+    ]
 
     def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
         c = self.config

@@ -75,6 +75,15 @@ class Prophet(BlockDiffusionStrategy):
     Config = ProphetConfig
     needs_full_logits = True  # the exit fills later blocks, and the window may lie outside the block
 
+    @staticmethod
+    def sweep(gen_length: int, block_length: int) -> list[dict[str, Any]]:
+        """`paradecode bench`: the paper's thresholds over the lowconf base's steps (full,
+        1/2, 1/4 ...), and over Fast-dLLM's threshold rule at 0.9 and 0.7."""
+        from ..bench.runner import halving_steps
+
+        over_steps = [{"base_options": s} for s in halving_steps(gen_length, block_length)]
+        return over_steps + [{"base": "threshold", "base_options": {"threshold": t}} for t in (0.9, 0.7)]
+
     def __init__(self, config: ProphetConfig) -> None:
         super().__init__(config)
         base_cls = get_strategy_class(config.base)
