@@ -406,3 +406,16 @@ def test_runs_with_default_cache_options(tiny_model, prompts, cache):
     for name, opts in OURS:
         out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, **opts)
         assert not (out.generated == MASK).any() and out.trace.tokens_committed.tolist() == [16, 16, 16]
+
+
+@pytest.mark.parametrize("name", ["prophet", "credit", "localleap"])
+@pytest.mark.parametrize("gen, block", [(32, 32), (128, 32)])
+def test_declared_bench_sweeps_are_valid_settings(name, gen, block):
+    from paradecode.bench.runner import _full_options, sweep_for
+    from paradecode.registry import build_config
+
+    cls = get_strategy_class(name)
+    settings = sweep_for(name, gen, block)
+    assert len(settings) >= 5
+    for s in settings:
+        cls(build_config(cls.Config, name, _full_options(name, s, gen, block)))  # raises if invalid
