@@ -232,7 +232,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             start = state.origin + shared * self.config.block_length
             kwargs["logits_range"] = (start, start + self.config.block_length)
         state.memo["_rows"] = rows
-        state.memo["_logits_start"] = kwargs.get("logits_range", (0, 0))[0] if "logits_range" in kwargs else None
+        state.memo["_logits_start"] = kwargs["logits_range"][0] if "logits_range" in kwargs else None
         return Request(x, kwargs=kwargs, role="model", rows=rows)
 
     # ---- commit --------------------------------------------------------------------------------
