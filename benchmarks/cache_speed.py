@@ -5,12 +5,18 @@ weights), batch 1, block 32, the LLaDA top-k sampler with a fixed number of toke
 (random weights give meaningless confidences, so a threshold rule would not be a fixed
 workload). For each (prompt, generation) setting it reports:
 
-* one-forward times (CUDA events, median of repeats) of a full step, a prefix-cache step
-  (block 0: block + whole suffix fed) and a dual-cache step, eager and with CUDA graphs;
+* one-forward times (CUDA events, median of repeats) of a full step (eager and CUDA graphs),
+  a prefix-cache step (block 0: block + whole suffix fed) and a dual-cache step, eager and
+  with CUDA graphs;
 * whole generations through ``paradecode.sample`` with no cache, ``prefix``, ``dual`` and
-  ``dkv-decode``: mean time per step (sampler included), tokens per second, and the ratio
-  to no cache;
-* the weight-bandwidth floor: bytes of weights a step must read / measured copy bandwidth.
+  ``dkv-decode``, each through :class:`CUDAGraphModel` and (``-eager``) the plain model:
+  mean time per step (sampler included), tokens per second, the ratio to the eager no-cache
+  run, and whether graphs gave the eager run's tokens;
+* the weight-bandwidth floor: bytes of weights a step must read / measured copy bandwidth;
+* with ``--profile``, CPU vs GPU time and the top CUDA kernels of chosen generations.
+
+``--fuse`` compiles RMSNorm/RoPE (``compile_elementwise``), ``--fuse-proj`` joins the q/k/v
+and SwiGLU input matmuls (``LLaDAModel.fuse_projections``).
 
     python benchmarks/cache_speed.py --out results.json            # GPU, 8B shape
     python benchmarks/cache_speed.py --tiny                          # CPU smoke test
@@ -29,6 +35,7 @@ import paradecode
 from paradecode.caches.canvas import CanvasKVCache
 from paradecode.models import LLaDAConfig, LLaDAModel
 from paradecode.models.graphs import CUDAGraphModel
+from paradecode.models.llada import compile_elementwise
 from paradecode.registry import build_config, get_cache_class, get_strategy_class
 
 
@@ -42,26 +49,6 @@ def make_model(tiny: bool, device: str) -> LLaDAModel:
         model = LLaDAModel(LLaDAConfig())  # LLaDA-8B shape, random weights
     torch.set_default_dtype(torch.float32)
     return model.eval()
-
-
-def fuse_elementwise() -> None:
-    """Optional: compile LLaDA's float32 RMSNorm and RoPE (7 elementwise kernels each, the
-    bulk of a full step's non-matmul time) into single fused kernels, same arithmetic."""
-    import paradecode.models.llada as llada
-
-    rope = torch.compile(llada.apply_rope, dynamic=True)
-
-    @torch.compile(dynamic=True)
-    def rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        x32 = x.float()
-        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-    def norm_forward(self, x):
-        out = rms(x, self.weight, self.eps)
-        return out + self.bias if self.bias is not None else out
-
-    llada.apply_rope = rope
-    llada.RMSNorm.forward = norm_forward
 
 
 def sync(device: str) -> None:
@@ -126,6 +113,7 @@ def time_forwards(model, graphed, prompt, gen, block, device, repeats):
         state = strat.start(prompt, **ctx)
         req = strat.propose(state)
         out["full"] = measure(lambda: model(req.inputs, **req.kwargs))
+        out["full_graphs"] = measure(lambda: graphed(req.inputs, **req.kwargs))
         for name in ("prefix", "dual"):
             for label, m in (("eager", model), ("graphs", graphed)):
                 pol = policy(name)
@@ -196,6 +184,36 @@ def time_generation(model, prompt, gen, block, steps, cache, device):
     }
 
 
+def profile_generation(model, prompt, gen, block, steps, cache, device) -> dict:
+    """Where a generation's time goes: CPU vs GPU busy time and the top CUDA kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    name = cache.replace("-eager", "")
+    name = None if name == "none" else name
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    paradecode.sample(model, prompt, "lowconf", gen_length=gen, block_length=block, steps=steps, cache=name)  # warm
+    sync(device)
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        paradecode.sample(model, prompt, "lowconf", gen_length=gen, block_length=block, steps=steps, cache=name,
+                          timing=False)
+        sync(device)
+    wall = time.perf_counter() - t
+    events = prof.key_averages()
+    attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
+    kernels = [e for e in events if getattr(e, attr, 0) > 0 and not e.key.startswith("aten::")]
+    gpu = sum(getattr(e, attr) for e in kernels) / 1e6
+    top = sorted(kernels, key=lambda e: -getattr(e, attr))[:12]
+    res = {"wall_s": wall, "gpu_kernel_s": gpu, "kernel_launches": sum(e.count for e in kernels),
+           "syncs": sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense")),
+           "top": [(e.key[:90], e.count, getattr(e, attr) / 1e6) for e in top]}
+    print(f"  profile {cache}: wall {wall:.2f}s, GPU kernels {gpu:.2f}s, launches {res['kernel_launches']}, "
+          f"syncs {res['syncs']}")
+    for key, count, secs in res["top"]:
+        print(f"    {secs*1e3:9.1f} ms {count:7d}  {key}")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny CPU model, a smoke test of the script")
@@ -205,18 +223,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=None)
     ap.add_argument("--fuse", action="store_true", help="compile RMSNorm/RoPE into fused kernels (torch.compile)")
-    ap.add_argument("--caches", default="none,prefix,dual,dkv-decode,dual-eager")
+    ap.add_argument("--fuse-proj", action="store_true", help="one matmul for q/k/v and one for the SwiGLU inputs")
+    ap.add_argument("--caches", default="none-eager,none,prefix,dual,dkv-decode,dkv-decode-eager,dual-eager",
+                    help="'-eager' runs the plain model; otherwise CUDA graphs (CUDAGraphModel)")
+    ap.add_argument("--profile", default=None, help="comma list of caches to profile (top CUDA kernels)")
     args = ap.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     if args.tiny:
         args.settings, args.repeats = "24x32", 3
     if args.fuse:
-        fuse_elementwise()
+        compile_elementwise()
     model = make_model(args.tiny, device)
+    if args.fuse_proj:
+        model.fuse_projections()
     graphed = CUDAGraphModel(model)
     results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                "torch": torch.__version__, "block": args.block, "tokens_per_step": args.tokens_per_step,
-               "fused_elementwise": args.fuse}
+               "fused_elementwise": args.fuse, "fused_projections": args.fuse_proj}
     bw = copy_bandwidth(device)
     wb = weight_bytes(model)
     results["weight_bytes"] = wb
@@ -230,34 +253,41 @@ def main() -> None:
         row = {"forward": time_forwards(model, graphed, prompt, G, args.block, device, args.repeats)}
         gens = {}
         for cache in args.caches.split(","):
-            m = model if cache in ("none", "dual-eager") else graphed
-            name = None if cache == "none" else cache.replace("-eager", "")
+            m = model if cache.endswith("-eager") else graphed
+            name = cache.replace("-eager", "")
+            name = None if name == "none" else name
             try:
                 gens[cache] = time_generation(m, prompt, G, args.block, steps, name, device)
             except Exception as exc:  # keep the run's other figures
                 print(f"  {cache} failed: {exc!r}", flush=True)
                 gens[cache] = {"error": repr(exc), "mean_step_s": float("nan"), "tokens_per_s": float("nan"),
                                "mean_reuse_rate": float("nan"), "cache_bytes": 0, "sequences": None}
-        base = gens["none"]["mean_step_s"]
+        base = gens["none-eager"]["mean_step_s"]
         for cache, r in gens.items():
             r["step_speedup_vs_none"] = base / r["mean_step_s"]
-        a = gens.get("dual", {}).pop("sequences", None)
-        b = gens.get("dual-eager", {}).pop("sequences", None)
-        row["graphs_equal_eager"] = None if a is None or b is None else bool(torch.equal(a, b))
+        if args.profile:
+            row["profile"] = {c: profile_generation(model if c.endswith("-eager") else graphed, prompt, G, args.block,
+                                                    steps, c, device) for c in args.profile.split(",")}
+        # graphed runs must give the eager run's tokens
+        row["graphs_equal_eager"] = {
+            c: bool(torch.equal(gens[c]["sequences"], gens[c + "-eager"]["sequences"]))
+            for c in gens if c + "-eager" in gens and gens[c]["sequences"] is not None
+            and gens[c + "-eager"]["sequences"] is not None
+        }
         for r in gens.values():
             r.pop("sequences", None)
         row["generate"] = gens
         results[setting] = row
         print(f"== prompt {P} / gen {G}, block {args.block}, {args.tokens_per_step} tokens/step ({steps} steps)")
         f = row["forward"]
-        print(f"  one forward: full {f['full']*1e3:.1f} ms | prefix (fed {f['prefix_fed']}) eager {f['prefix_eager']*1e3:.1f}"
+        print(f"  one forward: full {f['full']*1e3:.1f} ms (graphs {f['full_graphs']*1e3:.1f}) | prefix (fed {f['prefix_fed']}) eager {f['prefix_eager']*1e3:.1f}"
               f" graphs {f['prefix_graphs']*1e3:.1f} ms | dual eager {f['dual_eager']*1e3:.1f} graphs {f['dual_graphs']*1e3:.1f} ms"
               f" | floor {results['floor_s']*1e3:.1f} ms", flush=True)
         for cache, r in gens.items():
             print(f"  {cache:11s} step {r['mean_step_s']*1e3:6.1f} ms (median {r.get('median_step_s', float('nan'))*1e3:5.1f}, "
                   f"forward {r.get('median_forward_s', float('nan'))*1e3:5.1f})  x{r['step_speedup_vs_none']:.2f}  "
                   f"{r['tokens_per_s']:8.1f} tok/s  reuse {r['mean_reuse_rate']:.2f}  cache {r['cache_bytes']/2**20:.0f} MiB")
-        print(f"  graphed dual == eager dual: {row['graphs_equal_eager']}  (captures {graphed.captures}, replays {graphed.replays})",
+        print(f"  graphed == eager tokens: {row['graphs_equal_eager']}  (captures {graphed.captures}, replays {graphed.replays})",
               flush=True)
         if args.out:
             with open(args.out, "w") as fh:

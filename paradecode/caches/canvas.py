@@ -51,6 +51,10 @@ class CanvasKVCache(CachePolicy):
     #: True when a step may skip positions of the strategy's window (dKV); the last logits of
     #: the window are then kept to answer for the skipped positions.
     may_skip_window: bool = False
+    #: On CUDA, pad the fed positions of a partial step to a multiple of this many (0: no
+    #: padding), with the window part padded to the whole window, so that policies whose fed
+    #: set shrinks step by step (dKV) repeat a few shapes that CUDA graphs can replay.
+    graph_bucket: int = 0
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -170,10 +174,13 @@ class CanvasKVCache(CachePolicy):
             col = torch.arange(L, device=x.device)[None, :]
             ws = win_start.to(x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
-            idx, n_win, t_win, pad = self._order(fed, win, L)
+            bucket = self._bucket(x)
+            idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
             self._complete, self._t_win = bool((n_win == W).all()), t_win
             self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
-            if pad or am is not None:
+            # Padding needs no key mask: padded queries write the trash slot L, which the keys
+            # (sliced to :L) leave out. Only real padding of the canvas (left-padded prompts) does.
+            if am is not None:
                 key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
                 key_valid[:, L] = False
                 if am is not None:
@@ -282,6 +289,10 @@ class CanvasKVCache(CachePolicy):
         return {"cache_bytes": float(held), **self._stats}
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _bucket(self, x: torch.Tensor) -> int:
+        """Padding multiple for this forward: only on CUDA, where graphs can use it."""
+        return self.graph_bucket if x.is_cuda else 0
+
     def _window_of(self, output: torch.Tensor) -> torch.Tensor:
         """The window's logits from a full forward's output (block range or whole canvas)."""
         W = self._W
@@ -296,24 +307,28 @@ class CanvasKVCache(CachePolicy):
             self._logits = window_logits.new_empty(R, W + 1, V)
         self._logits[:, :W] = window_logits
 
-    def _order(self, fed: torch.Tensor, win: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    def _order(
+        self, fed: torch.Tensor, win: torch.Tensor, L: int, window_width: int = 0, bucket: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Feed order: each row's fed window columns (ascending), then its other fed columns;
-        rows padded with the trash column ``L``. Returns (idx, fed window count per row,
-        width of the window part, whether any padding exists)."""
-        a = fed & win
-        b = fed & ~win
+        rows padded with the trash column ``L``. ``window_width`` pads the window part to a
+        fixed width and ``bucket`` the total to a multiple, so that the fed shapes repeat
+        (CUDA graphs). Returns (idx, fed window count per row, width of the window part)."""
         col = torch.arange(L, device=fed.device).expand_as(fed)
-        n_a, n_b = a.sum(-1), b.sum(-1)
-        t_a, t_b = int(n_a.max()), int(n_b.max())
-        key_a = torch.where(a, col, col + L)
-        part_a = key_a.sort(-1).values[:, :t_a]
-        part_a = torch.where(part_a < L, part_a, L)
-        key_b = torch.where(b, col, col + L)
-        part_b = key_b.sort(-1).values[:, :t_b]
-        part_b = torch.where(part_b < L, part_b, L)
-        idx = torch.cat([part_a, part_b], dim=1)
-        pad = bool((n_a < t_a).any() or (n_b < t_b).any())
-        return idx, n_a, t_a, pad
+        n_a, n_b = (fed & win).sum(-1), (fed & ~win).sum(-1)
+        t_a = max(int(n_a.max()), window_width)
+        t_b = int(n_b.max())
+        if bucket:
+            t_b = -(-(t_a + t_b) // bucket) * bucket - t_a
+
+        def part(sel: torch.Tensor, width: int) -> torch.Tensor:
+            cols = torch.where(sel, col, col + L).sort(-1).values[:, : min(width, L)]
+            cols = torch.where(cols < L, cols, L)
+            if width > cols.shape[1]:
+                cols = torch.cat([cols, cols.new_full((cols.shape[0], width - cols.shape[1]), L)], dim=1)
+            return cols
+
+        return torch.cat([part(fed & win, t_a), part(fed & ~win, t_b)], dim=1), n_a, t_a
 
     def _compact(self, req_rows: torch.Tensor) -> bool:
         """Keep the buffers of rows still decoding; False when a row is new (refresh)."""

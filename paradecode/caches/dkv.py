@@ -55,6 +55,7 @@ class DKVDecode(CanvasKVCache):
     description = "dKV-Cache-Decode: delayed caching of decoded tokens' K/V, full reload every cache_reloading_step steps"
     Config = DKVDecodeConfig
     may_skip_window = True
+    graph_bucket = 64
 
     def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
         i = state.step_in_block[rows]
@@ -81,6 +82,7 @@ class DKVGreedy(CanvasKVCache):
     description = "dKV-Cache-Greedy: cache every position, recompute only the block's candidates, recent tokens and a window"
     Config = DKVGreedyConfig
     may_skip_window = True
+    graph_bucket = 64
 
     def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
         return state.step_in_block[rows] % self.config.cache_reloading_step == 0

@@ -30,11 +30,17 @@ def load_state_dict_from_dir(path: Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path} holds neither {SINGLE} nor {INDEX}.")
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """safetensors refuses tensors that share memory (fused projections are views of one
+    tensor): copy those, leave the rest alone."""
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
+
+
 def save_state_dict_to_dir(
     state: dict[str, torch.Tensor], path: Path, max_shard_bytes: Optional[int] = None
 ) -> None:
     """Save as one file, or as shards plus an index when ``max_shard_bytes`` is exceeded."""
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    state = {k: _own_storage(v.detach().contiguous().cpu()) for k, v in state.items()}
     total = sum(v.numel() * v.element_size() for v in state.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
         save_file(state, str(path / SINGLE), metadata={"format": "pt"})

@@ -23,7 +23,7 @@ from transformers import PretrainedConfig
 
 from .checkpoint import load_state_dict_from_dir, save_state_dict_to_dir
 
-__all__ = ["LLaDAConfig", "LLaDAModel"]
+__all__ = ["LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -138,11 +138,14 @@ class RMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(size)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(dtype)
-        x = self.weight * x
-        return x + self.bias if self.bias is not None else x
+        return _KERNELS["rms_norm"](x, self.weight, self.bias, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
+    """LLaDA's RMSNorm: normalise in float32, cast back, then scale (and shift)."""
+    x32 = x.float()
+    x = weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return x + bias if bias is not None else x
 
 
 def rope_cos_sin(
@@ -163,6 +166,25 @@ def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = t32.shape[-1] // 2
     rotated = torch.cat((-t32[..., half:], t32[..., :half]), dim=-1)
     return (t32 * cos + rotated * sin).to(t.dtype)
+
+
+# The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
+_KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope}
+
+
+def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
+    """Fuse LLaDA's float32 RMSNorm and RoPE into one kernel each with ``torch.compile``.
+
+    In eager mode each is ~7 elementwise kernels that read and write float32 copies of the
+    activations; at the 8B shape they are most of a full step's non-matmul time. The
+    arithmetic is the same (outputs match eager up to float rounding). Process-wide, since
+    the kernels are module functions; ``compile_elementwise(False)`` restores eager ones.
+    """
+    if enable:
+        _KERNELS["rms_norm"] = torch.compile(rms_norm, dynamic=True, backend=backend)
+        _KERNELS["rope"] = torch.compile(apply_rope, dynamic=True, backend=backend)
+    else:
+        _KERNELS.update(rms_norm=rms_norm, rope=apply_rope)
 
 
 class LLaDABlock(nn.Module):
@@ -194,10 +216,17 @@ class LLaDABlock(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         h = self.attn_norm(x)
-        q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        fused = self._fused_weights()
+        if fused is not None:
+            qkv = F.linear(h, fused["qkv"], fused.get("qkv_bias"))
+            q, k, v = qkv.split([C, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+        else:
+            q, k, v = self.q_proj(h), self.k_proj(h), self.v_proj(h)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        rope = _KERNELS["rope"]
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
         if cache is not None:
             # The cache policy returns the keys/values to attend to (cached ones merged with
             # the fresh ones of the fed positions) and the matching key-padding mask.
@@ -209,7 +238,46 @@ class LLaDABlock(nn.Module):
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
         x = x + self.attn_out(att.transpose(1, 2).reshape(B, T, C))
         h = self.ff_norm(x)
-        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+        if fused is not None:
+            gate, up = F.linear(h, fused["gate_up"], fused.get("gate_up_bias")).chunk(2, dim=-1)
+        else:
+            gate, up = self.ff_proj(h), self.up_proj(h)
+        return x + self.ff_out(F.silu(gate) * up)
+
+    # ---- fused projections ---------------------------------------------------------------
+    _GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("ff_proj", "up_proj")}
+
+    def fuse_projections(self) -> None:
+        """Compute q/k/v and the two SwiGLU input projections as one matmul each.
+
+        The weights move into one concatenated tensor per group and the original parameters
+        become views of it, so state-dict names, checkpoints and memory stay as they were.
+        Moving the model afterwards (``.to``) separates the views; the forward notices and
+        falls back to the separate matmuls (correct, just unfused): fuse after moving.
+        """
+        self._fused = {}
+        for group, names in self._GROUPS.items():
+            mods = [getattr(self, n) for n in names]
+            for kind, suffix in (("weight", ""), ("bias", "_bias")):
+                parts = [getattr(m, kind) for m in mods]
+                if parts[0] is None:
+                    continue
+                joined = torch.cat([p.detach() for p in parts])
+                offset = 0
+                for m, p in zip(mods, parts):
+                    n = p.shape[0]
+                    setattr(m, kind, nn.Parameter(joined[offset : offset + n], requires_grad=p.requires_grad))
+                    offset += n
+                self._fused[group + suffix] = joined
+
+    def _fused_weights(self) -> Optional[dict[str, torch.Tensor]]:
+        fused = getattr(self, "_fused", None)
+        if not fused:
+            return None
+        if fused["qkv"].data_ptr() != self.q_proj.weight.data_ptr() or fused["gate_up"].data_ptr() != self.ff_proj.weight.data_ptr():
+            self._fused = None  # the parameters were moved or replaced: the joined copy is stale
+            return None
+        return fused
 
 
 class _Backbone(nn.Module):
@@ -283,6 +351,13 @@ class LLaDAModel(nn.Module):
 
     supports_cache = True
 
+    def fuse_projections(self) -> "LLaDAModel":
+        """One matmul for q/k/v and one for the SwiGLU inputs in every block (same weights,
+        same names; see :meth:`LLaDABlock.fuse_projections`). Call after ``.to(device, dtype)``."""
+        for block in self.model.transformer["blocks"]:
+            block.fuse_projections()
+        return self
+
     # ---- forward ---------------------------------------------------------------------------
     def forward(
         self,
@@ -304,6 +379,20 @@ class LLaDAModel(nn.Module):
             raise ValueError(
                 f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."
             )
+        x = self.hidden_states(input_ids, positions, cache, attention_mask)
+        if logits_range is not None:
+            x = x[:, logits_range[0] : logits_range[1]]
+        return self.lm_head(x)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any = None,
+        attention_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The last block's output (before ``ln_f``) for every fed position; ``forward``'s body
+        without the LM head (CUDA graphs capture this part, whose shapes are fixed)."""
         tr = self.model.transformer
         x = tr["wte"](input_ids)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
@@ -317,8 +406,11 @@ class LLaDAModel(nn.Module):
             x = block(x, cos, sin, attn_mask, cache)
         if cache is not None:
             cache.end_forward()
-        if logits_range is not None:
-            x = x[:, logits_range[0] : logits_range[1]]
+        return x
+
+    def lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of hidden states: ``ln_f``, the output projection, optional scaling."""
+        tr = self.model.transformer
         x = tr["ln_f"](x)
         logits = F.linear(x, tr["wte"].weight) if self.config.weight_tying else tr["ff_out"](x)
         if self.config.scale_logits:
