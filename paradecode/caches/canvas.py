@@ -71,6 +71,7 @@ class CanvasKVCache(CachePolicy):
         self._key_mask: Optional[torch.Tensor] = None
         self._full = False
         self._L = 0
+        self._R = 0
         self._token = 0  # changes whenever the K/V buffers are (re)allocated
 
     # ---- wiring ------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ class CanvasKVCache(CachePolicy):
         rows: torch.Tensor = state.memo["_rows"]
         x: torch.Tensor = request.inputs
         R, L = x.shape
+        self._R = R
         reps = R // len(rows)  # 2 with classifier-free guidance (cond rows, then uncond rows)
         self._L = L
         kwargs = dict(request.kwargs)
@@ -267,15 +269,24 @@ class CanvasKVCache(CachePolicy):
     def graph_signature(self) -> Optional[tuple]:
         """A key under which this forward can be captured and replayed as a CUDA graph, or None.
 
-        Only cached forwards without key masks qualify (fixed shapes, static buffers); the
-        allocation token of the buffers is part of the key: a graph never outlives its buffers.
+        Forwards without key masks qualify (fixed shapes, static buffers): partial ones, and
+        refreshes into existing buffers. The allocation token of the buffers is part of the
+        key: a graph never outlives its buffers.
         """
-        if self._full or self._idx is None or self._key_mask is not None or not self._k:
+        if self._key_mask is not None or not self._k or self._k[0] is None:
+            return None
+        if self._full:
+            # A refresh writes every column of buffers that already exist for this canvas and
+            # these rows (a first forward or a new row set allocates them: eager).
+            if any(t is None or t.shape[0] != self._R or t.shape[2] != self._L + 1 for t in self._k):
+                return None
+            return (type(self).__name__, "full", self._token)
+        if self._idx is None:
             return None
         return (type(self).__name__, tuple(self._idx.shape), self._token)
 
-    def graph_index(self) -> torch.Tensor:
-        """The (rows, T) fed columns this forward writes into the cache."""
+    def graph_index(self) -> Optional[torch.Tensor]:
+        """The (rows, T) fed columns this forward writes into the cache (None: a refresh)."""
         return self._idx
 
     def bind_index(self, idx: torch.Tensor) -> None:

@@ -98,7 +98,7 @@ class CUDAGraphModel(nn.Module):
         else:
             entry.ids.copy_(input_ids)
             entry.pos.copy_(positions)
-            if cache is not None:
+            if entry.idx is not None:
                 entry.idx.copy_(cache.graph_index())
                 cache.bind_index(entry.idx)
             entry.graph.replay()
@@ -128,9 +128,9 @@ class CUDAGraphModel(nn.Module):
     def _capture(self, key: tuple, input_ids, positions, cache) -> _Captured:
         """Capture the model's body (``hidden_states``) for this key; the LM head stays eager."""
         ids, pos = input_ids.clone(), positions.clone()
-        idx = None
-        if cache is not None:
-            idx = cache.graph_index().clone()
+        idx = cache.graph_index() if cache is not None else None
+        if idx is not None:
+            idx = idx.clone()
             cache.bind_index(idx)
         if key[0] == "full":
             if self._full_pool is None:
