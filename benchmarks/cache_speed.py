@@ -293,8 +293,9 @@ def main() -> None:
                 eager = c.endswith("-eager")
                 prof = plain(profile_generation) if eager else profile_generation
                 row["profile"][c] = prof(model if eager else graphed, prompt, G, args.block, steps, c, device)
-        # graphed runs must give the eager run's tokens
-        row["graphs_equal_eager"] = {
+        # graphed runs must give the eager run's tokens (same kernels only: with --fuse the eager
+        # runs use plain RMSNorm/RoPE, whose rounding differs, and random weights have near-ties)
+        row["graphs_equal_eager"] = None if args.fuse else {
             c: bool(torch.equal(gens[c]["sequences"], gens[c + "-eager"]["sequences"]))
             for c in gens if c + "-eager" in gens and gens[c]["sequences"] is not None
             and gens[c + "-eager"]["sequences"] is not None
