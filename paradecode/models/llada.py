@@ -179,6 +179,8 @@ def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
     activations; at the 8B shape they are most of a full step's non-matmul time. The
     arithmetic is the same (outputs match eager up to float rounding). Process-wide, since
     the kernels are module functions; ``compile_elementwise(False)`` restores eager ones.
+    Pair it with :class:`paradecode.models.graphs.CUDAGraphModel`: called eagerly, the
+    compiled functions' guard checks (~130 calls per forward) cost more than they save.
     """
     if enable:
         _KERNELS["rms_norm"] = torch.compile(rms_norm, dynamic=True, backend=backend)
