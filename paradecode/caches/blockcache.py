@@ -64,6 +64,7 @@ class _BlockCache(CanvasKVCache):
 class PrefixCache(_BlockCache):
     description = "Fast-dLLM prefix cache: reuse prompt and finished blocks' K/V, recompute block and suffix"
     feeds_suffix = True
+    graph_bucket = 128  # block + suffix shrinks by a block each block: 2 shapes at gen 256, 8 at 1024
 
 
 @register_cache("dual")

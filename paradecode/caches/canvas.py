@@ -53,7 +53,8 @@ class CanvasKVCache(CachePolicy):
     may_skip_window: bool = False
     #: On CUDA, pad the fed positions of a partial step to a multiple of this many (0: no
     #: padding), with the window part padded to the whole window, so that policies whose fed
-    #: set shrinks step by step (dKV) repeat a few shapes that CUDA graphs can replay.
+    #: set shrinks step by step or block by block (dKV, prefix) repeat a few shapes that CUDA
+    #: graphs can replay instead of capturing a new one each time.
     graph_bucket: int = 0
 
     def __init__(self, config: Any) -> None:
@@ -165,6 +166,10 @@ class CanvasKVCache(CachePolicy):
             if ranges is not None:
                 idx = torch.arange(s, e, device=x.device).expand(R, e - s)
                 self._contig = (s, e)
+                bucket = self._bucket(x)
+                if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
+                    pad = idx.new_full((R, bucket - (e - s) % bucket), L)
+                    idx, self._contig = torch.cat([idx, pad], dim=1), None
                 self._complete, self._t_win = complete, t_win
                 self._stats = {"reuse_rate": 1.0 - (e - s) / L}
         else:
