@@ -147,21 +147,22 @@ def test_learn2pd_runs_with_every_cache_on_ragged_batches(tiny_model, cache):
 @pytest.fixture(scope="module")
 def shipped():
     from paradecode import zoo
-    from paradecode.bench.tasks import get_task
 
-    name = zoo.available()[0]
-    model, tok = zoo.load(name)
-    task = get_task("words")
-    examples = task.examples(24, seed=777)
-    return model, tok, task, examples, [tok.encode(e.prompt) for e in examples]
+    return zoo.load(zoo.available()[0])
 
 
 def test_shipped_filter_speeds_up_the_shipped_model_without_losing_accuracy(shipped):
     """The shipped filter (trained by scripts/train_learn2pd.py) is found next to the shipped
-    model; learn2pd + EoTP needs far fewer forwards than the baseline at the same accuracy.
-    (On "words", whose letters mix when committed together, the paper's 0.96 accepts too
-    much for this small model; 0.99 keeps the accuracy: README, Learn2PD figures.)"""
-    model, tok, task, examples, prompts = shipped
+    model; learn2pd + EoTP at the paper's accept threshold (0.96) needs far fewer forwards than
+    the baseline at the same accuracy on `perm` (H100, N=500: 8.2 vs 32 forwards, 99.0% both;
+    README, Learn2PD figures)."""
+    from paradecode.bench.tasks import get_task
+
+    model, tok = shipped
+
+    task = get_task("perm")
+    examples = task.examples(24, seed=777)
+    prompts = [tok.encode(e.prompt) for e in examples]
 
     def run(strategy, **kw):
         out = paradecode.sample(model, prompts, strategy, gen_length=32, block_length=32, **kw)
@@ -169,6 +170,6 @@ def test_shipped_filter_speeds_up_the_shipped_model_without_losing_accuracy(ship
         return sum(task.verify(e, t) for e, t in zip(examples, texts)) / len(examples), float(out.trace.row_nfe.float().mean())
 
     base_acc, base_nfe = run("lowconf", steps=32)
-    acc, nfe = run("learn2pd", accept_threshold=0.99)
+    acc, nfe = run("learn2pd")
     assert base_nfe == 32 and nfe < base_nfe / 2
     assert acc >= base_acc - 1 / len(examples)
