@@ -151,6 +151,7 @@ class CanvasKVCache(CachePolicy):
             self._stats = {"reuse_rate": 0.0}
             return Request(x, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
 
+        bucket = self._bucket(x)
         ranges = None if bool(full.any()) else self.recompute_range(state, rows)
         if ranges is not None:
             ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
@@ -166,7 +167,6 @@ class CanvasKVCache(CachePolicy):
             if ranges is not None:
                 idx = torch.arange(s, e, device=x.device).expand(R, e - s)
                 self._contig = (s, e)
-                bucket = self._bucket(x)
                 if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
                     pad = idx.new_full((R, bucket - (e - s) % bucket), L)
                     idx, self._contig = torch.cat([idx, pad], dim=1), None
@@ -181,19 +181,13 @@ class CanvasKVCache(CachePolicy):
             col = torch.arange(L, device=x.device)[None, :]
             ws = win_start.to(x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
-            bucket = self._bucket(x)
             idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
             self._complete, self._t_win = bool((n_win == W).all()), t_win
             self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
-            # Padding needs no key mask: padded queries write the trash slot L, which the keys
-            # (sliced to :L) leave out. Only real padding of the canvas (left-padded prompts) does.
-            if am is not None:
-                key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
-                key_valid[:, L] = False
-                if am is not None:
-                    key_valid[:, :L] = am.bool()
-                self._key_mask = key_valid[:, None, None, :]
-        elif am is not None:
+        # Padding of the feed needs no key mask: padded queries write the trash slot L, which
+        # the keys (sliced to :L) leave out. Only real padding of the canvas (left-padded
+        # prompts) does; the mask then also hides the trash slot.
+        if am is not None:
             key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
             key_valid[:, L] = False
             key_valid[:, :L] = am.bool()

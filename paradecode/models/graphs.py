@@ -60,8 +60,9 @@ class CUDAGraphModel(nn.Module):
         self.capture_after = capture_after
         self._seen: dict[tuple, int] = {}
         self._graphs: dict[tuple, _Captured] = {}
-        self._pool = None  # memory pool of the cached forwards' graphs (one per cache allocation)
-        self._full_pool = None  # memory pool of the full (no-cache) forwards' graphs
+        # memory pools of the captured graphs: "full" (no-cache forwards) and "cached" (one
+        # per cache allocation, dropped with the graphs of that allocation)
+        self._pools: dict[str, Any] = {}
         self._cache_token: Optional[int] = None
         self.captures = 0
         self.replays = 0
@@ -121,7 +122,7 @@ class CUDAGraphModel(nn.Module):
             for k in [k for k in self._graphs if k[0] != "full"]:
                 del self._graphs[k]
             self._seen = {k: n for k, n in self._seen.items() if k[0] == "full"}
-            self._pool = None  # the dropped graphs' memory goes with their pool; new captures take a new one
+            self._pools.pop("cached", None)  # the dropped graphs' memory goes with their pool
             self._cache_token = sig[-1]
         return (sig, tuple(input_ids.shape))
 
@@ -132,14 +133,10 @@ class CUDAGraphModel(nn.Module):
         if idx is not None:
             idx = idx.clone()
             cache.bind_index(idx)
-        if key[0] == "full":
-            if self._full_pool is None:
-                self._full_pool = torch.cuda.graph_pool_handle()
-            pool = self._full_pool
-        else:
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            pool = self._pool
+        kind = "full" if key[0] == "full" else "cached"
+        if kind not in self._pools:
+            self._pools[kind] = torch.cuda.graph_pool_handle()
+        pool = self._pools[kind]
         body = self.model.hidden_states
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
