@@ -6,7 +6,8 @@
 """
 
 from .api import SampleOutput, sample
-from .loop import Request, Strategy, Trace, run_loop
+from .interfaces import CanvasRequest, Request, Strategy
+from .loop import ModelCaller, StepLimitError, Trace, run_loop
 from .registry import cache_policies, register, register_cache, strategies
 
 __version__ = "0.1.0"
@@ -20,6 +21,9 @@ __all__ = [
     "SampleOutput",
     "Strategy",
     "Request",
+    "CanvasRequest",
+    "ModelCaller",
+    "StepLimitError",
     "Trace",
     "run_loop",
     "__version__",

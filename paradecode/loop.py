@@ -1,41 +1,27 @@
-"""The step loop, the strategy interface and the Trace every model family shares.
+"""The step loop, the instrumented model caller and the Trace every model family shares.
 
-The loop is the only place that calls a model. A strategy never does: it answers
-``propose`` with a :class:`Request` (which model role, which inputs) and turns the model's
-output into commits in ``commit``. That is what lets any strategy run with any cache
-policy, and lets traces count forwards the same way for diffusion LMs, VAR and
-speculative decoding.
+The loop drives a :class:`~paradecode.interfaces.Strategy` one step at a time. A step calls
+its models only through :class:`ModelCaller`, which applies each role's cache, counts
+forwards per role and per row, and collects the caches' figures; the loop times each step,
+records it, and stops a strategy that runs past its own step bound (no hang, whatever the
+rule does).
 """
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, Mapping, Optional, TypeVar
+from typing import Any, Mapping, Optional
 
 import torch
 
-__all__ = ["Request", "StepRecord", "Trace", "Strategy", "run_loop"]
+from .interfaces import Request, Strategy
+
+__all__ = ["StepRecord", "Trace", "ModelCaller", "StepLimitError", "run_loop"]
 
 
-@dataclass
-class Request:
-    """What the strategy wants scored next.
-
-    ``role`` names the model (``"model"`` for single-model strategies, ``"draft"`` /
-    ``"target"`` for speculative decoding, ``"drafter"`` / ``"refiner"`` for CoDe).
-    ``inputs`` is passed positionally first, ``kwargs`` as keyword arguments:
-    ``models[role](inputs, **kwargs)``. ``rows`` lists the batch rows the forward serves
-    (each row's own NFE is counted from it); None means all rows.
-    ``ends_step`` is False for a sub-call that does not finish a step (a draft token).
-    """
-
-    inputs: Any
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    role: str = "model"
-    rows: Optional[torch.Tensor] = None
-    ends_step: bool = True
+class StepLimitError(RuntimeError):
+    """A strategy ran past the number of steps its generation can take."""
 
 
 @dataclass
@@ -135,67 +121,52 @@ class Trace:
         return f"Trace({self.summary()})"
 
 
-StateT = TypeVar("StateT")
+class ModelCaller:
+    """``call(role, request) -> output``: the one place where models are called.
 
-
-class Strategy(ABC, Generic[StateT]):
-    """A decoding strategy: ``start -> (propose -> model -> commit)* until done``.
-
-    Subclasses set ``name``, ``description`` and ``Config`` (a dataclass of hyper-parameters
-    with the paper's defaults) and are registered with :func:`paradecode.registry.register`.
+    Each role may have a cache (a canvas cache policy, a VAR KV cache); a cache with a
+    ``forward(model, request)`` method runs the call itself (it may shrink the feed), so a
+    strategy's requests do not change with the cache. Forwards are counted per role and per row.
     """
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    Config: ClassVar[type]
+    def __init__(self, models: Mapping[str, Any], caches: Mapping[str, Any], trace: Trace, strategy: str = "") -> None:
+        self.models = dict(models)
+        self.caches = dict(caches)
+        self.trace = trace
+        self.strategy = strategy
+        self._used: dict[str, Any] = {}
 
-    runtime_options: ClassVar[tuple[str, ...]] = ()  # non-config kwargs of sample(), e.g. draft_model
+    def __call__(self, role: str, request: Request) -> Any:
+        model = self.models.get(role)
+        if model is None:
+            raise ValueError(
+                f"strategy {self.strategy!r} asks for a model with role {role!r}, but only {sorted(self.models)} were given."
+            )
+        cache = self.caches.get(role)
+        if cache is not None:
+            output = cache.forward(model, request)
+            self._used[role] = cache
+        else:
+            output = model(request.inputs, **request.kwargs)
+        self.trace.count_forward(role, request.rows)
+        return output
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def cache(self, role: str) -> Any:
+        """The cache of ``role`` (None without one)."""
+        return self.caches.get(role)
 
-    @abstractmethod
-    def setup(self, model: Any, **runtime: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return ``(models by role, context for start())`` for ``paradecode.sample``."""
+    def release(self, role: str) -> None:
+        """Drop the cache of ``role``: its memory is freed once the strategy holds no reference."""
+        self.caches.pop(role, None)
+        self._used.pop(role, None)
 
-    def prepare_inputs(
-        self, prompt_ids: Any, attention_mask: Optional[torch.Tensor], pad_id: int, device: Optional[torch.device]
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Turn the user's prompt into the (batch, P) tensor and mask that :meth:`start` takes.
-
-        Default: token ids, left-padded (:func:`paradecode.api.prepare_prompts`); a strategy
-        whose prompt is something else (VAR's class labels) overrides this.
-        """
-        from .api import prepare_prompts
-
-        return prepare_prompts(prompt_ids, attention_mask, pad_id, device)
-
-    @abstractmethod
-    def start(self, prompt_ids: torch.Tensor, **context: Any) -> StateT:
-        """Build the per-sequence state (canvas, credit, drafts ...) for a batch of prompts."""
-
-    @abstractmethod
-    def propose(self, state: StateT) -> Request:
-        """What to score next."""
-
-    @abstractmethod
-    def commit(self, state: StateT, output: Any) -> Optional[torch.Tensor]:
-        """Use the model output; return (batch,) tokens committed per row, or None mid-step.
-
-        A strategy may put per-step values for the trace into ``state.extras`` (a dict);
-        the loop moves them into the step's record.
-        """
-
-    @abstractmethod
-    def done(self, state: StateT) -> bool:
-        """True once every row has finished."""
-
-    @abstractmethod
-    def result(self, state: StateT) -> torch.Tensor:
-        """The final sequences (batch, prompt + generation)."""
-
-
-ModelFn = Callable[..., Any]
+    def step_stats(self) -> dict[str, Any]:
+        """Figures of the caches used since the last call (per-step trace extras)."""
+        out: dict[str, Any] = {}
+        for cache in self._used.values():
+            out.update(cache.stats())
+        self._used = {}
+        return out
 
 
 def _sync(device: Optional[torch.device]) -> None:
@@ -206,56 +177,47 @@ def _sync(device: Optional[torch.device]) -> None:
 def run_loop(
     strategy: Strategy,
     state: Any,
-    models: Mapping[str, ModelFn],
+    models: Mapping[str, Any],
     batch_size: int,
     device: Optional[torch.device] = None,
     progress: bool = False,
     timing: bool = True,
-    cache: Any = None,
+    caches: Optional[Mapping[str, Any]] = None,
 ) -> Trace:
-    """Drive ``strategy`` until done; the one place where models are called.
+    """Drive ``strategy`` until done; returns the trace.
 
-    ``cache`` is a cache policy (``paradecode.caches.CachePolicy``): it may shrink each
-    request to the positions it recomputes, and its ``stats()`` go into the trace.
-    ``timing`` synchronises the device at step ends so per-step wall time is exact; turn it
-    off to measure end-to-end throughput without per-step syncs.
+    ``caches`` maps model roles to caches. ``timing`` synchronises the device at step ends so
+    per-step wall time is exact; turn it off to measure end-to-end throughput without syncs.
+    Raises :class:`StepLimitError` when the strategy takes more steps than its
+    ``max_steps(state)`` bound (a rule that stops committing tokens).
     """
     trace = Trace(batch_size)
+    call = ModelCaller(models, caches or {}, trace, strategy.name)
     cuda = device is not None and device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    limit = int(strategy.max_steps(state))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc=f"{strategy.name}", unit="step")
+        bar = tqdm(desc=f"{strategy.name}", unit="step", total=limit)
     t0 = time.perf_counter()
     with torch.inference_mode():
         while not strategy.done(state):
-            request = strategy.propose(state)
-            if request.role not in models:
-                raise ValueError(
-                    f"strategy {strategy.name!r} asks for a model with role {request.role!r}, "
-                    f"but only {sorted(models)} were given."
+            if trace.steps >= limit:
+                raise StepLimitError(
+                    f"strategy {strategy.name!r} did not finish within {limit} steps (its bound for this "
+                    f"generation); a step must commit at least one token per unfinished row."
                 )
-            if cache is not None and request.role == getattr(cache, "role", "model"):
-                request = cache.prepare(request, state)
-                output = models[request.role](request.inputs, **request.kwargs)
-                output = cache.restore(output, request)
-            else:
-                output = models[request.role](request.inputs, **request.kwargs)
-            trace.count_forward(request.role, request.rows)
-            committed = strategy.commit(state, output)
-            if committed is None:
-                continue
+            committed = strategy.step(state, call)
             if timing:
                 _sync(device)
             t1 = time.perf_counter()
             peak = torch.cuda.max_memory_allocated(device) if cuda else None
-            extras = getattr(state, "extras", None) or {}
-            record_extras = dict(extras)
-            if cache is not None:
-                record_extras.update(cache.stats())
+            extras = getattr(state, "extras", None)
+            record_extras = dict(extras) if extras else {}
+            record_extras.update(call.step_stats())
             trace.add(committed, t1 - t0, peak, record_extras)
             if extras:
                 extras.clear()

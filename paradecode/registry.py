@@ -1,83 +1,86 @@
-"""Name -> strategy / cache-policy class, and validation of user options against configs."""
+"""Name -> strategy / cache-policy class, resolved lazily from "module:Class" strings.
+
+The registry imports no plugin at import time (so the package has no import cycle and
+``import paradecode`` stays cheap); a name's module is imported the first time it is asked
+for. Third-party code adds its own with :func:`register` / :func:`register_cache`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, TypeVar
+import importlib
+from typing import Callable, TypeVar, Union
 
-__all__ = ["register", "register_cache", "get_strategy_class", "build_config", "strategies", "cache_policies"]
+from .config import build_config
 
-_STRATEGIES: dict[str, type] = {}
-_CACHES: dict[str, type] = {}
+__all__ = ["register", "register_cache", "get_strategy_class", "get_cache_class", "build_config",
+           "strategies", "cache_policies"]
+
+_STRATEGIES: dict[str, Union[str, type]] = {
+    "lowconf": "paradecode.samplers.lowconf:LowConfidence",
+    "threshold": "paradecode.samplers.threshold:ConfidenceThreshold",
+    "prophet": "paradecode.samplers.prophet:Prophet",
+    "credit": "paradecode.samplers.credit:CreditDecoding",
+    "localleap": "paradecode.samplers.localleap:LocalLeap",
+    "learn2pd": "paradecode.samplers.learn2pd:Learn2PD",
+    "speculative": "paradecode.speculative.strategy:SpeculativeDecoding",
+    "var": "paradecode.vision.generate:VARStrategy",
+    "code": "paradecode.vision.code:CoDeStrategy",
+}
+_CACHES: dict[str, Union[str, type]] = {
+    "prefix": "paradecode.caches.blockcache:PrefixCache",
+    "dual": "paradecode.caches.blockcache:DualCache",
+    "dkv-decode": "paradecode.caches.dkv:DKVDecode",
+    "dkv-greedy": "paradecode.caches.dkv:DKVGreedy",
+    "scalekv": "paradecode.caches.scalekv:ScaleKV",
+}
 
 T = TypeVar("T", bound=type)
 
 
-def register(name: str) -> Callable[[T], T]:
-    """Class decorator: make a strategy available as ``paradecode.sample(..., strategy=name)``."""
+def _adder(table: dict, kind: str) -> Callable[[str], Callable[[T], T]]:
+    def register_as(name: str) -> Callable[[T], T]:
+        def deco(cls: T) -> T:
+            if name in table and table[name] is not cls:
+                raise ValueError(f"{kind} {name!r} is registered twice")
+            cls.name = name
+            table[name] = cls
+            return cls
 
-    def deco(cls: T) -> T:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is registered twice")
-        if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
-            raise TypeError(f"strategy {name!r} needs a dataclass `Config`")
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
+        return deco
 
-    return deco
-
-
-def register_cache(name: str) -> Callable[[T], T]:
-    """Class decorator: make a cache policy available as ``paradecode.sample(..., cache=name)``."""
-
-    def deco(cls: T) -> T:
-        if name in _CACHES:
-            raise ValueError(f"cache policy {name!r} is registered twice")
-        cls.name = name
-        _CACHES[name] = cls
-        return cls
-
-    return deco
+    return register_as
 
 
-def _load_builtins() -> None:
-    # Importing the packages runs their @register decorators.
-    from . import caches, samplers, speculative, vision  # noqa: F401
+register = _adder(_STRATEGIES, "strategy")
+register.__doc__ = "Class decorator: make a strategy available as ``paradecode.sample(..., strategy=name)``."
+register_cache = _adder(_CACHES, "cache policy")
+register_cache.__doc__ = "Class decorator: make a cache policy available as ``paradecode.sample(..., cache=name)``."
+
+
+def _resolve(table: dict, name: str, kind: str) -> type:
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind} names: {sorted(table)}")
+    entry = table[name]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+        table[name] = entry
+    return entry
+
+
+def get_strategy_class(name: str) -> type:
+    return _resolve(_STRATEGIES, name, "strategy")
+
+
+def get_cache_class(name: str) -> type:
+    return _resolve(_CACHES, name, "cache policy")
 
 
 def strategies() -> dict[str, str]:
     """Registered strategy names with a one-line description each."""
-    _load_builtins()
-    return {n: c.description for n, c in sorted(_STRATEGIES.items())}
+    return {n: get_strategy_class(n).description for n in sorted(_STRATEGIES)}
 
 
 def cache_policies() -> dict[str, str]:
     """Registered cache-policy names with a one-line description each."""
-    _load_builtins()
-    return {n: c.description for n, c in sorted(_CACHES.items())}
-
-
-def get_strategy_class(name: str) -> type:
-    _load_builtins()
-    if name not in _STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {sorted(_STRATEGIES)}")
-    return _STRATEGIES[name]
-
-
-def get_cache_class(name: str) -> type:
-    _load_builtins()
-    if name not in _CACHES:
-        valid = sorted(_CACHES) or "none registered yet"
-        raise ValueError(f"unknown cache policy {name!r}; valid cache policies: {valid}")
-    return _CACHES[name]
-
-
-def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
-    """Instantiate ``config_cls`` from ``options``; unknown names raise ``ValueError`` listing
-    the valid ones. Value checks live in each config's ``__post_init__``."""
-    fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"{owner} got unknown option(s) {unknown}; valid options: {sorted(fields)}")
-    return config_cls(**options)
+    return {n: get_cache_class(n).description for n in sorted(_CACHES)}

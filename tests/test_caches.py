@@ -45,12 +45,12 @@ class _Subset(CanvasKVCache):
         super().__init__(None)
         self.fed, self.calls = fed, 0
 
-    def full_rows(self, state, rows):
+    def full_rows(self, canvas):
         self.calls += 1
-        return torch.full((len(rows),), self.calls == 1)
+        return torch.full((len(canvas.rows),), self.calls == 1)
 
-    def recompute(self, state, rows):
-        return self.fed[rows].clone()
+    def recompute(self, canvas):
+        return self.fed[canvas.rows].clone()
 
 
 @pytest.mark.parametrize("needs_full", [False, True])
@@ -68,12 +68,11 @@ def test_cached_forward_on_unchanged_canvas_is_exact(tiny_model, needs_full):
     g = torch.Generator().manual_seed(0)
     fed = torch.rand(3, L, generator=g) < 0.4
     policy = _Subset(fed)
-    policy.attach(strat, state)
     outs = []
     for _ in range(2):
-        req = strat.propose(state)
+        _, req = strat.request(state)
         ref = tiny_model(req.inputs, **req.kwargs)
-        req2 = policy.prepare(req, state)
+        req2 = policy.prepare(req)
         outs.append((ref, policy.restore(tiny_model(req2.inputs, **req2.kwargs), req2), req2))
     (ref0, got0, _), (ref1, got1, req1) = outs
     assert req1.inputs.shape[1] < L  # the second forward fed a subset
@@ -87,16 +86,18 @@ def _fed_sets(model, prompts, cache, strategy="lowconf", **opts):
     seen = []
     orig = policy.prepare
 
-    def spy(request, state):
-        before_mask = (state.x == state.mask_id).clone()
-        before_step = state.step_in_block.clone()
-        req = orig(request, state)
+    def spy(request):
+        c = request.canvas
+        before_mask = c.masked().clone()
+        before_step = c.step_in_block.clone()
+        block = (c.block_start - 6) // c.block_length  # the prompts fixture is 6 tokens long
+        req = orig(request)
         idx = policy._idx
         sets = None
         if idx is not None:
-            L = state.x.shape[1]
+            L = c.length
             sets = torch.zeros(idx.shape[0], L + 1, dtype=torch.bool).scatter_(1, idx, True)[:, :L]
-        seen.append((int(before_step[0]), before_mask, sets, state.block.clone()))
+        seen.append((int(before_step[0]), before_mask, sets, block))
         return req
 
     policy.prepare = spy
@@ -215,9 +216,7 @@ def test_full_logits_strategies_get_the_whole_canvas(tiny_model, prompts):
             strat.needs_full_logits = True
             models, ctx = strat.setup(tiny_model)
             state = strat.start(prompts, **ctx)
-            if policy is not None:
-                policy.attach(strat, state)
-            run_loop(strat, state, models, 3, cache=policy)
+            run_loop(strat, state, models, 3, caches={} if policy is None else {"model": policy})
             outs.append(state.x)
         assert torch.equal(outs[0], outs[1]), cache
         assert not (outs[2] == MASK).any()
@@ -293,8 +292,8 @@ def test_graph_buckets_pad_the_feed_without_changing_results(tiny_model, prompts
     shapes = []
     real_prepare = CanvasKVCache.prepare
 
-    def prepare(self, request, state):
-        out = real_prepare(self, request, state)
+    def prepare(self, request):
+        out = real_prepare(self, request)
         shapes.append(out.inputs.shape[1])
         return out
 

@@ -10,7 +10,7 @@ import torch
 import paradecode
 from paradecode.caches.canvas import CanvasKVCache
 from paradecode.registry import get_cache_class, get_strategy_class
-from paradecode.samplers.base import BlockDiffusionStrategy
+from paradecode.samplers.base import BlockDiffusionStrategy, BlockView
 from paradecode.samplers.localleap import anchor_neighbourhood
 
 from .conftest import MASK
@@ -129,24 +129,26 @@ def test_prophet_default_window_is_first_masked_positions(tiny_model, prompts):
     logits = forward(tiny_model, state.x)
     top = torch.topk(logits[:, 6:], 2, dim=-1).values
     gap = top[..., 0] - top[..., 1]
-    got = strat.answer_gap(state, torch.arange(3), logits)
+    view = BlockView(torch.arange(3), None, state.x[:, 6:14], None, torch.zeros(3), torch.full((3,), 6),
+                     full_logits=logits, canvas=state.x, gen_start=6)
+    got = strat.answer_gap(view, MASK)
     assert torch.allclose(got[0], gap[0, 3:5].mean()) and torch.allclose(got[1], gap[1, 0:2].mean())
 
 
 def test_prophet_over_a_threshold_base_measures_progress_against_gen_length(tiny_model, prompts):
     strat_cls = get_strategy_class("prophet")
-    assert strat_cls(strat_cls.Config(**GEO, base="threshold")).max_steps == 16
-    assert strat_cls(strat_cls.Config(**GEO, base_options=dict(steps=8))).max_steps == 8
+    assert strat_cls(strat_cls.Config(**GEO, base="threshold")).step_budget == 16
+    assert strat_cls(strat_cls.Config(**GEO, base_options=dict(steps=8))).step_budget == 8
     full = strat_cls(strat_cls.Config(**GEO))  # lowconf base at full steps by default
-    assert full.max_steps == 16 and full.base.config.steps == 16
-    assert strat_cls(strat_cls.Config(**GEO, base="threshold", max_steps=4)).max_steps == 4
+    assert full.step_budget == 16 and full.base.config.steps == 16
+    assert strat_cls(strat_cls.Config(**GEO, base="threshold", max_steps=4)).step_budget == 4
 
 
 @pytest.mark.parametrize(
     "opts, needle",
     [
         (dict(base="prophet"), "own base"),
-        (dict(base="nope"), "unknown strategy"),
+        (dict(base="nope"), "base must be one of"),
         (dict(base_options=dict(stepz=4)), "unknown option"),
         (dict(base_options=dict(gen_length=8)), "give"),
         (dict(answer_start=16), "answer_start"),
@@ -226,20 +228,21 @@ def test_credit_accumulates_decays_and_resets_per_row():
     cls = get_strategy_class("credit")
     strat = cls(cls.Config(gen_length=8, block_length=4, credit_alpha=0.5, boost_gamma=0.5, decay_beta=0.8))
     B, V = 2, 5
-    state = strat.start(torch.zeros(B, 1, dtype=torch.long), mask_id=4)
+    state = strat.start(torch.zeros(B, 1, dtype=torch.long), mask_id=4).rule
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -9.0]]).repeat(4, 1)
     mask = torch.tensor([[True, True, False, True]])
     rows = torch.tensor([1])
     p = torch.softmax(logits[0], -1)[0]
-    strat.adjust_logits(state, rows, logits[None], mask)
-    fused = strat.adjust_logits(state, rows, logits[None], mask)
+    view = BlockView(rows, logits[None], torch.zeros(1, 4, dtype=torch.long), mask, torch.zeros(1), torch.zeros(1))
+    strat.adjust_logits(view, state, logits[None])
+    fused = strat.adjust_logits(view, state, logits[None])
     credit = p.sqrt() * (1 + 0.8)  # two boosts, the first decayed once
     assert torch.allclose(fused[0, 0, 0], logits[0, 0] + 0.5 * torch.log1p(credit))
     assert torch.equal(fused[0, 0, 1:], logits[0, 1:])  # only the top-1 token gains credit
     assert torch.equal(fused[0, 2], logits[2])  # committed positions gather none
-    assert state.memo["credit"][0].abs().sum() == 0  # row 0 untouched
+    assert state.credit[0].abs().sum() == 0  # row 0 untouched
     strat.on_block_end(state, rows)
-    assert state.memo["credit"].abs().sum() == 0
+    assert state.credit.abs().sum() == 0
 
 
 @pytest.mark.parametrize("opts", [dict(credit_alpha=-1.0), dict(decay_beta=1.5), dict(boost_gamma=-0.1)])
@@ -268,10 +271,17 @@ def reference_localleap_select(conf, threshold, relaxed, radius):
     return sorted(take)
 
 
+def _view(conf, mask):
+    """A block view carrying only what a selection rule reads: confidences and the mask."""
+    n, W = conf.shape
+    zeros = torch.zeros(n, dtype=torch.long)
+    return BlockView(torch.arange(n), None, torch.zeros(n, W, dtype=torch.long), mask, zeros, zeros, confidence=conf)
+
+
 def test_localleap_rule_on_handmade_confidences():
     cls = get_strategy_class("localleap")
     strat = cls(cls.Config(gen_length=12, block_length=12, threshold=0.9, relaxed_threshold=0.75, radius=2))
-    state = strat.start(torch.zeros(2, 1, dtype=torch.long), mask_id=9)
+    state = strat.start(torch.zeros(2, 1, dtype=torch.long), mask_id=9).rule
     ninf = float("-inf")
     conf = torch.tensor(
         [
@@ -283,7 +293,7 @@ def test_localleap_rule_on_handmade_confidences():
         dtype=torch.float64,
     )
     mask = conf > ninf
-    got = strat.select(state, torch.arange(2), None, None, conf, mask, None)
+    got = strat.select(_view(conf, mask), state)
     assert torch.nonzero(got[0]).flatten().tolist() == [1, 3, 5]
     assert torch.nonzero(got[1]).flatten().tolist() == [5]
     for r in range(2):
@@ -296,12 +306,12 @@ def test_localleap_matches_reference_rule_on_random_confidences():
     g = torch.Generator().manual_seed(0)
     for radius in (0, 1, 4):
         strat = cls(cls.Config(gen_length=32, block_length=32, threshold=0.7, relaxed_threshold=0.4, radius=radius))
-        state = strat.start(torch.zeros(16, 1, dtype=torch.long), mask_id=9)
+        state = strat.start(torch.zeros(16, 1, dtype=torch.long), mask_id=9).rule
         conf = torch.rand(16, 32, generator=g, dtype=torch.float64)
         mask = torch.rand(16, 32, generator=g) < 0.7
         mask[:, 0] = True
         masked_conf = torch.where(mask, conf, float("-inf"))
-        got = strat.select(state, torch.arange(16), None, None, conf, mask, None)
+        got = strat.select(_view(conf, mask), state)
         for r in range(16):
             assert torch.nonzero(got[r]).flatten().tolist() == reference_localleap_select(masked_conf[r], 0.7, 0.4, radius)
 

@@ -108,14 +108,13 @@ def test_rollback_leaves_target_cache_consistent(pair, rows):
     models, ctx = strat.setup(target, draft_model=draft)
     ids, am = paradecode.api.prepare_prompts(rows, None, ctx["pad_id"], None)
     state = strat.start(ids, attention_mask=am, **ctx)
-    verified, rejected = 0, 0
+    call = paradecode.ModelCaller(models, {}, paradecode.Trace(len(rows)))
+    rejected = 0
     with torch.inference_mode():
-        while verified < 5:
-            req = strat.propose(state)
-            if strat.commit(state, models[req.role](req.inputs, **req.kwargs)) is not None:
-                verified += 1
-                rejected += int((state.extras["drafted"] > state.extras["accepted"]).sum())
-                state.extras.clear()
+        for _ in range(5):
+            strat.step(state, call)
+            rejected += int((state.extras["drafted"] > state.extras["accepted"]).sum())
+            state.extras.clear()
         assert rejected > 0
         assert state.target.slots > 0
         assert state.target.dense == (len(rows) == 1)  # one row: rejected slots are cropped, never masked

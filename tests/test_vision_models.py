@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from paradecode.vision import VAR, VARConfig, VQVAE, sample_top_k_top_p
-from paradecode.vision.kvcache import VARKVCache
+from paradecode.caches.var_kv import VARKVCache
 from paradecode.vision.quant import _phi_ticks, phi_index
 
 from ._vision_tiny import PATCH_NUMS, tiny_vae, tiny_var

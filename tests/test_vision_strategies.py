@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import paradecode
-from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig, calibrate, layer_capacities
+from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig, layer_capacities
+from paradecode.vision import calibrate_scalekv as calibrate
 from paradecode.vision import generate
 
 from ._vision_tiny import PATCH_NUMS, tiny_vae, tiny_var

@@ -53,8 +53,16 @@ def halving_steps(gen_length: int, block_length: int) -> list[Setting]:
     return out
 
 
+def prophet_sweep(gen_length: int, block_length: int) -> list[Setting]:
+    """Prophet: the paper's thresholds over the lowconf base's steps (full, 1/2, 1/4 ...), and
+    over Fast-dLLM's threshold rule at 0.9 and 0.7."""
+    over_steps = [{"base_options": s} for s in halving_steps(gen_length, block_length)]
+    return over_steps + [{"base": "threshold", "base_options": {"threshold": t}} for t in (0.9, 0.7)]
+
+
 SWEEPS: dict[str, SweepSpec] = {
     "lowconf": halving_steps,
+    "prophet": prophet_sweep,
     "threshold": {"threshold": [0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1]},
 }
 

@@ -1,12 +1,12 @@
 """Cache policies: which positions' keys/values a forward recomputes and which it reuses.
 
-Policies register with :func:`paradecode.registry.register_cache`. The interface a model
-calls is :class:`paradecode.caches.base.CachePolicy`; the dLLM policies share
-:class:`paradecode.caches.canvas.CanvasKVCache`.
+The registry finds policies by name (``paradecode.cache_policies()``). The interface is
+:class:`paradecode.caches.base.CachePolicy`; the dLLM policies share
+:class:`paradecode.caches.canvas.CanvasKVCache`, the VAR ones :class:`paradecode.caches.var_kv.VARKVCache`.
 """
 
-from . import blockcache, dkv  # noqa: F401  (registers dkv-decode, dkv-greedy, prefix, dual)
 from .base import CachePolicy
 from .canvas import CanvasKVCache
+from .var_kv import VARKVCache
 
-__all__ = ["CachePolicy", "CanvasKVCache"]
+__all__ = ["CachePolicy", "CanvasKVCache", "VARKVCache"]

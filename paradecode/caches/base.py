@@ -1,16 +1,16 @@
-"""The interface between a cache policy, the step loop and a model.
+"""The interface between a cache policy, the loop's model caller and a model.
 
-A cache policy sits between the strategy and the model:
+* A policy declares the model ``families`` it serves (``"dllm"``, ``"var"``) and gives a cache
+  per model role of a strategy (:meth:`CachePolicy.caches_for`); ``paradecode.sample`` refuses
+  a policy whose families do not include the strategy's, naming both.
+* The loop's caller runs every forward of a role that has a cache through
+  ``cache.forward(model, request)``: a canvas cache plans a smaller feed from the request's
+  :class:`~paradecode.interfaces.CanvasRequest`, a VAR cache passes itself as ``cache=``.
+* Inside the model, each attention layer calls the layer-level protocol
+  ``update(layer, k, v, mask) -> (k, v, mask)`` (:class:`~paradecode.interfaces.LayerKV`),
+  bracketed by ``begin_forward(positions)`` / ``end_forward()``.
 
-* ``prepare(request, state)`` (called by the loop) may shrink a strategy's request to the
-  positions that must be recomputed this step, and attaches itself as ``cache=``;
-* inside the model, ``begin_forward(positions)``, then per layer
-  ``update(layer, k, v, attn_mask) -> (k, v, attn_mask)`` merges the fresh keys/values of
-  the fed positions with the reused ones, then ``end_forward()``;
-* ``restore(output, request)`` gives the strategy logits in the shape it asked for.
-
-A cache changes speed and memory, never the strategy's API. ``stats()`` feeds the trace
-(bytes held, reuse rate).
+A cache changes speed and memory, never the strategy's API. ``stats()`` feeds the trace.
 """
 
 from __future__ import annotations
@@ -20,30 +20,36 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from ..loop import Request
+from ..interfaces import Request
 
 
 class CachePolicy(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...]] = ()
 
-    def prepare(self, request: Request, state: Any) -> Request:
-        """Return the request to run (default: unchanged, with ``cache=self`` attached)."""
-        request.kwargs["cache"] = self
-        return request
+    def caches_for(self, strategy: Any, models: dict[str, Any]) -> dict[str, Any]:
+        """A cache per model role of ``strategy`` (default: this object, for role ``"model"``)."""
+        if tuple(strategy.roles) != ("model",):
+            raise ValueError(
+                f"cache policy {self.name!r} serves one model, but strategy {strategy.name!r} calls "
+                f"{list(strategy.roles)}; pass cache=None."
+            )
+        return {"model": self}
 
-    def restore(self, output: Any, request: Request) -> Any:
-        """Map the model output back to what the strategy asked for (default: unchanged)."""
-        return output
+    def forward(self, model: Any, request: Request) -> Any:
+        """Run one forward of ``model`` with this cache (default: pass it as ``cache=``)."""
+        return model(request.inputs, cache=self, **request.kwargs)
 
     def begin_forward(self, positions: torch.Tensor) -> None:
         """Called by the model before its first layer with the fed positions."""
 
     @abstractmethod
     def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """Merge the fed positions' keys/values (RoPE applied) with reused ones."""
+        """Merge the fed positions' keys/values (RoPE applied) with kept ones; return what to
+        attend to and the key mask."""
 
     def end_forward(self) -> None:
         """Called by the model after its last layer."""

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..registry import register_cache
+from ..interfaces import CanvasRequest
 from .canvas import CanvasKVCache
 
 
@@ -40,34 +40,32 @@ class _BlockCache(CanvasKVCache):
     Config = BlockCacheConfig
     feeds_suffix: bool = False
 
-    def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        i = state.step_in_block[rows]
+    def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
+        i = canvas.step_in_block
         every = self.config.refresh_every
         return (i == 0) if every is None else (i % every == 0)
 
-    def recompute_range(self, state: Any, rows: torch.Tensor) -> Optional[torch.Tensor]:
-        bl = self._strategy.config.block_length
-        start = state.origin + state.block[rows] * bl
-        end = torch.full_like(start, state.x.shape[1]) if self.feeds_suffix else start + bl
+    def recompute_range(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
+        start = canvas.block_start
+        end = torch.full_like(start, canvas.length) if self.feeds_suffix else start + canvas.block_length
         return torch.stack([start, end], dim=1)
 
-    def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        cols = self._strategy.block_columns(state, rows)
-        L = state.x.shape[1]
-        c = torch.arange(L, device=cols.device)[None, :]
+    def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
+        cols = canvas.block_columns()
+        c = torch.arange(canvas.length, device=cols.device)[None, :]
         if self.feeds_suffix:
             return c >= cols[:, :1]
         return (c >= cols[:, :1]) & (c <= cols[:, -1:])
 
 
-@register_cache("prefix")
 class PrefixCache(_BlockCache):
+    name = "prefix"
     description = "Fast-dLLM prefix cache: reuse prompt and finished blocks' K/V, recompute block and suffix"
     feeds_suffix = True
     graph_bucket = 128  # block + suffix shrinks by a block each block: 2 shapes at gen 256, 8 at 1024
 
 
-@register_cache("dual")
 class DualCache(_BlockCache):
+    name = "dual"
     description = "Fast-dLLM dual cache: reuse prefix and suffix K/V, recompute only the current block"
     feeds_suffix = False

@@ -7,11 +7,11 @@ keys/values are reused from the cache. :class:`CanvasKVCache` does the rest:
 * per layer it holds the keys/values of the whole canvas, ``(rows, kv_heads, L + 1, head_dim)``
   (RoPE already applied at the true positions, so a reused key is exactly the key computed
   when its position was last fed; slot ``L`` is a trash slot for padding, never attended);
-* ``prepare`` turns the recomputed sets into a model request: the fed tokens, their true
-  positions, and ``logits_range`` covering the fed positions of the strategy's window (its
-  current block, or the whole canvas for strategies with ``needs_full_logits``), which come
-  first in the feed;
-* ``restore`` returns logits in the shape the strategy expects. A window position that was not
+* :meth:`CanvasKVCache.forward` plans the feed from the step's
+  :class:`~paradecode.interfaces.CanvasRequest` (the policy never sees a strategy or its
+  state): the fed tokens, their true positions, and ``logits_range`` covering the fed
+  positions of the request's window (each row's block, or the whole canvas), which come first
+  in the feed; it then returns logits in the shape the request asked for. A window position that was not
   recomputed this step reports the logits of the last forward that computed it (what a cache
   reuses is, by definition, the state of its last computation).
 
@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..loop import Request
+from ..interfaces import CanvasRequest, Request
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
@@ -47,7 +47,7 @@ class CanvasPlan:
 class CanvasKVCache(CachePolicy):
     """Base of the dLLM cache policies; subclasses implement :meth:`recompute`."""
 
-    role = "model"
+    families = ("dllm",)
     #: True when a step may skip positions of the strategy's window (dKV); the last logits of
     #: the window are then kept to answer for the skipped positions.
     may_skip_window: bool = False
@@ -59,7 +59,6 @@ class CanvasKVCache(CachePolicy):
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self._strategy: Any = None
         self._k: list[Optional[torch.Tensor]] = []
         self._v: list[Optional[torch.Tensor]] = []
         self._rows: Optional[torch.Tensor] = None  # request rows the buffers hold (CPU)
@@ -75,56 +74,44 @@ class CanvasKVCache(CachePolicy):
         self._R = 0
         self._token = 0  # changes whenever the K/V buffers are (re)allocated
 
-    # ---- wiring ------------------------------------------------------------------------------
-    def attach(self, strategy: Any, state: Any) -> None:
-        """Called by ``paradecode.sample`` before the loop: check the strategy is a dLLM one."""
-        from ..samplers.base import BlockDiffusionStrategy
-
-        if not isinstance(strategy, BlockDiffusionStrategy):
-            raise ValueError(
-                f"cache policy {self.name!r} works with diffusion-LM strategies (block decoding); "
-                f"strategy {strategy.name!r} is not one. Pass cache=None."
-            )
-        self._strategy = strategy
-
     # ---- the policy's decision ---------------------------------------------------------------
-    def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
+    def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
         """(len(rows), L) bool on the canvas device: positions fed this step."""
         raise NotImplementedError
 
-    def recompute_range(self, state: Any, rows: torch.Tensor) -> Optional[torch.Tensor]:
+    def recompute_range(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
         """Optional fast path: (len(rows), 2) CPU long ``[start, end)`` when each row's fed set
         is one column range (known on the host, so no device sync is needed)."""
         return None
 
-    def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
+    def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         """(len(rows),) CPU bool: rows that refresh everything this step."""
         raise NotImplementedError
 
     # ---- loop side ---------------------------------------------------------------------------
-    def prepare(self, request: Request, state: Any) -> Request:
-        if self._strategy is None:
-            raise ValueError(
-                f"cache policy {self.name!r} was not attached to a strategy; use paradecode.sample(..., cache=...)."
-            )
-        strat = self._strategy
-        rows: torch.Tensor = state.memo["_rows"]
+    def forward(self, model: Any, request: Request) -> Any:
+        """Run the step's forward with this cache: plan the feed, call the model, and give
+        back logits in the shape the request asked for."""
+        if request.canvas is None:
+            raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
+        feed = self.prepare(request)
+        return self.restore(model(feed.inputs, **feed.kwargs), feed)
+
+    def prepare(self, request: Request) -> Request:
+        """The request to run: the fed positions only, with ``cache=self`` attached."""
+        canvas = request.canvas
+        rows = canvas.rows
         x: torch.Tensor = request.inputs
         R, L = x.shape
         self._R = R
-        reps = R // len(rows)  # 2 with classifier-free guidance (cond rows, then uncond rows)
+        reps = canvas.reps  # 2 with classifier-free guidance (cond rows, then uncond rows)
         self._L = L
         kwargs = dict(request.kwargs)
         am = kwargs.pop("attention_mask", None)
-        positions = kwargs.pop("positions", None)  # given by the strategy (LLaDA2 layout), else derived
-        if positions is None:
-            positions = (
-                (am.long().cumsum(-1) - 1).clamp_min(0)
-                if am is not None
-                else torch.arange(L, device=x.device).expand(R, L)
-            )
-        req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * state.batch_size
-        full = self.full_rows(state, rows)
+        kwargs.pop("positions", None)
+        positions = canvas.positions
+        req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * canvas.batch_size
+        full = self.full_rows(canvas)
         have = bool(self._k) and self._k[0] is not None and self._k[0].shape[2] == L + 1
         if self._rows is None or not have:
             have = False
@@ -133,13 +120,9 @@ class CanvasKVCache(CachePolicy):
         if not have:
             full = torch.ones_like(full)
         self._rows = req_rows
-        # The strategy's window: each row's current block, or the whole canvas.
-        W = L if strat.needs_full_logits else strat.config.block_length
-        win_start = (
-            torch.zeros(len(rows), dtype=torch.long)
-            if strat.needs_full_logits
-            else state.origin + state.block[rows] * strat.config.block_length
-        ).repeat(reps)
+        # The request's window: each row's current block, or the whole canvas.
+        W = canvas.window_size
+        win_start = canvas.window_start.repeat(reps)
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
         self._idx, self._contig, self._key_mask = None, None, None
@@ -149,10 +132,10 @@ class CanvasKVCache(CachePolicy):
             if am is not None:
                 kwargs["attention_mask"] = am
             self._stats = {"reuse_rate": 0.0}
-            return Request(x, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
+            return Request(x, kwargs=kwargs, rows=request.rows)
 
         bucket = self._bucket(x)
-        ranges = None if bool(full.any()) else self.recompute_range(state, rows)
+        ranges = None if bool(full.any()) else self.recompute_range(canvas)
         if ranges is not None:
             ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
         if ranges is not None and bool((ranges == ranges[0]).all()):
@@ -175,7 +158,7 @@ class CanvasKVCache(CachePolicy):
         else:
             ranges = None
         if ranges is None:
-            fed = self.recompute(state, rows)[:, :L]
+            fed = self.recompute(canvas)[:, :L]
             fed[full.to(fed.device)] = True
             fed = fed.repeat(reps, 1)
             col = torch.arange(L, device=x.device)[None, :]
@@ -202,7 +185,7 @@ class CanvasKVCache(CachePolicy):
             feed_pos = torch.where(idx < L, positions.gather(1, safe), 0)
         kwargs.pop("logits_range", None)
         kwargs.update(positions=feed_pos, cache=self, logits_range=(0, self._t_win))
-        return Request(feed_tokens, kwargs=kwargs, role=request.role, rows=request.rows, ends_step=request.ends_step)
+        return Request(feed_tokens, kwargs=kwargs, rows=request.rows)
 
     def restore(self, output: Any, request: Request) -> Any:
         W = self._W

@@ -24,17 +24,13 @@ from typing import Any
 
 import torch
 
-from ..registry import register_cache
+from ..interfaces import CanvasRequest
 from .canvas import CanvasKVCache
 
 
-def _recent_or_masked(state: Any, rows: torch.Tensor, dev_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _recent_or_masked(canvas: CanvasRequest) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, L) masks: positions still masked, and tokens committed in the previous step."""
-    x = state.x[dev_rows]
-    masked = x == state.mask_id
-    recent = torch.zeros_like(masked)
-    recent[:, state.origin :] = state.commit_step[dev_rows] == state.steps - 1
-    return masked, recent
+    return canvas.masked(), canvas.committed_at == canvas.step - 1
 
 
 def _check_interval(value: int, name: str) -> None:
@@ -50,19 +46,19 @@ class DKVDecodeConfig:
         _check_interval(self.cache_reloading_step, "cache_reloading_step")
 
 
-@register_cache("dkv-decode")
 class DKVDecode(CanvasKVCache):
+    name = "dkv-decode"
     description = "dKV-Cache-Decode: delayed caching of decoded tokens' K/V, full reload every cache_reloading_step steps"
     Config = DKVDecodeConfig
     may_skip_window = True
     graph_bucket = 64
 
-    def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        i = state.step_in_block[rows]
+    def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
+        i = canvas.step_in_block
         return (i <= 1) | (i % self.config.cache_reloading_step == 0)
 
-    def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        masked, recent = _recent_or_masked(state, rows, rows.to(state.x.device))
+    def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
+        masked, recent = _recent_or_masked(canvas)
         return masked | recent
 
 
@@ -77,20 +73,19 @@ class DKVGreedyConfig:
             raise ValueError(f"window_size must be an integer >= 0, got {self.window_size!r}.")
 
 
-@register_cache("dkv-greedy")
 class DKVGreedy(CanvasKVCache):
+    name = "dkv-greedy"
     description = "dKV-Cache-Greedy: cache every position, recompute only the block's candidates, recent tokens and a window"
     Config = DKVGreedyConfig
     may_skip_window = True
     graph_bucket = 64
 
-    def full_rows(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        return state.step_in_block[rows] % self.config.cache_reloading_step == 0
+    def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
+        return canvas.step_in_block % self.config.cache_reloading_step == 0
 
-    def recompute(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        dev_rows = rows.to(state.x.device)
-        masked, recent = _recent_or_masked(state, rows, dev_rows)
-        cols = self._strategy.block_columns(state, rows)
+    def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
+        masked, recent = _recent_or_masked(canvas)
+        cols = canvas.block_columns()
         block = torch.zeros_like(masked).scatter_(1, cols, True)
         fed = recent | (masked & block)
         if self.config.window_size:

@@ -6,7 +6,7 @@ Layers play two roles, and the roles change with the scale:
 * **refiners** attend mostly to the current token map (or to a few earlier tokens) and can
   work with a small one.
 
-Calibration (:func:`calibrate`) runs a few full-cache generations and computes, per scale k
+Calibration (:func:`paradecode.vision.calibrate_scalekv`) runs a few full-cache generations and computes, per scale k
 and layer l, the Attention Selectivity Index ``ASI = E[attention mass on the current scale +
 mass of the top-m earlier tokens]`` over the scale's queries (m = ``asi_topk``). The
 ``num_drafters`` layers with the lowest ASI at a scale are its drafters.
@@ -36,10 +36,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from ..registry import register_cache
-from ..vision.kvcache import VARKVCache
+from .var_kv import VARKVCache
 
-__all__ = ["ScaleKVConfig", "ScaleKVPlan", "ScaleKV", "calibrate", "layer_capacities"]
+__all__ = ["ScaleKVConfig", "ScaleKVPlan", "ScaleKV", "ASIRecorder", "layer_capacities"]
 
 
 @dataclass
@@ -84,8 +83,11 @@ class ScaleKVPlan:
     depth: int
     patch_nums: tuple
 
+    def fits(self, depth: int, patch_nums: Sequence[int]) -> bool:
+        return depth == self.depth and tuple(patch_nums) == tuple(self.patch_nums)
+
     def check(self, depth: int, patch_nums: Sequence[int]) -> None:
-        if depth != self.depth or tuple(patch_nums) != tuple(self.patch_nums):
+        if not self.fits(depth, patch_nums):
             raise ValueError(
                 f"this ScaleKV plan was calibrated for depth {self.depth} / patch nums {self.patch_nums}, "
                 f"not depth {depth} / {tuple(patch_nums)}; calibrate again for this model."
@@ -116,7 +118,7 @@ def layer_capacities(plan: ScaleKVPlan, config: ScaleKVConfig) -> list[list[int]
     return caps
 
 
-class _ASIRecorder(VARKVCache):
+class ASIRecorder(VARKVCache):
     """A full cache that accumulates the Attention Selectivity Index per (scale, layer)."""
 
     def __init__(self, depth: int, patch_nums: Sequence[int], topk: int) -> None:
@@ -153,39 +155,10 @@ def _scale_of(patch_nums: Sequence[int], end: int) -> int:
     raise ValueError(f"a forward ending at token {end} does not end a scale of {tuple(patch_nums)}.")
 
 
-def calibrate(
-    var: Any,
-    vae: Any = None,
-    class_labels: Optional[Sequence[int]] = None,
-    config: Optional[ScaleKVConfig] = None,
-    **sample_options: Any,
-) -> ScaleKVPlan:
-    """Run full-cache generations and pick each scale's drafters (lowest ASI).
-
-    ``class_labels`` default to ``calibration_samples`` labels spread over the classes;
-    ``sample_options`` (cfg, top_k, top_p ...) are those of the ``var`` strategy.
-    """
-    from ..vision.generate import generate
-
-    config = config or ScaleKVConfig()
-    if class_labels is None:
-        n = config.calibration_samples
-        class_labels = [(i * var.num_classes) // n for i in range(n)]
-    recorder = _ASIRecorder(var.depth, var.patch_nums, config.asi_topk)
-    with torch.random.fork_rng(devices=[]):
-        generate(var, list(class_labels), "var", vae=vae, seed=config.calibration_seed, cache=recorder,
-                 decode=False, timing=False, **sample_options)
-    asi = (recorder.sum / recorder.count.clamp_min(1)).float()
-    nd = config.drafters_for(var.depth)
-    drafters = [[] if si == 0 else sorted(torch.argsort(asi[si])[:nd].tolist()) for si in range(len(var.patch_nums))]
-    return ScaleKVPlan(drafters=drafters, asi=asi, depth=var.depth, patch_nums=tuple(var.patch_nums))
-
-
-@register_cache("scalekv")
 class ScaleKV(VARKVCache):
     """ScaleKV cache policy for VAR: drafter/refiner budgets per scale, window-scored selection.
 
-    Give a ``plan`` from :func:`calibrate` to reuse a calibration; without one, the first
+    Give a ``plan`` from :func:`paradecode.vision.calibrate_scalekv` to reuse a calibration; without one, the first
     generation calibrates on ``calibration_samples`` samples with its own sampling options.
     """
 
@@ -201,19 +174,26 @@ class ScaleKV(VARKVCache):
         super().__init__()
 
     # ---- set-up per generation -------------------------------------------------------------------
-    def attach(self, strategy: Any, state: Any) -> None:
-        var = getattr(strategy, "_var", None)
-        if var is None or not hasattr(state, "vae"):
-            raise ValueError("the scalekv cache policy works with the 'var' strategy only.")
-        if self.plan is None:
-            c = strategy.config
-            self.plan = calibrate(
-                var, state.vae, config=self.config, cfg=c.cfg, top_k=c.top_k, top_p=c.top_p, temperature=c.temperature
-            )
+    def caches_for(self, strategy: Any, models: dict[str, Any]) -> dict[str, Any]:
+        """A ScaleKV cache per model role (CoDe: budgets for the drafter's and the refiner's
+        caches), each with a plan calibrated for its model by the strategy."""
+        if not getattr(strategy.config, "use_cache", True):
+            raise ValueError("a VAR cache policy needs use_cache=True (the uncached reference recomputes every scale).")
+        out = {}
+        for i, role in enumerate(strategy.roles):
+            var = models[role].var
+            cache = self if i == 0 else ScaleKV(self.config, self.plan)
+            if cache.plan is None or (len(strategy.roles) > 1 and not cache.plan.fits(var.depth, var.patch_nums)):
+                cache.plan = strategy.calibrate_scalekv(var, self.config)
+            cache.prepare_for(var)
+            out[role] = cache
+        return out
+
+    def prepare_for(self, var: Any) -> None:
         self.plan.check(var.depth, var.patch_nums)
         self.patch_nums = tuple(var.patch_nums)
         self.capacities = layer_capacities(self.plan, self.config)
-        super().attach(strategy, state)
+        self.reset()
 
     def begin_forward(self, positions: torch.Tensor) -> None:
         super().begin_forward(positions)
@@ -222,7 +202,7 @@ class ScaleKV(VARKVCache):
     # ---- compression -------------------------------------------------------------------------------
     def after_attention(self, layer: int, q: torch.Tensor, scale: float) -> None:
         if self.capacities is None:
-            raise ValueError("ScaleKV was used before attach(); pass it as cache= to paradecode.sample/generate.")
+            raise ValueError("ScaleKV was used before it was prepared for a model; pass it as cache= to paradecode.sample/generate.")
         cap = self.capacities[self._si][layer]
         k, v = self.k[layer], self.v[layer]
         T = k.shape[2]

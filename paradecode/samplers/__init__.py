@@ -1,10 +1,10 @@
-"""Diffusion-LM strategies; importing this package registers them."""
+"""Diffusion-LM strategies: the block machinery (:mod:`.base`), the pure block step
+(:mod:`.block`) and one file per rule. The registry finds the rules by name, lazily."""
 
-from . import lowconf, threshold  # noqa: F401
-from . import prophet  # noqa: F401
-from . import credit  # noqa: F401
-from . import localleap  # noqa: F401
-from . import learn2pd  # noqa: F401
 from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from .block import BlockStep, BlockView, NoProgressError, RuleState, block_step
 
-__all__ = ["BlockDiffusionStrategy", "DiffusionConfig", "DiffusionState"]
+__all__ = [
+    "BlockDiffusionStrategy", "DiffusionConfig", "DiffusionState",
+    "BlockStep", "BlockView", "NoProgressError", "RuleState", "block_step",
+]

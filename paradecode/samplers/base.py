@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from torch import nn
 
-from ..loop import Request, Strategy
+from ..interfaces import CanvasRequest, ModelCall, Request, Strategy
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
-from .common import demote_tokens, forbid_token, predict
+from .block import BlockStep, BlockView, RuleState, block_step
 
-__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep"]
+__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "RuleState"]
 
-REMASKING = ("low_confidence", "random")
 LAYOUTS = ("llada", "llada2")
 
 
@@ -44,12 +43,9 @@ class DiffusionConfig:
     gen_length: int = 128
     block_length: int = 128
     temperature: float = 0.0
-    remasking: str = "low_confidence"
     cfg_scale: float = 0.0
     logits_eos_inf: bool = False  # LLaDA: never predict EOS (the model's eos_token_id)
-    confidence_eos_eot_inf: bool = False  # LLaDA: commit EOS / EOT predictions last
-    eot_token_id: Optional[int] = None  # LLaDA-8B-Instruct's <|eot_id|> is 126348
-    layout: str = "llada"
+    layout: Literal["llada", "llada2"] = "llada"
 
     def __post_init__(self) -> None:
         if self.gen_length <= 0 or self.block_length <= 0:
@@ -61,8 +57,6 @@ class DiffusionConfig:
             )
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}.")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}.")
         if self.layout not in LAYOUTS:
@@ -75,55 +69,55 @@ class DiffusionConfig:
 
 @dataclass
 class DiffusionState:
-    """Per-batch decoding state. Row bookkeeping (block, step) lives on the CPU so the
-    loop needs no device sync to know what to feed next."""
+    """The canvas a diffusion-LM generation decodes, and the rule's state.
+
+    Row bookkeeping (block, step) lives on the CPU so the loop needs no device sync to know
+    what to feed next.
+    """
 
     x: torch.Tensor  # (B, L) canvas
     prompt_length: int  # column where generation starts (prompts are left-padded)
-    mask_id: int
-    eos_id: Optional[int]
     attention_mask: Optional[torch.Tensor]  # (B, L) 1 = real token, or None without padding
     block: torch.Tensor  # (B,) CPU long, current block per row (num_blocks = finished)
     step_in_block: torch.Tensor  # (B,) CPU long
-    steps: int = 0  # forwards so far (global, 0-based count of finished steps)
-    generator: Optional[torch.Generator] = None
-    commit_step: Optional[torch.Tensor] = None  # (B, L - origin) step at which each column from `origin` was committed
-    extras: dict[str, Any] = field(default_factory=dict)
-    memo: dict[str, Any] = field(default_factory=dict)  # strategy-specific per-sequence state
-    origin: int = -1  # column where block 0 starts (prompt_length under the "llada" layout)
-    num_blocks: int = -1  # blocks to decode; rows with block == num_blocks are finished
-
-    def __post_init__(self) -> None:
-        if self.origin < 0:
-            self.origin = self.prompt_length
+    commit_step: torch.Tensor  # (B, L - origin) step at which each column from `origin` was committed (-1: not yet)
+    origin: int  # column where block 0 starts (prompt_length under the "llada" layout)
+    num_blocks: int  # blocks to decode; rows with block == num_blocks are finished
+    rule: RuleState
 
     @property
     def batch_size(self) -> int:
         return self.x.shape[0]
 
-    def active_rows(self, num_blocks: int) -> torch.Tensor:
-        return torch.nonzero(self.block < num_blocks).flatten()
+    @property
+    def mask_id(self) -> int:
+        return self.rule.mask_id
 
+    @property
+    def steps(self) -> int:
+        return self.rule.steps
 
-class BlockStep(NamedTuple):
-    """One step on one block (:meth:`BlockDiffusionStrategy.decide`), all (rows, block_length)."""
+    @property
+    def extras(self) -> dict[str, Any]:
+        return self.rule.extras
 
-    tokens: torch.Tensor  # the block after this step: committed predictions written into it
-    transfer: torch.Tensor  # bool, positions committed now
-    x0: torch.Tensor  # predicted token at every position
-    confidence: torch.Tensor  # confidence of x0 (its probability under low_confidence remasking)
-    mask: torch.Tensor  # bool, positions that were masked before this step
+    def active_rows(self) -> torch.Tensor:
+        return torch.nonzero(self.block < self.num_blocks).flatten()
 
 
 class BlockDiffusionStrategy(Strategy[DiffusionState]):
-    """Semi-autoregressive block decoding; subclasses implement :meth:`select`.
+    """Semi-autoregressive block decoding over a canvas; subclasses are the rules.
 
-    ``fixed_schedule`` strategies (LLaDA's) finish a block after a known number of steps,
-    so no device sync is needed to advance; others finish a block when it has no mask left.
+    A rule implements :meth:`select` and optionally the hooks :meth:`new_state` (its typed
+    state), :meth:`adjust_logits`, :meth:`early_exit`, :meth:`end_of_text` and
+    :meth:`on_block_end`; :func:`~paradecode.samplers.block.block_step` runs them.
+    ``fixed_schedule`` rules finish a block after a known number of steps (no device sync to
+    advance); others finish it when it has no mask left.
     """
 
-    fixed_schedule: bool = False
-    needs_full_logits: bool = False  # True: commit() gets logits of the whole canvas too
+    family = "dllm"
+    fixed_schedule: ClassVar[bool] = False
+    needs_full_logits: bool = False  # True: the rule reads the whole visible canvas's logits
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, model: Any, mask_token_id: Optional[int] = None, **_: Any) -> tuple[dict, dict]:
@@ -138,12 +132,25 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         eos_id = getattr(getattr(model, "config", None), "eos_token_id", None)
         if isinstance(eos_id, (list, tuple)):
             eos_id = eos_id[0] if eos_id else None
-        if (self.config.logits_eos_inf or self.config.confidence_eos_eot_inf) and eos_id is None:
-            raise ValueError("logits_eos_inf / confidence_eos_eot_inf need the model config's eos_token_id.")
+        if self.needs_eos() and eos_id is None:
+            raise ValueError(
+                f"strategy {self.name!r} with these options needs the model config's eos_token_id "
+                f"(logits_eos_inf / confidence_eos_eot_inf / eot); set it or turn the option off."
+            )
         context = {"mask_id": mask_id, "pad_id": int(pad_id), "eos_id": eos_id}
         return {"model": model}, context
 
-    # ---- start -------------------------------------------------------------------------------
+    def needs_eos(self) -> bool:
+        """True when the options read the model's end-of-text id."""
+        return bool(self.config.logits_eos_inf or getattr(self.config, "confidence_eos_eot_inf", False))
+
+    # ---- state -------------------------------------------------------------------------------
+    def new_state(
+        self, batch_size: int, mask_id: int, eos_id: Optional[int], generator: Optional[torch.Generator], device: torch.device
+    ) -> RuleState:
+        """The rule's typed per-generation state (override to add history)."""
+        return RuleState(batch_size, mask_id, eos_id, generator)
+
     def start(
         self,
         prompt_ids: torch.Tensor,
@@ -171,178 +178,161 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             rest = torch.zeros(B, L - P, dtype=attention_mask.dtype, device=attention_mask.device)
             rest[:, : c.gen_length] = 1
             attention_mask = torch.cat([attention_mask, rest], dim=1)
-        state = DiffusionState(
+        return DiffusionState(
             x=x,
             prompt_length=P,
-            mask_id=mask_id,
-            eos_id=eos_id,
             attention_mask=attention_mask,
             block=torch.zeros(B, dtype=torch.long),
             step_in_block=torch.zeros(B, dtype=torch.long),
-            generator=generator,
             commit_step=torch.full((B, L - origin), -1, dtype=torch.long, device=x.device),
             origin=origin,
             num_blocks=num_blocks,
+            rule=self.new_state(B, mask_id, eos_id, generator, x.device),
         )
-        self.on_start(state)
-        return state
-
-    def on_start(self, state: DiffusionState) -> None:
-        """Hook for per-sequence state (credit history, schedules)."""
 
     # ---- geometry ----------------------------------------------------------------------------
+    def block_start(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows),) CPU canvas column of each row's current block."""
+        return state.origin + state.block[rows] * self.config.block_length
+
     def block_columns(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows), block_length) canvas columns of each row's current block."""
-        bl = self.config.block_length
-        start = state.origin + state.block[rows] * bl
-        cols = start[:, None] + torch.arange(bl)[None, :]
+        cols = self.block_start(state, rows)[:, None] + torch.arange(self.config.block_length)[None, :]
         return cols.to(state.x.device)
 
-    def _shared_block(self, state: DiffusionState, rows: torch.Tensor) -> Optional[int]:
-        blocks = state.block[rows]
-        return int(blocks[0]) if bool((blocks == blocks[0]).all()) else None
+    # ---- one step ----------------------------------------------------------------------------
+    def step(self, state: DiffusionState, call: ModelCall) -> torch.Tensor:
+        rows, request = self.request(state)
+        logits = call("model", request)
+        return self.apply(state, rows, logits)
 
-    # ---- propose -------------------------------------------------------------------------------
-    def propose(self, state: DiffusionState) -> Request:
-        rows = state.active_rows(state.num_blocks)
+    def request(self, state: DiffusionState) -> tuple[torch.Tensor, Request]:
+        """The rows in play and the forward they need (in canvas terms, for caches)."""
+        c = self.config
+        rows = state.active_rows()
         x, am = state.x, state.attention_mask
-        kwargs: dict[str, Any] = {}
-        if self.config.layout == "llada2":
+        positions = None
+        if c.layout == "llada2":
             # Rows wait for each other at block ends; the model sees the canvas up to the block's end.
             lead = state.block[rows].min()
             rows = rows[state.block[rows] == lead]
-            end = state.origin + (int(lead) + 1) * self.config.block_length
+            end = state.origin + (int(lead) + 1) * c.block_length
             x, am = x[:, :end], am[:, :end]
-            kwargs["positions"] = torch.arange(end, device=x.device).expand(len(rows), end)
+            positions = torch.arange(end, device=x.device).expand(len(rows), end)
         if len(rows) < state.batch_size:
             x = x[rows.to(x.device)]
             am = am[rows.to(am.device)] if am is not None else None
-        if self.config.cfg_scale > 0:
+        reps = 1
+        if c.cfg_scale > 0:
             # LLaDA's unsupervised CFG: a second pass with the prompt masked out.
             un_x = x.clone()
             un_x[:, : state.prompt_length] = state.mask_id
             x = torch.cat([x, un_x])
             am = torch.cat([am, am]) if am is not None else None
-            if "positions" in kwargs:
-                kwargs["positions"] = torch.cat([kwargs["positions"]] * 2)
+            positions = torch.cat([positions] * 2) if positions is not None else None
+            reps = 2
+        L = x.shape[1]
+        kwargs: dict[str, Any] = {}
+        if positions is not None:
+            kwargs["positions"] = positions
         if am is not None:
             kwargs["attention_mask"] = am
-        shared = self._shared_block(state, rows)
-        if shared is not None and not self.needs_full_logits:
-            start = state.origin + shared * self.config.block_length
-            kwargs["logits_range"] = (start, start + self.config.block_length)
-        state.memo["_rows"] = rows
-        state.memo["_logits_start"] = kwargs["logits_range"][0] if "logits_range" in kwargs else None
-        return Request(x, kwargs=kwargs, role="model", rows=rows)
+        starts = self.block_start(state, rows)
+        shared = bool((starts == starts[0]).all())
+        if shared and not self.needs_full_logits:
+            s = int(starts[0])
+            kwargs["logits_range"] = (s, s + c.block_length)
+        if positions is None:
+            positions = (
+                (am.long().cumsum(-1) - 1).clamp_min(0) if am is not None else torch.arange(L, device=x.device).expand(x.shape[0], L)
+            )
+        dev_rows = rows.to(state.x.device)
+        committed_at = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
+        committed_at[:, state.origin :] = state.commit_step[dev_rows, : L - state.origin]
+        canvas = CanvasRequest(
+            tokens=x,
+            positions=positions,
+            attention_mask=am,
+            rows=rows,
+            reps=reps,
+            batch_size=state.batch_size,
+            window_start=torch.zeros_like(starts) if self.needs_full_logits else starts,
+            window_size=L if self.needs_full_logits else c.block_length,
+            block_start=starts,
+            block_length=c.block_length,
+            step_in_block=state.step_in_block[rows],
+            committed_at=committed_at,
+            step=state.steps,
+            mask_id=state.mask_id,
+        )
+        return rows, Request(x, kwargs=kwargs, rows=rows, canvas=canvas)
 
-    # ---- commit --------------------------------------------------------------------------------
-    def commit(self, state: DiffusionState, logits: torch.Tensor) -> torch.Tensor:
+    def apply(self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Turn the forward's logits into commits on the canvas; (batch,) tokens per row."""
         c = self.config
-        rows: torch.Tensor = state.memo["_rows"]
         if c.cfg_scale > 0:
             cond, uncond = logits.chunk(2)
             logits = uncond + (c.cfg_scale + 1) * (cond - uncond)
         cols = self.block_columns(state, rows)
-        start = state.memo["_logits_start"]
-        full_logits = None
         bl = c.block_length
-        if start is not None:
-            # A plain callable may ignore logits_range and return the whole canvas.
-            block_logits = logits if logits.shape[1] == bl else logits[:, start : start + bl]
-        elif logits.shape[1] == bl and not self.needs_full_logits:
-            # A cache policy may answer with each row's own block (rows in different blocks).
-            block_logits = logits
+        full_logits = None
+        if logits.shape[1] == bl and not self.needs_full_logits:
+            block_logits = logits  # the block range, or each row's own block (a cache policy)
         else:
             full_logits = logits
             block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
         dev_rows = rows.to(state.x.device)
-        xb = state.x[dev_rows[:, None], cols]
-        step = self.decide(state, rows, block_logits, xb, full_logits)
-        transfer = step.transfer
-        exit_ = self.early_exit(state, rows, full_logits)
-        state.x[dev_rows[:, None], cols] = step.tokens
+        view = BlockView(
+            rows=rows,
+            logits=block_logits,
+            tokens=state.x[dev_rows[:, None], cols],
+            mask=None,  # type: ignore[arg-type]  (block_step sets it)
+            step_in_block=state.step_in_block[rows],
+            block_start=self.block_start(state, rows),
+            full_logits=full_logits,
+            canvas=state.x[dev_rows, : logits.shape[1]] if full_logits is not None else None,
+            gen_start=state.prompt_length,
+            canvas_length=state.x.shape[1],
+        )
+        out = block_step(self, state.rule, view)
+        transfer = out.transfer
+        state.x[dev_rows[:, None], cols] = out.tokens
         gen_cols = cols - state.origin
         prev = state.commit_step[dev_rows[:, None], gen_cols]
         state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
         committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
         committed[dev_rows] = transfer.sum(-1)
-        still_masked = step.mask & ~transfer
+        still_masked = out.mask & ~transfer
+        left = out.left
         stopped = None
-        if exit_ is not None:
-            stop, tokens = exit_
-            stop = stop.to(state.x.device)
-            # tokens cover the generation, or (llada2) only the visible part: then the row goes on.
-            P, O, n = state.prompt_length, state.origin, tokens.shape[1]
+        if out.stop is not None:
+            stop = out.stop.to(state.x.device)
+            # fill covers the generation, or (llada2) only the visible part: then the row goes on.
+            P, O, n = state.prompt_length, state.origin, out.fill.shape[1]
             gen = state.x[dev_rows, P : P + n]
             fill = (gen == state.mask_id) & stop[:, None]
-            state.x[dev_rows, P : P + n] = torch.where(fill, tokens, gen)
+            state.x[dev_rows, P : P + n] = torch.where(fill, out.fill, gen)
             steps_at = state.commit_step[dev_rows, P - O : P - O + n]
             state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
             committed[dev_rows] += fill.sum(-1)
             still_masked = still_masked & ~stop[:, None]
+            if left is not None:
+                left = left & ~out.stop.cpu()
             if P + n >= state.x.shape[1]:
-                stopped = rows[stop.cpu()]
-        state.steps += 1
-        self.advance(state, rows, still_masked)
+                stopped = rows[out.stop.cpu()]
+        state.rule.steps += 1
+        if out.cut is not None:
+            still_masked, left = self._apply_cut(state, rows, out, still_masked, committed)
+        self.advance(state, rows, still_masked, left)
         if stopped is not None and len(stopped):
             state.block[stopped] = state.num_blocks
+        if out.cut is not None:
+            self._skip_finished_blocks(state, rows)
         return committed
 
-    def decide(
-        self,
-        state: DiffusionState,
-        rows: torch.Tensor,
-        block_logits: torch.Tensor,
-        block_tokens: torch.Tensor,
-        full_logits: Optional[torch.Tensor] = None,
-    ) -> BlockStep:
-        """One step on one block, with no canvas bookkeeping: predict, :meth:`select`, write.
-
-        ``block_logits`` (rows, block_length, vocab) and ``block_tokens`` (rows, block_length)
-        are the block of each of ``rows``. :meth:`commit` and the diffusers schedulers
-        (``paradecode.diffusers``) both run a strategy through this method.
-        """
-        c = self.config
-        mask = block_tokens == state.mask_id
-        if c.logits_eos_inf:
-            block_logits = forbid_token(block_logits, state.eos_id)
-        block_logits = self.adjust_logits(state, rows, block_logits, mask)
-        x0, conf = predict(block_logits, c.temperature, c.remasking, state.generator, state.mask_id)
-        if c.confidence_eos_eot_inf:
-            conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
-        transfer = self.select(state, rows, block_logits, x0, conf, mask, full_logits) & mask
-        return BlockStep(torch.where(transfer, x0, block_tokens), transfer, x0, conf, mask)
-
-    def adjust_logits(
-        self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Hook: the block logits predictions and confidences are taken from (e.g. fused with
-        a strategy's history of predictions). ``mask``: which block positions are still masked."""
-        return logits
-
-    def early_exit(
-        self, state: DiffusionState, rows: torch.Tensor, full_logits: Optional[torch.Tensor]
-    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """Hook: rows that stop after this step. Returns None, or ``(stop, tokens)`` with
-        ``stop`` a (len(rows),) bool and ``tokens`` (len(rows), gen_length): every position of
-        the generation a stopping row still has masked after this step's commit takes its token
-        there, and the row is finished (it leaves the batch)."""
-        return None
-
-    def select(
-        self,
-        state: DiffusionState,
-        rows: torch.Tensor,
-        logits: torch.Tensor,
-        x0: torch.Tensor,
-        confidence: torch.Tensor,
-        mask: torch.Tensor,
-        full_logits: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """(rows, block_length) bool: which masked positions of the block to commit now."""
-        raise NotImplementedError
-
-    def advance(self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor) -> None:
+    def advance(
+        self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor, left: Optional[torch.Tensor] = None
+    ) -> None:
         """Move rows whose block is finished to their next block."""
         state.step_in_block[rows] += 1
         if self.fixed_schedule:
@@ -350,15 +340,77 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             if self.config.layout == "llada2":  # a prompt-filled first block runs out of masks early
                 finished |= ~still_masked.any(-1).cpu()
         else:
-            finished = ~still_masked.any(-1).cpu()  # one small sync per step
+            finished = ~(left if left is not None else still_masked.any(-1).cpu())
         if bool(finished.any()):
             done_rows = rows[finished]
             state.block[done_rows] += 1
             state.step_in_block[done_rows] = 0
-            self.on_block_end(state, done_rows)
+            self.on_block_end(state.rule, done_rows)
 
-    def on_block_end(self, state: DiffusionState, rows: torch.Tensor) -> None:
-        """Hook: per-block state to reset (credit), for the given rows."""
+    # ---- end-of-text cuts (Learn2PD's EoTP; any rule may return one) --------------------------------
+    def _apply_cut(
+        self, state: DiffusionState, rows: torch.Tensor, out: BlockStep, still_masked: torch.Tensor, committed: torch.Tensor
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Write end-of-text after each row's cut (never into the prompt); returns the block's
+        positions still masked and the rows with masks left."""
+        L, dev = state.x.shape[1], state.x.device
+        cut = out.cut.cpu()
+        if bool((cut >= L).all()):
+            return still_masked, (still_masked.any(-1).cpu() if out.left is not None else None)
+        cols = torch.arange(L, device=dev)[None, :]
+        after = (cols > cut.to(dev)[:, None]) & (cols >= state.prompt_length)
+        dev_rows = rows.to(dev)
+        x = state.x[dev_rows]
+        committed[dev_rows] += (after & (x == state.mask_id)).sum(-1)
+        eos = state.rule.eos_id
+        state.x[dev_rows] = torch.where(after, torch.full_like(x, eos), x)
+        changed = (after & (x != eos))[:, state.origin :]
+        cs = state.commit_step[dev_rows]
+        state.commit_step[dev_rows] = torch.where(changed, state.steps - 1, cs)
+        if out.hide_cut:
+            if state.attention_mask is None:
+                state.attention_mask = torch.ones_like(state.x)
+            am = state.attention_mask[dev_rows]
+            state.attention_mask[dev_rows] = torch.where(after, torch.zeros_like(am), am)
+        still_masked = still_masked & ~after.gather(1, self.block_columns(state, rows))
+        return still_masked, (still_masked.any(-1).cpu() if out.left is not None else None)
+
+    def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
+        """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""
+        nb, bl = state.num_blocks, self.config.block_length
+        moved = rows[(state.step_in_block[rows] == 0) & (state.block[rows] < nb)]
+        if len(moved) == 0:
+            return
+        gen = state.x[moved.to(state.x.device), state.origin :] == state.mask_id
+        has_mask = gen.view(len(moved), nb, bl).any(-1).cpu()  # (rows, blocks)
+        for i, r in enumerate(moved.tolist()):
+            b = int(state.block[r])
+            while b < nb and not bool(has_mask[i, b]):
+                b += 1
+            state.block[r] = b
+
+    # ---- the rule (hooks) ----------------------------------------------------------------------
+    def adjust_logits(self, view: BlockView, state: RuleState, logits: torch.Tensor) -> torch.Tensor:
+        """The block logits predictions and confidences are taken from (e.g. fused with a
+        history of predictions); ``view.mask`` says which positions are still masked."""
+        return logits
+
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
+        """(n, W) bool: which masked positions of each row's block to commit now."""
+        raise NotImplementedError
+
+    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Rows that stop after this step: None, or ``(stop, fill)`` with ``stop`` (n,) bool and
+        ``fill`` (n, G) tokens for the generation's still-masked positions (G columns from
+        ``view.gen_start``)."""
+        return None
+
+    def end_of_text(self, view: BlockView, state: RuleState, transfer: torch.Tensor) -> Optional[torch.Tensor]:
+        """(n,) canvas column after which each row's text ends, or None (no end-of-text rule)."""
+        return None
+
+    def on_block_end(self, state: RuleState, rows: torch.Tensor) -> None:
+        """Per-block state to reset (credit), for the given rows."""
 
     @property
     def steps_per_block(self) -> int:
@@ -367,6 +419,11 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
     # ---- end ---------------------------------------------------------------------------------
     def done(self, state: DiffusionState) -> bool:
         return bool((state.block >= state.num_blocks).all())
+
+    def max_steps(self, state: DiffusionState) -> int:
+        # Every step commits at least one token in the block of each row it serves, and rows
+        # (llada2: the leading block's rows) are served every step.
+        return state.num_blocks * self.config.block_length
 
     def result(self, state: DiffusionState) -> torch.Tensor:
         return state.x[:, : state.prompt_length + self.config.gen_length]  # llada2: drop the tail

@@ -11,11 +11,11 @@ Credit lives per row and block, and is reset when the row finishes its block.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from ..registry import register
-from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence, threshold_mask
 
 
@@ -36,24 +36,32 @@ class CreditConfig(DiffusionConfig):
             raise ValueError(f"decay_beta must be in [0, 1], got {self.decay_beta}.")
 
 
-@register("credit")
+@dataclass
+class CreditState(RuleState):
+    """Per row and block position, the accumulated credit of each vocabulary entry."""
+
+    credit: Optional[torch.Tensor] = None  # (batch, block_length, vocab) float32, made at the first step
+
+
 class CreditDecoding(BlockDiffusionStrategy):
+    name = "credit"
     description = "CreditDecoding: threshold rule on logits fused with a decaying per-token trace credit"
     Config = CreditConfig
     # `paradecode bench`: the threshold sweep of Fast-dLLM's rule, so each point has its pair
     sweep = {"threshold": [0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.1]}
 
-    def on_start(self, state: DiffusionState) -> None:
-        state.memo["credit"] = None  # (batch, block_length, vocab) float32, made at the first step
+    def new_state(self, batch_size, mask_id, eos_id, generator, device) -> CreditState:
+        return CreditState(batch_size, mask_id, eos_id, generator)
 
-    def adjust_logits(self, state, rows, logits, mask) -> torch.Tensor:
+    def adjust_logits(self, view: BlockView, state: CreditState, logits: torch.Tensor) -> torch.Tensor:
         c = self.config
-        credit = state.memo["credit"]
+        credit = state.credit
         if credit is None:
             B, V = state.batch_size, logits.shape[-1]
             credit = torch.zeros(B, c.block_length, V, dtype=torch.float32, device=logits.device)
-            state.memo["credit"] = credit
-        dev_rows = rows.to(credit.device)
+            state.credit = credit
+        mask = view.mask
+        dev_rows = view.rows.to(credit.device)
         row_credit = credit[dev_rows] * c.decay_beta
         top_p, top_i = torch.softmax(logits.float(), dim=-1).max(dim=-1)
         boost = top_p.pow(c.boost_gamma) * mask  # only masked positions gather credit
@@ -61,10 +69,10 @@ class CreditDecoding(BlockDiffusionStrategy):
         credit[dev_rows] = row_credit
         return logits + c.credit_alpha * torch.log1p(row_credit)
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
-        return threshold_mask(masked_confidence(confidence, mask), mask, self.config.threshold)
+    def select(self, view: BlockView, state: CreditState) -> torch.Tensor:
+        return threshold_mask(masked_confidence(view.confidence, view.mask), view.mask, self.config.threshold)
 
-    def on_block_end(self, state: DiffusionState, rows: torch.Tensor) -> None:
-        credit = state.memo["credit"]
+    def on_block_end(self, state: CreditState, rows: torch.Tensor) -> None:
+        credit = state.credit
         if credit is not None:
             credit[rows.to(credit.device)] = 0.0

@@ -31,9 +31,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..registry import register
-from .base import DiffusionState
-from .common import masked_confidence, predict, topk_mask
+from .base import BlockView, RuleState
+from .common import predict
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
 from .lowconf import LowConfConfig, LowConfidence
 
@@ -55,8 +54,15 @@ class Learn2PDConfig(LowConfConfig):
             raise ValueError(f"accept_threshold must be in [0, 1] (the paper uses 0.96), got {self.accept_threshold}.")
 
 
-@register("learn2pd")
+@dataclass
+class Learn2PDState(RuleState):
+    """Per row, the canvas column after which end-of-text prediction ended the text."""
+
+    cut: Optional[torch.Tensor] = None  # (batch,) CPU long; the canvas length = no cut yet
+
+
 class Learn2PD(LowConfidence):
+    name = "learn2pd"
     description = "Learn2PD: a learned filter commits predictions it deems final, plus the top-k schedule; End-of-Text Prediction"
     Config = Learn2PDConfig
     fixed_schedule = False
@@ -66,6 +72,9 @@ class Learn2PD(LowConfidence):
     @property
     def needs_full_logits(self) -> bool:  # EoTP looks for end-of-text over the whole canvas
         return self.config.eot
+
+    def needs_eos(self) -> bool:
+        return super().needs_eos() or self.config.eot
 
     def setup(self, model: Any, mask_token_id: Optional[int] = None, filter: Any = None, **kw: Any):
         models, context = super().setup(model, mask_token_id=mask_token_id, **kw)
@@ -82,8 +91,6 @@ class Learn2PD(LowConfidence):
                 f"the filter was trained for blocks of {filter.block_length}, but block_length="
                 f"{self.config.block_length}; pass block_length={filter.block_length} or train a filter for it."
             )
-        if self.config.eot and context.get("eos_id") is None:
-            raise ValueError("eot=True needs the model config's eos_token_id; pass eot=False or set it.")
         self.filter = filter
         return models, context
 
@@ -106,81 +113,40 @@ class Learn2PD(LowConfidence):
         )
         return Learn2PDFilter.rejecting(self.config.block_length)
 
-    def on_start(self, state: DiffusionState) -> None:
-        super().on_start(state)
-        if getattr(self, "filter", None) is None:  # built without setup() (diffusers scheduler)
+    def new_state(self, batch_size, mask_id, eos_id, generator, device) -> Learn2PDState:
+        if getattr(self, "filter", None) is None:  # built without setup() (a diffusers scheduler)
             self.filter = self._fallback_filter()
-        self.filter.to(state.x.device)
-        state.memo["cut"] = torch.full((state.batch_size,), state.x.shape[1], dtype=torch.long)
+        self.filter.to(device)
+        return Learn2PDState(batch_size, mask_id, eos_id, generator)
 
-    def commit(self, state: DiffusionState, logits: torch.Tensor) -> torch.Tensor:
-        committed = super().commit(state, logits)
-        filled = state.memo.pop("_cut_filled", None)  # masks turned into end-of-text by a cut
-        return committed if filled is None else committed + filled
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
+        scheduled = super().select(view, state)
+        return self._accepted(view) | scheduled
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
-        scheduled = super().select(state, rows, logits, x0, confidence, mask, full_logits)
-        accepted = self.filter.accept(confidence, self.config.accept_threshold) & mask
-        if self.config.eot and state.eos_id is not None:  # sample() checked eos; a scheduler may have none
-            state.memo["_cut"] = self._end_of_text(state, rows, x0, accepted, full_logits)
-        return accepted | scheduled
+    def _accepted(self, view: BlockView) -> torch.Tensor:
+        return self.filter.accept(view.confidence, self.config.accept_threshold) & view.mask
 
-    def _end_of_text(self, state, rows, x0, accepted, full_logits) -> torch.Tensor:
-        """(len(rows),) canvas column after which each row ends (L = no cut)."""
-        L, eos = state.x.shape[1], state.eos_id
-        cols = self.block_columns(state, rows)
+    def end_of_text(self, view: BlockView, state: Learn2PDState, transfer: torch.Tensor) -> Optional[torch.Tensor]:
+        """(n,) canvas column after which each row ends (the canvas width = no cut), kept as the
+        smallest cut seen so far per row; None without EoTP."""
+        if not self.config.eot or state.eos_id is None:  # sample() checked eos; a scheduler may have none
+            return None
+        full_logits, eos = view.full_logits, state.eos_id
+        L = view.canvas_length
+        if state.cut is None:
+            state.cut = torch.full((state.batch_size,), L, dtype=torch.long)
+        cols = view.block_columns
         # 1. the filter accepted an end-of-text prediction: the first one in the block
-        hit = accepted & (x0 == eos)
+        hit = self._accepted(view) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
-        # 2. otherwise the most confident end-of-text prediction among all masked positions
+        # 2. otherwise the most confident end-of-text prediction among the generation's masked positions
         c = self.config
         x_all, conf_all = predict(full_logits, c.temperature, c.remasking, state.generator, state.mask_id)
-        # the positions the model scored (LLaDA2's layout shows only the canvas up to the block)
-        masked = state.x[rows.to(state.x.device), : full_logits.shape[1]] == state.mask_id
+        masked = view.canvas == state.mask_id  # the positions the model scored (llada2: up to the block)
+        masked[:, : view.gen_start] = False  # a mask id inside the prompt is not a place to end
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
         best_conf, best = eot_conf.max(-1)
-        return torch.where(first < L, first, torch.where(best_conf >= 0, best, L))
-
-    def advance(self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor) -> None:
-        if "_cut" in state.memo:
-            still_masked = self._apply_cut(state, rows, still_masked)
-        super().advance(state, rows, still_masked)
-        self._skip_finished_blocks(state, rows)
-
-    def _apply_cut(self, state, rows, still_masked) -> torch.Tensor:
-        cut = state.memo.pop("_cut").cpu()
-        cut = torch.minimum(cut, state.memo["cut"][rows])
-        state.memo["cut"][rows] = cut
-        if bool((cut >= state.x.shape[1]).all()):
-            return still_masked
-        L, dev = state.x.shape[1], state.x.device
-        after = torch.arange(L, device=dev)[None, :] > cut.to(dev)[:, None]
-        dev_rows = rows.to(dev)
-        x = state.x[dev_rows]
-        filled = torch.zeros(state.batch_size, dtype=torch.long, device=dev)
-        filled[dev_rows] = (after & (x == state.mask_id)).sum(-1)
-        state.memo["_cut_filled"] = filled
-        state.x[dev_rows] = torch.where(after, torch.full_like(x, state.eos_id), x)
-        changed = (after & (x != state.eos_id))[:, state.origin :]
-        cs = state.commit_step[dev_rows]
-        state.commit_step[dev_rows] = torch.where(changed, state.steps - 1, cs)
-        if self.config.eot_truncate:
-            if state.attention_mask is None:
-                state.attention_mask = torch.ones_like(state.x)
-            am = state.attention_mask[dev_rows]
-            state.attention_mask[dev_rows] = torch.where(after, torch.zeros_like(am), am)
-        return still_masked & ~after.gather(1, self.block_columns(state, rows))
-
-    def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
-        """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""
-        nb, bl = state.num_blocks, self.config.block_length
-        moved = rows[(state.step_in_block[rows] == 0) & (state.block[rows] < nb)]
-        if len(moved) == 0:
-            return
-        gen = state.x[moved.to(state.x.device), state.origin :] == state.mask_id
-        has_mask = gen.view(len(moved), nb, bl).any(-1).cpu()  # (rows, blocks)
-        for i, r in enumerate(moved.tolist()):
-            b = int(state.block[r])
-            while b < nb and not bool(has_mask[i, b]):
-                b += 1
-            state.block[r] = b
+        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best, L)).cpu()
+        cut = torch.minimum(cut, state.cut[view.rows])
+        state.cut[view.rows] = cut
+        return cut

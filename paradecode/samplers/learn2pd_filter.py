@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..registry import build_config
-from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from ..config import build_config
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, RuleState
 
 __all__ = ["Learn2PDFilter", "FILTER_DIRNAME", "collect_trajectories", "train_filter", "find_filter", "shipped_filter"]
 
@@ -122,43 +122,50 @@ def shipped_filter(block_length: int) -> Optional[Path]:
 
 
 # ---- trajectories -----------------------------------------------------------------------------
+@dataclass
+class _OracleState(RuleState):
+    final: Optional[torch.Tensor] = None  # (B, L) the base strategy's final canvas
+    records: list = field(default_factory=list)  # (confidences, prediction == final) per step
+    prev: Optional[torch.Tensor] = None  # (B, block_length) last step's predictions
+    stuck: Optional[torch.Tensor] = None  # (n,) CPU bool: rows whose predictions stopped changing
+
+
 class _GreedyOracle(BlockDiffusionStrategy):
-    """Extremely Greedy Parallel: commit exactly the masked positions already predicted right."""
+    """Extremely Greedy Parallel: commit exactly the masked positions already predicted right;
+    a row whose predictions stop changing (or that used its block's steps) takes the final
+    tokens for the rest of its block."""
 
     Config = DiffusionConfig
     name = "learn2pd-oracle"
+    may_stall = True  # a step may commit nothing; the block's step cap bounds it
 
-    def on_start(self, state: DiffusionState) -> None:
-        B, bl = state.batch_size, self.config.block_length
-        state.memo["records"] = []
-        state.memo["prev"] = torch.full((B, bl), -1, dtype=torch.long, device=state.x.device)
-        state.memo["steps_here"] = torch.zeros(B, dtype=torch.long)
+    def new_state(self, batch_size, mask_id, eos_id, generator, device) -> _OracleState:
+        prev = torch.full((batch_size, self.config.block_length), -1, dtype=torch.long, device=device)
+        return _OracleState(batch_size, mask_id, eos_id, generator, prev=prev)
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
+    def select(self, view: BlockView, state: _OracleState) -> torch.Tensor:
+        dev_rows = view.rows.to(view.x0.device)
+        final = state.final[dev_rows[:, None], view.block_columns]
+        right = view.x0 == final
+        state.records.append((view.confidence.float().cpu(), right.cpu()))
+        stuck = (view.x0 == state.prev[dev_rows]).all(-1)
+        state.prev[dev_rows] = view.x0
+        state.stuck = stuck.cpu() | (view.step_in_block + 1 >= self.config.block_length)
+        return (right | state.stuck.to(right.device)[:, None]) & view.mask
+
+    def apply(self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         cols = self.block_columns(state, rows)
-        dev_rows = rows.to(state.x.device)
-        final = state.memo["final"][dev_rows[:, None], cols]
-        right = x0 == final
-        state.memo["records"].append((confidence.float().cpu(), right.cpu()))
-        prev = state.memo["prev"][dev_rows]
-        stuck = (x0 == prev).all(-1)
-        state.memo["prev"][dev_rows] = x0
-        state.memo["_stuck"] = stuck.cpu() | (state.step_in_block[rows] + 1 >= self.config.block_length)
-        state.memo["_final_block"] = final
-        return right & mask
-
-    def advance(self, state, rows, still_masked) -> None:
-        stuck = state.memo["_stuck"]
-        if bool(stuck.any()):  # predictions stopped changing: fill the block with the final tokens
-            cols = self.block_columns(state, rows)
+        committed = super().apply(state, rows, logits)
+        stuck = state.rule.stuck
+        if stuck is not None and bool(stuck.any()):  # stuck rows committed their whole block: make it final
             dev_rows = rows.to(state.x.device)
-            fill = stuck.to(state.x.device)[:, None] & still_masked
-            state.x[dev_rows[:, None], cols] = torch.where(fill, state.memo["_final_block"], state.x[dev_rows[:, None], cols])
-            still_masked = still_masked & ~fill
-        super().advance(state, rows, still_masked)
+            final = state.rule.final[dev_rows[:, None], cols]
+            here = state.x[dev_rows[:, None], cols]
+            state.x[dev_rows[:, None], cols] = torch.where(stuck.to(here.device)[:, None], final, here)
+        return committed
 
-    def on_block_end(self, state, rows) -> None:
-        state.memo["prev"][rows.to(state.x.device)] = -1
+    def on_block_end(self, state: _OracleState, rows: torch.Tensor) -> None:
+        state.prev[rows.to(state.prev.device)] = -1
 
 
 @torch.no_grad()
@@ -179,7 +186,7 @@ def collect_trajectories(
     strategy, LLaDA low-confidence with ``steps`` (default ``gen_length``: one token per step).
     """
     import paradecode
-    from ..api import model_device, prepare_prompts
+    from ..inputs import model_device, prepare_prompts
     from ..loop import run_loop
 
     steps = gen_length if steps is None else steps
@@ -191,13 +198,13 @@ def collect_trajectories(
                                  steps=steps, mask_token_id=mask_token_id, **base_options)
         oracle = _GreedyOracle(build_config(DiffusionConfig, "learn2pd oracle", dict(
             gen_length=gen_length, block_length=block_length,
-            **{k: v for k, v in base_options.items() if k in ("temperature", "remasking", "cfg_scale")})))
+            **{k: v for k, v in base_options.items() if k in ("temperature", "cfg_scale")})))
         models, ctx = oracle.setup(model, mask_token_id=mask_token_id)
         ids, am = prepare_prompts(chunk, None, ctx["pad_id"], model_device(model))
         state = oracle.start(ids, attention_mask=am, **ctx)
-        state.memo["final"] = base.sequences
+        state.rule.final = base.sequences
         run_loop(oracle, state, models, ids.shape[0], device=ids.device, timing=False)
-        for conf, right in state.memo["records"]:
+        for conf, right in state.rule.records:
             xs.append(conf)
             ys.append(right.float())
     return torch.cat(xs), torch.cat(ys)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..registry import register
-from .base import BlockDiffusionStrategy, DiffusionConfig
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence, topk_mask
 
 
@@ -39,12 +38,13 @@ def anchor_neighbourhood(anchors: torch.Tensor, radius: int) -> torch.Tensor:
     """(batch, L) bool: positions within ``radius`` of some anchor (the anchors included)."""
     if radius == 0:
         return anchors
+    radius = min(radius, anchors.shape[-1])  # a wider window covers the same block
     hit = F.max_pool1d(anchors.float().unsqueeze(1), 2 * radius + 1, stride=1, padding=radius)
     return hit.squeeze(1) > 0
 
 
-@register("localleap")
 class LocalLeap(BlockDiffusionStrategy):
+    name = "localleap"
     description = "LocalLeap: relaxed threshold within a radius of high-confidence anchors"
     Config = LocalLeapConfig
     # `paradecode bench`: Fast-dLLM's thresholds, each with the paper's relaxation (0.9 -> 0.75)
@@ -52,9 +52,10 @@ class LocalLeap(BlockDiffusionStrategy):
         {"threshold": t, "relaxed_threshold": round(t - 0.15, 2)} for t in (0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3)
     ]
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
         c = self.config
-        conf = masked_confidence(confidence, mask)
+        mask, rows = view.mask, view.rows
+        conf = masked_confidence(view.confidence, mask)
         anchors = (conf >= c.threshold) & mask
         near = anchor_neighbourhood(anchors, c.radius)
         counts = torch.zeros(state.batch_size, dtype=torch.long, device=anchors.device)

@@ -9,21 +9,31 @@ temperature and unsupervised classifier-free guidance as in LLaDA's ``generate``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from functools import cached_property
+from typing import Literal, Optional
 
 import torch
 
-from ..registry import register
-from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence, num_transfer_schedule, topk_mask
 
 
 @dataclass
 class LowConfConfig(DiffusionConfig):
+    """LLaDA ``generate``'s options: ``steps`` over the whole generation, ``remasking``
+    (which predictions a step keeps), and its EOS / EOT handling."""
+
     steps: int = 128
+    remasking: Literal["low_confidence", "random"] = "low_confidence"
+    confidence_eos_eot_inf: bool = False  # LLaDA: commit EOS / EOT predictions last
+    eot_token_id: Optional[int] = None  # LLaDA-8B-Instruct's <|eot_id|> is 126348
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.remasking not in ("low_confidence", "random"):
+            raise ValueError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}.")
+        if self.eot_token_id is not None and not self.confidence_eos_eot_inf:
+            raise ValueError("eot_token_id is read only with confidence_eos_eot_inf=True; pass both or neither.")
         if self.steps <= 0:
             raise ValueError(f"steps must be positive, got {self.steps}.")
         if self.steps % self.num_blocks:
@@ -38,8 +48,8 @@ class LowConfConfig(DiffusionConfig):
             )
 
 
-@register("lowconf")
 class LowConfidence(BlockDiffusionStrategy):
+    name = "lowconf"
     description = "LLaDA baseline: fixed tokens per step per block, low-confidence or random remasking"
     Config = LowConfConfig
     fixed_schedule = True
@@ -48,12 +58,14 @@ class LowConfidence(BlockDiffusionStrategy):
     def steps_per_block(self) -> int:
         return self.config.steps // self.config.num_blocks
 
-    def on_start(self, state: DiffusionState) -> None:
-        # Every block starts fully masked, so the per-step counts are known on the host.
+    @cached_property
+    def schedule(self) -> list[int]:
+        """Tokens per step of a block: every block starts fully masked, so the counts are
+        known on the host."""
         bl = torch.tensor([self.config.block_length])
-        state.memo["schedule"] = num_transfer_schedule(bl, self.steps_per_block)[0].tolist()
+        return num_transfer_schedule(bl, self.steps_per_block)[0].tolist()
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
-        schedule = state.memo["schedule"]
-        k = torch.tensor([schedule[int(s)] for s in state.step_in_block[rows]])
-        return topk_mask(masked_confidence(confidence, mask), k)
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
+        schedule = self.schedule
+        k = torch.tensor([schedule[min(int(s), len(schedule) - 1)] for s in view.step_in_block])
+        return topk_mask(masked_confidence(view.confidence, view.mask), k)

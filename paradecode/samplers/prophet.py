@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
-from ..registry import build_config, get_strategy_class, register
-from .base import BlockDiffusionStrategy, DiffusionConfig, DiffusionState
+from ..config import build_config
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import add_gumbel_noise, forbid_token
 
+BASES = ("lowconf", "threshold", "credit", "localleap", "learn2pd")
 # Progress boundaries of the three stages (hard-coded in the reference's should_early_exit).
 STAGE_BOUNDS = (0.33, 0.67)
 
@@ -33,7 +34,7 @@ class ProphetConfig(DiffusionConfig):
     positions still masked (per row, each step). ``max_steps``: the step budget that
     progress is measured against; None takes the base's ``steps`` or else ``gen_length``."""
 
-    base: str = "lowconf"
+    base: Literal["lowconf", "threshold", "credit", "localleap", "learn2pd"] = "lowconf"
     base_options: dict[str, Any] = field(default_factory=dict)
     early_threshold: float = 7.5
     mid_threshold: float = 5.0
@@ -44,8 +45,9 @@ class ProphetConfig(DiffusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.base == "prophet":
-            raise ValueError("prophet cannot be its own base; use base='lowconf', 'threshold', ...")
+        if self.base not in BASES:
+            own = " (prophet cannot be its own base)" if self.base == "prophet" else ""
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}{own}.")
         if not isinstance(self.base_options, dict):
             raise ValueError(f"base_options must be a dict of the base's options, got {type(self.base_options).__name__}.")
         shared = sorted(set(self.base_options) & {f.name for f in dataclasses.fields(DiffusionConfig)})
@@ -69,26 +71,15 @@ class ProphetConfig(DiffusionConfig):
         return self.late_threshold
 
 
-@register("prophet")
 class Prophet(BlockDiffusionStrategy):
+    name = "prophet"
     description = "Prophet: early-commit all remaining masks once the top-2 logit gap passes a stage threshold"
     Config = ProphetConfig
     needs_full_logits = True  # the exit fills later blocks, and the window may lie outside the block
 
-    @staticmethod
-    def sweep(gen_length: int, block_length: int) -> list[dict[str, Any]]:
-        """`paradecode bench`: the paper's thresholds over the lowconf base's steps (full,
-        1/2, 1/4 ...), and over Fast-dLLM's threshold rule at 0.9 and 0.7."""
-        from ..bench.runner import halving_steps
-
-        over_steps = [{"base_options": s} for s in halving_steps(gen_length, block_length)]
-        return over_steps + [{"base": "threshold", "base_options": {"threshold": t}} for t in (0.9, 0.7)]
-
     def __init__(self, config: ProphetConfig) -> None:
         super().__init__(config)
-        base_cls = get_strategy_class(config.base)
-        if not issubclass(base_cls, BlockDiffusionStrategy):
-            raise ValueError(f"prophet's base must be a diffusion-LM strategy; {config.base!r} is not.")
+        base_cls = _base_class(config.base)
         options = {f.name: getattr(config, f.name) for f in dataclasses.fields(DiffusionConfig)}
         if "steps" in {f.name for f in dataclasses.fields(base_cls.Config)}:
             options["steps"] = config.gen_length  # full steps, as Prophet's evaluation runs its base
@@ -97,62 +88,80 @@ class Prophet(BlockDiffusionStrategy):
         self.base = base_cls(base_config)
         self.fixed_schedule = self.base.fixed_schedule
         budget = config.max_steps or getattr(base_config, "steps", None) or config.gen_length
-        self.max_steps = int(budget)
+        self.step_budget = int(budget)
 
     @property
     def steps_per_block(self) -> int:
         return self.base.steps_per_block
 
-    # ---- delegated to the base strategy ---------------------------------------------------------
-    def on_start(self, state: DiffusionState) -> None:
-        self.base.on_start(state)
+    def setup(self, model: Any, **kw: Any) -> tuple[dict, dict]:
+        self.base.setup(model, **kw)  # the base's own checks and runtime options (a Learn2PD filter)
+        return super().setup(model, **kw)
 
-    def on_block_end(self, state: DiffusionState, rows: torch.Tensor) -> None:
+    def needs_eos(self) -> bool:
+        return super().needs_eos() or self.base.needs_eos()
+
+    # ---- delegated to the base strategy (Prophet's state is the base's) -------------------------
+    def new_state(self, batch_size, mask_id, eos_id, generator, device) -> RuleState:
+        return self.base.new_state(batch_size, mask_id, eos_id, generator, device)
+
+    def on_block_end(self, state: RuleState, rows: torch.Tensor) -> None:
         self.base.on_block_end(state, rows)
 
-    def adjust_logits(self, state, rows, logits, mask) -> torch.Tensor:
-        return self.base.adjust_logits(state, rows, logits, mask)
+    def adjust_logits(self, view: BlockView, state: RuleState, logits: torch.Tensor) -> torch.Tensor:
+        return self.base.adjust_logits(view, state, logits)
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
-        return self.base.select(state, rows, logits, x0, confidence, mask, full_logits)
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
+        return self.base.select(view, state)
+
+    def end_of_text(self, view: BlockView, state: RuleState, transfer: torch.Tensor) -> Optional[torch.Tensor]:
+        return self.base.end_of_text(view, state, transfer)
 
     # ---- Prophet's own rule ---------------------------------------------------------------------
-    def answer_gap(self, state: DiffusionState, rows: torch.Tensor, full_logits: torch.Tensor) -> torch.Tensor:
-        """(len(rows),) mean top-1 minus top-2 logit over each row's answer window."""
+    def answer_gap(self, view: BlockView, mask_id: int) -> torch.Tensor:
+        """(n,) mean top-1 minus top-2 logit over each row's answer window."""
         c = self.config
-        P = state.prompt_length
+        P, full_logits = view.gen_start, view.full_logits
         top2 = torch.topk(full_logits[:, P:].float(), 2, dim=-1).values
         gap = top2[..., 0] - top2[..., 1]  # (n, gen_length)
         if c.answer_start is not None:
             return gap[:, c.answer_start : c.answer_start + c.answer_length].mean(-1)
-        masked = state.x[rows.to(state.x.device), P : P + gap.shape[1]] == state.mask_id  # llada2: the visible part
+        masked = view.canvas[:, P : P + gap.shape[1]] == mask_id  # llada2: the visible part
         window = masked & (masked.long().cumsum(-1) <= c.answer_length)
         count = window.sum(-1)
         mean = (gap * window).sum(-1) / count.clamp(min=1)
         return torch.where(count > 0, mean, torch.full_like(mean, float("-inf")))
 
-    def early_exit(self, state, rows, full_logits) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         c = self.config
-        progress = (state.steps + 1) / self.max_steps  # the reference counts steps from 1
-        gap = self.answer_gap(state, rows, full_logits).cpu()  # the decision is taken on the host, as the reference's .item()
+        rows, full_logits = view.rows, view.full_logits
+        progress = (state.steps + 1) / self.step_budget  # the reference counts steps from 1
+        gap = self.answer_gap(view, state.mask_id).cpu()  # the decision is taken on the host, as the reference's .item()
         stop = gap >= c.threshold_at(progress)
         record = torch.full((state.batch_size,), float("nan"))
         record[rows] = gap
         state.extras["prophet_gap"] = record
-        inner = self.base.early_exit(state, rows, full_logits)
-        if inner is not None:  # a base that stops rows itself (end-of-text) keeps its own fill
-            inner_stop, inner_tokens = inner
-            state.extras["prophet_exit"] = int(stop.sum())
-            return stop.to(inner_stop.device) | inner_stop, torch.where(inner_stop[:, None], inner_tokens, self._argmax(state, full_logits))
         n_stop = int(stop.sum())
         state.extras["prophet_exit"] = n_stop
         if n_stop == 0:
             return None  # no noise drawn: without an exit the run equals the base's, seed for seed
-        return stop, self._argmax(state, full_logits)
+        return stop, self._argmax(view, state)
 
-    def _argmax(self, state: DiffusionState, full_logits: torch.Tensor) -> torch.Tensor:
+    def _argmax(self, view: BlockView, state: RuleState) -> torch.Tensor:
         """The generation's predictions, as the step's own x0 (Gumbel noise at temperature > 0)."""
-        gen_logits = forbid_token(full_logits[:, state.prompt_length :], state.mask_id)
+        gen_logits = forbid_token(view.full_logits[:, view.gen_start :], state.mask_id)
         if self.config.logits_eos_inf:
             gen_logits = forbid_token(gen_logits, state.eos_id)
         return add_gumbel_noise(gen_logits, self.config.temperature, state.generator).argmax(-1)
+
+
+def _base_class(name: str) -> type:
+    """The base rule's class (imported here, not through the registry: strategies sit below it)."""
+    from .credit import CreditDecoding
+    from .learn2pd import Learn2PD
+    from .localleap import LocalLeap
+    from .lowconf import LowConfidence
+    from .threshold import ConfidenceThreshold
+
+    classes = {c.name: c for c in (LowConfidence, ConfidenceThreshold, CreditDecoding, LocalLeap, Learn2PD)}
+    return classes[name]

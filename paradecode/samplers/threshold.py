@@ -13,8 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..registry import register
-from .base import BlockDiffusionStrategy, DiffusionConfig
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import factor_mask, masked_confidence, threshold_mask
 
 
@@ -29,13 +28,13 @@ class ThresholdConfig(DiffusionConfig):
             raise ValueError(f"factor must be positive (Fast-dLLM uses 1.0), got {self.factor}.")
 
 
-@register("threshold")
 class ConfidenceThreshold(BlockDiffusionStrategy):
+    name = "threshold"
     description = "Fast-dLLM: commit every masked block position above a confidence threshold (or factor rule)"
     Config = ThresholdConfig
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits) -> torch.Tensor:
-        conf = masked_confidence(confidence, mask)
+    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
+        conf = masked_confidence(view.confidence, view.mask)
         if self.config.factor is not None:
-            return factor_mask(conf, mask, self.config.factor)
-        return threshold_mask(conf, mask, self.config.threshold)
+            return factor_mask(conf, view.mask, self.config.factor)
+        return threshold_mask(conf, view.mask, self.config.threshold)

@@ -24,10 +24,10 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..loop import Request, Strategy
-from ..registry import register
+from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from .causal_lm import CausalLM, KVStream, vocab_size
+from .drafting import DraftModelDrafter, Drafts
 from .vocabtrim import VocabTrim
 
 __all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
@@ -86,15 +86,6 @@ class SpeculativeState:
     eos_ids: Optional[torch.Tensor]
     keep_ids: Optional[torch.Tensor]  # VocabTrim: the draft's kept token ids, or None
     vocab_size: int
-    phase: str = "draft"
-    k_step: int = 0  # drafts planned this step
-    drafts: list = field(default_factory=list)  # (b,) token ids
-    draft_probs: list = field(default_factory=list)  # (b, V) q_i over the target vocabulary
-    draft_len: Optional[torch.Tensor] = None  # (b,) drafts each row proposes this step
-    drafting: Optional[torch.Tensor] = None  # (b,) bool rows still drafting (confidence stop)
-    draft_t0: float = 0.0
-    memo_valid: Optional[torch.Tensor] = None  # validity of the slots the pending request appends
-    memo_dense: bool = True  # ... and whether all of them are valid (host flag)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,11 +100,17 @@ def _as_ids(value: Any) -> Optional[torch.Tensor]:
     return torch.tensor([int(i) for i in ids], dtype=torch.long)
 
 
-@register("speculative")
 class SpeculativeDecoding(Strategy[SpeculativeState]):
+    name = "speculative"
+    family = "causal-lm"
+    roles = ("target", "draft")
     description = "speculative sampling with a draft causal LM: draft k, verify in one target forward (lossless); VocabTrim"
     Config = SpeculativeConfig
     runtime_options = ("draft_model", "vocabtrim")
+
+    def __init__(self, config: SpeculativeConfig) -> None:
+        super().__init__(config)
+        self.drafter = DraftModelDrafter(config)
 
     # ---- setup ---------------------------------------------------------------------------
     def setup(
@@ -194,94 +191,41 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             vocab_size=models["target"].vocab_size,
         )
 
-    # ---- propose -------------------------------------------------------------------------
-    def propose(self, state: SpeculativeState) -> Request:
+    # ---- one step: draft k, verify once, accept, roll back ----------------------------------
+    def step(self, state: SpeculativeState, call: ModelCall) -> torch.Tensor:
         c = self.config
-        b = len(state.active)
-        if state.phase == "draft" and not state.drafts:
-            remaining = c.max_new_tokens - state.n_gen[state.active]
-            # Accepted drafts + the final token never exceed the largest remaining budget.
-            state.k_step = int(min(state.k, int(remaining.max()) - 1))
-            state.draft_len = torch.zeros(b, dtype=torch.long, device=state.tokens.device)
-            state.drafting = torch.ones(b, dtype=torch.bool, device=state.tokens.device)
-            state.draft_t0 = time.perf_counter()
-            if state.k_step <= 0:
-                state.k_step = 0
-                state.phase = "verify"
-        if state.phase == "draft":
-            if not state.drafts:
-                ids, valid, dense = state.draft.feed_pending()
-            else:
-                ids = state.drafts[-1][:, None]
-                valid, dense = torch.ones_like(ids), True
-            state.memo_valid, state.memo_dense = valid, dense
-            kwargs = state.draft.request_kwargs(valid, num_logits=1, dense=dense)
-            return Request(ids, kwargs=kwargs, role="draft", rows=state.active, ends_step=False)
-        # verify: the target's pending token(s) then every draft, scored in one forward
+        remaining = c.max_new_tokens - state.n_gen[state.active]
+        # Accepted drafts + the final token never exceed the largest remaining budget.
+        k = max(0, int(min(state.k, int(remaining.max()) - 1)))
+        t0 = time.perf_counter()
+        drafts = self.drafter.propose(state, call, k)
         if c.record_draft_time:
-            dev = state.tokens.device
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            state.extras["draft_seconds"] = time.perf_counter() - state.draft_t0
+            if state.tokens.device.type == "cuda":
+                torch.cuda.synchronize(state.tokens.device)
+            state.extras["draft_seconds"] = time.perf_counter() - t0
+        # Verify: the target's pending token(s) then every draft, scored in one forward.
         ids, valid, dense = state.target.feed_pending()
-        k = len(state.drafts)
-        if k:
-            d = torch.stack(state.drafts, dim=1)
-            ids = torch.cat([ids, d], dim=1)
-            valid = torch.cat([valid, torch.ones_like(d)], dim=1)
-        state.memo_valid, state.memo_dense = valid, dense
-        kwargs = state.target.request_kwargs(valid, num_logits=k + 1, dense=dense)
-        return Request(ids, kwargs=kwargs, role="target", rows=state.active)
+        if drafts.k:
+            ids = torch.cat([ids, drafts.tokens], dim=1)
+            valid = torch.cat([valid, torch.ones_like(drafts.tokens)], dim=1)
+        kwargs = state.target.request_kwargs(valid, num_logits=drafts.k + 1, dense=dense)
+        logits = call("target", Request(ids, kwargs=kwargs, rows=state.active))
+        state.target.advance(valid, dense)
+        return self._accept(state, drafts, logits)
 
-    # ---- commit --------------------------------------------------------------------------
-    def commit(self, state: SpeculativeState, logits: torch.Tensor) -> Optional[torch.Tensor]:
-        if state.phase == "draft":
-            self._commit_draft(state, logits[:, -1])
-            return None
-        return self._commit_verify(state, logits)
-
-    def _commit_draft(self, state: SpeculativeState, logits: torch.Tensor) -> None:
+    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor) -> torch.Tensor:
         c = self.config
-        state.draft.advance(state.memo_valid, state.memo_dense)
-        keep_ids = state.keep_ids
-        if c.do_sample:
-            q = warp_probs(logits, c.temperature, c.top_k, c.top_p)
-            idx = torch.multinomial(q, 1, generator=state.generator).squeeze(1)
-            conf = q.gather(1, idx[:, None]).squeeze(1)
-            if keep_ids is not None:  # q over the full vocabulary: zero outside the kept tokens
-                full = q.new_zeros(q.shape[0], state.vocab_size)
-                q = full.index_copy_(1, keep_ids, q)
-            state.draft_probs.append(q)
-        else:
-            idx = logits.argmax(-1)
-            conf = None
-            if c.draft_confidence_threshold > 0:
-                conf = logits.float().softmax(-1).gather(1, idx[:, None]).squeeze(1)
-        token = keep_ids[idx] if keep_ids is not None else idx
-        state.drafts.append(token)
-        state.draft_len = torch.where(state.drafting, state.draft_len + 1, state.draft_len)
-        stop = len(state.drafts) >= state.k_step
-        if c.draft_confidence_threshold > 0:
-            state.drafting = state.drafting & (conf >= c.draft_confidence_threshold)
-            stop = stop or not bool(state.drafting.any())  # one small sync per draft token
-        if stop:
-            state.phase = "verify"
-
-    def _commit_verify(self, state: SpeculativeState, logits: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        k = len(state.drafts)
+        k = drafts.k
         b = len(state.active)
         dev = state.tokens.device
-        drafts = torch.stack(state.drafts, 1) if k else torch.zeros(b, 0, dtype=torch.long, device=dev)
-        draft_len = state.draft_len if k else None
         if c.do_sample:
             p = warp_probs(logits, c.temperature, c.top_k, c.top_p)
-            q = torch.stack(state.draft_probs, 1) if k else p[:, :0]
-            n, nxt = accept_sampled(drafts, q, p, draft_len, state.generator)
+            q = drafts.probs if k else p[:, :0]
+            n, nxt = accept_sampled(drafts.tokens, q, p, drafts.lengths, state.generator)
         else:
-            n, nxt = accept_greedy(drafts, logits, draft_len)
+            n, nxt = accept_greedy(drafts.tokens, logits, drafts.lengths)
         # Candidate text of this step: d_1..d_n then the target's token.
-        cand = torch.cat([drafts, torch.zeros_like(nxt)[:, None]], dim=1)
+        cand = torch.cat([drafts.tokens, torch.zeros_like(nxt)[:, None]], dim=1)
         cand.scatter_(1, n[:, None], nxt[:, None])
         length = n + 1
         remaining = (c.max_new_tokens - state.n_gen[state.active]).to(dev)
@@ -304,17 +248,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         # One host sync per step: how far each row got.
         n_cpu, length_cpu, eos_cpu = n.cpu(), length.cpu(), hit_eos.cpu()
         # Target cache: pending + drafts were appended; keep the pending and the accepted drafts.
-        state.target.advance(state.memo_valid, state.memo_dense)
         state.target.rollback(k, n, n_cpu)
         state.target.append_pending(nxt[:, None], torch.ones_like(nxt)[:, None])
-        # Draft cache: it saw d_1..d_{k-1}; keep the accepted ones. A row that accepted all k
-        # still has to show d_k to the draft next step.
-        if k:
-            state.draft.rollback(k - 1, torch.clamp(n, max=k - 1), torch.clamp(n_cpu, max=k - 1))
-            all_in = n_cpu == k
-            if bool(all_in.any()):
-                state.draft.append_pending(drafts[:, -1:], (n == k)[:, None], dense=bool(all_in.all()))
-        state.draft.append_pending(nxt[:, None], torch.ones_like(nxt)[:, None])
+        self.drafter.accepted(state, drafts, n, n_cpu, nxt)
         # Per-step record.
         committed = torch.zeros(state.batch_size, dtype=torch.long)
         committed[state.active] = length_cpu
@@ -322,7 +258,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         accepted[state.active] = torch.minimum(n_cpu, length_cpu)
         drafted = torch.zeros(state.batch_size, dtype=torch.long)
         if k:
-            drafted[state.active] = state.draft_len.cpu()
+            drafted[state.active] = drafts.lengths.cpu()
         state.extras.update(accepted=accepted, drafted=drafted, draft_tokens=k)
         state.n_gen[state.active] += length_cpu
         # Draft-length schedule (transformers' heuristic): +2 if every row accepted all, else -1.
@@ -339,13 +275,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             keep_dev = keep.to(dev)
             state.target.select_rows(keep_dev)
             state.draft.select_rows(keep_dev)
-        state.drafts, state.draft_probs = [], []
-        state.phase = "draft"
         return committed
 
     # ---- end -----------------------------------------------------------------------------
     def done(self, state: SpeculativeState) -> bool:
         return len(state.active) == 0
+
+    def max_steps(self, state: SpeculativeState) -> int:
+        return self.config.max_new_tokens  # every step commits at least one token per row
 
     def result(self, state: SpeculativeState) -> torch.Tensor:
         return state.tokens

@@ -23,10 +23,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..loop import Request
-from ..registry import register
+from ..interfaces import ModelCall, Request
 from .generate import VARSampleConfig, VARState, VARStep, VARStrategy, _check_var
-from .kvcache import VARKVCache
 from .var import VAR
 from .vqvae import VQVAE
 
@@ -47,10 +45,11 @@ class CoDeConfig(VARSampleConfig):
             raise ValueError("CoDe hands over a prefix to the refiner's KV cache; use_cache=False is not supported.")
 
 
-@register("code")
 class CoDeStrategy(VARStrategy):
     """CoDe: a large VAR drafts the first ``draft_steps`` scales, a small VAR refines the rest."""
 
+    name = "code"
+    roles = ("drafter", "refiner")
     description = "CoDe: large VAR drafts the first N scales, small VAR refines the rest (N = draft_steps)"
     Config = CoDeConfig
     runtime_options = ("vae", "refiner")
@@ -70,18 +69,18 @@ class CoDeStrategy(VARStrategy):
         vae = self._resolve_vae(drafter, vae)
         self._check_top_k_len(drafter)
         self._num_classes = drafter.num_classes
-        self._var = drafter
+        self._vae = vae
         return {"drafter": VARStep(drafter), "refiner": VARStep(refiner)}, {"vae": vae}
 
     def model_role(self, state: VARState) -> str:
         return "drafter" if state.si < self.config.draft_steps else "refiner"
 
-    def propose(self, state: VARState) -> Request:
+    def step(self, state: VARState, call: ModelCall) -> torch.Tensor:
         N = self.config.draft_steps
         if state.si != N or N == 0:
-            return super().propose(state)
-        # Hand-over: drop the drafter's cache, re-encode the prefix with the refiner.
-        state.cache = VARKVCache()
+            return super().step(state, call)
+        # Hand-over: drop the drafter's cache; the refiner re-encodes the prefix into its own.
+        call.release("drafter")
         inputs = torch.cat(state.hub, dim=1)
-        kwargs: dict[str, Any] = dict(si=state.si, label_B=state.labels, cache=state.cache, prefix=True)
-        return Request(inputs, kwargs=kwargs, role="refiner")
+        kwargs: dict[str, Any] = dict(si=state.si, label_B=state.labels, prefix=True)
+        return self.commit(state, call("refiner", Request(inputs, kwargs=kwargs)))

@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..caches.scalekv import ScaleKV, ScaleKVConfig, calibrate
+from ..caches.scalekv import ScaleKV, ScaleKVConfig
+from .generate import calibrate_scalekv as calibrate
 from .generate import VisionOutput, generate
 from .metrics import psnr
 from .shapes import NUM_CLASSES, class_name

@@ -1,9 +1,9 @@
 """VAR next-scale generation as a step-loop strategy: one step = one scale.
 
-``propose`` asks the VAR for the logits of the next scale (with its KV cache); ``commit`` mixes
-the conditional and unconditional rows with VAR's ramped guidance, samples the scale's tokens
-with top-k / top-p, adds them to ``f_hat`` through the VQ-VAE's residual quantizer and prepares
-the next scale's input. This is ``VAR.autoregressive_infer_cfg`` of FoundationVision/VAR
+A step asks the VAR for the logits of the next scale (through the loop's caller, which applies
+the role's KV cache), mixes the conditional and unconditional rows with VAR's ramped guidance,
+samples the scale's tokens with top-k / top-p, adds them to ``f_hat`` through the VQ-VAE's
+residual quantizer and prepares the next scale's input. This is ``VAR.autoregressive_infer_cfg`` of FoundationVision/VAR
 (defaults cfg 1.5, top_k 0, top_p 0; its demo uses cfg 4, top_k 900, top_p 0.95), split so that
 the loop can time, count and cache every scale.
 
@@ -18,15 +18,16 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..loop import Request, Strategy, Trace
-from ..registry import register
-from .kvcache import VARKVCache
+from ..caches.scalekv import ASIRecorder, ScaleKVConfig, ScaleKVPlan
+from ..caches.var_kv import VARKVCache
+from ..interfaces import ModelCall, Request, Strategy
+from ..loop import Trace
 from .var import VAR
 from .vqvae import VQVAE
 
 __all__ = [
     "VARSampleConfig", "VARState", "VARStrategy", "VisionOutput", "generate", "cfg_mix",
-    "filter_top_k_top_p", "sample_filtered", "sample_top_k_top_p", "smooth_embedding",
+    "filter_top_k_top_p", "sample_filtered", "sample_top_k_top_p", "smooth_embedding", "calibrate_scalekv",
 ]
 
 PerScale = Union[int, float, Sequence[int], Sequence[float]]
@@ -140,10 +141,8 @@ class VARState:
     next_input: Optional[torch.Tensor] = None  # (B, pn*pn, Cvae) input of scale si (None at 0)
     hub: list = field(default_factory=list)  # inputs of scales 1..si, for prefix passes
     tokens: list = field(default_factory=list)  # sampled ids per scale, (B, pn*pn)
-    cache: Optional[VARKVCache] = None
     generator: Optional[torch.Generator] = None
     extras: dict[str, Any] = field(default_factory=dict)
-    memo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -172,10 +171,11 @@ def _check_var(model: Any, what: str) -> VAR:
     return model
 
 
-@register("var")
 class VARStrategy(Strategy[VARState]):
     """VAR next-scale prediction: one scale per step, KV cache across scales, ramped CFG."""
 
+    name = "var"
+    family = "var"
     description = "VAR next-scale prediction (one scale per step, KV cache, ramped CFG, top-k/top-p)"
     Config = VARSampleConfig
     runtime_options = ("vae",)
@@ -186,8 +186,17 @@ class VARStrategy(Strategy[VARState]):
         vae = self._resolve_vae(var, vae)
         self._check_top_k_len(var)
         self._num_classes = var.num_classes
-        self._var = var
+        self._vae = vae
         return {"model": VARStep(var)}, {"vae": vae}
+
+    def default_caches(self, models: dict[str, Any]) -> dict[str, Any]:
+        """VAR's full KV cache per model (none with ``use_cache=False``)."""
+        return {role: VARKVCache() for role in self.roles} if self.config.use_cache else {}
+
+    def calibrate_scalekv(self, var: VAR, config: ScaleKVConfig) -> ScaleKVPlan:
+        """A ScaleKV plan for ``var`` calibrated with this strategy's sampling options."""
+        c = self.config
+        return calibrate_scalekv(var, self._vae, config=config, cfg=c.cfg, top_k=c.top_k, top_p=c.top_p, temperature=c.temperature)
 
     def _resolve_vae(self, var: VAR, vae: Optional[VQVAE]) -> VQVAE:
         vae = vae if vae is not None else var.vae
@@ -226,25 +235,24 @@ class VARStrategy(Strategy[VARState]):
         pn = vae.config.v_patch_nums[-1]
         f_hat = torch.zeros(labels.shape[0], vae.Cvae, pn, pn, device=labels.device)
         return VARState(
-            labels=labels, vae=vae, f_hat=f_hat, num_scales=len(vae.config.v_patch_nums),
-            cache=VARKVCache() if self.config.use_cache else None, generator=generator,
+            labels=labels, vae=vae, f_hat=f_hat, num_scales=len(vae.config.v_patch_nums), generator=generator,
         )
 
     # ---- one scale ---------------------------------------------------------------------------------
     def model_role(self, state: VARState) -> str:
         return "model"
 
-    def propose(self, state: VARState) -> Request:
+    def step(self, state: VARState, call: ModelCall) -> torch.Tensor:
         kwargs: dict[str, Any] = dict(si=state.si, label_B=state.labels)
         if self.config.use_cache:
-            kwargs["cache"] = state.cache
-            inputs = state.next_input
+            inputs = state.next_input  # the role's cache holds the earlier scales
         else:
             kwargs["prefix"] = True
             inputs = torch.cat(state.hub, dim=1) if state.hub else None
-        return Request(inputs, kwargs=kwargs, role=self.model_role(state))
+        return self.commit(state, call(self.model_role(state), Request(inputs, kwargs=kwargs)))
 
     def commit(self, state: VARState, logits: torch.Tensor) -> torch.Tensor:
+        """Sample scale ``state.si`` from its logits and prepare the next scale's input."""
         c, si, S = self.config, state.si, state.num_scales
         pn = state.vae.config.v_patch_nums[si]
         B = state.batch_size
@@ -262,17 +270,44 @@ class VARStrategy(Strategy[VARState]):
             state.next_input = nxt.reshape(B, quant.Cvae, -1).transpose(1, 2)
             state.hub.append(state.next_input)
         state.extras.update(scale=si, patch=pn, tokens_per_row=pn * pn, role=self.model_role(state))
-        if state.cache is not None:
-            state.extras.update(state.cache.stats())
         state.si += 1
         return torch.full((B,), pn * pn, dtype=torch.long, device=state.labels.device)
 
     def done(self, state: VARState) -> bool:
         return state.si >= state.num_scales
 
+    def max_steps(self, state: VARState) -> int:
+        return state.num_scales
+
     def result(self, state: VARState) -> torch.Tensor:
         """(B, 1 + L): the class label, then every scale's token ids."""
         return torch.cat([state.labels[:, None]] + state.tokens, dim=1)
+
+
+def calibrate_scalekv(
+    var: Any,
+    vae: Any = None,
+    class_labels: Optional[Sequence[int]] = None,
+    config: Optional[ScaleKVConfig] = None,
+    **sample_options: Any,
+) -> ScaleKVPlan:
+    """Run full-cache generations and pick each scale's drafters (lowest ASI).
+
+    ``class_labels`` default to ``calibration_samples`` labels spread over the classes;
+    ``sample_options`` (cfg, top_k, top_p ...) are those of the ``var`` strategy.
+    """
+    config = config or ScaleKVConfig()
+    if class_labels is None:
+        n = config.calibration_samples
+        class_labels = [(i * var.num_classes) // n for i in range(n)]
+    recorder = ASIRecorder(var.depth, var.patch_nums, config.asi_topk)
+    with torch.random.fork_rng(devices=[]):
+        generate(var, list(class_labels), "var", vae=vae, seed=config.calibration_seed, cache=recorder,
+                 decode=False, timing=False, **sample_options)
+    asi = (recorder.sum / recorder.count.clamp_min(1)).float()
+    nd = config.drafters_for(var.depth)
+    drafters = [[] if si == 0 else sorted(torch.argsort(asi[si])[:nd].tolist()) for si in range(len(var.patch_nums))]
+    return ScaleKVPlan(drafters=drafters, asi=asi, depth=var.depth, patch_nums=tuple(var.patch_nums))
 
 
 @dataclass

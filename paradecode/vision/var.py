@@ -328,21 +328,6 @@ class VAR(nn.Module):
             x = b(x, ada, self.attn_bias_for_masking, None)
         return self.head(self.head_nm(x, cond)).float()
 
-    @torch.no_grad()
-    def autoregressive_infer_cfg(
-        self, B: int, label_B: Optional[torch.Tensor | int], g_seed: Optional[int] = None,
-        cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
-    ) -> torch.Tensor:
-        """The official entry point: images (B, 3, H, W) in [0, 1], run through the step loop."""
-        from .generate import generate
-
-        if label_B is None:
-            g = torch.Generator().manual_seed(g_seed) if g_seed is not None else None
-            label_B = torch.randint(0, self.num_classes, (B,), generator=g)
-        elif isinstance(label_B, int):
-            label_B = torch.full((B,), label_B)
-        return generate(self, label_B, seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p).images
-
     # ---- initialisation and checkpoints -------------------------------------------------------------
     def init_weights(
         self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02, init_std: float = -1.0

@@ -13,13 +13,15 @@ from typing import Any, Optional
 
 import torch
 
-from ..caches.base import CachePolicy
+from .base import CachePolicy
 
 __all__ = ["VARKVCache"]
 
 
 class VARKVCache(CachePolicy):
     """Full per-layer K/V cache across scales (no compression)."""
+
+    families = ("var",)
 
     name = "var-full"
     description = "VAR's full KV cache across scales (the reference behaviour)."
@@ -34,14 +36,25 @@ class VARKVCache(CachePolicy):
         self.peak_bytes = 0
         self.positions: Optional[torch.Tensor] = None
 
-    def attach(self, strategy: Any, state: Any) -> None:
-        """Called by ``paradecode.sample`` before the loop: become the generation's cache."""
-        if not hasattr(state, "cache") or not hasattr(state, "vae"):
-            raise ValueError(f"the {type(self).__name__} cache works with the VAR strategies only.")
-        if state.cache is None:
+    def caches_for(self, strategy: Any, models: dict[str, Any]) -> dict[str, Any]:
+        """This cache for a one-model strategy; a fresh one per role for CoDe's two models."""
+        if not getattr(strategy.config, "use_cache", True):
             raise ValueError("a VAR cache policy needs use_cache=True (the uncached reference recomputes every scale).")
+        roles = tuple(strategy.roles)
+        out = {}
+        for i, role in enumerate(roles):
+            cache = self if i == 0 else self.fresh()
+            cache.prepare_for(models[role].var)
+            out[role] = cache
+        return out
+
+    def fresh(self) -> "VARKVCache":
+        """An empty cache with this one's settings (for another model role)."""
+        return type(self)()
+
+    def prepare_for(self, var: Any) -> None:
+        """Start a generation with ``var`` (a ``paradecode.vision.VAR``)."""
         self.reset()
-        state.cache = self
 
     # ---- model-side interface ------------------------------------------------------------------
     def begin_forward(self, positions: torch.Tensor) -> None:

@@ -1,0 +1,170 @@
+"""The types every layer shares: what a strategy asks a model to score, and the strategy contract.
+
+This module sits at the bottom of the package (it imports only :mod:`paradecode.inputs`), so models,
+caches, strategies and the loop can all speak in its terms without importing each other:
+
+* :class:`Request` is one model call: the inputs, keyword arguments, and which batch rows it
+  serves (the loop counts each row's forwards from it).
+* :class:`CanvasRequest` describes a diffusion-LM forward in canvas terms. A canvas cache
+  policy plans its feed from it and never looks at a strategy's state.
+* :class:`Strategy` is what the loop drives: ``start``, then ``step(state, call)`` until
+  ``done``. A step calls its models through ``call`` (the loop's instrumented caller), so a
+  strategy that needs several model calls per step (speculative decoding) reads top to bottom.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Optional, Protocol, TypeVar
+
+import torch
+
+__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "FAMILIES"]
+
+#: Model families a strategy belongs to and a cache policy may serve.
+FAMILIES = ("dllm", "var", "causal-lm")
+
+
+@dataclass
+class CanvasRequest:
+    """A diffusion-LM forward in canvas terms (what a canvas cache policy plans from).
+
+    ``tokens`` / ``positions`` / ``attention_mask`` are the rows fed, ``(R, L)`` where
+    ``R = reps * len(rows)`` (``reps`` is 2 with classifier-free guidance: conditional rows,
+    then unconditional ones). The other fields describe the ``len(rows)`` sequences:
+
+    * ``window_start`` / ``window_size``: the columns whose logits the step needs (each row's
+      current block, or the whole canvas for a rule that reads it all);
+    * ``block_start`` / ``block_length`` / ``step_in_block``: where each row's block is and
+      how many steps it has had;
+    * ``committed_at``: ``(len(rows), L)`` global step at which each column was committed
+      (-1: prompt or still masked), and ``step``: the global step about to run.
+    """
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    attention_mask: Optional[torch.Tensor]
+    rows: torch.Tensor
+    reps: int
+    batch_size: int
+    window_start: torch.Tensor
+    window_size: int
+    block_start: torch.Tensor
+    block_length: int
+    step_in_block: torch.Tensor
+    committed_at: torch.Tensor
+    step: int
+    mask_id: int
+
+    @property
+    def length(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def masked(self) -> torch.Tensor:
+        """(len(rows), L) bool: positions still masked (conditional rows)."""
+        return self.tokens[: len(self.rows)] == self.mask_id
+
+    def block_columns(self) -> torch.Tensor:
+        """(len(rows), block_length) canvas columns of each row's current block (on the tokens' device)."""
+        cols = self.block_start[:, None] + torch.arange(self.block_length)[None, :]
+        return cols.to(self.tokens.device)
+
+
+@dataclass
+class Request:
+    """One model call: ``model(inputs, **kwargs)``.
+
+    ``rows`` lists the batch rows the forward serves (None: all), so each row's NFE is
+    counted. ``canvas`` is set by diffusion-LM strategies: a canvas cache policy replaces the
+    call by the feed it plans from it.
+    """
+
+    inputs: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    rows: Optional[torch.Tensor] = None
+    canvas: Optional[CanvasRequest] = None
+
+
+class ModelCall(Protocol):
+    """The loop's instrumented caller, as a strategy sees it: ``call(role, request) -> output``."""
+
+    def __call__(self, role: str, request: Request) -> Any: ...
+
+    def release(self, role: str) -> None:
+        """Drop the cache of ``role`` (a model that is done, e.g. CoDe's drafter after hand-over)."""
+
+
+class LayerKV(Protocol):
+    """The one layer-level KV protocol every attention layer calls (canvas, VAR and causal-LM
+    caches): merge this forward's keys/values of ``layer`` with the kept ones and return what
+    to attend to, with the key mask to use (None: attend to all)."""
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]: ...
+
+
+StateT = TypeVar("StateT")
+
+
+class Strategy(ABC, Generic[StateT]):
+    """A decoding strategy: ``start``, then ``step`` until ``done``.
+
+    Subclasses set ``name``, ``description``, ``family`` (one of :data:`FAMILIES`), ``roles``
+    (the model roles it calls) and ``Config`` (a dataclass of hyper-parameters with the
+    paper's defaults).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    roles: ClassVar[tuple[str, ...]] = ("model",)
+    Config: ClassVar[type]
+    runtime_options: ClassVar[tuple[str, ...]] = ()  # non-config kwargs of sample(), e.g. draft_model
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @abstractmethod
+    def setup(self, model: Any, **runtime: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return ``(models by role, context for start())``."""
+
+    def prepare_inputs(
+        self,
+        prompt_ids: Any,
+        attention_mask: Optional[torch.Tensor],
+        pad_id: int,
+        device: Optional[torch.device],
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Turn the user's prompt into the (batch, P) tensor and mask :meth:`start` takes:
+        token ids, left-padded. A strategy whose prompt is something else (VAR's class labels)
+        overrides this."""
+        from .inputs import prepare_prompts
+
+        return prepare_prompts(prompt_ids, attention_mask, pad_id, device)
+
+    def default_caches(self, models: dict[str, Any]) -> dict[str, Any]:
+        """Caches the strategy runs with when the user gives no policy (VAR's full KV cache)."""
+        return {}
+
+    @abstractmethod
+    def start(self, prompt_ids: torch.Tensor, **context: Any) -> StateT:
+        """Per-sequence state for a batch of prompts."""
+
+    @abstractmethod
+    def step(self, state: StateT, call: ModelCall) -> torch.Tensor:
+        """Run one step; return (batch,) tokens committed per row. Models are called only
+        through ``call``. Per-step values for the trace go into ``state.extras``."""
+
+    @abstractmethod
+    def done(self, state: StateT) -> bool:
+        """True once every row has finished."""
+
+    @abstractmethod
+    def max_steps(self, state: StateT) -> int:
+        """An upper bound on the steps this generation can take (the loop guard)."""
+
+    @abstractmethod
+    def result(self, state: StateT) -> torch.Tensor:
+        """The final sequences (batch, prompt + generation)."""

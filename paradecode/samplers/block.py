@@ -1,0 +1,146 @@
+"""The pure block step every diffusion-LM rule is: one forward's logits in, commits out.
+
+A rule (``lowconf``, ``threshold``, ``credit`` ...) sees a :class:`BlockView` of the rows in
+play and answers which masked positions of each row's current block to commit. The step
+around it is :func:`block_step`, with no canvas bookkeeping, so every engine runs the same
+code: paradecode's loop (:class:`~paradecode.samplers.base.BlockDiffusionStrategy`), the
+diffusers schedulers and the SGLang-style :class:`~paradecode.samplers.block_decoder.BlockDecoder`.
+
+Per-rule state is a typed dataclass (:class:`RuleState` and its subclasses), made by the
+rule's ``new_state`` and passed in explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from .common import demote_tokens, forbid_token, predict
+
+__all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "block_step"]
+
+
+class NoProgressError(RuntimeError):
+    """A rule committed nothing in a step for a row that still had masks in its block."""
+
+
+@dataclass
+class RuleState:
+    """What every rule's state holds; rules with history subclass it (credit, cuts).
+
+    ``steps`` counts the steps taken so far (global); ``extras`` collects per-step values for
+    the trace (the loop moves them into the step's record).
+    """
+
+    batch_size: int
+    mask_id: int
+    eos_id: Optional[int] = None
+    generator: Optional[torch.Generator] = None
+    steps: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BlockView:
+    """What a rule sees for the ``n`` rows in play; per-position fields are (n, W) over
+    each row's current block of W = block_length positions.
+
+    ``logits`` are the logits the step decides on (after the rule's ``adjust_logits``);
+    ``x0`` / ``confidence`` the predictions and their confidence; ``mask`` the positions
+    masked before the step. ``full_logits`` (n, C, V) and ``canvas`` (n, C) are the visible
+    canvas (C columns from column 0), given when the rule reads beyond its block
+    (``needs_full_logits``); ``block_start`` is each row's block column in it and
+    ``gen_start`` the column where the generation starts, ``canvas_length`` the whole
+    canvas's width (columns past the visible ones included).
+    """
+
+    rows: torch.Tensor
+    logits: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    step_in_block: torch.Tensor
+    block_start: torch.Tensor
+    x0: Optional[torch.Tensor] = None
+    confidence: Optional[torch.Tensor] = None
+    full_logits: Optional[torch.Tensor] = None
+    canvas: Optional[torch.Tensor] = None
+    gen_start: int = 0
+    canvas_length: int = 0
+
+    @property
+    def block_columns(self) -> torch.Tensor:
+        """(n, W) canvas columns of each row's block (on the logits' device)."""
+        W = self.tokens.shape[1]
+        cols = self.block_start[:, None] + torch.arange(W)[None, :]
+        return cols.to(self.tokens.device)
+
+
+@dataclass
+class BlockStep:
+    """The outcome of one step on each row's block, (n, W) unless said otherwise.
+
+    ``tokens``: the block after the step; ``transfer``: positions committed now.
+    ``stop`` (n,) bool and ``fill`` (n, G): rows that finish now (an early exit), whose still
+    masked generation positions take ``fill`` (G columns from ``gen_start``).
+    ``cut`` (n,) canvas column after which a row's text ends (end-of-text prediction; the
+    canvas length means no cut); ``hide_cut`` also removes cut positions from attention.
+    ``left`` (n,) CPU bool: rows whose block still has masks after the step (None when the
+    rule's schedule says it without a device sync).
+    """
+
+    tokens: torch.Tensor
+    transfer: torch.Tensor
+    x0: torch.Tensor
+    confidence: torch.Tensor
+    mask: torch.Tensor
+    stop: Optional[torch.Tensor] = None
+    fill: Optional[torch.Tensor] = None
+    cut: Optional[torch.Tensor] = None
+    hide_cut: bool = False
+    left: Optional[torch.Tensor] = None
+
+
+def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
+    """One step of ``rule`` on each row's block: predict, select, and the rule's exits.
+
+    Enforces the one invariant every non-fixed rule shares: a row whose block has a mask
+    commits at least one token (else :class:`NoProgressError`), so no engine can loop forever.
+    """
+    c = rule.config
+    mask = view.tokens == state.mask_id
+    logits = view.logits
+    if c.logits_eos_inf:
+        logits = forbid_token(logits, state.eos_id)
+    view.mask = mask
+    logits = rule.adjust_logits(view, state, logits)
+    remasking = getattr(c, "remasking", "low_confidence")
+    x0, conf = predict(logits, c.temperature, remasking, state.generator, state.mask_id)
+    if getattr(c, "confidence_eos_eot_inf", False):
+        conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
+    view.logits, view.x0, view.confidence = logits, x0, conf
+    transfer = rule.select(view, state) & mask
+    out = BlockStep(torch.where(transfer, x0, view.tokens), transfer, x0, conf, mask)
+    exit_ = rule.early_exit(view, state)
+    if exit_ is not None:
+        out.stop, out.fill = exit_
+    cut = rule.end_of_text(view, state, transfer)
+    if cut is not None:
+        out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
+    if not rule.fixed_schedule:
+        stalled = mask.any(-1) & ~transfer.any(-1)
+        if getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's training oracle)
+            stalled = torch.zeros_like(stalled)
+        left = mask & ~transfer
+        both = torch.stack([stalled, left.any(-1)]).cpu()  # the step's one host sync
+        if out.stop is not None:
+            both[0] &= ~out.stop.cpu()
+        if bool(both[0].any()):
+            bad = view.rows[both[0]].tolist()
+            raise NoProgressError(
+                f"strategy {rule.name!r} committed no token for row(s) {bad} whose block still has masks; "
+                f"a rule must commit at least one masked position per step (e.g. the most confident one)."
+            )
+        out.left = both[1]
+    return out
