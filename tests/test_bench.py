@@ -69,6 +69,7 @@ def test_summary_picks_fewest_forwards_within_one_point():
     assert "threshold=0.9" in format_summary(summarize(rows))
 
 
+@pytest.mark.slow
 def test_tiny_sweep_on_the_shipped_model_writes_table_and_plot(tmp_path):
     out, png = tmp_path / "r.json", tmp_path / "c.png"
     result = run_bench(strategies=["threshold"], tasks=["words"], n=6, batch_size=6, seed=1,
@@ -86,6 +87,7 @@ def test_tiny_sweep_on_the_shipped_model_writes_table_and_plot(tmp_path):
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_cli_bench(tmp_path, capsys):
     out, png = tmp_path / "r.csv", tmp_path / "c.png"
     code = main(["bench", "--strategies", "lowconf", "--tasks", "add", "--n", "4", "--quiet",

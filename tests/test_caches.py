@@ -259,6 +259,7 @@ def test_batched_rows_in_different_blocks_equal_row_by_row(tiny_model, cache):
         assert batch.generated[i].tolist() == single.generated[0].tolist(), i
 
 
+@pytest.mark.slow
 def test_real_refresh_settings_keep_the_shipped_model_correct():
     """With the references' refresh settings, greedy outputs (LLaDA, one token per step) on
     held-out prompts of the shipped model stay correct (same verifier, same accuracy up to one

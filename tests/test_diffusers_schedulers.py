@@ -306,8 +306,23 @@ def test_readme_diffusers_snippet_runs(model):
 
 
 def test_paradecode_diffusers_does_not_shadow_diffusers():
+    """``import diffusers`` gets the installed package, not one of our modules named diffusers.
+
+    Compared by location, not by folder names: a checkout may itself be called ``paradecode``
+    and hold the venv, so "paradecode" in diffusers' path proves nothing.
+    """
+    import importlib.metadata
+    import importlib.util
+
     import diffusers
 
+    spec = importlib.util.find_spec("diffusers")
+    assert spec is not None and spec.submodule_search_locations is not None  # a package, not a module file
+    origin = Path(spec.origin).resolve()
+    assert origin == Path(diffusers.__file__).resolve()
+    installed = importlib.metadata.distribution("diffusers").locate_file("diffusers/__init__.py")
+    assert origin == Path(installed).resolve()
+    ours = Path(paradecode.__file__).resolve().parent
+    assert not origin.is_relative_to(ours), origin
     assert diffusers is not pd and hasattr(diffusers, "LLaDA2Pipeline")
-    assert Path(diffusers.__file__).parent.name == "diffusers" and "paradecode" not in Path(diffusers.__file__).parts
     assert isinstance(pd.ThresholdScheduler(), diffusers.SchedulerMixin)

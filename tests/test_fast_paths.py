@@ -46,6 +46,7 @@ def test_fused_model_saves_loads_and_survives_a_move(tmp_path):
     torch.testing.assert_close(out.float(), ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_compile_elementwise_swaps_kernels_and_keeps_results():
     model = _model()
     ids = torch.randint(0, 50, (2, 9))

@@ -151,6 +151,7 @@ def shipped():
     return zoo.load(zoo.available()[0])
 
 
+@pytest.mark.slow
 def test_shipped_filter_speeds_up_the_shipped_model_without_losing_accuracy(shipped):
     """The shipped filter (trained by scripts/train_learn2pd.py) is found next to the shipped
     model; learn2pd + EoTP at the paper's accept threshold (0.96) needs far fewer forwards than

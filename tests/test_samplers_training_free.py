@@ -368,6 +368,7 @@ class TestEveryDiffusionStrategy:
         assert out.trace.nfe == int(out.trace.row_nfe.max()) >= 1
         assert (out.state.commit_step >= 0).all()
 
+    @pytest.mark.slow
     def test_seed_determinism(self, name, tiny_model, prompts):
         kw = dict(COMMON, temperature=1.0)
         a = paradecode.sample(tiny_model, prompts, name, seed=5, **kw)
@@ -376,6 +377,7 @@ class TestEveryDiffusionStrategy:
         assert torch.equal(a.sequences, b.sequences) and torch.equal(a.trace.row_nfe, b.trace.row_nfe)
         assert not torch.equal(a.sequences, c.sequences)
 
+    @pytest.mark.slow
     def test_batch_equals_row_by_row(self, name, tiny_model):
         rows = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14, 3]]
         batch = paradecode.sample(tiny_model, rows, name, **COMMON)

@@ -28,6 +28,7 @@ def test_metrics_behave():
     assert frechet_distance(f, f + 1.0) == pytest.approx(8.0, rel=0.05)
 
 
+@pytest.mark.slow
 def test_shipped_models_generate_the_asked_classes(shapes):
     real, y = make_shapes(200, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -46,6 +47,7 @@ def test_shipped_models_generate_the_asked_classes(shapes):
     assert max(skv.trace.extra("kv_peak_bytes")) < 0.5 * max(out.trace.extra("kv_peak_bytes"))
 
 
+@pytest.mark.slow
 def test_image_cli_writes_a_grid(tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["image", "--out", str(out), "--classes", "0", "5", "--budgets", "0.5", "0.2"]) == 0

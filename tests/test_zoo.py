@@ -54,6 +54,7 @@ def test_load_gives_float32_eval_model_and_matching_tokenizer(best):
     assert tok.decode(tok.encode("words bird:")) == "words bird:"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["words", "avoid", "add", "sort"])
 def test_baseline_at_full_steps_solves_held_out_prompts(best, task_name):
     name, model, tok = best
@@ -72,6 +73,7 @@ def test_baseline_at_full_steps_solves_held_out_prompts(best, task_name):
     assert (out.generated[:, -1] == tok.eos_token_id).float().mean() >= 7 / 8
 
 
+@pytest.mark.slow
 def test_text_demo_runs():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, str(ROOT / "demos" / "text_demo.py"), "--n", "8"],

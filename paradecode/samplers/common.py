@@ -17,15 +17,24 @@ NEG_INF = float("-inf")
 def add_gumbel_noise(
     logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
-    """LLaDA's Gumbel-max in float64: ``exp(logits) / (-log u) ** temperature``.
+    """Gumbel-max scores whose argmax samples from softmax(logits / temperature).
 
-    Its argmax samples from softmax(logits / temperature); temperature 0 returns the logits.
+    LLaDA computes ``exp(logits) / (-log u) ** temperature`` in float64; we return its log,
+    ``logits - temperature * log(-log u)``, from the same uniforms (one float64 draw per
+    element), so the argmax and the generator's consumption are LLaDA's wherever its form is
+    finite. The exp form divides 0 by 0 for a -inf logit (the excluded mask token) once the
+    power overflows (temperature ~1000) and ``argmax`` then picks the NaN; here -inf stays
+    -inf at every temperature, and ``inf`` is the limit (uniform over finite logits).
+    Temperature 0 returns the logits unchanged (greedy).
     """
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
     u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-    return logits.exp() / (-torch.log(u)) ** temperature
+    neg_gumbel = torch.log(-torch.log(u))
+    scores = -neg_gumbel if temperature == float("inf") else logits - temperature * neg_gumbel
+    # -inf - (-inf) is NaN when temperature * log(-log u) overflows; an excluded token stays out.
+    return torch.where(logits == NEG_INF, NEG_INF, scores)
 
 
 def forbid_token(logits: torch.Tensor, token_id: Optional[int]) -> torch.Tensor:

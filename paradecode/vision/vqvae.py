@@ -301,9 +301,15 @@ class VQVAE(nn.Module):
     def load_official(
         cls, path: str | os.PathLike, config: Optional[VQVAEConfig] = None, device: str | torch.device = "cpu"
     ) -> "VQVAE":
-        """Load the official ``vae_ch160v4096z32.pth`` (a plain ``torch.save`` state dict)."""
+        """Load the official ``vae_ch160v4096z32.pth`` (a plain ``torch.save`` state dict).
+
+        Frozen as the official ``VQVAE(test_mode=True)`` is: eval mode and every parameter with
+        ``requires_grad=False``. The VAR tokenizer is never trained downstream, and a trainable
+        codebook would make ``more_smooth``'s soft code mix (and any decode run outside
+        ``inference_mode``) record an autograd graph the reference never builds.
+        """
         from .checkpoints import read_state_dict
 
         model = cls(config)
         model.load_state_dict(read_state_dict(path), strict=True)
-        return model.to(device).eval()
+        return model.to(device).eval().requires_grad_(False)
