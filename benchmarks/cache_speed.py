@@ -132,18 +132,17 @@ def time_forwards(model, graphed, prompt, gen, block, device, repeats):
 
     with torch.inference_mode():
         state = strat.start(prompt, **ctx)
-        req = strat.propose(state)
+        _, req = strat.request(state)
         out["full"] = measure(plain(lambda: model(req.inputs, **req.kwargs)))
         out["full_graphs"] = measure(lambda: graphed(req.inputs, **req.kwargs))
         for name in ("prefix", "dual"):
             for label, m in (("eager", plain(model)), ("graphs", graphed)):
                 pol = policy(name)
                 st = strat.start(prompt, **ctx)
-                pol.attach(strat, st)
-                r = pol.prepare(strat.propose(st), st)  # full forward fills the cache
+                r = pol.prepare(strat.request(st)[1])  # full forward fills the cache
                 pol.restore(m(r.inputs, **r.kwargs), r)
                 st.step_in_block[:] = 1  # the canvas is unchanged: later steps are cached ones
-                r = pol.prepare(strat.propose(st), st)
+                r = pol.prepare(strat.request(st)[1])
 
                 try:
                     out[f"{name}_{label}"] = measure(lambda r=r, m=m: m(r.inputs, **r.kwargs))

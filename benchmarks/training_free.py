@@ -39,14 +39,15 @@ class ProphetProbe(Prophet):
     description = "Prophet with exit statistics (benchmarks only)"
     log: list = []
 
-    def early_exit(self, state, rows, full_logits):
-        out = super().early_exit(state, rows, full_logits)
+    def early_exit(self, view, state):
+        out = super().early_exit(view, state)
+        rows = view.rows
         if out is not None:
             stop = out[0].cpu()
-            P = state.prompt_length
-            top2 = torch.topk(full_logits[:, P:].float(), 2, dim=-1).values
+            P = view.gen_start
+            top2 = torch.topk(view.full_logits[:, P:].float(), 2, dim=-1).values
             gap = (top2[..., 0] - top2[..., 1]).cpu()
-            masked = (state.x[rows.to(state.x.device), P:] == state.mask_id).cpu()
+            masked = (view.canvas[:, P:] == state.mask_id).cpu()
             for i in torch.nonzero(stop).flatten().tolist():
                 g = gap[i][masked[i]]
                 ProphetProbe.log.append((int(rows[i]), len(g), float((g < 1.0).float().mean()) if len(g) else 0.0))

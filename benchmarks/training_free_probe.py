@@ -28,16 +28,18 @@ from paradecode.samplers.localleap import LocalLeap, anchor_neighbourhood
 class CreditProbe(CreditDecoding):
     description = "CreditDecoding recording credit overrides (benchmarks only)"
 
-    def adjust_logits(self, state, rows, logits, mask):
-        state.memo["raw_argmax"] = logits.argmax(-1)
-        return super().adjust_logits(state, rows, logits, mask)
+    stats: dict = {}  # per run: overrides per row, committed tokens
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits):
-        take = super().select(state, rows, logits, x0, confidence, mask, full_logits) & mask
-        over = take & (x0 != state.memo["raw_argmax"])
-        counts = state.memo.setdefault("overrides", torch.zeros(state.batch_size, dtype=torch.long))
-        counts[rows] += over.sum(-1).cpu()
-        state.memo["committed"] = state.memo.get("committed", 0) + int(take.sum())
+    def adjust_logits(self, view, state, logits):
+        self.stats["raw_argmax"] = logits.argmax(-1)
+        return super().adjust_logits(view, state, logits)
+
+    def select(self, view, state):
+        take = super().select(view, state) & view.mask
+        over = take & (view.x0 != self.stats["raw_argmax"])
+        counts = self.stats.setdefault("overrides", torch.zeros(state.batch_size, dtype=torch.long))
+        counts[view.rows] += over.sum(-1).cpu()
+        self.stats["committed"] = self.stats.get("committed", 0) + int(take.sum())
         return take
 
 
@@ -45,15 +47,17 @@ class CreditProbe(CreditDecoding):
 class LocalLeapProbe(LocalLeap):
     description = "LocalLeap recording the relaxed confidence band (benchmarks only)"
 
-    def select(self, state, rows, logits, x0, confidence, mask, full_logits):
-        c = self.config
+    stats: dict = {}  # per run: masked confidences, those in the relaxed band, those near an anchor
+
+    def select(self, view, state):
+        c, mask, confidence = self.config, view.mask, view.confidence
         band = mask & (confidence >= c.relaxed_threshold) & (confidence < c.threshold)
         near = anchor_neighbourhood(mask & (confidence >= c.threshold), c.radius)
-        stats = state.memo.setdefault("band", [0, 0, 0])
+        stats = self.stats.setdefault("band", [0, 0, 0])
         stats[0] += int(mask.sum())
         stats[1] += int(band.sum())
         stats[2] += int((band & near).sum())
-        return super().select(state, rows, logits, x0, confidence, mask, full_logits)
+        return super().select(view, state)
 
 
 def main() -> None:
@@ -76,18 +80,19 @@ def main() -> None:
             return torch.tensor([task.verify(e, t) for e, t in zip(ex, texts)])
 
         thr = paradecode.sample(model, prompts, "threshold", threshold=args.threshold, **geo)
+        CreditProbe.stats, LocalLeapProbe.stats = {}, {}
         cred = paradecode.sample(model, prompts, "credit-probe", threshold=args.threshold, **geo)
         ok_t, ok_c = score(thr), score(cred)
-        over = cred.state.memo["overrides"] > 0
+        over = CreditProbe.stats["overrides"] > 0
         f = lambda m: f"{m.float().mean():.1%}" if len(m) else "-"  # noqa: E731
         print(f"{tname}: threshold {ok_t.float().mean():.1%} acc, {thr.trace.row_nfe.float().mean():.1f} NFE; "
               f"credit {ok_c.float().mean():.1%} acc, {cred.trace.row_nfe.float().mean():.1f} NFE")
-        print(f"  credit overrides: {int(cred.state.memo['overrides'].sum())} of {cred.state.memo['committed']} "
+        print(f"  credit overrides: {int(CreditProbe.stats['overrides'].sum())} of {CreditProbe.stats['committed']} "
               f"committed tokens; rows with one: {int(over.sum())}/{args.n}, credit acc on them {f(ok_c[over])} "
               f"(threshold {f(ok_t[over])}), on the others {f(ok_c[~over])} (threshold {f(ok_t[~over])})")
         ll = paradecode.sample(model, prompts, "localleap-probe", threshold=args.threshold,
                                relaxed_threshold=round(args.threshold - 0.15, 2), **geo)
-        masked, band, near = ll.state.memo["band"]
+        masked, band, near = LocalLeapProbe.stats["band"]
         print(f"  localleap: {score(ll).float().mean():.1%} acc, {ll.trace.row_nfe.float().mean():.1f} NFE; "
               f"masked confidences in [{args.threshold - 0.15:.2f}, {args.threshold}): {band / masked:.1%} "
               f"({band} of {masked}), of them near an anchor: {near / max(band, 1):.1%}")

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig, calibrate
+from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig
+from paradecode.vision import calibrate_scalekv as calibrate
 from paradecode.vision import VAR, VARConfig, VQVAE, VQVAEConfig, generate
 
 

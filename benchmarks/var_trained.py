@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig, calibrate
+from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig
+from paradecode.vision import calibrate_scalekv as calibrate
 from paradecode.vision import generate
 from paradecode.vision.metrics import frechet_distance, psnr, ssim
 from paradecode.vision.shapes import NUM_CLASSES, make_shapes
