@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
+
+from .config import build_config  # noqa: F401  (re-exported: it lived here)
 
 __all__ = ["register", "register_cache", "get_strategy_class", "build_config", "strategies", "cache_policies"]
 
@@ -71,13 +73,3 @@ def get_cache_class(name: str) -> type:
         valid = sorted(_CACHES) or "none registered yet"
         raise ValueError(f"unknown cache policy {name!r}; valid cache policies: {valid}")
     return _CACHES[name]
-
-
-def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
-    """Instantiate ``config_cls`` from ``options``; unknown names raise ``ValueError`` listing
-    the valid ones. Value checks live in each config's ``__post_init__``."""
-    fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"{owner} got unknown option(s) {unknown}; valid options: {sorted(fields)}")
-    return config_cls(**options)
