@@ -119,6 +119,17 @@ def test_huge_config_sizes_allocate_nothing(saved):
     refused(saved, "wrongly shaped weights")  # built on the meta device: no petabytes asked for
     edit_json(saved / "config.json", d_model=2**40, n_heads=2**10, n_kv_heads=2**10)
     refused(saved, "cannot build a LLaDAModel", "overflow")
+    edit_json(saved / "config.json", d_model=64, n_heads=4, n_kv_heads=2, n_layers=2**40)
+    refused(saved, "far larger than the checkpoint")  # stops at once instead of building 2**40 blocks
+
+
+@pytest.mark.parametrize("arg", [3, None, b"dir", ["a"]])
+def test_path_argument_type(arg):
+    for loader in (LLaDAModel.from_pretrained, VQVAE.from_pretrained, Learn2PDFilter.from_pretrained):
+        with pytest.raises(TypeError, match="directory must be a path"):
+            loader(arg)
+    with pytest.raises(TypeError, match="path must be a path"):
+        read_state_dict(arg)
 
 
 @pytest.mark.parametrize("cut", [1, 100, 5])
@@ -267,7 +278,8 @@ def test_vision_roundtrip(vae_dir):
         (dict(using_sa=1), "field using_sa must be a bool"),
         (dict(beta=float("inf")), "field beta must be a finite float"),
         (dict(colour=True), "unknown VQVAEConfig field(s) ['colour']"),
-        (dict(ch=-32), "cannot build VQVAE"),
+        (dict(ch=-32), "cannot build a VQVAE"),
+        (dict(num_res_blocks=2**40), "far larger than the checkpoint"),  # stops at once, no 2**40 loop
         (dict(ch=16), "multiples of 32"),  # the config's own __post_init__, with the path
         (dict(ch=64), "does not match VQVAE"),
     ],

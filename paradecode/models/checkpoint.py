@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
+from torch import nn
+from torch.nn.modules import module as _module
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -23,7 +26,8 @@ from ..config import check_value
 
 __all__ = [
     "SINGLE", "INDEX", "CHECKSUM_KEY", "load_state_dict_from_dir", "save_state_dict_to_dir", "load_safetensors",
-    "save_safetensors", "read_config_json", "check_config_fields", "check_state_dict", "check_directory", "tensor_sha256",
+    "save_safetensors", "read_config_json", "check_config_fields", "check_state_dict", "check_directory", "as_path",
+    "tensor_sha256", "build_on_meta",
 ]
 
 SINGLE = "model.safetensors"
@@ -43,9 +47,16 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
 
 
-def check_directory(path: Path, what: str = "checkpoint directory") -> Path:
+def as_path(value: Any, arg: str = "directory") -> Path:
+    """``value`` as a Path; anything but a str or os.PathLike raises ``TypeError`` naming ``arg``."""
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{arg} must be a path (str or os.PathLike), got {type(value).__name__} {value!r:.80}.")
+    return Path(value)
+
+
+def check_directory(path: Any, what: str = "checkpoint directory", arg: str = "directory") -> Path:
     """``path`` as a Path that exists and is a directory, or a ValueError saying which it is not."""
-    path = Path(path)
+    path = as_path(path, arg)
     if not path.exists():
         raise ValueError(f"{what} {path} does not exist; check the path (or download the checkpoint there).")
     if not path.is_dir():
@@ -250,3 +261,40 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, t
             f"checkpoint {where} does not match {model}: {'; '.join(problems)}. Check that config.json "
             f"describes these weights (the same model size and variant) or {_FIX}."
         )
+
+
+class _TooBig(BaseException):
+    """Raised from a registration hook to stop a build; BaseException so no model code catches it."""
+
+
+def build_on_meta(factory: Callable[[], nn.Module], state_size: int, where: str, model: str) -> nn.Module:
+    """``factory()`` on the meta device (no memory), stopped once it registers far more
+    modules and tensors than a checkpoint of ``state_size`` tensors can fill: a config that
+    asks for 2**40 layers fails at once instead of looping. Build errors become ``ValueError``."""
+    limit = 4 * state_size + 256
+    count = 0
+
+    def hook(*_: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _TooBig
+
+    handles = [
+        _module.register_module_parameter_registration_hook(hook),
+        _module.register_module_buffer_registration_hook(hook),
+        _module.register_module_module_registration_hook(hook),
+    ]
+    try:
+        with torch.device("meta"):
+            return factory()
+    except _TooBig:
+        raise ValueError(
+            f"{where}: this config describes a {model} far larger than the checkpoint's {state_size} tensors; "
+            f"fix config.json (layer counts, sizes) or {_FIX}."
+        ) from None
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError, IndexError) as e:
+        raise ValueError(f"{where}: cannot build a {model} from this config ({e}); fix config.json or {_FIX}.") from None
+    finally:
+        for h in handles:
+            h.remove()

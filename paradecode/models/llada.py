@@ -22,6 +22,7 @@ from transformers import PretrainedConfig
 
 from ..config import type_hints
 from .checkpoint import (
+    build_on_meta,
     check_config_fields,
     check_directory,
     check_state_dict,
@@ -451,17 +452,13 @@ class LLaDAModel(nn.Module):
         wrongly-shaped weights and (for files we saved) altered bytes raise ``ValueError``
         naming the path and the keys.
         """
-        path = check_directory(Path(directory), "LLaDA checkpoint directory")
+        path = check_directory(directory, "LLaDA checkpoint directory")
         config_file = path / "config.json"
         fields = read_config_json(config_file, hint="is it a LLaDA checkpoint directory?")
         fields = check_config_fields(fields, type_hints(LLaDAConfig.__init__), str(config_file), positive=_POSITIVE)
-        try:
-            config = LLaDAConfig(**fields)
-            with torch.device("meta"):  # shapes only: a wrong config allocates nothing
-                model = cls(config)
-        except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as e:
-            raise ValueError(f"{config_file}: cannot build a LLaDAModel from this config ({e}).") from None
         state = load_state_dict_from_dir(path)
+        # on the meta device, so a wrong config allocates nothing; shapes are compared below
+        model = build_on_meta(lambda: cls(LLaDAConfig(**fields)), len(state), str(config_file), "LLaDAModel")
         check_state_dict(model.state_dict(), state, str(path), "LLaDAModel")
         if torch_dtype is not None:
             state = {k: v.to(torch_dtype) for k, v in state.items()}

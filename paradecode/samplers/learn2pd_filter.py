@@ -87,9 +87,11 @@ class Learn2PDFilter(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "Learn2PDFilter":
         """Load a filter written by :meth:`save_pretrained`; every fault names the path."""
-        from ..models.checkpoint import SINGLE, check_config_fields, check_state_dict, load_safetensors, read_config_json
+        from ..models.checkpoint import (
+            SINGLE, as_path, build_on_meta, check_config_fields, check_state_dict, load_safetensors, read_config_json,
+        )
 
-        path = Path(directory)
+        path = as_path(directory)
         if not (path / "config.json").is_file() or not (path / SINGLE).is_file():
             raise ValueError(
                 f"{path} holds no Learn2PD filter (config.json + model.safetensors); train one with "
@@ -105,10 +107,10 @@ class Learn2PDFilter(nn.Module):
                                      positive=("block_length",))
         if any(h < 1 for h in config.get("hidden_sizes", ())):
             raise ValueError(f"{where}: field hidden_sizes must hold sizes >= 1, got {config['hidden_sizes']}.")
-        with torch.device("meta"):  # shapes first, without allocating what a wrong config asks for
-            expected = cls(config["block_length"], config.get("hidden_sizes", ())).state_dict()
         state = load_safetensors(path / SINGLE)
-        check_state_dict(expected, state, str(path), "Learn2PDFilter")
+        # shapes first, on the meta device: a wrong config allocates nothing
+        build = lambda: cls(config["block_length"], config.get("hidden_sizes", ()))  # noqa: E731
+        check_state_dict(build_on_meta(build, len(state), where, "Learn2PDFilter").state_dict(), state, str(path), "Learn2PDFilter")
         model = cls(config["block_length"], config.get("hidden_sizes", ()))
         model.load_state_dict({k: v.float() for k, v in state.items()})
         model.metadata = {k: v for k, v in config.items() if k not in ("model_type", "block_length", "hidden_sizes")}

@@ -13,6 +13,8 @@ from torch import nn
 
 from ..config import check_value, type_hints
 from ..models.checkpoint import (
+    as_path,
+    build_on_meta,
     check_directory,
     check_state_dict,
     load_safetensors,
@@ -51,7 +53,7 @@ class ConfigDict:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from an official ``.pth`` (``torch.save``), a ``.safetensors`` file or a directory."""
-    p = Path(path)
+    p = as_path(path, "path")
     if p.is_dir():
         return load_state_dict_from_dir(p)
     if not p.exists():
@@ -90,25 +92,18 @@ def save_module(module: nn.Module, config: dict[str, Any], directory: str | os.P
     save_state_dict_to_dir(state, path)
 
 
-def _build(cls: type, config: Any, where: str) -> nn.Module:
-    try:
-        return cls(config)
-    except (ValueError, RuntimeError, ZeroDivisionError, TypeError) as e:
-        raise ValueError(f"{where}: cannot build {cls.__name__} from this config ({e}); fix config.json or re-save the model.") from None
-
-
 def load_module(cls: type, config_cls: type, directory: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
     """A model from a directory written by :func:`save_module`; every fault names the path."""
-    path = check_directory(Path(directory))
+    path = check_directory(directory)
     config_file = path / "config.json"
     try:
         config = config_cls.from_dict(read_config_json(config_file), where=str(config_file))
     except TypeError as e:  # a field of the wrong type: a fault in the file, not in the call
         raise ValueError(f"{e} Fix config.json or re-save the model.") from None
     state = load_state_dict_from_dir(path)
-    with torch.device("meta"):  # shapes first, without allocating what a wrong config asks for
-        check_keys(_build(cls, config, str(config_file)), state, str(path))
-    model = _build(cls, config, str(config_file))
+    # shapes first, on the meta device: a wrong config allocates nothing
+    check_keys(build_on_meta(lambda: cls(config), len(state), str(config_file), cls.__name__), state, str(path))
+    model = cls(config)
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
