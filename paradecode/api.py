@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .inputs import PromptLike, make_generator, model_device, prepare_prompts
+from .inputs import PromptLike, make_generator, model_device, prepare_prompts  # noqa: F401  (re-exported)
 from .interfaces import Strategy
 from .loop import Trace, run_loop
 from .registry import build_config, get_cache_class, get_strategy_class

@@ -12,12 +12,28 @@ sys.path.insert(0, str(HERE))
 
 import record  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_every_recorded_case_gives_the_same_tokens_and_forwards():
     old = json.loads(record.OUT.read_text())
     now = record.record()
     assert set(now) == set(old)
     differ = [k for k in old if now[k] != old[k]]
     assert not differ, f"{len(differ)} of {len(old)} cases changed: {differ[:10]}"
+
+
+def test_the_recording_covers_every_registered_strategy_and_cache():
+    import paradecode
+    from paradecode.registry import get_cache_class, get_strategy_class
+
+    keys = json.loads(record.OUT.read_text())
+    recorded = {k.split("/")[2].split("-")[0] for k in keys if k.startswith("dllm/")}
+    recorded |= {"speculative"} if any(k.startswith("spec/") for k in keys) else set()
+    recorded |= {k.split("/")[1].split("-")[0] for k in keys if k.startswith("vision/")}
+    assert set(paradecode.strategies()) <= recorded
+    caches = {k.split("/")[3] for k in keys if k.startswith("dllm/")}
+    if any("scalekv" in k for k in keys):
+        caches.add("scalekv")
+    assert set(paradecode.cache_policies()) <= caches
+    assert all(get_strategy_class(s).family for s in paradecode.strategies())
+    assert all(get_cache_class(c).families for c in paradecode.cache_policies())
+

@@ -10,7 +10,6 @@ optional key-padding mask, and a cache hook that the cache policies of
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -21,9 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from .checkpoint import load_state_dict_from_dir, save_state_dict_to_dir
+from ..config import type_hints
+from .checkpoint import (
+    build_on_meta,
+    check_config_fields,
+    check_directory,
+    check_state_dict,
+    load_state_dict_from_dir,
+    read_config_json,
+    save_state_dict_to_dir,
+)
 
 __all__ = ["LLaDAConfig", "LLaDAModel", "compile_elementwise"]
+
+# config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
+_POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
+             "embedding_size", "max_sequence_length")
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -436,28 +448,18 @@ class LLaDAModel(nn.Module):
     ) -> "LLaDAModel":
         """Load a LLaDA checkpoint directory (``config.json`` + safetensors, sharded or not).
 
-        Missing, unexpected or wrongly-shaped weights raise ``ValueError`` naming the keys.
+        A missing or malformed directory, config or weight file, missing, unexpected or
+        wrongly-shaped weights and (for files we saved) altered bytes raise ``ValueError``
+        naming the path and the keys.
         """
-        path = Path(directory)
+        path = check_directory(directory, "LLaDA checkpoint directory")
         config_file = path / "config.json"
-        if not config_file.exists():
-            raise ValueError(f"{path} has no config.json; is it a LLaDA checkpoint directory?")
-        config = LLaDAConfig(**json.loads(config_file.read_text()))
-        with torch.device("meta"):
-            model = cls(config)
+        fields = read_config_json(config_file, hint="is it a LLaDA checkpoint directory?")
+        fields = check_config_fields(fields, type_hints(LLaDAConfig.__init__), str(config_file), positive=_POSITIVE)
         state = load_state_dict_from_dir(path)
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ValueError(
-                f"checkpoint {path} does not match LLaDAModel: missing keys {missing[:8]}"
-                f"{' ...' if len(missing) > 8 else ''}; unexpected keys {unexpected[:8]}"
-                f"{' ...' if len(unexpected) > 8 else ''}."
-            )
-        wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(s)}" for k, s in expected.items() if state[k].shape != s]
-        if wrong:
-            raise ValueError(f"checkpoint {path} has wrongly shaped weights: {wrong[:8]}.")
+        # on the meta device, so a wrong config allocates nothing; shapes are compared below
+        model = build_on_meta(lambda: cls(LLaDAConfig(**fields)), len(state), str(config_file), "LLaDAModel")
+        check_state_dict(model.state_dict(), state, str(path), "LLaDAModel")
         if torch_dtype is not None:
             state = {k: v.to(torch_dtype) for k, v in state.items()}
         model.load_state_dict(state, assign=True)

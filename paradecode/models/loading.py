@@ -9,15 +9,24 @@ from .llada import LLaDAModel
 
 
 def load_tokenizer(directory: Path) -> Optional[Any]:
-    """``tokenizer.json`` in ``directory`` as a ``PreTrainedTokenizerFast``, or None."""
-    if not (Path(directory) / "tokenizer.json").exists():
+    """``tokenizer.json`` in ``directory`` as a ``PreTrainedTokenizerFast``, or None; a file
+    the tokenizers library cannot read raises ``ValueError`` naming it."""
+    file = Path(directory) / "tokenizer.json"
+    if not file.exists():
         return None
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    except Exception as e:  # the Rust tokenizers library raises a bare Exception for a bad file
+        raise ValueError(
+            f"{file} is not a readable tokenizer ({type(e).__name__}: {str(e)[:200]}); restore it from the "
+            f"original checkpoint or save the tokenizer again."
+        ) from None
 
 
 def load_model_and_tokenizer(name_or_dir: str, device: str = "cpu") -> tuple[Any, Optional[Any]]:
+    """A checkpoint directory (``LLaDAModel.from_pretrained``) or a shipped model's name."""
     path = Path(name_or_dir)
     if not path.is_dir():
         try:
@@ -26,5 +35,7 @@ def load_model_and_tokenizer(name_or_dir: str, device: str = "cpu") -> tuple[Any
             zoo = None
         if zoo is not None and name_or_dir in zoo.available():
             return zoo.load(name_or_dir, device=device)
-        raise ValueError(f"{name_or_dir!r} is neither a checkpoint directory nor a shipped model name.")
+        shipped = zoo.available() if zoo is not None else []
+        what = "a file, not a checkpoint directory" if path.exists() else "neither a checkpoint directory nor a shipped model name"
+        raise ValueError(f"{name_or_dir!r} is {what}; give a directory with config.json and weights, or one of {shipped}.")
     return LLaDAModel.from_pretrained(path, device=device), load_tokenizer(path)

@@ -73,32 +73,46 @@ class Learn2PDFilter(nn.Module):
 
     # ---- save / load ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, **metadata: Any) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (a few hundred bytes of weights)."""
-        from safetensors.torch import save_file
+        """Write ``config.json`` and ``model.safetensors`` (a few hundred bytes of weights, with
+        their sha256 so that a damaged file is refused on loading)."""
+        from ..models.checkpoint import SINGLE, save_safetensors
 
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         config = {"model_type": "learn2pd_filter", "block_length": self.block_length,
                   "hidden_sizes": self.hidden_sizes, **metadata}
         (path / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(path / "model.safetensors"))
+        save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}, path / SINGLE)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "Learn2PDFilter":
-        from safetensors.torch import load_file
+        """Load a filter written by :meth:`save_pretrained`; every fault names the path."""
+        from ..models.checkpoint import (
+            SINGLE, as_path, build_on_meta, check_config_fields, check_state_dict, load_safetensors, read_config_json,
+        )
 
-        path = Path(directory)
-        if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+        path = as_path(directory)
+        if not (path / "config.json").is_file() or not (path / SINGLE).is_file():
             raise ValueError(
                 f"{path} holds no Learn2PD filter (config.json + model.safetensors); train one with "
                 f"scripts/train_learn2pd.py."
             )
-        config = json.loads((path / "config.json").read_text())
+        where = str(path / "config.json")
+        config = read_config_json(path / "config.json")
         if config.get("model_type") != "learn2pd_filter":
-            raise ValueError(f"{path}/config.json is not a Learn2PD filter config (model_type={config.get('model_type')!r}).")
+            raise ValueError(f"{where} is not a Learn2PD filter config (model_type={config.get('model_type')!r}).")
+        if "block_length" not in config:
+            raise ValueError(f"{where} has no block_length; re-save the filter with save_pretrained.")
+        config = check_config_fields(config, {"block_length": int, "hidden_sizes": list[int]}, where,
+                                     positive=("block_length",))
+        if any(h < 1 for h in config.get("hidden_sizes", ())):
+            raise ValueError(f"{where}: field hidden_sizes must hold sizes >= 1, got {config['hidden_sizes']}.")
+        state = load_safetensors(path / SINGLE)
+        # shapes first, on the meta device: a wrong config allocates nothing
+        build = lambda: cls(config["block_length"], config.get("hidden_sizes", ()))  # noqa: E731
+        check_state_dict(build_on_meta(build, len(state), where, "Learn2PDFilter").state_dict(), state, str(path), "Learn2PDFilter")
         model = cls(config["block_length"], config.get("hidden_sizes", ()))
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
         model.metadata = {k: v for k, v in config.items() if k not in ("model_type", "block_length", "hidden_sizes")}
         return model.to(device).eval()
 
