@@ -114,8 +114,10 @@ def test_caches(capsys):
         assert nfe <= 80, (cache, nfe)  # "in about 72 forwards" (one token per forward would be 128)
 
 
-def test_speculative():
+def test_speculative(capsys):
     ns = run_section("Speculative decoding")
+    first_print = ast.literal_eval(capsys.readouterr().out.splitlines()[0])
+    assert first_print == commented_output("Speculative decoding", "print([decode(row)")
     assert ns["trim"].size == 48
     assert ns["out"].trace.nfe_by_role["target"] < 32
 
@@ -165,3 +167,25 @@ def test_result_files_are_named_and_referenced():
         assert not missing, f"{doc.name} names result files that do not exist: {missing}"
     unreferenced = sorted(on_disk - _named_results(BENCH_README.read_text()))
     assert not unreferenced, f"benchmarks/README.md does not mention {unreferenced}"
+
+
+def test_prompt_table_shows_what_the_shipped_model_decodes():
+    """The "Use" section's table of tasks-6m prompts: each answer is what greedy threshold 0.9
+    decodes on the task's canvas (the one the table gives and info.json holds)."""
+    import paradecode
+    from paradecode import zoo
+    from paradecode.bench.tasks import TASKS
+
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]+)` \| `([^`]+)`[^|]*\| (\d+) / (\d+) \|$", README.read_text(), flags=re.M)
+    info = zoo.info("tasks-6m")
+    assert {task for task, *_ in rows} == set(TASKS) == set(info["tasks"])
+    by_canvas: dict[tuple[int, int], list[tuple[str, str, str]]] = {}
+    for task, prompt, answer, gen, block in rows:
+        assert (int(gen), int(block)) == (info["task_gen_length"][task], info["task_block_length"][task]), task
+        by_canvas.setdefault((int(gen), int(block)), []).append((task, prompt, answer))
+    model, tok = zoo.load("tasks-6m")
+    for (gen, block), group in by_canvas.items():
+        out = paradecode.sample(model, [tok.encode(p) for _, p, _ in group], "threshold", threshold=0.9,
+                                gen_length=gen, block_length=block)
+        decoded = tok.batch_decode(out.generated, skip_special_tokens=True)
+        assert decoded == [answer for *_, answer in group]
