@@ -10,7 +10,10 @@ accuracy, forwards, the share of rows that exit early, the accuracy of the exiti
 the baseline's on the same rows, and, at the exit, the share of the masks it fills whose own
 top-2 logit gap is below 1 (positions the model has not decided: the window mean hides them).
 
-    python benchmarks/training_free.py --n 500 --device cuda --out results/
+    python benchmarks/training_free.py --n 500 --device cuda --out DIR
+
+DIR receives training_free_bench.{json,png} and prophet_exits.json; the committed copies
+are ``benchmarks/results/training_free_<date>_<machine>{,_prophet-exits}.*`` (benchmarks/README.md).
 """
 
 from __future__ import annotations

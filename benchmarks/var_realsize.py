@@ -9,7 +9,10 @@ time per batch (median, no per-step sync, VQ-VAE decoding excluded and timed apa
 the KV cache's peak bytes (what it holds at its fullest) and the device's peak memory above
 the weights.
 
-    python benchmarks/var_realsize.py --out results/var_realsize.json      # needs a GPU
+    python benchmarks/var_realsize.py --out var_realsize.json      # needs a GPU
+
+Committed results are named by benchmark, date and machine (benchmarks/README.md),
+e.g. ``benchmarks/results/var_realsize_2026-11-25_h100_b64.json``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ large model's image from the same seed, time per batch and speedup (median of ti
 no per-step sync), KV-cache peak (bytes the cache holds at its fullest) and device peak
 memory above the weights.
 
-    python benchmarks/var_trained.py --device cuda --out results/var_trained.json
+    python benchmarks/var_trained.py --device cuda --out var_trained.json
     python benchmarks/var_trained.py --n-images 200 --time-batch 32      # CPU, ~a minute
 """
 

@@ -1,12 +1,23 @@
-"""The ``paradecode`` command line. Subcommands register in ``COMMANDS``; each module that
-adds one (bench, image) defines ``add_parser(subparsers)`` returning the handler."""
+"""The ``paradecode`` command line: ``strategies``, ``caches``, ``sample`` here; other modules
+(``bench``, ``image``) add theirs through ``add_parser(subparsers)``.
+
+Bad input (an unknown strategy, option or model, a malformed ``name=value``) prints one line
+``error: ...`` on stderr and exits with status 2."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``paradecode sample: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parse_value(text: str) -> Any:
@@ -16,20 +27,68 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["steps=64", "threshold=0.9"]`` -> ``{"steps": 64, "threshold": 0.9}``."""
-    out = {}
+def parse_options(pairs: Sequence[str], flag: str = "-o") -> dict[str, Any]:
+    """``["steps=64", "threshold=0.9"]`` -> ``{"steps": 64, "threshold": 0.9}`` (values are
+    read as JSON when they parse, else kept as strings)."""
+    out: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"option {pair!r} must look like name=value")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = _parse_value(v.strip())
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"{flag} {pair!r} must look like name=value (e.g. {flag} threshold=0.9)")
+        out[key.strip()] = _parse_value(value.strip())
     return out
+
+
+def _describe(cls: type) -> str:
+    """The first line of the class's own docstring, else its registry description."""
+    doc = cls.__dict__.get("__doc__") or ""
+    first = doc.strip().splitlines()[0].strip() if doc.strip() else ""
+    return first or getattr(cls, "description", "")
+
+
+def _type_name(tp: Any) -> str:
+    return tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
+
+
+def option_rows(config_cls: Optional[type]) -> list[tuple[str, str, str]]:
+    """``(name, type, default)`` of each user-settable field of a config dataclass."""
+    if config_cls is None or not dataclasses.is_dataclass(config_cls):
+        return []
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(f.type), default))
+    return rows
+
+
+def _print_options(kind: str, name: str, cls: type) -> None:
+    print(f"{name}: {_describe(cls)}")
+    rows = option_rows(getattr(cls, "Config", None))
+    if not rows:
+        print(f"  (this {kind} has no options)")
+        return
+    w_name = max(len(r[0]) for r in rows)
+    w_type = max(len(r[1]) for r in rows)
+    print(f"  {'option':{w_name}s}  {'type':{w_type}s}  default")
+    for opt, tp, default in rows:
+        print(f"  {opt:{w_name}s}  {tp:{w_type}s}  {default}")
 
 
 def _cmd_strategies(args: argparse.Namespace) -> int:
     import paradecode
 
+    if args.name:
+        from paradecode.registry import get_strategy_class
+
+        _print_options("strategy", args.name, get_strategy_class(args.name))
+        return 0
     for name, desc in paradecode.strategies().items():
         print(f"{name:12s} {desc}")
     return 0
@@ -38,6 +97,11 @@ def _cmd_strategies(args: argparse.Namespace) -> int:
 def _cmd_caches(args: argparse.Namespace) -> int:
     import paradecode
 
+    if args.name:
+        from paradecode.registry import get_cache_class
+
+        _print_options("cache policy", args.name, get_cache_class(args.name))
+        return 0
     policies = paradecode.cache_policies()
     if not policies:
         print("(no cache policies registered)")
@@ -46,15 +110,50 @@ def _cmd_caches(args: argparse.Namespace) -> int:
     return 0
 
 
+def generation_options(strategy: str, model_defaults: dict[str, int], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with the model's ``gen_length`` / ``block_length`` (from its
+    info.json) where the strategy has those fields and the user gave none; a ``steps`` field
+    left unset is capped at ``gen_length`` (LLaDA's default of 128 steps would not fit a
+    32-token canvas)."""
+    from paradecode.registry import get_strategy_class
+
+    config_cls = get_strategy_class(strategy).Config
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    out = dict(options)
+    for key, value in model_defaults.items():
+        if key in fields and key not in out:
+            out[key] = value
+    steps = fields.get("steps")
+    gen = out.get("gen_length")
+    if steps is not None and "steps" not in out and isinstance(steps.default, int) and isinstance(gen, int):
+        if steps.default > gen:
+            out["steps"] = gen
+    return out
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import paradecode
+    from paradecode import zoo
     from paradecode.models.loading import load_model_and_tokenizer
 
+    options = parse_options(args.option, "-o")
+    cache_options = parse_options(args.cache_option, "--cache-option")
+    if cache_options and args.cache is None:
+        raise ValueError("--cache-option was given without --cache NAME")
     model, tok = load_model_and_tokenizer(args.model, device=args.device)
-    ids = tok(args.prompt)["input_ids"] if tok is not None else json.loads(args.prompt)
+    if tok is not None:
+        ids = tok(args.prompt)["input_ids"]
+    else:
+        try:
+            ids = json.loads(args.prompt)
+        except json.JSONDecodeError:
+            ids = None
+        if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+            raise ValueError(f"{args.model} has no tokenizer.json, so --prompt must be a JSON list of token ids (e.g. '[5, 9, 2]')")
+    options = generation_options(args.strategy, zoo.generation_defaults(args.model), options)
     out = paradecode.sample(
         model, [ids], strategy=args.strategy, seed=args.seed, cache=args.cache,
-        progress=args.progress, **parse_options(args.option),
+        cache_options=cache_options or None, progress=args.progress, **options,
     )
     gen = out.generated[0].tolist()
     print(tok.decode(gen, skip_special_tokens=True) if tok is not None else gen)
@@ -63,19 +162,27 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paradecode", description="Parallel decoding toolkit.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("strategies", help="list registered strategies").set_defaults(func=_cmd_strategies)
-    sub.add_parser("caches", help="list registered cache policies").set_defaults(func=_cmd_caches)
+    parser = _Parser(prog="paradecode", description="Parallel decoding toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("strategies", help="list registered strategies, or one strategy's options")
+    p.add_argument("name", nargs="?", help="a strategy: print its options (type, default)")
+    p.set_defaults(func=_cmd_strategies)
+    p = sub.add_parser("caches", help="list registered cache policies, or one policy's options")
+    p.add_argument("name", nargs="?", help="a cache policy: print its options (type, default)")
+    p.set_defaults(func=_cmd_caches)
     s = sub.add_parser("sample", help="generate from a prompt")
     s.add_argument("--model", required=True, help="a zoo name or a checkpoint directory")
-    s.add_argument("--prompt", required=True)
+    s.add_argument("--prompt", required=True, help="text (or a JSON list of ids when the model has no tokenizer)")
     s.add_argument("--strategy", default="lowconf")
-    s.add_argument("--cache", default=None)
+    s.add_argument("--cache", default=None, help="a cache policy (`paradecode caches` lists them)")
+    s.add_argument("--cache-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="cache policy option (repeatable), e.g. --cache-option cache_reloading_step=2")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default="cpu")
     s.add_argument("--progress", action="store_true")
-    s.add_argument("-o", "--option", action="append", default=[], help="strategy option name=value")
+    s.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option (repeatable), e.g. -o threshold=0.9; gen_length/block_length "
+                        "default to the model's info.json")
     s.set_defaults(func=_cmd_sample)
     for register in _extra_commands():
         register(sub)
@@ -100,8 +207,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:
+        message = " ".join(str(err).split())  # one line
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "load", "info", "model_dir", "ZOO_DIR"]
+__all__ = ["available", "load", "info", "model_dir", "generation_defaults", "ZOO_DIR"]
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 
@@ -56,8 +56,24 @@ def info(name: str) -> dict[str, Any]:
     return dict(_info(str(model_dir(name))))
 
 
+def generation_defaults(name_or_dir: str | Path) -> dict[str, int]:
+    """``{"gen_length": ..., "block_length": ...}`` of the model's main task, read from the
+    info.json of a shipped model (by name) or of a checkpoint directory; ``{}`` when there is
+    no info.json or it names neither length."""
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        path = model_dir(str(name_or_dir))
+    if not (path / "info.json").is_file():
+        return {}
+    meta = _info(str(path))
+    return {k: int(meta[k]) for k in ("gen_length", "block_length") if k in meta}
+
+
 def load(name: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """``(LLaDAModel in float32, eval mode, on device; PreTrainedTokenizerFast)``."""
+    """``(LLaDAModel in float32, eval mode, on device; PreTrainedTokenizerFast)``.
+
+    The model carries ``generation_defaults`` (see :func:`generation_defaults`): the answer
+    canvas it was trained with, e.g. ``{"gen_length": 32, "block_length": 32}``."""
     from transformers import PreTrainedTokenizerFast
 
     from .models.llada import LLaDAModel
@@ -67,4 +83,5 @@ def load(name: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
     tok = PreTrainedTokenizerFast.from_pretrained(str(path))
     if tok.mask_token_id != model.config.mask_token_id:
         raise ValueError(f"{path}: tokenizer mask id {tok.mask_token_id} != model mask id {model.config.mask_token_id}.")
+    model.generation_defaults = generation_defaults(path)
     return model, tok
