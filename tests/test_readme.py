@@ -9,6 +9,8 @@ compiled."""
 from __future__ import annotations
 
 import ast
+import sys
+import types
 import re
 import shlex
 from pathlib import Path
@@ -51,7 +53,9 @@ def python_sections() -> dict[str, list[tuple[int, str]]]:
 def run_section(section: str) -> dict:
     """Execute the section's python blocks in order in one namespace; compile the ones that
     need weights. Tracebacks point at README.md's own line numbers."""
-    namespace: dict = {"__name__": "__readme__"}
+    module = types.ModuleType("__readme__")  # a real module: dataclasses look their class's module up
+    sys.modules["__readme__"] = module
+    namespace: dict = module.__dict__
     for start, code in python_sections()[section]:
         compiled = compile("\n" * (start - 1) + code, str(README), "exec")
         if code.lstrip().startswith(NEEDS_WEIGHTS):
@@ -77,7 +81,17 @@ def commented_output(section: str, marker: str):
 def test_sections_with_code_are_the_expected_ones():
     assert set(python_sections()) == {
         "Use", "Caches", "Speculative decoding", "Images: VAR, CoDe, ScaleKV", "Use with diffusers",
+        "Extending paradecode",
     }
+
+
+def test_extending():
+    """The README's new strategy and new cache policy register and decode on the shipped model."""
+    import paradecode
+
+    run_section("Extending paradecode")
+    assert "top-k-example" in paradecode.strategies()
+    assert "dual-every-2-example" in paradecode.cache_policies()
 
 
 def test_weight_blocks_are_marked_and_compile():
