@@ -431,3 +431,32 @@ def test_declared_bench_sweeps_are_valid_settings(name, gen, block):
     assert len(settings) >= 5
     for s in settings:
         cls(build_config(cls.Config, name, _full_options(name, s, gen, block)))  # raises if invalid
+
+
+def test_credit_commits_every_near_tie_when_none_passes_the_threshold():
+    """dInfer's rule: below the threshold, the best and every candidate within 1e-5 of it."""
+    from paradecode.samplers.credit import credit_threshold_mask
+
+    ninf = float("-inf")
+    conf = torch.tensor([[0.4, 0.4 - 5e-6, 0.3, ninf], [0.95, 0.92, 0.5, 0.2], [0.5, 0.5 - 2e-5, 0.1, 0.1]],
+                        dtype=torch.float64)
+    mask = conf > ninf
+    got = credit_threshold_mask(conf, mask, 0.9)
+    assert got.tolist() == [[True, True, False, False], [True, True, False, False], [True, False, False, False]]
+
+
+def test_prophet_constraints_are_pinned_and_place_the_answer_window(tiny_model, prompts):
+    """Prophet's eval pins tokens ({offset: id}) before decoding and after every step; the gap
+    window then starts two past the last pinned offset."""
+    cons = {3: 7, 4: 8}
+    out = paradecode.sample(tiny_model, prompts, "prophet", **GEO, constraints=cons)
+    assert (out.generated[:, 3] == 7).all() and (out.generated[:, 4] == 8).all()
+    assert not (out.generated == MASK).any()
+    cls = get_strategy_class("prophet")
+    assert cls(cls.Config(**GEO, constraints=cons)).config.window_start == 6
+    assert cls(cls.Config(**GEO, constraints=cons, answer_start=1)).config.window_start == 1
+    # the pinned positions are never masked, so the base commits only the other positions
+    assert int(out.trace.tokens_committed.sum()) == prompts.shape[0] * (GEO["gen_length"] - len(cons))
+    for bad in ({GEO["gen_length"]: 1}, {0: -1}, {}):
+        with pytest.raises(ValueError, match="constraints"):
+            paradecode.sample(tiny_model, prompts, "prophet", **GEO, constraints=bad)

@@ -11,6 +11,12 @@ serves that step). Later steps of the block:
 
 ``refresh_every`` (not in the reference, which refreshes only at block boundaries) also
 rebuilds the cache every that many steps inside a block; 1 makes the cache exact.
+
+One difference in forward counts, not in tokens: Fast-dLLM's cached loops test whether the
+block still has masks only *after* each cached forward, so when a block's first (full)
+forward already commits the whole block they still run one cached forward that commits
+nothing. Here a block with no mask left ends at once (as in the no-cache loop): the same
+tokens with one forward fewer for every such block.
 """
 
 from __future__ import annotations

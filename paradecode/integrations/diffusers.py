@@ -370,6 +370,7 @@ class ProphetScheduler(ParadecodeScheduler):
         answer_start: Optional[int] = None,
         answer_length: int = 5,
         max_steps: Optional[int] = None,
+        constraints: Optional[dict] = None,
     ) -> None:
         self._setup()
 

@@ -293,6 +293,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             canvas=state.x[dev_rows, : logits.shape[1]] if full_logits is not None else None,
             gen_start=state.prompt_length,
             canvas_length=state.x.shape[1],
+            visible=self._visible_width(state, rows),
         )
         out = block_step(self, state.rule, view)
         transfer = out.transfer
@@ -329,6 +330,12 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if out.cut is not None:
             self._skip_finished_blocks(state, rows)
         return committed
+
+    def _visible_width(self, state: DiffusionState, rows: torch.Tensor) -> int:
+        """Columns the model saw this step: the canvas, or (llada2) up to the block's end."""
+        if self.config.layout == "llada2":
+            return int(self.block_start(state, rows).max()) + self.config.block_length
+        return state.x.shape[1]
 
     def advance(
         self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor, left: Optional[torch.Tensor] = None

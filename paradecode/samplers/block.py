@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from .common import demote_tokens, forbid_token, predict
+from .common import StepNoise, demote_tokens, forbid_token, predict
 
 __all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "block_step"]
 
@@ -53,7 +53,8 @@ class BlockView:
     canvas (C columns from column 0), given when the rule reads beyond its block
     (``needs_full_logits``); ``block_start`` is each row's block column in it and
     ``gen_start`` the column where the generation starts, ``canvas_length`` the whole
-    canvas's width (columns past the visible ones included).
+    canvas's width (columns past the visible ones included), ``visible`` the width the model
+    saw (0: the block alone). ``noise`` holds the step's random draws over the visible canvas.
     """
 
     rows: torch.Tensor
@@ -68,6 +69,9 @@ class BlockView:
     canvas: Optional[torch.Tensor] = None
     gen_start: int = 0
     canvas_length: int = 0
+    visible: int = 0
+    noise: Optional[StepNoise] = None
+    _full: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     @property
     def block_columns(self) -> torch.Tensor:
@@ -75,6 +79,17 @@ class BlockView:
         W = self.tokens.shape[1]
         cols = self.block_start[:, None] + torch.arange(W)[None, :]
         return cols.to(self.tokens.device)
+
+    def full_predictions(self, state: "RuleState", config: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, confidence) over the visible canvas from ``full_logits``, with the same draws
+        as the block's predictions (LLaDA's step predicts the whole canvas at once)."""
+        if self._full is None:
+            logits = self.full_logits
+            if config.logits_eos_inf:
+                logits = forbid_token(logits, state.eos_id)
+            remasking = getattr(config, "remasking", "low_confidence")
+            self._full = predict(logits, config.temperature, remasking, state.generator, state.mask_id, self.noise)
+        return self._full
 
 
 @dataclass
@@ -116,7 +131,12 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     view.mask = mask
     logits = rule.adjust_logits(view, state, logits)
     remasking = getattr(c, "remasking", "low_confidence")
-    x0, conf = predict(logits, c.temperature, remasking, state.generator, state.mask_id)
+    n, W, V = logits.shape
+    view.noise = StepNoise.draw(n, view.visible or W, V, c.temperature, remasking, state.generator, logits.device)
+    block_noise = None
+    if view.noise is not None:
+        block_noise = view.noise.at(view.block_columns if view.visible else torch.arange(W, device=logits.device).expand(n, W))
+    x0, conf = predict(logits, c.temperature, remasking, state.generator, state.mask_id, block_noise)
     if getattr(c, "confidence_eos_eot_inf", False):
         conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
     view.logits, view.x0, view.confidence = logits, x0, conf

@@ -7,6 +7,7 @@ All work on the current block window: (batch, block_length[, vocab]) tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -15,7 +16,10 @@ NEG_INF = float("-inf")
 
 
 def add_gumbel_noise(
-    logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator] = None
+    logits: torch.Tensor,
+    temperature: float,
+    generator: Optional[torch.Generator] = None,
+    uniform: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Gumbel-max scores whose argmax samples from softmax(logits / temperature).
 
@@ -25,12 +29,15 @@ def add_gumbel_noise(
     finite. The exp form divides 0 by 0 for a -inf logit (the excluded mask token) once the
     power overflows (temperature ~1000) and ``argmax`` then picks the NaN; here -inf stays
     -inf at every temperature, and ``inf`` is the limit (uniform over finite logits).
-    Temperature 0 returns the logits unchanged (greedy).
+    Temperature 0 returns the logits unchanged (greedy). ``uniform`` gives the draws (shaped
+    like ``logits``) instead of drawing them here (:class:`StepNoise`).
     """
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    u = uniform if uniform is not None else torch.rand(
+        logits.shape, dtype=torch.float64, device=logits.device, generator=generator
+    )
     neg_gumbel = torch.log(-torch.log(u))
     scores = -neg_gumbel if temperature == float("inf") else logits - temperature * neg_gumbel
     # -inf - (-inf) is NaN when temperature * log(-log u) overflows; an excluded token stays out.
@@ -50,26 +57,65 @@ def forbid_token(logits: torch.Tensor, token_id: Optional[int]) -> torch.Tensor:
     return logits
 
 
+@dataclass
+class StepNoise:
+    """One step's random draws over the visible canvas, made as LLaDA's ``generate`` makes them:
+    first the Gumbel uniforms of every (row, column, vocabulary entry) in float64 (temperature
+    > 0), then one uniform per (row, column) for ``random`` remasking. Drawing them for the whole
+    canvas (not only the block) is what makes the same seed give LLaDA's tokens; a rule then
+    reads the block's part (:meth:`at`) or all of it (full-canvas predictions)."""
+
+    gumbel: Optional[torch.Tensor]  # (n, C, V) float64
+    remask: Optional[torch.Tensor]  # (n, C) float32
+
+    @classmethod
+    def draw(
+        cls, rows: int, width: int, vocab: int, temperature: float, remasking: str,
+        generator: Optional[torch.Generator], device: torch.device,
+    ) -> Optional["StepNoise"]:
+        if temperature == 0 and remasking != "random":
+            return None
+        gumbel = None
+        if temperature != 0:
+            gumbel = torch.rand((rows, width, vocab), dtype=torch.float64, device=device, generator=generator)
+        remask = torch.rand((rows, width), device=device, generator=generator) if remasking == "random" else None
+        return cls(gumbel, remask)
+
+    def at(self, columns: torch.Tensor) -> "StepNoise":
+        """The draws at (n, W) canvas columns."""
+        idx = torch.arange(columns.shape[0], device=columns.device)[:, None]
+        return StepNoise(
+            None if self.gumbel is None else self.gumbel[idx, columns],
+            None if self.remask is None else self.remask[idx, columns],
+        )
+
+
 def predict(
     logits: torch.Tensor,
     temperature: float,
     remasking: str,
     generator: Optional[torch.Generator] = None,
     mask_id: Optional[int] = None,
+    noise: Optional[StepNoise] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted tokens and their confidence, as LLaDA / Fast-dLLM compute them.
 
     x0 is the argmax of the (Gumbel-noised) logits; confidence is the float64 softmax
     probability of x0 under the clean logits (``low_confidence``) or uniform noise
     (``random``). ``mask_id`` is excluded from predictions (see :func:`forbid_token`).
+    ``noise`` gives the step's draws for these positions (else they are drawn here).
     """
     logits = forbid_token(logits, mask_id)
-    x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)
+    gumbel = noise.gumbel if noise is not None else None
+    x0 = add_gumbel_noise(logits, temperature, generator, gumbel).argmax(dim=-1)
     if remasking == "low_confidence":
         p = torch.softmax(logits.to(torch.float64), dim=-1)
         conf = p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
     elif remasking == "random":
-        conf = torch.rand(x0.shape, device=x0.device, generator=generator)
+        if noise is not None and noise.remask is not None:
+            conf = noise.remask
+        else:
+            conf = torch.rand(x0.shape, device=x0.device, generator=generator)
     else:  # configs validate this; kept for direct callers
         raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
     return x0, conf

@@ -4,7 +4,8 @@ Diffusion Large Language Models with Trace Credits"; reference: inclusionAI/dInf
 
 Each masked position keeps a credit per vocabulary entry: every step it decays by
 ``decay_beta`` and the current top-1 token gains ``p_top1 ** boost_gamma``. The step decides on
-fused logits ``logits + credit_alpha * log(1 + credit)`` with Fast-dLLM's threshold rule.
+fused logits ``logits + credit_alpha * log(1 + credit)`` with dInfer's threshold rule (the
+threshold, or every candidate within 1e-5 of the best when none passes it).
 Credit lives per row and block, and is reset when the row finishes its block.
 """
 
@@ -16,7 +17,7 @@ from typing import Optional
 import torch
 
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
-from .common import masked_confidence, threshold_mask
+from .common import masked_confidence
 
 
 @dataclass
@@ -34,6 +35,18 @@ class CreditConfig(DiffusionConfig):
             raise ValueError(f"boost_gamma must be >= 0, got {self.boost_gamma}.")
         if not 0 <= self.decay_beta <= 1:
             raise ValueError(f"decay_beta must be in [0, 1], got {self.decay_beta}.")
+
+
+TIE = 1e-5  # dInfer's margin below the best confidence
+
+
+def credit_threshold_mask(confidence: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """dInfer's threshold rule (``get_transfer_index_threshold``): commit every masked position
+    with confidence >= min(threshold, best - 1e-5). When none passes the threshold this commits
+    the best one and every candidate within 1e-5 of it (Fast-dLLM's rule commits only the top one)."""
+    best = confidence.max(-1, keepdim=True).values
+    bar = torch.clamp(best - TIE, min=-1000.0, max=threshold)
+    return (confidence >= bar) & mask
 
 
 @dataclass
@@ -70,7 +83,7 @@ class CreditDecoding(BlockDiffusionStrategy):
         return logits + c.credit_alpha * torch.log1p(row_credit)
 
     def select(self, view: BlockView, state: CreditState) -> torch.Tensor:
-        return threshold_mask(masked_confidence(view.confidence, view.mask), view.mask, self.config.threshold)
+        return credit_threshold_mask(masked_confidence(view.confidence, view.mask), view.mask, self.config.threshold)
 
     def on_block_end(self, state: CreditState, rows: torch.Tensor) -> None:
         credit = state.credit

@@ -32,9 +32,8 @@ from typing import Any, Optional
 import torch
 
 from .base import BlockView, RuleState
-from .common import predict
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
-from .lowconf import LowConfConfig, LowConfidence
+from .lowconf import LowConfConfig, LowConfidence, LowConfState
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Learn2PDConfig(LowConfConfig):
 
 
 @dataclass
-class Learn2PDState(RuleState):
+class Learn2PDState(LowConfState):
     """Per row, the canvas column after which end-of-text prediction ended the text."""
 
     cut: Optional[torch.Tensor] = None  # (batch,) CPU long; the canvas length = no cut yet
@@ -131,7 +130,7 @@ class Learn2PD(LowConfidence):
         smallest cut seen so far per row; None without EoTP."""
         if not self.config.eot or state.eos_id is None:  # sample() checked eos; a scheduler may have none
             return None
-        full_logits, eos = view.full_logits, state.eos_id
+        eos = state.eos_id
         L = view.canvas_length
         if state.cut is None:
             state.cut = torch.full((state.batch_size,), L, dtype=torch.long)
@@ -140,8 +139,7 @@ class Learn2PD(LowConfidence):
         hit = self._accepted(view) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
         # 2. otherwise the most confident end-of-text prediction among the generation's masked positions
-        c = self.config
-        x_all, conf_all = predict(full_logits, c.temperature, c.remasking, state.generator, state.mask_id)
+        x_all, conf_all = view.full_predictions(state, self.config)
         masked = view.canvas == state.mask_id  # the positions the model scored (llada2: up to the block)
         masked[:, : view.gen_start] = False  # a mask id inside the prompt is not a place to end
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))

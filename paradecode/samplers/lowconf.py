@@ -1,7 +1,8 @@
 """LLaDA's baseline sampler (Nie et al., 2025, "Large Language Diffusion Models").
 
 Semi-autoregressive blocks; inside a block each step commits a fixed number of tokens
-(the block's masks spread evenly over the block's steps, remainder first), choosing the
+(the masks the block has at its first step spread evenly over the block's steps, remainder
+first), choosing the
 most confident predictions (``low_confidence``) or random ones (``random``). Gumbel-noise
 temperature and unsupervised classifier-free guidance as in LLaDA's ``generate``.
 """
@@ -9,7 +10,6 @@ temperature and unsupervised classifier-free guidance as in LLaDA's ``generate``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal, Optional
 
 import torch
@@ -58,14 +58,35 @@ class LowConfidence(BlockDiffusionStrategy):
     def steps_per_block(self) -> int:
         return self.config.steps // self.config.num_blocks
 
-    @cached_property
-    def schedule(self) -> list[int]:
-        """Tokens per step of a block: every block starts fully masked, so the counts are
-        known on the host."""
-        bl = torch.tensor([self.config.block_length])
-        return num_transfer_schedule(bl, self.steps_per_block)[0].tolist()
+    def new_state(self, batch_size, mask_id, eos_id, generator, device) -> "LowConfState":
+        return LowConfState(batch_size, mask_id, eos_id, generator)
 
-    def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
-        schedule = self.schedule
-        k = torch.tensor([schedule[min(int(s), len(schedule) - 1)] for s in view.step_in_block])
+    def select(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
+        counts = self.block_counts(view, state)
+        step = view.step_in_block.clamp(max=self.steps_per_block - 1).to(counts.device)
+        k = counts[view.rows.to(counts.device), step]
         return topk_mask(masked_confidence(view.confidence, view.mask), k)
+
+    def block_counts(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
+        """(batch, steps per block) tokens each step of a row's current block commits: the
+        block's masks at its first step spread evenly over the steps, remainder first (LLaDA's
+        ``get_num_transfer_tokens``; kept on the device, no host sync). The llada2 layout
+        spreads ``block_length`` instead, as LLaDA2's ``generate`` and diffusers' scheduler do
+        (a block the prompt partly fills then finishes early)."""
+        if state.counts is None:
+            state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long, device=view.mask.device)
+        starting = view.step_in_block == 0
+        if bool(starting.any()):
+            idx = torch.nonzero(starting).flatten()
+            masks = view.mask[idx.to(view.mask.device)].sum(-1)
+            if self.config.layout == "llada2":  # LLaDA2 and diffusers spread the block length, not its masks
+                masks = torch.full_like(masks, self.config.block_length)
+            state.counts[view.rows[idx].to(state.counts.device)] = num_transfer_schedule(masks, self.steps_per_block)
+        return state.counts
+
+
+@dataclass
+class LowConfState(RuleState):
+    """Per row, the tokens each step of its current block commits (set at the block's first step)."""
+
+    counts: Optional[torch.Tensor] = None  # (batch, steps per block) long, on the canvas device

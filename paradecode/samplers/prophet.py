@@ -16,8 +16,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from ..config import build_config
-from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
-from .common import add_gumbel_noise, forbid_token
+from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, RuleState
 
 BASES = ("lowconf", "threshold", "credit", "localleap", "learn2pd")
 # Progress boundaries of the three stages (hard-coded in the reference's should_early_exit).
@@ -29,10 +28,14 @@ class ProphetConfig(DiffusionConfig):
     """``base`` decides every step that does not exit, with ``base_options`` (its config fields
     other than the shared gen_length/block_length/temperature/...; a base with ``steps`` runs
     at full steps, ``steps = gen_length``, unless ``base_options`` set it).
-    ``answer_start``: offset in the generation of the fixed gap window (the reference's
-    ``answer_start_pos``, masked or not); None averages over the first ``answer_length``
-    positions still masked (per row, each step). ``max_steps``: the step budget that
-    progress is measured against; None takes the base's ``steps`` or else ``gen_length``."""
+    ``constraints``: ``{generation offset: token id}`` written into the canvas before decoding
+    and written again after every step (Prophet's ``eval_llada.py`` pins "The answer is" this
+    way), so the answer follows a known place. ``answer_start``: offset in the generation of
+    the fixed gap window (the reference's ``answer_start_pos``, masked or not); with
+    constraints and no ``answer_start`` it is two past the last constrained offset, as the
+    reference derives it; None without constraints averages over the first ``answer_length``
+    positions still masked (per row, each step). ``max_steps``: the step budget that progress
+    is measured against; None takes the base's ``steps`` or else ``gen_length``."""
 
     base: Literal["lowconf", "threshold", "credit", "localleap", "learn2pd"] = "lowconf"
     base_options: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +45,7 @@ class ProphetConfig(DiffusionConfig):
     answer_start: Optional[int] = None
     answer_length: int = 5
     max_steps: Optional[int] = None
+    constraints: Optional[dict[int, int]] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +66,20 @@ class ProphetConfig(DiffusionConfig):
             )
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
+        if self.constraints is not None:
+            bad = {k: v for k, v in self.constraints.items() if not 0 <= k < self.gen_length or v < 0}
+            if bad or not self.constraints:
+                raise ValueError(
+                    f"constraints map generation offsets 0 <= offset < gen_length ({self.gen_length}) to token "
+                    f"ids >= 0; got {bad or 'an empty dict'}. Pass None for no constraint."
+                )
+
+    @property
+    def window_start(self) -> Optional[int]:
+        """The fixed answer window's offset: ``answer_start``, or two past the last constraint."""
+        if self.answer_start is None and self.constraints:
+            return max(self.constraints) + 2
+        return self.answer_start
 
     def threshold_at(self, progress: float) -> float:
         if progress < STAGE_BOUNDS[0]:
@@ -84,7 +102,7 @@ class Prophet(BlockDiffusionStrategy):
         if "steps" in {f.name for f in dataclasses.fields(base_cls.Config)}:
             options["steps"] = config.gen_length  # full steps, as Prophet's evaluation runs its base
         options.update(config.base_options)
-        base_config = build_config(base_cls.Config, f"prophet's base {config.base!r}", options)
+        base_config = build_config(base_cls.Config, f"prophet's base_options (base {config.base!r})", options)
         self.base = base_cls(base_config)
         self.fixed_schedule = self.base.fixed_schedule
         budget = config.max_steps or getattr(base_config, "steps", None) or config.gen_length
@@ -93,6 +111,23 @@ class Prophet(BlockDiffusionStrategy):
     @property
     def steps_per_block(self) -> int:
         return self.base.steps_per_block
+
+    # ---- constraints: pinned tokens, written before decoding and after every step -----------------
+    def start(self, prompt_ids: torch.Tensor, **context: Any) -> DiffusionState:
+        state = super().start(prompt_ids, **context)
+        self._pin(state)
+        return state
+
+    def apply(self, state: DiffusionState, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        committed = super().apply(state, rows, logits)
+        self._pin(state)
+        return committed
+
+    def _pin(self, state: DiffusionState) -> None:
+        for offset, token in (self.config.constraints or {}).items():
+            col = state.prompt_length + offset
+            if col < state.x.shape[1]:
+                state.x[:, col] = token
 
     def setup(self, model: Any, **kw: Any) -> tuple[dict, dict]:
         self.base.setup(model, **kw)  # the base's own checks and runtime options (a Learn2PD filter)
@@ -124,8 +159,12 @@ class Prophet(BlockDiffusionStrategy):
         P, full_logits = view.gen_start, view.full_logits
         top2 = torch.topk(full_logits[:, P:].float(), 2, dim=-1).values
         gap = top2[..., 0] - top2[..., 1]  # (n, gen_length)
-        if c.answer_start is not None:
-            return gap[:, c.answer_start : c.answer_start + c.answer_length].mean(-1)
+        start = c.window_start
+        if start is not None:
+            window = gap[:, start : start + c.answer_length]  # positions past the generation are left out
+            if window.shape[1] == 0:
+                return torch.full(gap.shape[:1], float("-inf"), device=gap.device)
+            return window.mean(-1)
         masked = view.canvas[:, P : P + gap.shape[1]] == mask_id  # llada2: the visible part
         window = masked & (masked.long().cumsum(-1) <= c.answer_length)
         count = window.sum(-1)
@@ -145,14 +184,9 @@ class Prophet(BlockDiffusionStrategy):
         state.extras["prophet_exit"] = n_stop
         if n_stop == 0:
             return None  # no noise drawn: without an exit the run equals the base's, seed for seed
-        return stop, self._argmax(view, state)
-
-    def _argmax(self, view: BlockView, state: RuleState) -> torch.Tensor:
-        """The generation's predictions, as the step's own x0 (Gumbel noise at temperature > 0)."""
-        gen_logits = forbid_token(view.full_logits[:, view.gen_start :], state.mask_id)
-        if self.config.logits_eos_inf:
-            gen_logits = forbid_token(gen_logits, state.eos_id)
-        return add_gumbel_noise(gen_logits, self.config.temperature, state.generator).argmax(-1)
+        # The generation's predictions from this step's own draws, as the reference fills
+        # every mask with the step's x0.
+        return stop, view.full_predictions(state, self.config)[0][:, view.gen_start :]
 
 
 def _base_class(name: str) -> type:
