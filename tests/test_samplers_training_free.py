@@ -460,3 +460,17 @@ def test_prophet_constraints_are_pinned_and_place_the_answer_window(tiny_model, 
     for bad in ({GEO["gen_length"]: 1}, {0: -1}, {}):
         with pytest.raises(ValueError, match="constraints"):
             paradecode.sample(tiny_model, prompts, "prophet", **GEO, constraints=bad)
+
+
+@pytest.mark.parametrize("name", ["lowconf", "threshold", "credit", "localleap"])
+def test_nan_logits_are_an_error_not_token_zero(tiny_model, prompts, name):
+    from paradecode.samplers.block import NonFiniteLogitsError
+
+    def broken(tokens, **kw):
+        out = tiny_model(tokens, **kw)
+        return torch.full_like(out, float("nan"))
+
+    broken.config = tiny_model.config
+    opts = dict(steps=16) if name == "lowconf" else {}
+    with pytest.raises(NonFiniteLogitsError, match="NaN"):
+        paradecode.sample(broken, prompts, name, **GEO, **opts)

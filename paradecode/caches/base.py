@@ -27,6 +27,9 @@ class CachePolicy(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...]] = ()
+    #: Options under which the cache recomputes everything it would reuse, so decoding equals
+    #: decoding without it (tests/test_contract.py checks every strategy x policy with them).
+    exact_options: ClassVar[dict[str, Any]] = {}
 
     def caches_for(self, strategy: Any, models: dict[str, Any]) -> dict[str, Any]:
         """A cache per model role of ``strategy`` (default: this object, for role ``"model"``)."""

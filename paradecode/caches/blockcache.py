@@ -44,6 +44,7 @@ class BlockCacheConfig:
 
 class _BlockCache(CanvasKVCache):
     Config = BlockCacheConfig
+    exact_options = {"refresh_every": 1}
     feeds_suffix: bool = False
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:

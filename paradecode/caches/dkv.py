@@ -50,6 +50,7 @@ class DKVDecode(CanvasKVCache):
     name = "dkv-decode"
     description = "dKV-Cache-Decode: delayed caching of decoded tokens' K/V, full reload every cache_reloading_step steps"
     Config = DKVDecodeConfig
+    exact_options = {"cache_reloading_step": 1}
     may_skip_window = True
     graph_bucket = 64
 
@@ -77,6 +78,7 @@ class DKVGreedy(CanvasKVCache):
     name = "dkv-greedy"
     description = "dKV-Cache-Greedy: cache every position, recompute only the block's candidates, recent tokens and a window"
     Config = DKVGreedyConfig
+    exact_options = {"cache_reloading_step": 1}
     may_skip_window = True
     graph_bucket = 64
 

@@ -165,6 +165,7 @@ class ScaleKV(VARKVCache):
     name = "scalekv"
     description = "ScaleKV: per-scale drafter/refiner KV budgets for VAR (budget = fraction of the full cache)"
     Config = ScaleKVConfig
+    exact_options = {"budget": 1.0}
 
     def __init__(self, config: Optional[ScaleKVConfig] = None, plan: Optional[ScaleKVPlan] = None) -> None:
         self.config = config or ScaleKVConfig()

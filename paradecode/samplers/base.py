@@ -21,7 +21,7 @@ from torch import nn
 
 from ..interfaces import CanvasRequest, ModelCall, Request, Strategy
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
-from .block import BlockStep, BlockView, RuleState, block_step
+from .block import BlockStep, BlockView, NonFiniteLogitsError, RuleState, block_step
 
 __all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "RuleState"]
 
@@ -433,6 +433,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         return state.num_blocks * self.config.block_length
 
     def result(self, state: DiffusionState) -> torch.Tensor:
+        if state.rule.nonfinite is not None and bool(state.rule.nonfinite):
+            raise NonFiniteLogitsError()
         return state.x[:, : state.prompt_length + self.config.gen_length]  # llada2: drop the tail
 
 

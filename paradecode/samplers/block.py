@@ -19,11 +19,21 @@ import torch
 
 from .common import StepNoise, demote_tokens, forbid_token, predict
 
-__all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "block_step"]
+__all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "NonFiniteLogitsError", "block_step"]
 
 
 class NoProgressError(RuntimeError):
     """A rule committed nothing in a step for a row that still had masks in its block."""
+
+
+class NonFiniteLogitsError(ValueError):
+    """The model returned NaN or +inf logits: no prediction can be taken from them."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the model returned NaN or +inf logits for the block being decoded; check the model's dtype "
+            "(bf16/fp16 overflow), its weights and the attention mask (a row that attends to nothing gives NaN)."
+        )
 
 
 @dataclass
@@ -40,6 +50,7 @@ class RuleState:
     generator: Optional[torch.Generator] = None
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    nonfinite: Optional[torch.Tensor] = None  # device bool: some step saw NaN / +inf logits (fixed rules check it at the end)
 
 
 @dataclass
@@ -126,6 +137,7 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     c = rule.config
     mask = view.tokens == state.mask_id
     logits = view.logits
+    bad = (torch.isnan(logits) | torch.isposinf(logits)).any()  # no sync: checked with the step's one
     if c.logits_eos_inf:
         logits = forbid_token(logits, state.eos_id)
     view.mask = mask
@@ -148,12 +160,16 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     cut = rule.end_of_text(view, state, transfer)
     if cut is not None:
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
-    if not rule.fixed_schedule:
+    if rule.fixed_schedule:  # no per-step sync: the flag is read when the generation ends
+        state.nonfinite = bad if state.nonfinite is None else state.nonfinite | bad
+    else:
         stalled = mask.any(-1) & ~transfer.any(-1)
         if getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's training oracle)
             stalled = torch.zeros_like(stalled)
         left = mask & ~transfer
-        both = torch.stack([stalled, left.any(-1)]).cpu()  # the step's one host sync
+        both = torch.stack([stalled, left.any(-1), bad.expand_as(stalled)]).cpu()  # the step's one host sync
+        if bool(both[2, 0]):
+            raise NonFiniteLogitsError()
         if out.stop is not None:
             both[0] &= ~out.stop.cpu()
         if bool(both[0].any()):

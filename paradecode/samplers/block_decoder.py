@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from .block import BlockStep, BlockView, RuleState, block_step
+from .block import BlockStep, BlockView, NonFiniteLogitsError, RuleState, block_step
 
 __all__ = ["BlockDecoder"]
 
@@ -66,6 +66,8 @@ class BlockDecoder:
             canvas_length=tokens.shape[1],
         )
         out = block_step(self.rule, self.state, view)
+        if self.state.nonfinite is not None and bool(self.state.nonfinite):  # fixed rules: checked here per step
+            raise NonFiniteLogitsError()
         new, moved = out.tokens, out.transfer
         if out.stop is not None:  # e.g. Prophet: the rest of the block takes the exit's tokens
             fill = (new == self.mask_id) & out.stop.to(new.device)[:, None]
