@@ -2,6 +2,7 @@
 
     python tests/golden/record.py            # writes tests/golden/outputs.json
     python tests/golden/record.py --check    # compares with it (tests/test_golden.py does this)
+    python tests/golden/record.py --update lowconf-random   # re-records the cases whose key contains it
 
 The recorded file is the behaviour the seams redesign (issue 14) had to keep: greedy dLLM
 decoding of the shipped ``tasks-6m`` model for every strategy x cache policy (and the LLaDA2
@@ -22,6 +23,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "outputs.json"
 VERBOSE = False
+ONLY = None  # --update: compute only the dllm cases whose key contains it
 
 STRATEGIES = {
     "lowconf": {"steps": "half"},
@@ -58,6 +60,8 @@ def dllm_cases():
             strategy = sname.split("-")[0]
             for cache in CACHES:
                 if sname == "lowconf-random" and cache is not None:
+                    continue
+                if ONLY and ONLY not in f"dllm/{task}-{gen}-{block}/{sname}/{cache}":
                     continue
                 out = paradecode.sample(
                     model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
@@ -125,10 +129,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--update", default=None, help="re-record only the cases whose key contains this")
     args = ap.parse_args()
-    global VERBOSE
+    global VERBOSE, ONLY
     VERBOSE = args.v
+    ONLY = args.update
     now = record()
+    if args.update:
+        old = json.loads(OUT.read_text())
+        changed = {k: v for k, v in now.items() if args.update in k}
+        old.update(changed)
+        OUT.write_text(json.dumps(old, separators=(",", ":")))
+        print(f"re-recorded {len(changed)} cases: {sorted(changed)}")
+        return 0
     if not args.check:
         OUT.write_text(json.dumps(now, separators=(",", ":")))
         print(f"wrote {len(now)} cases to {OUT}")
