@@ -18,6 +18,10 @@ def tiny_config(**over) -> LLaDAConfig:
 
 @pytest.fixture
 def tiny_model() -> LLaDAModel:
+    return make_tiny_model()
+
+
+def make_tiny_model() -> LLaDAModel:
     torch.manual_seed(0)
     model = LLaDAModel(tiny_config()).eval()
     # Larger weights than the 0.02 init give peaked, varied confidences (closer to a trained model).

@@ -31,16 +31,10 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def setups(request):
-    from .conftest import tiny_config
-    from paradecode.models import LLaDAModel
+def setups():
+    from .conftest import make_tiny_model
 
-    torch.manual_seed(0)
-    dllm = LLaDAModel(tiny_config()).eval()
-    with torch.no_grad():
-        for p in dllm.parameters():
-            if p.dim() == 2:
-                p.mul_(20.0)
+    dllm = make_tiny_model()
     prompts = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(1))
     vae = tiny_vae()
     big, small = tiny_var(vae, depth=4, seed=1), tiny_var(vae, depth=2, seed=2)

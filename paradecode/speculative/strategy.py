@@ -1,9 +1,9 @@
 """Speculative decoding of a causal LM as a paradecode strategy.
 
-One step = the draft model proposes up to k tokens (k ``draft`` forwards, each a sub-call
-that does not end the step), then the target scores the pending token and all drafts in one
-``target`` forward; the acceptance rule (:mod:`.acceptance`) keeps a prefix and adds one
-token. Both models keep their KV caches across steps; rejected slots are cropped or masked
+One step reads as gpt-fast's ``speculative_decode``: the drafter (:mod:`.drafting`) proposes
+up to k tokens (k ``draft`` forwards through the loop's caller), the target scores the
+pending token and all drafts in one ``target`` forward, the acceptance rule
+(:mod:`.acceptance`) keeps a prefix and adds one token, and both caches roll back. Both models keep their KV caches across steps; rejected slots are cropped or masked
 (:class:`.causal_lm.KVStream`), so every row of a batch accepts on its own and decodes as it
 would alone. Finished rows (``max_new_tokens`` reached or EOS) leave the batch.
 
