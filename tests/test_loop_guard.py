@@ -65,3 +65,28 @@ class Forever(Strategy):
 def test_a_strategy_past_its_step_bound_raises(tiny_model, prompts):
     with pytest.raises(StepLimitError, match="did not finish within 5 steps"):
         paradecode.sample(tiny_model, prompts, Forever(DiffusionConfig()))
+
+
+def test_block_decoder_steps_in_place_until_done_like_sample(tiny_model):
+    """The SGLang-shaped caller (tokens updated in place, `done` returned) gives sample()'s
+    tokens on a one-block generation in the llada2 layout."""
+    from paradecode.samplers.block_decoder import BlockDecoder
+    from paradecode.registry import get_strategy_class
+
+    cls = get_strategy_class("threshold")
+    rule = cls(cls.Config(gen_length=8, block_length=8, threshold=0.6, layout="llada2"))
+    ids = torch.randint(0, 50, (3, 8), generator=torch.Generator().manual_seed(2))  # fills block 0: generation = block 1
+    ref = paradecode.sample(tiny_model, ids, "threshold", gen_length=8, block_length=8, threshold=0.6, layout="llada2")
+    dec = BlockDecoder(rule, mask_id=tiny_model.config.mask_token_id)
+    dec.reset(ids.shape[0], ids.device)
+    canvas = torch.cat([ids, torch.full((ids.shape[0], 8), tiny_model.config.mask_token_id)], dim=1)
+    block = canvas[:, -8:].clone()
+    steps = 0
+    while True:
+        canvas[:, -8:] = block
+        logits = tiny_model(canvas, positions=torch.arange(canvas.shape[1]).expand_as(canvas))[:, -8:]
+        done = dec.step_inplace(block, logits)
+        steps += 1
+        if bool(done.all()):
+            break
+    assert torch.equal(block, ref.generated) and steps == ref.trace.steps

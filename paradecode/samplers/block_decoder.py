@@ -82,3 +82,10 @@ class BlockDecoder:
         self.state.steps += 1
         self.step_in_block[rows] += 1
         return out
+
+    def step_inplace(self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SGLang's shape of a step: write the step into ``tokens`` (n, W) and return (n,) bool,
+        True for rows whose block has no mask left (done)."""
+        out = self.step(tokens, logits, rows)
+        tokens.copy_(out.tokens)
+        return ~(tokens == self.mask_id).any(-1)
