@@ -39,16 +39,15 @@ import numpy as np
 import pytest
 import torch
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings  # a test dependency ([test] extra): never skipped
+from hypothesis import strategies as st
 
-import paradecode  # noqa: E402
-from paradecode.config import type_hints  # noqa: E402
-from paradecode.models import LLaDAModel  # noqa: E402
-from paradecode.registry import get_strategy_class  # noqa: E402
+import paradecode
+from paradecode.config import type_hints
+from paradecode.models import LLaDAModel
+from paradecode.registry import get_strategy_class
 
-from .conftest import MASK, tiny_config  # noqa: E402
+from .conftest import MASK, tiny_config
 
 pytestmark = pytest.mark.slow
 
