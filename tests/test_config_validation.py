@@ -142,3 +142,29 @@ def test_unresolvable_annotations_are_accepted():
         thing: "NotDefinedAnywhere" = None  # noqa: F821
 
     assert build_config(Forward, "x", {"thing": 5}).thing == 5
+
+
+# ---- function arguments and sample()'s shared generation defaults --------------------------
+
+
+def test_check_arguments_reads_the_signature():
+    from paradecode.config import check_arguments
+
+    def f(flag: bool = False, n: Optional[int] = None) -> None: ...
+
+    assert check_arguments(f, "f()", flag=np.bool_(True), n=np.int64(3)) == {"flag": True, "n": 3}
+    with pytest.raises(TypeError, match=r"f\(\): argument flag must be a bool \(True or False\), got str 'no'"):
+        check_arguments(f, "f()", flag="no")
+
+
+def test_generation_defaults_fill_lengths_and_lower_steps():
+    from paradecode.config import generation_defaults
+    from paradecode.registry import get_strategy_class
+
+    lowconf, threshold = get_strategy_class("lowconf").Config, get_strategy_class("threshold").Config
+    model = {"gen_length": 32, "block_length": 32}
+    assert generation_defaults(lowconf, model, {}) == {"gen_length": 32, "block_length": 32, "steps": 32}
+    assert generation_defaults(lowconf, model, {"steps": 8}) == {"gen_length": 32, "block_length": 32, "steps": 8}
+    assert generation_defaults(lowconf, {}, {"gen_length": np.int64(16)})["steps"] == 16
+    assert generation_defaults(lowconf, {}, {"gen_length": 256}) == {"gen_length": 256}  # 128 steps fit
+    assert generation_defaults(threshold, model, {}) == model  # no steps field

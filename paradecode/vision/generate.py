@@ -212,8 +212,11 @@ class VARStrategy(Strategy[VARState]):
             if isinstance(v, tuple) and len(v) != S:
                 raise ValueError(f"{name} has {len(v)} values but the model has {S} scales; give one or {S}.")
 
-    def prepare_inputs(self, prompt_ids: Any, attention_mask: Any, pad_id: int, device: Any) -> tuple[torch.Tensor, None]:
-        """Class labels -> (B, 1) LongTensor; -1 means unconditional (the null class)."""
+    def prepare_inputs(
+        self, prompt_ids: Any, attention_mask: Any, pad_id: int, device: Any, vocab_size: Optional[int] = None
+    ) -> tuple[torch.Tensor, None]:
+        """Class labels -> (B, 1) LongTensor; -1 means unconditional (the null class). The
+        labels are bounded by the model's classes, not by ``vocab_size`` (its codebook)."""
         if attention_mask is not None:
             raise ValueError("attention_mask does not apply to class-conditional VAR generation.")
         labels = torch.as_tensor(prompt_ids)
