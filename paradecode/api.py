@@ -8,7 +8,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .config import check_arguments, generation_defaults
+from .config import check_arguments, generation_defaults, validate_config
 from .inputs import (  # noqa: F401  (prepare_prompts re-exported)
     PromptLike, check_length, make_generator, model_device, model_vocab_size, prepare_prompts,
 )
@@ -87,6 +87,7 @@ def sample(
             raise ValueError(
                 f"options {sorted(options)} were given with a strategy instance; put them in its config instead."
             )
+        validate_config(strat.config)  # a config built by hand gets the combination checks build_config runs
     else:
         cls = get_strategy_class(strategy)
         runtime = {k: options.pop(k) for k in getattr(cls, "runtime_options", ()) if k in options}

@@ -20,7 +20,9 @@ import types
 import typing
 from typing import Any, Literal, Mapping, Union
 
-__all__ = ["build_config", "check_arguments", "check_value", "generation_defaults", "type_hints"]
+__all__ = [
+    "build_config", "check_arguments", "check_value", "generation_defaults", "type_hints", "validate_config",
+]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -260,8 +262,9 @@ def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
     """Instantiate the dataclass ``config_cls`` from ``options``.
 
     Unknown names raise ``ValueError`` listing the valid ones; every value is checked against
-    its annotation (:func:`check_value`); the dataclass's ``__post_init__`` checks ranges; its
-    ``validate()``, where defined, refuses or warns about combinations that have no effect.
+    its annotation (:func:`check_value`); the dataclass's ``__post_init__`` checks ranges; the
+    ``validate()`` methods of its classes (:func:`validate_config`) refuse or warn about
+    combinations that have no effect.
     """
     fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(options) - fields)
@@ -270,7 +273,16 @@ def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
     hints = type_hints(config_cls)
     checked = {k: check_value(k, v, hints.get(k, Any), owner) for k, v in options.items()}
     instance = config_cls(**checked)
-    validate = getattr(instance, "validate", None)
-    if callable(validate):
-        validate()
+    validate_config(instance)
     return instance
+
+
+def validate_config(config: Any) -> None:
+    """Run the ``validate()`` that each class of ``config``'s hierarchy defines itself, base
+    first: a config composed from parts (``DiffusionConfig`` -> ``LowConfConfig`` ->
+    ``Learn2PDConfig``) checks the combinations of every part without a subclass having to
+    call up."""
+    for klass in reversed(type(config).__mro__):
+        validate = vars(klass).get("validate")
+        if callable(validate):
+            validate(config)

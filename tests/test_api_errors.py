@@ -116,6 +116,14 @@ def test_gen_length_beyond_max_length_without_a_model_maximum(prompts):
         paradecode.sample(bare, prompts, "threshold", gen_length=MAX_LENGTH, block_length=8, mask_token_id=9)
 
 
+def test_a_strategy_instance_gets_the_combination_checks(tiny_model, prompts):
+    from paradecode.samplers.threshold import ConfidenceThreshold, ThresholdConfig
+
+    strategy = ConfidenceThreshold(ThresholdConfig(**GEO, threshold=0.5, factor=1.0))
+    with pytest.raises(ValueError, match="threshold=0.5 has no effect with factor=1.0"):
+        paradecode.sample(tiny_model, prompts, strategy)
+
+
 # ---- model.generation_defaults (zoo.load sets them) ----------------------------------------------------
 
 

@@ -144,7 +144,52 @@ def test_unresolvable_annotations_are_accepted():
     assert build_config(Forward, "x", {"thing": 5}).thing == 5
 
 
-# ---- function arguments and sample()'s shared generation defaults --------------------------
+# ---- validate() along a composed config, sample()'s shared generation defaults --------------------------
+
+
+@dataclass
+class Part:
+    greedy: bool = True
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        if self.greedy and self.temperature != 1.0:
+            raise ValueError("temperature has no effect with greedy=True")
+
+
+@dataclass
+class Whole(Part):
+    eot: bool = True
+    eot_truncate: bool = False
+
+    def validate(self) -> None:  # does not call up: build_config runs Part.validate itself
+        if self.eot_truncate and not self.eot:
+            raise ValueError("eot_truncate has no effect with eot=False")
+
+
+def test_every_class_of_a_composed_config_validates():
+    with pytest.raises(ValueError, match="temperature has no effect"):
+        build_config(Whole, OWNER, dict(temperature=0.5))
+    with pytest.raises(ValueError, match="eot_truncate has no effect"):
+        build_config(Whole, OWNER, dict(eot=False, eot_truncate=True))
+    assert build_config(Whole, OWNER, dict(greedy=False, temperature=0.5)).temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        ("threshold", dict(threshold=0.5, factor=1.0), "threshold=0.5 has no effect with factor=1.0"),
+        ("learn2pd", dict(eot=False, eot_truncate=True), "eot_truncate=True has no effect with eot=False"),
+    ],
+)
+def test_strategy_options_without_effect_are_refused(name, options, match):
+    from paradecode.registry import get_strategy_class
+
+    cls = get_strategy_class(name)
+    with pytest.raises(ValueError, match=match):
+        build_config(cls.Config, OWNER, dict(gen_length=8, block_length=8, **options))
+    alone = {k: v for k, v in options.items() if k in ("factor", "eot")}
+    build_config(cls.Config, OWNER, dict(gen_length=8, block_length=8, **alone))  # each alone is fine
 
 
 def test_check_arguments_reads_the_signature():

@@ -224,7 +224,7 @@ def test_differences_from_block_refinement_scheduler_on_one_step():
 # ---- config, state, errors ------------------------------------------------------------------------
 
 NON_DEFAULTS = {
-    "threshold": {"threshold": 0.77, "factor": 2.0, "logits_eos_inf": True, "eos_token_id": EOS},
+    "threshold": {"factor": 2.0, "logits_eos_inf": True, "eos_token_id": EOS},  # a threshold beside factor is refused
     "lowconf": {"remasking": "random"},
 }
 

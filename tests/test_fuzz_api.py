@@ -333,15 +333,17 @@ BAD_MASKS = [
 OK_VALUES: dict[str, list] = {
     "temperature": [0.0, 0.5, 1.0, 1, np.float32(0.5)], "remasking": ["low_confidence", "random"],
     "cfg_scale": [0.0], "logits_eos_inf": [False, True], "confidence_eos_eot_inf": [False, True],
-    "layout": ["llada"], "threshold": [0.5, 0.9, np.float64(0.7)], "factor": [1.0],
+    "layout": ["llada"], "threshold": [0.5, 0.9, np.float64(0.7)],
     "relaxed_threshold": [0.3], "radius": [1, 4, np.int64(2)], "accept_threshold": [0.96, 0.5],
-    "eot": [True, False], "eot_truncate": [False, True], "base": ["lowconf", "threshold"],
+    "eot": [True, False], "eot_truncate": [False], "base": ["lowconf", "threshold"],
 }
 OK_BY_STRATEGY: dict[str, dict[str, list]] = {"localleap": {"threshold": [0.8, 0.9]}}  # relaxed_threshold is 0.75
 EDGE_VALUES: dict[str, list] = {
     "layout": ["llada2"], "cfg_scale": [1.5], "remasking": ["lowest"], "base": ["nope", "var"],
     "base_options": [{"steps": 3}, {"threshold": "x"}], "gen_length": [12, -8], "block_length": [16, -8],
     "eot_token_id": [61],  # read only with confidence_eos_eot_inf=True: a combination that may be refused
+    "factor": [1.0],  # replaces threshold: refused beside a threshold of its own
+    "eot_truncate": [True],  # read only with eot=True
 }
 
 
