@@ -49,8 +49,6 @@ from paradecode.registry import get_strategy_class
 
 from .conftest import MASK, tiny_config
 
-pytestmark = pytest.mark.slow
-
 TIMEOUT_S = 20
 OK, EDGE, BAD = "ok", "edge", "bad"
 # Shrinking is off: a failing call can cost a 20 s timeout per attempt; the log mode lists them all.
@@ -403,6 +401,7 @@ def _sample_property(data, tiny):
     run_case(call, lambda: paradecode.sample(tiny, prompt, name, **kwargs), no_mask_left(kwargs.get("mask_token_id")))
 
 
+@pytest.mark.slow  # 150-400 generated calls
 def test_sample(tiny):
     _sample_property(tiny)
 
@@ -455,6 +454,7 @@ def _vision_property(data, var_model):
     run_case(call, lambda: generate(var_model, labels, **kwargs), finite_images)
 
 
+@pytest.mark.slow  # 150-400 generated calls
 def test_vision_generate(var_model):
     _vision_property(var_model)
 
@@ -502,6 +502,7 @@ def _speculative_property(data, llama_pair):
     run_case(call, lambda: paradecode.sample(target, prompt, "speculative", **kwargs))
 
 
+@pytest.mark.slow  # 150-400 generated calls
 def test_speculative(llama_pair):
     _speculative_property(llama_pair)
 
@@ -562,6 +563,7 @@ def _scheduler_property(data):
     run_case(call, run)
 
 
+@pytest.mark.slow  # 150-400 generated calls
 def test_schedulers():
     pytest.importorskip("diffusers")
     _scheduler_property()
@@ -702,6 +704,7 @@ def _loader_property(data, checkpoints):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.slow  # 150-400 generated calls
 def test_checkpoint_loaders(checkpoints):
     _loader_property(checkpoints)
 
