@@ -112,23 +112,12 @@ def _cmd_caches(args: argparse.Namespace) -> int:
 
 def generation_options(strategy: str, model_defaults: dict[str, int], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` completed with the model's ``gen_length`` / ``block_length`` (from its
-    info.json) where the strategy has those fields and the user gave none; a ``steps`` field
-    left unset is capped at ``gen_length`` (LLaDA's default of 128 steps would not fit a
-    32-token canvas)."""
+    info.json) and a fitting ``steps``: :func:`paradecode.config.generation_defaults`, the
+    rule ``paradecode.sample`` applies to ``model.generation_defaults``."""
+    from paradecode.config import generation_defaults
     from paradecode.registry import get_strategy_class
 
-    config_cls = get_strategy_class(strategy).Config
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    out = dict(options)
-    for key, value in model_defaults.items():
-        if key in fields and key not in out:
-            out[key] = value
-    steps = fields.get("steps")
-    gen = out.get("gen_length")
-    if steps is not None and "steps" not in out and isinstance(steps.default, int) and isinstance(gen, int):
-        if steps.default > gen:
-            out["steps"] = gen
-    return out
+    return generation_defaults(get_strategy_class(strategy).Config, model_defaults, options)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import math
 import numbers
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal, Mapping, Union
 
-__all__ = ["build_config", "check_value", "type_hints"]
+__all__ = [
+    "build_config", "check_arguments", "check_value", "generation_defaults", "type_hints", "validate_config",
+]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -223,12 +226,45 @@ def type_hints(obj: Any) -> dict[str, Any]:
         return {k: (v if not isinstance(v, str) else Any) for k, v in raw.items()}
 
 
+def check_arguments(function: Any, owner: str, **values: Any) -> dict[str, Any]:
+    """``values`` (keyword arguments of ``function``) each checked against ``function``'s own
+    annotation by :func:`check_value`, so the signature is the one statement of what is valid."""
+    hints = _signature_hints(getattr(function, "__func__", function))  # a bound method: its function
+    return {k: check_value(k, v, hints.get(k, Any), owner, kind="argument") for k, v in values.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_hints(function: Any) -> dict[str, Any]:
+    """:func:`type_hints` of a function, resolved once (a scheduler checks its ``step`` arguments every step)."""
+    return type_hints(function)
+
+
+def generation_defaults(config_cls: type, model_defaults: Mapping[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with a model's ``gen_length`` / ``block_length`` (the zoo's
+    info.json, ``model.generation_defaults``) where ``config_cls`` has those fields and the user
+    gave none. A ``steps`` field left unset whose integer default exceeds ``gen_length`` is
+    lowered to ``gen_length``: LLaDA's 128 steps do not fit a 32-token canvas. Shared by
+    ``paradecode.sample`` and the CLI, so both decode a shipped model the same way."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    out = dict(options)
+    for key, value in model_defaults.items():
+        if key in fields and key not in out:
+            out[key] = value
+    steps = fields.get("steps")
+    gen = out.get("gen_length")
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, (bool, *_NP_BOOL))  # noqa: E731
+    if steps is not None and "steps" not in out and is_int(steps.default) and is_int(gen) and steps.default > gen:
+        out["steps"] = int(gen)
+    return out
+
+
 def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
     """Instantiate the dataclass ``config_cls`` from ``options``.
 
     Unknown names raise ``ValueError`` listing the valid ones; every value is checked against
-    its annotation (:func:`check_value`); the dataclass's ``__post_init__`` checks ranges; its
-    ``validate()``, where defined, refuses or warns about combinations that have no effect.
+    its annotation (:func:`check_value`); the dataclass's ``__post_init__`` checks ranges; the
+    ``validate()`` methods of its classes (:func:`validate_config`) refuse or warn about
+    combinations that have no effect.
     """
     fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(options) - fields)
@@ -237,7 +273,16 @@ def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
     hints = type_hints(config_cls)
     checked = {k: check_value(k, v, hints.get(k, Any), owner) for k, v in options.items()}
     instance = config_cls(**checked)
-    validate = getattr(instance, "validate", None)
-    if callable(validate):
-        validate()
+    validate_config(instance)
     return instance
+
+
+def validate_config(config: Any) -> None:
+    """Run the ``validate()`` that each class of ``config``'s hierarchy defines itself, base
+    first: a config composed from parts (``DiffusionConfig`` -> ``LowConfConfig`` ->
+    ``Learn2PDConfig``) checks the combinations of every part without a subclass having to
+    call up."""
+    for klass in reversed(type(config).__mro__):
+        validate = vars(klass).get("validate")
+        if callable(validate):
+            validate(config)

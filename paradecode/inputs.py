@@ -18,11 +18,18 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["PromptLike", "prepare_prompts", "model_device", "make_generator"]
+__all__ = [
+    "PromptLike", "prepare_prompts", "model_device", "make_generator", "model_vocab_size", "model_max_length",
+    "check_length", "MAX_LENGTH",
+]
 
 PromptLike = Union[torch.Tensor, np.ndarray, Sequence[Sequence[int]], Sequence[int]]
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed takes
+# Tokens in one sequence (prompt + generation) when the model declares no limit: beyond this a
+# length is a typo, and refusing it beats a terabyte allocation or an overflow inside torch.
+MAX_LENGTH = 2**20
+_LENGTH_FIELDS = ("max_sequence_length", "max_position_embeddings", "n_positions")  # ours, HF's, GPT-2's
 
 
 def model_device(model: Any) -> Optional[torch.device]:
@@ -34,6 +41,61 @@ def model_device(model: Any) -> Optional[torch.device]:
         p = next(model.parameters(), None)
         return p.device if p is not None else None
     return None
+
+
+def _positive_int(value: Any) -> Optional[int]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and value > 0:
+        return int(value)
+    return None
+
+
+def model_vocab_size(model: Any) -> Optional[int]:
+    """How many token ids ``model`` takes: its config's ``vocab_size`` (ours and Hugging Face's),
+    else the rows of its input embedding; None for a plain callable. Prompt ids and the mask id
+    are checked against it, so a bad id is named at the door rather than as an ``IndexError``
+    inside ``F.embedding``."""
+    size = _positive_int(getattr(getattr(model, "config", None), "vocab_size", None))
+    if size is not None:
+        return size
+    get = getattr(model, "get_input_embeddings", None)
+    if callable(get):
+        try:
+            size = _positive_int(getattr(get(), "num_embeddings", None))
+        except (NotImplementedError, AttributeError):
+            size = None
+    return size
+
+
+def model_max_length(model: Any) -> Optional[tuple[str, int]]:
+    """``(config field, value)`` of the longest sequence ``model``'s config declares
+    (``max_sequence_length``, ``max_position_embeddings`` or ``n_positions``), or None."""
+    config = getattr(model, "config", None)
+    for name in _LENGTH_FIELDS:
+        value = _positive_int(getattr(config, name, None))
+        if value is not None:
+            return name, value
+    return None
+
+
+def check_length(name: str, length: int, prompt_length: int, model: Any) -> None:
+    """Refuse ``length`` new tokens after a ``prompt_length``-token prompt when the sequence
+    would not fit the model's declared maximum, or :data:`MAX_LENGTH` when it declares none;
+    checked before the canvas is allocated. ``name`` is the option that set ``length``."""
+    limit = model_max_length(model)
+    if limit is not None:
+        field, most = limit
+        bound = f"the model takes at most {most} (its config's {field})"
+    else:
+        most = MAX_LENGTH
+        bound = f"the model declares no maximum and paradecode takes at most {most} (MAX_LENGTH)"
+    if prompt_length + length <= most:
+        return
+    room = most - prompt_length
+    fix = f"use {name} <= {room}" if room > 0 else "shorten the prompt"
+    raise ValueError(
+        f"{name}={length} after a {prompt_length}-token prompt makes a sequence of {prompt_length + length} "
+        f"tokens, but {bound}; {fix}."
+    )
 
 
 def make_generator(seed: Optional[int], device: Optional[torch.device]) -> Optional[torch.Generator]:

@@ -136,13 +136,14 @@ class Strategy(ABC, Generic[StateT]):
         attention_mask: Optional[torch.Tensor],
         pad_id: int,
         device: Optional[torch.device],
+        vocab_size: Optional[int] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Turn the user's prompt into the (batch, P) tensor and mask :meth:`start` takes:
-        token ids, left-padded. A strategy whose prompt is something else (VAR's class labels)
-        overrides this."""
+        token ids, left-padded, each below ``vocab_size`` (the model's, when known). A strategy
+        whose prompt is something else (VAR's class labels) overrides this."""
         from .inputs import prepare_prompts
 
-        return prepare_prompts(prompt_ids, attention_mask, pad_id, device)
+        return prepare_prompts(prompt_ids, attention_mask, pad_id, device, vocab_size=vocab_size)
 
     def default_caches(self, models: dict[str, Any]) -> dict[str, Any]:
         """Caches the strategy runs with when the user gives no policy (VAR's full KV cache)."""

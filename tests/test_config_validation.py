@@ -142,3 +142,74 @@ def test_unresolvable_annotations_are_accepted():
         thing: "NotDefinedAnywhere" = None  # noqa: F821
 
     assert build_config(Forward, "x", {"thing": 5}).thing == 5
+
+
+# ---- validate() along a composed config, sample()'s shared generation defaults --------------------------
+
+
+@dataclass
+class Part:
+    greedy: bool = True
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        if self.greedy and self.temperature != 1.0:
+            raise ValueError("temperature has no effect with greedy=True")
+
+
+@dataclass
+class Whole(Part):
+    eot: bool = True
+    eot_truncate: bool = False
+
+    def validate(self) -> None:  # does not call up: build_config runs Part.validate itself
+        if self.eot_truncate and not self.eot:
+            raise ValueError("eot_truncate has no effect with eot=False")
+
+
+def test_every_class_of_a_composed_config_validates():
+    with pytest.raises(ValueError, match="temperature has no effect"):
+        build_config(Whole, OWNER, dict(temperature=0.5))
+    with pytest.raises(ValueError, match="eot_truncate has no effect"):
+        build_config(Whole, OWNER, dict(eot=False, eot_truncate=True))
+    assert build_config(Whole, OWNER, dict(greedy=False, temperature=0.5)).temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        ("threshold", dict(threshold=0.5, factor=1.0), "threshold=0.5 has no effect with factor=1.0"),
+        ("learn2pd", dict(eot=False, eot_truncate=True), "eot_truncate=True has no effect with eot=False"),
+    ],
+)
+def test_strategy_options_without_effect_are_refused(name, options, match):
+    from paradecode.registry import get_strategy_class
+
+    cls = get_strategy_class(name)
+    with pytest.raises(ValueError, match=match):
+        build_config(cls.Config, OWNER, dict(gen_length=8, block_length=8, **options))
+    alone = {k: v for k, v in options.items() if k in ("factor", "eot")}
+    build_config(cls.Config, OWNER, dict(gen_length=8, block_length=8, **alone))  # each alone is fine
+
+
+def test_check_arguments_reads_the_signature():
+    from paradecode.config import check_arguments
+
+    def f(flag: bool = False, n: Optional[int] = None) -> None: ...
+
+    assert check_arguments(f, "f()", flag=np.bool_(True), n=np.int64(3)) == {"flag": True, "n": 3}
+    with pytest.raises(TypeError, match=r"f\(\): argument flag must be a bool \(True or False\), got str 'no'"):
+        check_arguments(f, "f()", flag="no")
+
+
+def test_generation_defaults_fill_lengths_and_lower_steps():
+    from paradecode.config import generation_defaults
+    from paradecode.registry import get_strategy_class
+
+    lowconf, threshold = get_strategy_class("lowconf").Config, get_strategy_class("threshold").Config
+    model = {"gen_length": 32, "block_length": 32}
+    assert generation_defaults(lowconf, model, {}) == {"gen_length": 32, "block_length": 32, "steps": 32}
+    assert generation_defaults(lowconf, model, {"steps": 8}) == {"gen_length": 32, "block_length": 32, "steps": 8}
+    assert generation_defaults(lowconf, {}, {"gen_length": np.int64(16)})["steps"] == 16
+    assert generation_defaults(lowconf, {}, {"gen_length": 256}) == {"gen_length": 256}  # 128 steps fit
+    assert generation_defaults(threshold, model, {}) == model  # no steps field

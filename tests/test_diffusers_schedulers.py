@@ -4,6 +4,7 @@ import dataclasses
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from diffusers import BlockRefinementScheduler, LLaDA2Pipeline  # noqa: E402
 
 import paradecode  # noqa: E402
 import paradecode.integrations.diffusers as pd  # noqa: E402
+from paradecode.config import type_hints  # noqa: E402
 from paradecode.models import LLaDAModel  # noqa: E402
 
 from .conftest import MASK, tiny_config  # noqa: E402
@@ -112,6 +114,12 @@ def test_scheduler_arguments_are_the_strategy_options(name):
     for f in dataclasses.fields(paradecode.registry.get_strategy_class(name).Config):
         if f.name in args and f.default is not dataclasses.MISSING:
             assert defaults[f.name] == f.default, f.name
+    # the same annotations (a mutable default is None in a signature): the scheduler checks its
+    # arguments against them, so they must say what the strategy accepts
+    config_hints = type_hints(paradecode.registry.get_strategy_class(name).Config)
+    init_hints = type_hints(cls.__init__)
+    for a in args:
+        assert init_hints[a] in (config_hints[a], Optional[config_hints[a]]), a
 
 
 @pytest.mark.parametrize("name", pd.scheduler_names())
@@ -224,7 +232,7 @@ def test_differences_from_block_refinement_scheduler_on_one_step():
 # ---- config, state, errors ------------------------------------------------------------------------
 
 NON_DEFAULTS = {
-    "threshold": {"threshold": 0.77, "factor": 2.0, "logits_eos_inf": True, "eos_token_id": EOS},
+    "threshold": {"factor": 2.0, "logits_eos_inf": True, "eos_token_id": EOS},  # a threshold beside factor is refused
     "lowconf": {"remasking": "random"},
 }
 
@@ -277,6 +285,66 @@ def test_bad_scheduler_input_is_a_clear_error():
         s.step(logits, 0, block, mask_token_id=3, top_k=5)
     with pytest.raises(ValueError, match="mask_token_id"):
         s.step(logits, 0, block)
+
+
+@pytest.mark.parametrize(
+    "name, config, err, match",
+    [
+        ("lowconf", dict(num_inference_steps=2**63 - 1), ValueError, r"num_inference_steps must be in \[1, 1048576\]"),
+        ("lowconf", dict(num_inference_steps=2.5), TypeError, "option num_inference_steps must be an int or None"),
+        ("lowconf", dict(num_inference_steps=float("nan")), TypeError, "option num_inference_steps must be"),
+        ("credit", dict(block_length=-(10**12)), ValueError, r"option block_length must be in \[1, 1048576\]"),
+        ("credit", dict(block_length=[1]), TypeError, "option block_length must be an int"),
+        ("threshold", dict(eos_token_id="3"), TypeError, "option eos_token_id must be an int or None"),
+        ("threshold", dict(eos_token_id=10**30), ValueError, "option eos_token_id must fit"),
+        ("threshold", dict(eos_token_id=-1), ValueError, "option eos_token_id must be a token id >= 0"),
+        ("threshold", dict(logits_eos_inf=True), ValueError, "logits_eos_inf reads the end-of-text id"),
+        ("lowconf", dict(confidence_eos_eot_inf=True), ValueError, "confidence_eos_eot_inf reads the end-of-text id"),
+        ("prophet", dict(base="nope"), ValueError, r"option base must be one of \['lowconf'"),
+        ("prophet", dict(base_options=3), TypeError, "option base_options must be a dict"),
+        ("prophet", dict(base_options={"x": 1}), ValueError, r"base_options \(base 'lowconf'\) got unknown option"),
+    ],
+)
+def test_scheduler_config_is_checked_before_any_tensor(name, config, err, match):
+    with pytest.raises(err, match=match):
+        pd.scheduler(name, **({"block_length": 8} | config))
+
+
+@pytest.mark.parametrize(
+    "steps, err, match",
+    [("8", TypeError, "must be an int"), (2.5, TypeError, "must be an int"), (float("nan"), TypeError, "must be an int"),
+     (0, ValueError, "must be in"), (10**12, ValueError, "must be in"), (2**63, ValueError, "must fit")],
+)
+def test_set_timesteps_checks_its_arguments(steps, err, match):
+    s = pd.scheduler("threshold", block_length=8)
+    with pytest.raises(err, match=rf"ThresholdScheduler.set_timesteps\(\): argument num_inference_steps {match}"):
+        s.set_timesteps(steps)
+    with pytest.raises(ValueError, match="argument block_length must be in"):
+        s.set_timesteps(4, block_length=-8)
+
+
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [(dict(temperature=float("nan")), ValueError, "argument temperature must be a finite float"),
+     (dict(temperature="x"), TypeError, "argument temperature must be a float"),
+     (dict(temperature=-1.0), ValueError, "argument temperature must be >= 0"),
+     (dict(mask_token_id=-3), ValueError, "argument mask_token_id must be a token id >= 0"),
+     (dict(mask_token_id="3"), TypeError, "argument mask_token_id must be an int"),
+     (dict(sampling_method="best"), ValueError, "argument sampling_method must be one of")],
+)
+def test_step_checks_its_arguments(kw, err, match):
+    s = pd.ThresholdScheduler(block_length=2)
+    logits, block = torch.zeros(1, 2, 4), torch.full((1, 2), 3)
+    with pytest.raises(err, match=match):
+        s.step(logits, 0, block, **({"mask_token_id": 3} | kw))
+
+
+def test_checked_config_values_are_plain_python():
+    import numpy as np
+
+    s = pd.scheduler("lowconf", block_length=np.int64(8), num_inference_steps=np.int64(4))
+    assert type(s.config.block_length) is int and type(s.config.num_inference_steps) is int
+    assert s.num_inference_steps == 4 and s.strategy.config.block_length == 8
 
 
 # ---- the README's "Use with diffusers" snippet ----------------------------------------------------

@@ -248,6 +248,52 @@ def test_clear_errors(pair):
     assert "speculative" in paradecode.strategies()
 
 
+@pytest.mark.parametrize("n", [255, 2**62, 2**63 - 1])
+def test_max_new_tokens_beyond_the_targets_positions(pair, n):
+    target, draft = pair  # max_position_embeddings=256
+    with pytest.raises(ValueError, match=rf"max_new_tokens={n} .* at most 256 \(its config's max_position_embeddings\); use max_new_tokens <= 254"):
+        paradecode.sample(target, [[1, 2]], "speculative", draft_model=draft, max_new_tokens=n)
+
+
+def test_prompt_ids_beyond_the_vocabulary_and_a_mask_id_are_refused(pair):
+    target, draft = pair
+    with pytest.raises(ValueError, match=r"prompt_ids must hold token ids in \[0, 39\]"):
+        paradecode.sample(target, [[45]], "speculative", draft_model=draft, max_new_tokens=4)
+    with pytest.raises(ValueError, match="mask_token_id applies to diffusion-LM strategies"):
+        paradecode.sample(target, [[1, 2]], "speculative", draft_model=draft, max_new_tokens=4, mask_token_id=3)
+
+
+@pytest.mark.parametrize(
+    "opts, names",
+    [
+        (dict(temperature=0.3), ("temperature", "do_sample=False")),
+        (dict(top_k=5), ("top_k", "do_sample=False")),
+        (dict(top_p=0.9), ("top_p", "do_sample=False")),
+        (dict(max_draft_tokens=8), ("max_draft_tokens", "draft_length_schedule='constant'")),
+    ],
+)
+def test_options_without_effect_are_refused(opts, names):
+    """transformers' GenerationConfig.validate: an option the combination never reads is an error."""
+    from paradecode.config import build_config
+    from paradecode.speculative import SpeculativeConfig
+
+    with pytest.raises(ValueError, match="has no effect") as err:
+        build_config(SpeculativeConfig, "strategy 'speculative'", opts)
+    assert all(n in str(err.value) for n in names)
+
+
+def test_options_with_effect_are_accepted():
+    from paradecode.config import build_config
+    from paradecode.speculative import SpeculativeConfig
+
+    build_config(SpeculativeConfig, "s", dict(do_sample=True, temperature=0.3, top_k=5, top_p=0.9))
+    build_config(SpeculativeConfig, "s", dict(draft_length_schedule="heuristic", max_draft_tokens=8))
+    # the heuristic's ceiling binds only the heuristic: a long constant draft needs no max_draft_tokens
+    assert build_config(SpeculativeConfig, "s", dict(num_draft_tokens=40)).num_draft_tokens == 40
+    with pytest.raises(ValueError, match="max_draft_tokens"):
+        build_config(SpeculativeConfig, "s", dict(num_draft_tokens=40, draft_length_schedule="heuristic"))
+
+
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.8), (1.3, 7, 0.6)])
 def test_warping_matches_transformers_logits_warpers(temperature, top_k, top_p):
     """p and q are warped as transformers' generate warps logits (temperature, top-k, top-p)."""

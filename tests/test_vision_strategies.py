@@ -149,6 +149,30 @@ def test_bad_inputs_raise_clear_errors(models):
         paradecode.sample(tiny_var(vae).__class__(big.config), [0], "var")
 
 
+@pytest.mark.parametrize(
+    "labels, kw, err, match",
+    [
+        ([0], dict(decode="yes"), TypeError, r"vision.generate\(\): argument decode must be a bool"),
+        ([0], dict(decode=1), TypeError, "argument decode must be a bool"),
+        ([0], dict(vae="vae"), TypeError, "vae must be a paradecode.vision.VQVAE"),
+        ([0], dict(vae=3), TypeError, "vae must be a paradecode.vision.VQVAE"),
+        ([True], {}, TypeError, "class labels must be int class ids, got bools"),
+        (torch.tensor([True, False]), {}, TypeError, "class labels must be int class ids"),
+        ([0], dict(timing="no"), TypeError, "argument timing must be a bool"),
+    ],
+)
+def test_generate_arguments_are_checked(models, labels, kw, err, match):
+    vae, big, _ = models
+    with pytest.raises(err, match=match):
+        generate(big, labels, **kw)
+
+
+def test_code_checks_its_vae_too(models):
+    vae, big, small = models
+    with pytest.raises(TypeError, match="vae must be a paradecode.vision.VQVAE"):
+        generate(big, [0], "code", refiner=small, draft_steps=2, vae="vae")
+
+
 def test_more_smooth_mixes_codes_softly(models):
     _, big, _ = models
     hard = generate(big, [0, 1], seed=4, **OPTS)

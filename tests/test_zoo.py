@@ -12,7 +12,7 @@ import torch
 
 import paradecode
 from paradecode import zoo
-from paradecode.bench.tasks import get_task
+from paradecode.bench.tasks import Example, get_task
 from paradecode.models import LLaDAModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,18 @@ def test_load_gives_float32_eval_model_and_matching_tokenizer(best):
     assert model.config.eos_token_id == tok.eos_token_id
     assert None not in (tok.pad_token_id, tok.eos_token_id, tok.mask_token_id)
     assert tok.decode(tok.encode("words bird:")) == "words bird:"
+
+
+def test_sample_with_no_options_decodes_the_models_canvas(best):
+    """``paradecode.sample(model, ids)`` on a shipped model: gen_length / block_length from
+    ``model.generation_defaults`` and steps lowered to gen_length, as ``paradecode sample`` does;
+    LLaDA's defaults (128 / 128 / 128 steps) would leave an empty answer."""
+    name, model, tok = best
+    out = paradecode.sample(model, [tok.encode("words river:")])
+    assert out.generated.shape[1] == model.generation_defaults["gen_length"] == zoo.info(name)["gen_length"]
+    assert out.trace.nfe == model.generation_defaults["gen_length"]  # lowconf: one token per step
+    text = tok.decode(out.generated[0].tolist(), skip_special_tokens=True)
+    assert get_task("words").verify(Example("words river:", "", {"category": "river"}), text), text
 
 
 @pytest.mark.slow

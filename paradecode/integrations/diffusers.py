@@ -38,8 +38,9 @@ block, as ``layout="llada2"`` does in ``paradecode.sample``, where later blocks 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -47,7 +48,8 @@ from diffusers.schedulers.scheduling_block_refinement import BlockRefinementSche
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from ..config import build_config
+from ..config import build_config, check_arguments, check_value, type_hints
+from ..inputs import MAX_LENGTH
 from ..registry import get_strategy_class
 from ..samplers.base import BlockDiffusionStrategy
 from ..samplers.block_decoder import BlockDecoder
@@ -62,7 +64,17 @@ __all__ = [
 # (gen_length, temperature), they are per block here (steps -> num_inference_steps), or a
 # scheduler cannot do them (cfg_scale needs a second forward; the layout is the pipeline's).
 PIPELINE_FIELDS = ("gen_length", "block_length", "temperature", "cfg_scale", "layout", "steps")
-SAMPLING_METHODS = ("auto", "greedy", "multinomial")
+# What a scheduler's own lengths may be: a block or a step count beyond MAX_LENGTH is a typo
+# (and torch.arange(2**63) kills the interpreter with SIGFPE instead of raising).
+LENGTH_RANGE = (1, MAX_LENGTH)
+EOS_OPTIONS = ("logits_eos_inf", "confidence_eos_eot_inf")
+
+
+def _check_range(owner: str, name: str, value: Optional[int], kind: str = "option") -> None:
+    """``value`` (None passes) within :data:`LENGTH_RANGE`, else a ValueError naming ``name``."""
+    lo, hi = LENGTH_RANGE
+    if value is not None and not lo <= value <= hi:
+        raise ValueError(f"{owner}: {kind} {name} must be in [{lo}, {hi}], got {value}.")
 
 
 @dataclass
@@ -88,12 +100,29 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
     strategy_name: str = ""
 
     def _setup(self) -> None:
+        self._check_config()
         steps = self.config.num_inference_steps
         self.num_inference_steps = int(self.config.block_length if steps is None else steps)
         self.timesteps = torch.arange(self.num_inference_steps - 1, -1, -1, dtype=torch.long)
         self.strategy = self._build_strategy(self.num_inference_steps, int(self.config.block_length))
         self.decoder: Optional[BlockDecoder] = None
         self._rows_masked: Optional[torch.Tensor] = None
+
+    def _check_config(self) -> None:
+        """Every ``__init__`` argument checked against its annotation (:func:`check_value`) and
+        the lengths against :data:`LENGTH_RANGE`, before any tensor is made. The converted
+        values (numpy ints -> int) replace the registered ones, so ``save_pretrained`` writes
+        plain JSON."""
+        owner = type(self).__name__
+        init = type(self).__init__
+        hints = type_hints(init)
+        names = [n for n in inspect.signature(init).parameters if n != "self" and n in self.config]
+        values = {n: check_value(n, self.config[n], hints.get(n, Any), owner) for n in names}
+        _check_range(owner, "block_length", values["block_length"])
+        _check_range(owner, "num_inference_steps", values["num_inference_steps"])
+        if values["eos_token_id"] is not None and values["eos_token_id"] < 0:
+            raise ValueError(f"{owner}: option eos_token_id must be a token id >= 0 or None, got {values['eos_token_id']}.")
+        self.register_to_config(**values)
 
     @property
     def strategy_options(self) -> dict[str, Any]:
@@ -117,7 +146,11 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
             strategy = cls(build_config(cls.Config, f"{type(self).__name__}", options))
             # logits_eos_inf / confidence_eos_eot_inf need the id; Learn2PD's EoTP is off without one.
             if BlockDiffusionStrategy.needs_eos(strategy) and self.config.eos_token_id is None:
-                raise ValueError("these options read the end-of-text id: give eos_token_id in the scheduler config.")
+                names = " and ".join(n for n in EOS_OPTIONS if getattr(strategy.config, n, False))
+                raise ValueError(
+                    f"{names} {'read' if ' and ' in names else 'reads'} the end-of-text id: give eos_token_id "
+                    f"in the scheduler config, or leave {names} False."
+                )
             return strategy
         except ValueError as e:
             raise ValueError(
@@ -133,11 +166,14 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         block_length: Optional[int] = None,
     ) -> None:
         """Steps per block and block length for the next generation; resets per-sequence state."""
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
+        owner = f"{type(self).__name__}.set_timesteps()"
+        checked = check_arguments(
+            self.set_timesteps, owner, num_inference_steps=num_inference_steps, device=device, block_length=block_length
+        )
+        num_inference_steps, block_length = checked["num_inference_steps"], checked["block_length"]
+        _check_range(owner, "num_inference_steps", num_inference_steps, "argument")
+        _check_range(owner, "block_length", block_length, "argument")
         block_length = int(self.config.block_length if block_length is None else block_length)
-        if block_length <= 0:
-            raise ValueError(f"block_length must be > 0, got {block_length}.")
         self.num_inference_steps = int(num_inference_steps)
         self.timesteps = torch.arange(self.num_inference_steps - 1, -1, -1, device=device, dtype=torch.long)
         self.strategy = self._build_strategy(self.num_inference_steps, block_length)
@@ -154,7 +190,7 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         temperature: float = 0.0,
         top_p: Optional[float] = None,
         top_k: Optional[int] = None,
-        sampling_method: str = "auto",
+        sampling_method: Literal["auto", "greedy", "multinomial"] = "auto",
         threshold: Optional[float] = None,
         editing_threshold: Optional[float] = None,
         minimal_topk: Optional[int] = None,
@@ -168,25 +204,35 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         (batch, block_length) its tokens, ``timestep`` the step index within the block (0
         starts a new block). Rows whose block has no mask left are left alone.
         """
+        owner = f"{type(self).__name__}.step()"
+        checked = check_arguments(
+            self.step, owner, mask_token_id=mask_token_id, temperature=temperature, top_p=top_p, top_k=top_k,
+            sampling_method=sampling_method, threshold=threshold, editing_threshold=editing_threshold,
+            minimal_topk=minimal_topk, return_dict=return_dict,
+        )
+        mask_token_id, temperature = checked["mask_token_id"], checked["temperature"]
+        top_p, top_k, return_dict = checked["top_p"], checked["top_k"], checked["return_dict"]
         if mask_token_id is None:
             raise ValueError(
                 "paradecode schedulers decode masked tokens: pass mask_token_id (the pipeline takes it "
                 "from the tokenizer or its mask_token_id argument); uniform-noise mode is not supported."
             )
+        if mask_token_id < 0:
+            raise ValueError(f"{owner}: argument mask_token_id must be a token id >= 0, got {mask_token_id}.")
+        if temperature < 0:
+            raise ValueError(f"{owner}: argument temperature must be >= 0 (0 is greedy), got {temperature}.")
         if (top_p is not None and top_p < 1.0) or (top_k is not None and top_k > 0):
             raise ValueError(
                 "paradecode strategies sample with LLaDA's Gumbel-max at `temperature`; top_p / top_k are "
                 "not supported: leave them None."
             )
-        if sampling_method not in SAMPLING_METHODS:
-            raise ValueError(f"sampling_method must be one of {SAMPLING_METHODS}, got {sampling_method!r}.")
         if not isinstance(model_output, torch.Tensor) or model_output.dim() != 3:
             raise ValueError(f"model_output must be a (batch, block_length, vocab) tensor, got {type(model_output).__name__}.")
         if not isinstance(sample, torch.Tensor) or sample.shape != model_output.shape[:2]:
             raise ValueError(
                 f"sample {tuple(getattr(sample, 'shape', ()))} must be the block of model_output {tuple(model_output.shape)}."
             )
-        temperature = 0.0 if sampling_method == "greedy" else float(temperature)
+        temperature = 0.0 if checked["sampling_method"] == "greedy" else temperature
         bl = sample.shape[1]
         if self.strategy.config.block_length != bl:
             self.strategy = self._build_strategy(self.num_inference_steps, bl, temperature)
@@ -282,7 +328,7 @@ class LowConfScheduler(ParadecodeScheduler):
         num_inference_steps: Optional[int] = None,
         eos_token_id: Optional[int] = None,
         logits_eos_inf: bool = False,
-        remasking: str = "low_confidence",
+        remasking: Literal["low_confidence", "random"] = "low_confidence",
         confidence_eos_eot_inf: bool = False,
         eot_token_id: Optional[int] = None,
     ) -> None:
@@ -362,15 +408,15 @@ class ProphetScheduler(ParadecodeScheduler):
         num_inference_steps: Optional[int] = None,
         eos_token_id: Optional[int] = None,
         logits_eos_inf: bool = False,
-        base: str = "lowconf",
-        base_options: Optional[dict] = None,
+        base: Literal["lowconf", "threshold", "credit", "localleap", "learn2pd"] = "lowconf",
+        base_options: Optional[dict[str, Any]] = None,
         early_threshold: float = 7.5,
         mid_threshold: float = 5.0,
         late_threshold: float = 2.5,
         answer_start: Optional[int] = None,
         answer_length: int = 5,
         max_steps: Optional[int] = None,
-        constraints: Optional[dict] = None,
+        constraints: Optional[dict[int, int]] = None,
     ) -> None:
         self._setup()
 
@@ -394,7 +440,7 @@ class Learn2PDScheduler(ParadecodeScheduler):
         num_inference_steps: Optional[int] = None,
         eos_token_id: Optional[int] = None,
         logits_eos_inf: bool = False,
-        remasking: str = "low_confidence",
+        remasking: Literal["low_confidence", "random"] = "low_confidence",
         confidence_eos_eot_inf: bool = False,
         eot_token_id: Optional[int] = None,
         accept_threshold: float = 0.96,

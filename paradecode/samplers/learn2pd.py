@@ -52,6 +52,12 @@ class Learn2PDConfig(LowConfConfig):
         if not 0.0 <= self.accept_threshold <= 1.0:
             raise ValueError(f"accept_threshold must be in [0, 1] (the paper uses 0.96), got {self.accept_threshold}.")
 
+    def validate(self) -> None:
+        """``eot_truncate`` shapes End-of-Text Prediction's cut: without ``eot`` there is none."""
+        if self.eot_truncate and not self.eot:
+            raise ValueError("eot_truncate=True has no effect with eot=False (no end-of-text cut to hide); "
+                             "pass eot=True, or leave eot_truncate out.")
+
 
 @dataclass
 class Learn2PDState(LowConfState):

@@ -8,6 +8,7 @@ position is committed while its confidence >= 1 - factor / (i + 2).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,6 +27,15 @@ class ThresholdConfig(DiffusionConfig):
         super().__post_init__()
         if self.factor is not None and self.factor <= 0:
             raise ValueError(f"factor must be positive (Fast-dLLM uses 1.0), got {self.factor}.")
+
+    def validate(self) -> None:
+        """The factor rule replaces the threshold: refuse a threshold that would be ignored."""
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "threshold")
+        if self.factor is not None and self.threshold != default:
+            raise ValueError(
+                f"threshold={self.threshold} has no effect with factor={self.factor} (the factor rule decides "
+                f"instead); give one of threshold and factor."
+            )
 
 
 class ConfidenceThreshold(BlockDiffusionStrategy):

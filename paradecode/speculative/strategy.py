@@ -17,6 +17,7 @@ rule depends only on the draft's own outputs, so decoding stays lossless.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
@@ -65,12 +66,31 @@ class SpeculativeConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.draft_length_schedule not in SCHEDULES:
             raise ValueError(f"draft_length_schedule must be one of {SCHEDULES}, got {self.draft_length_schedule!r}.")
-        if self.max_draft_tokens < self.num_draft_tokens:
+        if self.draft_length_schedule == "heuristic" and self.max_draft_tokens < self.num_draft_tokens:
             raise ValueError(
-                f"max_draft_tokens ({self.max_draft_tokens}) must be >= num_draft_tokens ({self.num_draft_tokens})."
+                f"max_draft_tokens ({self.max_draft_tokens}) must be >= num_draft_tokens ({self.num_draft_tokens}) "
+                f"with draft_length_schedule='heuristic'."
             )
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
+
+    def validate(self) -> None:
+        """Refuse options this combination never reads, as transformers' ``GenerationConfig.validate``
+        does: a user who sets them expects an effect they would not get."""
+        default = {f.name: f.default for f in dataclasses.fields(self)}
+        if not self.do_sample:
+            for name in ("temperature", "top_k", "top_p"):
+                if getattr(self, name) != default[name]:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} has no effect with do_sample=False (greedy decoding reads "
+                        f"neither temperature, top_k nor top_p); pass do_sample=True to sample, or leave {name} out."
+                    )
+        if self.draft_length_schedule == "constant" and self.max_draft_tokens != default["max_draft_tokens"]:
+            raise ValueError(
+                f"max_draft_tokens={self.max_draft_tokens} has no effect with draft_length_schedule='constant' "
+                f"(every step drafts num_draft_tokens); pass draft_length_schedule='heuristic', or leave "
+                f"max_draft_tokens out."
+            )
 
 
 @dataclass

@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from ..caches.scalekv import ASIRecorder, ScaleKVConfig, ScaleKVPlan
 from ..caches.var_kv import VARKVCache
+from ..config import check_arguments
 from ..interfaces import ModelCall, Request, Strategy
 from ..loop import Trace
 from .var import VAR
@@ -165,6 +167,20 @@ class VARStep:
         return self.var.step(x_BlCv=inputs, **kw)
 
 
+def _holds_bool(values: Any) -> bool:
+    """True for a bool, a bool tensor/array or a list holding one (``torch.as_tensor([True])``
+    would otherwise pass as label 1)."""
+    if isinstance(values, (bool, np.bool_)):
+        return True
+    if isinstance(values, torch.Tensor):
+        return values.dtype == torch.bool
+    if isinstance(values, np.ndarray):
+        return values.dtype == np.bool_
+    if isinstance(values, (list, tuple)):
+        return any(_holds_bool(v) for v in values)
+    return False
+
+
 def _check_var(model: Any, what: str) -> VAR:
     if not isinstance(model, VAR):
         raise ValueError(f"{what} must be a paradecode.vision.VAR, got {type(model).__name__}.")
@@ -199,6 +215,11 @@ class VARStrategy(Strategy[VARState]):
         return calibrate_scalekv(var, self._vae, config=config, cfg=c.cfg, top_k=c.top_k, top_p=c.top_p, temperature=c.temperature)
 
     def _resolve_vae(self, var: VAR, vae: Optional[VQVAE]) -> VQVAE:
+        if vae is not None and not isinstance(vae, VQVAE):
+            raise TypeError(
+                f"vae must be a paradecode.vision.VQVAE (e.g. VQVAE.from_pretrained(path)) or None for the VAR's "
+                f"own, got {type(vae).__name__} {vae!r:.60}."
+            )
         vae = vae if vae is not None else var.vae
         if vae is None:
             raise ValueError("VAR generation needs the VQ-VAE: pass vae=... or build the VAR with VAR(config, vae=vae).")
@@ -212,10 +233,15 @@ class VARStrategy(Strategy[VARState]):
             if isinstance(v, tuple) and len(v) != S:
                 raise ValueError(f"{name} has {len(v)} values but the model has {S} scales; give one or {S}.")
 
-    def prepare_inputs(self, prompt_ids: Any, attention_mask: Any, pad_id: int, device: Any) -> tuple[torch.Tensor, None]:
-        """Class labels -> (B, 1) LongTensor; -1 means unconditional (the null class)."""
+    def prepare_inputs(
+        self, prompt_ids: Any, attention_mask: Any, pad_id: int, device: Any, vocab_size: Optional[int] = None
+    ) -> tuple[torch.Tensor, None]:
+        """Class labels -> (B, 1) LongTensor; -1 means unconditional (the null class). The
+        labels are bounded by the model's classes, not by ``vocab_size`` (its codebook)."""
         if attention_mask is not None:
             raise ValueError("attention_mask does not apply to class-conditional VAR generation.")
+        if _holds_bool(prompt_ids):
+            raise TypeError(f"class labels must be int class ids, got bools {prompt_ids!r:.60}; True is not a class.")
         labels = torch.as_tensor(prompt_ids)
         if labels.dim() == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
@@ -343,9 +369,10 @@ def generate(
     """
     from ..api import sample
 
+    decode = check_arguments(generate, "vision.generate()", decode=decode)["decode"]
     out = sample(
-        model, class_labels, strategy, vae=vae if vae is not None else model.vae, seed=seed, cache=cache,
-        cache_options=cache_options, progress=progress, timing=timing, **options,
+        model, class_labels, strategy, vae=vae if vae is not None else getattr(model, "vae", None), seed=seed,
+        cache=cache, cache_options=cache_options, progress=progress, timing=timing, **options,
     )
     state: VARState = out.state
     images = None
