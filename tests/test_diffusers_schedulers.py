@@ -394,3 +394,11 @@ def test_paradecode_diffusers_does_not_shadow_diffusers():
     assert not origin.is_relative_to(ours), origin
     assert diffusers is not pd and hasattr(diffusers, "LLaDA2Pipeline")
     assert isinstance(pd.ThresholdScheduler(), diffusers.SchedulerMixin)
+
+
+def test_prophet_scheduler_constraints_survive_save_and_load(tmp_path):
+    s = pd.ProphetScheduler(block_length=8, constraints={2: 5, 3: 6})
+    s.save_pretrained(tmp_path)
+    loaded = pd.ProphetScheduler.from_pretrained(tmp_path)
+    assert loaded.config.constraints == {2: 5, 3: 6}
+    assert loaded.strategy.config.constraints == {2: 5, 3: 6}

@@ -426,6 +426,13 @@ class ProphetScheduler(ParadecodeScheduler):
         options["base_options"] = dict(options.get("base_options") or {})
         return options
 
+    def _check_config(self) -> None:
+        # A saved config is JSON, whose object keys are strings: "3" -> 3 for the offsets.
+        cons = self.config.get("constraints")
+        if isinstance(cons, dict) and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in cons):
+            self.register_to_config(constraints={int(k): v for k, v in cons.items()})
+        super()._check_config()
+
 
 class Learn2PDScheduler(ParadecodeScheduler):
     """Learn2PD (``learn2pd``): a learned filter plus the top-k schedule; End-of-Text Prediction

@@ -36,6 +36,14 @@ class CreditConfig(DiffusionConfig):
         if not 0 <= self.decay_beta <= 1:
             raise ValueError(f"decay_beta must be in [0, 1], got {self.decay_beta}.")
 
+    def validate(self) -> None:
+        """credit_alpha=0 turns credit off: boost_gamma and decay_beta would then do nothing."""
+        if self.credit_alpha == 0 and (self.boost_gamma != 0.2 or self.decay_beta != 0.8):
+            raise ValueError(
+                f"credit_alpha=0 turns credit off, so boost_gamma ({self.boost_gamma}) and decay_beta "
+                f"({self.decay_beta}) have no effect; leave them at their defaults or set credit_alpha > 0."
+            )
+
 
 TIE = 1e-5  # dInfer's margin below the best confidence
 
