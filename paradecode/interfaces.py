@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Optional, Protocol, TypeVar
+from functools import cached_property
+from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 
@@ -43,7 +44,6 @@ class CanvasRequest:
     """
 
     tokens: torch.Tensor
-    positions: torch.Tensor
     attention_mask: Optional[torch.Tensor]
     rows: torch.Tensor
     reps: int
@@ -53,9 +53,21 @@ class CanvasRequest:
     block_start: torch.Tensor
     block_length: int
     step_in_block: torch.Tensor
-    committed_at: torch.Tensor
     step: int
     mask_id: int
+    # Built only when a cache reads them (no device work per step without a cache).
+    positions_fn: Callable[[], torch.Tensor] = field(repr=False, default=None)  # type: ignore[assignment]
+    committed_fn: Callable[[], torch.Tensor] = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """(R, L) position ids of the fed rows."""
+        return self.positions_fn()
+
+    @cached_property
+    def committed_at(self) -> torch.Tensor:
+        """(len(rows), L) global step at which each column was committed (-1: prompt or masked)."""
+        return self.committed_fn()
 
     @property
     def length(self) -> int:

@@ -242,16 +242,22 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if shared and not self.needs_full_logits:
             s = int(starts[0])
             kwargs["logits_range"] = (s, s + c.block_length)
-        if positions is None:
-            positions = (
-                (am.long().cumsum(-1) - 1).clamp_min(0) if am is not None else torch.arange(L, device=x.device).expand(x.shape[0], L)
-            )
         dev_rows = rows.to(state.x.device)
-        committed_at = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
-        committed_at[:, state.origin :] = state.commit_step[dev_rows, : L - state.origin]
+
+        def all_positions() -> torch.Tensor:
+            if positions is not None:
+                return positions
+            if am is not None:
+                return (am.long().cumsum(-1) - 1).clamp_min(0)
+            return torch.arange(L, device=x.device).expand(x.shape[0], L)
+
+        def committed_at() -> torch.Tensor:
+            out = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
+            out[:, state.origin :] = state.commit_step[dev_rows, : L - state.origin]
+            return out
+
         canvas = CanvasRequest(
             tokens=x,
-            positions=positions,
             attention_mask=am,
             rows=rows,
             reps=reps,
@@ -261,9 +267,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             block_start=starts,
             block_length=c.block_length,
             step_in_block=state.step_in_block[rows],
-            committed_at=committed_at,
             step=state.steps,
             mask_id=state.mask_id,
+            positions_fn=all_positions,
+            committed_fn=committed_at,
         )
         return rows, Request(x, kwargs=kwargs, rows=rows, canvas=canvas)
 

@@ -137,7 +137,6 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     c = rule.config
     mask = view.tokens == state.mask_id
     logits = view.logits
-    bad = (torch.isnan(logits) | torch.isposinf(logits)).any()  # no sync: checked with the step's one
     if c.logits_eos_inf:
         logits = forbid_token(logits, state.eos_id)
     view.mask = mask
@@ -152,6 +151,8 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if getattr(c, "confidence_eos_eot_inf", False):
         conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
     view.logits, view.x0, view.confidence = logits, x0, conf
+    # NaN or +inf anywhere in a row is what argmax picks, so the chosen logits tell (no sync here).
+    bad = ~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1))).all()
     transfer = rule.select(view, state) & mask
     out = BlockStep(torch.where(transfer, x0, view.tokens), transfer, x0, conf, mask)
     exit_ = rule.early_exit(view, state)
@@ -163,13 +164,13 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if rule.fixed_schedule:  # no per-step sync: the flag is read when the generation ends
         state.nonfinite = bad if state.nonfinite is None else state.nonfinite | bad
     else:
-        stalled = mask.any(-1) & ~transfer.any(-1)
+        counts = torch.stack([mask.sum(-1), transfer.sum(-1), bad.long().expand(mask.shape[0])]).cpu()  # the step's one sync
+        if bool(counts[2, 0]):
+            raise NonFiniteLogitsError()
+        stalled = (counts[0] > 0) & (counts[1] == 0)
         if getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's training oracle)
             stalled = torch.zeros_like(stalled)
-        left = mask & ~transfer
-        both = torch.stack([stalled, left.any(-1), bad.expand_as(stalled)]).cpu()  # the step's one host sync
-        if bool(both[2, 0]):
-            raise NonFiniteLogitsError()
+        both = torch.stack([stalled, counts[0] > counts[1]])  # transfer is a subset of mask: left = more masks than commits
         if out.stop is not None:
             both[0] &= ~out.stop.cpu()
         if bool(both[0].any()):
