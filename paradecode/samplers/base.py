@@ -440,7 +440,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         return state.num_blocks * self.config.block_length
 
     def result(self, state: DiffusionState) -> torch.Tensor:
-        if state.rule.nonfinite is not None and bool(state.rule.nonfinite):
+        if state.rule.saw_nonfinite():
             raise NonFiniteLogitsError()
         return state.x[:, : state.prompt_length + self.config.gen_length]  # llada2: drop the tail
 

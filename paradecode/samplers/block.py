@@ -50,7 +50,15 @@ class RuleState:
     generator: Optional[torch.Generator] = None
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
-    nonfinite: Optional[torch.Tensor] = None  # device bool: some step saw NaN / +inf logits (fixed rules check it at the end)
+    nonfinite: list = field(default_factory=list)  # per-step device flags of NaN / +inf logits (fixed rules: read at the end)
+
+    def saw_nonfinite(self) -> bool:
+        """True when some step's logits held NaN / +inf (one sync, for the flags kept so far)."""
+        if not self.nonfinite:
+            return False
+        seen = bool(torch.stack(self.nonfinite).any())
+        self.nonfinite = []  # read: the caller raises when seen
+        return seen
 
 
 @dataclass
@@ -151,8 +159,11 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if getattr(c, "confidence_eos_eot_inf", False):
         conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
     view.logits, view.x0, view.confidence = logits, x0, conf
-    # NaN or +inf anywhere in a row is what argmax picks, so the chosen logits tell (no sync here).
-    bad = ~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1))).all()
+    # NaN or +inf logits make the softmax confidence NaN (and argmax picks them), no sync here.
+    if remasking == "low_confidence":
+        bad = torch.isnan(conf).any()
+    else:
+        bad = ~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1))).all()
     transfer = rule.select(view, state) & mask
     out = BlockStep(torch.where(transfer, x0, view.tokens), transfer, x0, conf, mask)
     exit_ = rule.early_exit(view, state)
@@ -161,23 +172,20 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     cut = rule.end_of_text(view, state, transfer)
     if cut is not None:
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
-    if rule.fixed_schedule:  # no per-step sync: the flag is read when the generation ends
-        state.nonfinite = bad if state.nonfinite is None else state.nonfinite | bad
-    else:
-        counts = torch.stack([mask.sum(-1), transfer.sum(-1), bad.long().expand(mask.shape[0])]).cpu()  # the step's one sync
-        if bool(counts[2, 0]):
-            raise NonFiniteLogitsError()
-        stalled = (counts[0] > 0) & (counts[1] == 0)
-        if getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's training oracle)
-            stalled = torch.zeros_like(stalled)
-        both = torch.stack([stalled, counts[0] > counts[1]])  # transfer is a subset of mask: left = more masks than commits
-        if out.stop is not None:
-            both[0] &= ~out.stop.cpu()
-        if bool(both[0].any()):
-            bad = view.rows[both[0]].tolist()
+    if rule.fixed_schedule:  # no per-step sync: the flags are read when the generation ends
+        state.nonfinite.append(bad)
+        return out
+    # The step's one sync: per row, masks before and tokens committed (transfer is within mask).
+    masks, commits, nonfinite = torch.stack([mask.sum(-1), transfer.sum(-1), bad.long().expand(mask.shape[0])]).tolist()
+    if nonfinite[0]:
+        raise NonFiniteLogitsError()
+    stopped = out.stop.tolist() if out.stop is not None else [False] * len(masks)
+    if not getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's oracle) may stall
+        stalled = [r for r, m, t, s in zip(view.rows.tolist(), masks, commits, stopped) if m > 0 and t == 0 and not s]
+        if stalled:
             raise NoProgressError(
-                f"strategy {rule.name!r} committed no token for row(s) {bad} whose block still has masks; "
+                f"strategy {rule.name!r} committed no token for row(s) {stalled} whose block still has masks; "
                 f"a rule must commit at least one masked position per step (e.g. the most confident one)."
             )
-        out.left = both[1]
+    out.left = torch.tensor([m > t for m, t in zip(masks, commits)])
     return out

@@ -66,7 +66,7 @@ class BlockDecoder:
             canvas_length=tokens.shape[1],
         )
         out = block_step(self.rule, self.state, view)
-        if self.state.nonfinite is not None and bool(self.state.nonfinite):  # fixed rules: checked here per step
+        if self.state.saw_nonfinite():  # fixed rules: checked here per step
             raise NonFiniteLogitsError()
         new, moved = out.tokens, out.transfer
         if out.stop is not None:  # e.g. Prophet: the rest of the block takes the exit's tokens

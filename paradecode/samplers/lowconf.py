@@ -63,25 +63,26 @@ class LowConfidence(BlockDiffusionStrategy):
 
     def select(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
         counts = self.block_counts(view, state)
-        step = view.step_in_block.clamp(max=self.steps_per_block - 1).to(counts.device)
-        k = counts[view.rows.to(counts.device), step]
+        steps = view.step_in_block.clamp(max=self.steps_per_block - 1)
+        k = counts[view.rows, steps]  # on the host: one small copy to the device in topk_mask
         return topk_mask(masked_confidence(view.confidence, view.mask), k)
 
     def block_counts(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
-        """(batch, steps per block) tokens each step of a row's current block commits: the
+        """(batch, steps per block) CPU tokens each step of a row's current block commits: the
         block's masks at its first step spread evenly over the steps, remainder first (LLaDA's
-        ``get_num_transfer_tokens``; kept on the device, no host sync). The llada2 layout
-        spreads ``block_length`` instead, as LLaDA2's ``generate`` and diffusers' scheduler do
-        (a block the prompt partly fills then finishes early)."""
+        ``get_num_transfer_tokens``; one sync per block start). The llada2 layout spreads
+        ``block_length`` instead, as LLaDA2's ``generate`` and diffusers' scheduler do (a block
+        the prompt partly fills then finishes early; no sync)."""
         if state.counts is None:
-            state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long, device=view.mask.device)
-        starting = view.step_in_block == 0
-        if bool(starting.any()):
-            idx = torch.nonzero(starting).flatten()
-            masks = view.mask[idx.to(view.mask.device)].sum(-1)
-            if self.config.layout == "llada2":  # LLaDA2 and diffusers spread the block length, not its masks
-                masks = torch.full_like(masks, self.config.block_length)
-            state.counts[view.rows[idx].to(state.counts.device)] = num_transfer_schedule(masks, self.steps_per_block)
+            state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long)
+        starting = [i for i, s in enumerate(view.step_in_block.tolist()) if s == 0]
+        if starting:
+            idx = torch.tensor(starting)
+            if self.config.layout == "llada2":
+                masks = torch.full((len(starting),), self.config.block_length, dtype=torch.long)
+            else:
+                masks = view.mask[idx.to(view.mask.device)].sum(-1).cpu()
+            state.counts[view.rows[idx]] = num_transfer_schedule(masks, self.steps_per_block)
         return state.counts
 
 
@@ -89,4 +90,4 @@ class LowConfidence(BlockDiffusionStrategy):
 class LowConfState(RuleState):
     """Per row, the tokens each step of its current block commits (set at the block's first step)."""
 
-    counts: Optional[torch.Tensor] = None  # (batch, steps per block) long, on the canvas device
+    counts: Optional[torch.Tensor] = None  # (batch, steps per block) long, on the host
