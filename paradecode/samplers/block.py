@@ -159,11 +159,12 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if getattr(c, "confidence_eos_eot_inf", False):
         conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
     view.logits, view.x0, view.confidence = logits, x0, conf
-    # NaN or +inf logits make the softmax confidence NaN (and argmax picks them), no sync here.
+    # Per row, positions whose logits hold NaN / +inf: they make the softmax confidence NaN (and
+    # argmax picks them), so the step's confidences (or chosen logits) tell; no sync here.
     if remasking == "low_confidence":
-        bad = torch.isnan(conf).any()
+        bad = torch.isnan(conf).sum(-1)
     else:
-        bad = ~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1))).all()
+        bad = (~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1)))).sum((-2, -1))
     transfer = rule.select(view, state) & mask
     out = BlockStep(torch.where(transfer, x0, view.tokens), transfer, x0, conf, mask)
     exit_ = rule.early_exit(view, state)
@@ -173,11 +174,11 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if cut is not None:
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
     if rule.fixed_schedule:  # no per-step sync: the flags are read when the generation ends
-        state.nonfinite.append(bad)
+        state.nonfinite.append(bad.any())
         return out
     # The step's one sync: per row, masks before and tokens committed (transfer is within mask).
-    masks, commits, nonfinite = torch.stack([mask.sum(-1), transfer.sum(-1), bad.long().expand(mask.shape[0])]).tolist()
-    if nonfinite[0]:
+    masks, commits, nonfinite = torch.stack([mask.sum(-1), transfer.sum(-1), bad]).tolist()
+    if any(nonfinite):
         raise NonFiniteLogitsError()
     stopped = out.stop.tolist() if out.stop is not None else [False] * len(masks)
     if not getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's oracle) may stall
