@@ -198,6 +198,9 @@ def judge_in_child(call: Call, fn: Callable[[], Any], check: Optional[Callable[[
     if pid == 0:  # the child: judge, send the verdict, leave without running any cleanup
         try:
             os.close(r)
+            # One intra-op thread: an OpenMP pool inherited through fork can deadlock, and on a busy
+            # 2-core machine two threads per child make tiny calls crawl past the alarm.
+            torch.set_num_threads(1)
             cap_memory()
             verdict = judge(call, fn, check)
         except BaseException as e:  # noqa: BLE001 - a fault of this harness, reported as one

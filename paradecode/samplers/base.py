@@ -26,6 +26,7 @@ from .block import BlockStep, BlockView, NonFiniteLogitsError, RuleState, block_
 __all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "RuleState"]
 
 LAYOUTS = ("llada", "llada2")
+MAX_CFG_SCALE = 1e4
 
 
 @dataclass
@@ -57,8 +58,11 @@ class DiffusionConfig:
             )
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
-        if self.cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}.")
+        if not 0 <= self.cfg_scale <= MAX_CFG_SCALE:
+            raise ValueError(
+                f"cfg_scale must be in [0, {MAX_CFG_SCALE:g}] (LLaDA uses 0-3; larger scales overflow the logits), "
+                f"got {self.cfg_scale}."
+            )
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}.")
 
