@@ -246,8 +246,6 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if shared and not self.needs_full_logits:
             s = int(starts[0])
             kwargs["logits_range"] = (s, s + c.block_length)
-        dev_rows = rows.to(state.x.device)
-
         def all_positions() -> torch.Tensor:
             if positions is not None:
                 return positions
@@ -257,7 +255,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
         def committed_at() -> torch.Tensor:
             out = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
-            out[:, state.origin :] = state.commit_step[dev_rows, : L - state.origin]
+            out[:, state.origin :] = state.commit_step[rows.to(x.device), : L - state.origin]
             return out
 
         canvas = CanvasRequest(
@@ -314,7 +312,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
         committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
         committed[dev_rows] = transfer.sum(-1)
-        still_masked = out.mask & ~transfer
+        still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
         stopped = None
         if out.stop is not None:
@@ -327,14 +325,18 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             steps_at = state.commit_step[dev_rows, P - O : P - O + n]
             state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
             committed[dev_rows] += fill.sum(-1)
-            still_masked = still_masked & ~stop[:, None]
+            still_masked = out.mask & ~transfer & ~stop[:, None]
             if left is not None:
                 left = left & ~out.stop.cpu()
             if P + n >= state.x.shape[1]:
                 stopped = rows[out.stop.cpu()]
         state.rule.steps += 1
         if out.cut is not None:
+            if still_masked is None:
+                still_masked = out.mask & ~transfer
             still_masked, left = self._apply_cut(state, rows, out, still_masked, committed)
+        if still_masked is None and self.fixed_schedule and self.config.layout == "llada2":
+            still_masked = out.mask & ~transfer  # a prompt-filled first block may end before its schedule
         self.advance(state, rows, still_masked, left)
         if stopped is not None and len(stopped):
             state.block[stopped] = state.num_blocks
@@ -349,7 +351,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         return state.x.shape[1]
 
     def advance(
-        self, state: DiffusionState, rows: torch.Tensor, still_masked: torch.Tensor, left: Optional[torch.Tensor] = None
+        self, state: DiffusionState, rows: torch.Tensor, still_masked: Optional[torch.Tensor], left: Optional[torch.Tensor] = None
     ) -> None:
         """Move rows whose block is finished to their next block."""
         state.step_in_block[rows] += 1
