@@ -25,7 +25,8 @@ import torch
 
 from paradecode import zoo
 from paradecode.bench.tasks import get_task
-from paradecode.samplers.learn2pd_filter import FILTER_DIRNAME, collect_trajectories, train_filter
+from paradecode.bench.learn2pd_training import collect_trajectories, train_filter
+from paradecode.samplers.learn2pd_filter import FILTER_DIRNAME
 
 
 def main(argv=None) -> int:

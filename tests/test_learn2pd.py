@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 import paradecode
-from paradecode.samplers.learn2pd_filter import (
-    FILTER_DIRNAME, Learn2PDFilter, collect_trajectories, train_filter,
-)
+from paradecode.bench.learn2pd_training import collect_trajectories, train_filter
+from paradecode.samplers.learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter
 
 from .conftest import MASK
 

@@ -30,7 +30,7 @@ def load_model_and_tokenizer(name_or_dir: str, device: str = "cpu") -> tuple[Any
     path = Path(name_or_dir)
     if not path.is_dir():
         try:
-            from .. import zoo
+            from .. import zoo  # shipped models: the same layer as the models
         except ImportError:
             zoo = None
         if zoo is not None and name_or_dir in zoo.available():

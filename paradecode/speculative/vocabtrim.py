@@ -105,7 +105,7 @@ def calibrate(
     batches), a one-off preprocessing step outside the decoding loop. Only generated tokens
     are counted: they are what the draft has to propose. ``always_keep`` defaults to EOS.
     """
-    from ..api import prepare_prompts
+    from ..inputs import prepare_prompts
     from .causal_lm import vocab_size
 
     V = vocab_size(target)

@@ -6,7 +6,8 @@ The registry finds the ``var`` and ``code`` strategies and the ``scalekv`` cache
 
 from ..caches.var_kv import VARKVCache
 from .code import CoDeConfig, CoDeStrategy
-from .generate import VARSampleConfig, VARStrategy, VisionOutput, calibrate_scalekv, generate, sample_top_k_top_p
+from .api import VisionOutput, generate
+from .generate import VARSampleConfig, VARStrategy, calibrate_scalekv, sample_top_k_top_p
 from .var import OFFICIAL_VAR_FILES, VAR, VARConfig
 from .vqvae import OFFICIAL_VAE_FILE, VQVAE, VQVAEConfig
 

@@ -16,7 +16,7 @@ import torch
 
 from ..caches.scalekv import ScaleKV, ScaleKVConfig
 from .generate import calibrate_scalekv as calibrate
-from .generate import VisionOutput, generate
+from .api import VisionOutput, generate
 from .metrics import psnr
 from .shapes import NUM_CLASSES, class_name
 from .zoo import ShapesModels

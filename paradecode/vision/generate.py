@@ -21,14 +21,14 @@ import torch
 
 from ..caches.scalekv import ASIRecorder, ScaleKVConfig, ScaleKVPlan
 from ..caches.var_kv import VARKVCache
-from ..config import check_arguments
+from ..config import build_config
+from ..inputs import make_generator
 from ..interfaces import ModelCall, Request, Strategy
-from ..loop import Trace
 from .var import VAR
 from .vqvae import VQVAE
 
 __all__ = [
-    "VARSampleConfig", "VARState", "VARStrategy", "VisionOutput", "generate", "cfg_mix",
+    "VARSampleConfig", "VARState", "VARStrategy", "cfg_mix",
     "filter_top_k_top_p", "sample_filtered", "sample_top_k_top_p", "smooth_embedding", "calibrate_scalekv",
 ]
 
@@ -327,56 +327,15 @@ def calibrate_scalekv(
         n = config.calibration_samples
         class_labels = [(i * var.num_classes) // n for i in range(n)]
     recorder = ASIRecorder(var.depth, var.patch_nums, config.asi_topk)
-    with torch.random.fork_rng(devices=[]):
-        generate(var, list(class_labels), "var", vae=vae, seed=config.calibration_seed, cache=recorder,
-                 decode=False, timing=False, **sample_options)
+    strategy = VARStrategy(build_config(VARSampleConfig, "scalekv calibration", dict(sample_options)))
+    models, context = strategy.setup(var, vae=vae if vae is not None else var.vae)
+    labels, _ = strategy.prepare_inputs(list(class_labels), None, 0, var.device)
+    state = strategy.start(labels, generator=make_generator(config.calibration_seed, labels.device), **context)
+    recorder.prepare_for(var)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        while not strategy.done(state):  # the loop's work without its bookkeeping (calibration is not traced)
+            strategy.step(state, lambda role, request: recorder.forward(models[role], request))
     asi = (recorder.sum / recorder.count.clamp_min(1)).float()
     nd = config.drafters_for(var.depth)
     drafters = [[] if si == 0 else sorted(torch.argsort(asi[si])[:nd].tolist()) for si in range(len(var.patch_nums))]
     return ScaleKVPlan(drafters=drafters, asi=asi, depth=var.depth, patch_nums=tuple(var.patch_nums))
-
-
-@dataclass
-class VisionOutput:
-    """``images`` (B, 3, H, W) in [0, 1]; ``tokens`` per scale; the loop's ``trace``."""
-
-    images: Optional[torch.Tensor]
-    tokens: list
-    f_hat: torch.Tensor
-    trace: Trace
-    labels: torch.Tensor
-
-
-def generate(
-    model: VAR,
-    class_labels: Any,
-    strategy: str = "var",
-    *,
-    vae: Optional[VQVAE] = None,
-    seed: Optional[int] = None,
-    cache: Any = None,
-    cache_options: Optional[dict[str, Any]] = None,
-    decode: bool = True,
-    progress: bool = False,
-    timing: bool = True,
-    **options: Any,
-) -> VisionOutput:
-    """Class-conditional image generation through :func:`paradecode.sample`.
-
-    ``strategy`` is ``"var"`` or ``"code"`` (give ``refiner=`` and ``draft_steps=``);
-    ``cache="scalekv"`` (with ``cache_options={"budget": 0.1}``) or a policy object
-    compresses the KV cache. Returns decoded images unless ``decode=False``.
-    """
-    from ..api import sample
-
-    decode = check_arguments(generate, "vision.generate()", decode=decode)["decode"]
-    out = sample(
-        model, class_labels, strategy, vae=vae if vae is not None else getattr(model, "vae", None), seed=seed,
-        cache=cache, cache_options=cache_options, progress=progress, timing=timing, **options,
-    )
-    state: VARState = out.state
-    images = None
-    if decode:
-        with torch.inference_mode():
-            images = state.vae.fhat_to_img(state.f_hat).add(1).mul(0.5)
-    return VisionOutput(images=images, tokens=state.tokens, f_hat=state.f_hat, trace=out.trace, labels=state.labels)
