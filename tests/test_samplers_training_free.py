@@ -474,3 +474,8 @@ def test_nan_logits_are_an_error_not_token_zero(tiny_model, prompts, name):
     opts = dict(steps=16) if name == "lowconf" else {}
     with pytest.raises(NonFiniteLogitsError, match="NaN"):
         paradecode.sample(broken, prompts, name, **GEO, **opts)
+
+
+def test_prophet_names_base_options_when_the_base_refuses_a_value(tiny_model, prompts):
+    with pytest.raises(ValueError, match="base_options.*multiple of the number of blocks"):
+        paradecode.sample(tiny_model, prompts, "prophet", **GEO, base_options={"steps": 3})

@@ -131,7 +131,7 @@ def test_scalekv_window_is_a_grid_of_patch_centres():
 
 def test_bad_inputs_raise_clear_errors(models):
     vae, big, small = models
-    with pytest.raises(ValueError, match=r"class labels must be in \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"class_labels must be in \[0, 4\]"):
         generate(big, [0, 7])
     with pytest.raises(ValueError, match="refiner"):
         generate(big, [0], "code")
@@ -156,8 +156,8 @@ def test_bad_inputs_raise_clear_errors(models):
         ([0], dict(decode=1), TypeError, "argument decode must be a bool"),
         ([0], dict(vae="vae"), TypeError, "vae must be a paradecode.vision.VQVAE"),
         ([0], dict(vae=3), TypeError, "vae must be a paradecode.vision.VQVAE"),
-        ([True], {}, TypeError, "class labels must be int class ids, got bools"),
-        (torch.tensor([True, False]), {}, TypeError, "class labels must be int class ids"),
+        ([True], {}, TypeError, "class_labels must be int class ids, got bools"),
+        (torch.tensor([True, False]), {}, TypeError, "class_labels must be int class ids"),
         ([0], dict(timing="no"), TypeError, "argument timing must be a bool"),
     ],
 )

@@ -102,7 +102,12 @@ class Prophet(BlockDiffusionStrategy):
         if "steps" in {f.name for f in dataclasses.fields(base_cls.Config)}:
             options["steps"] = config.gen_length  # full steps, as Prophet's evaluation runs its base
         options.update(config.base_options)
-        base_config = build_config(base_cls.Config, f"prophet's base_options (base {config.base!r})", options)
+        try:
+            base_config = build_config(base_cls.Config, f"prophet's base_options (base {config.base!r})", options)
+        except ValueError as e:  # a value the base refuses: say it came from base_options
+            if "base_options" in str(e):
+                raise
+            raise ValueError(f"prophet's base_options {config.base_options} for base {config.base!r}: {e}") from None
         self.base = base_cls(base_config)
         self.fixed_schedule = self.base.fixed_schedule
         budget = config.max_steps or getattr(base_config, "steps", None) or config.gen_length

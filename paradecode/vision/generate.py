@@ -241,17 +241,23 @@ class VARStrategy(Strategy[VARState]):
         if attention_mask is not None:
             raise ValueError("attention_mask does not apply to class-conditional VAR generation.")
         if _holds_bool(prompt_ids):
-            raise TypeError(f"class labels must be int class ids, got bools {prompt_ids!r:.60}; True is not a class.")
-        labels = torch.as_tensor(prompt_ids)
+            raise TypeError(f"class_labels must be int class ids, got bools {prompt_ids!r:.60}; True is not a class.")
+        try:
+            labels = torch.as_tensor(prompt_ids)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"class_labels must be an int, a list of ints or an integer tensor of class ids, got "
+                f"{type(prompt_ids).__name__} {prompt_ids!r:.60}."
+            ) from None
         if labels.dim() == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.dim() == 0:
             labels = labels[None]
         if labels.dim() != 1 or labels.numel() == 0 or labels.is_floating_point():
-            raise ValueError(f"class labels must be a non-empty 1-D list/tensor of ints, got shape {tuple(labels.shape)}.")
+            raise ValueError(f"class_labels must be a non-empty 1-D list/tensor of ints, got shape {tuple(labels.shape)}.")
         n = self._num_classes
         if bool(((labels < -1) | (labels >= n)).any()):
-            raise ValueError(f"class labels must be in [0, {n - 1}] (or -1 for unconditional), got {labels.tolist()}.")
+            raise ValueError(f"class_labels must be in [0, {n - 1}] (or -1 for unconditional), got {labels.tolist()}.")
         labels = torch.where(labels < 0, torch.full_like(labels, n), labels).long()
         return labels.to(device or "cpu")[:, None], None
 
