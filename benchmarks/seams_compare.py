@@ -167,7 +167,8 @@ else:
         for _ in range(3):
             model(canvas, logits_range=(P, P + B))
     per_step(model, "lowconf")  # warm-up
-    fwd, step = [], []
+    per_step(model, "threshold")
+    fwd, step, thr = [], [], []
     for _ in range(R):  # interleaved: forward alone, then a whole generation
         with torch.inference_mode():
             sync(); t = time.perf_counter()
@@ -175,8 +176,10 @@ else:
                 model(canvas, logits_range=(P, P + B))
             sync(); fwd.append(1e3 * (time.perf_counter() - t) / 10)
         step.append(per_step(model, "lowconf")[0])
+        thr.append(per_step(model, "threshold")[0])
     res.update(forward_block_ms=fwd, lowconf_step_ms=step,
-               lowconf_minus_forward_ms=[s - f for s, f in zip(step, fwd)])
+               lowconf_minus_forward_ms=[s - f for s, f in zip(step, fwd)],
+               threshold_step_ms=thr, threshold_minus_forward_ms=[s - f for s, f in zip(thr, fwd)])
 print("RESULT " + json.dumps(res))
 """
 
@@ -211,7 +214,9 @@ def summarise_sampler(runs: list[dict]) -> dict:
             ("stub", "threshold_median_ms", "threshold sampler alone, median of repeats", "ms"),
             ("model", "forward_block_ms", "forward, block logits (each cycle)", "ms"),
             ("model", "lowconf_step_ms", "lowconf full step (each cycle)", "ms"),
-            ("model", "lowconf_minus_forward_ms", "lowconf step - forward (each cycle)", "ms")]
+            ("model", "lowconf_minus_forward_ms", "lowconf step - forward (each cycle)", "ms"),
+            ("model", "threshold_step_ms", "threshold full step (each cycle)", "ms"),
+            ("model", "threshold_minus_forward_ms", "threshold step - forward (each cycle)", "ms")]
     for mode, key, label, unit in keys:
         vals = {"old": [], "new": []}
         for r in runs:
@@ -270,6 +275,8 @@ def main() -> None:
                     help="instead: the sampler alone against a logits stub (median of repeats, kernel launches and "
                          "host syncs per step) and forward vs full lowconf step interleaved in one process, "
                          "alternating old / new for --rounds rounds (stub: 2 processes a round; model: 1)")
+    ap.add_argument("--model-only", action="store_true",
+                    help="with --sampler: only the real-model runs (forward vs lowconf and threshold steps)")
     ap.add_argument("--new-tree", default=None,
                     help="folder holding the new paradecode/ and benchmarks/ (default: .new if present, else the repo)")
     args = ap.parse_args()
@@ -285,7 +292,9 @@ def main() -> None:
             order += [(t, "sampler_stub") for t in trees + trees[::-1]] + [(t, "sampler_model") for t in trees]
         else:
             order += [(t, "step_overhead") for t in trees] + [(t, "cache_speed") for t in trees]
-    if args.sampler:  # stub runs first (cheap, many), then the model runs
+    if args.model_only:  # the sampler with the real model only: old, new, new, old ...
+        order = [o for o in order if o[1] == "sampler_model"]
+    if args.sampler and not args.model_only:  # stub runs first (cheap, many), then the model runs
         order = [o for o in order if o[1] == "sampler_stub"] + [o for o in order if o[1] == "sampler_model"]
     start = time.perf_counter()
     last: dict[str, float] = {}
