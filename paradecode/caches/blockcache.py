@@ -22,7 +22,7 @@ tokens with one forward fewer for every such block.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 

@@ -20,7 +20,6 @@ recomputed at step t + 1 (its keys/values now see it decoded) and reused from st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 

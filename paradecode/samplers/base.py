@@ -13,7 +13,7 @@ their masks).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Optional
 
 import torch
@@ -246,6 +246,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if shared and not self.needs_full_logits:
             s = int(starts[0])
             kwargs["logits_range"] = (s, s + c.block_length)
+
+        # Built only if a cache policy reads them (no device work per step without one).
         def all_positions() -> torch.Tensor:
             if positions is not None:
                 return positions

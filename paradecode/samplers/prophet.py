@@ -178,7 +178,7 @@ class Prophet(BlockDiffusionStrategy):
 
     def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         c = self.config
-        rows, full_logits = view.rows, view.full_logits
+        rows = view.rows
         progress = (state.steps + 1) / self.step_budget  # the reference counts steps from 1
         gap = self.answer_gap(view, state.mask_id).cpu()  # the decision is taken on the host, as the reference's .item()
         stop = gap >= c.threshold_at(progress)

@@ -25,7 +25,6 @@ import torch
 
 from ..interfaces import ModelCall, Request
 from .generate import VARSampleConfig, VARState, VARStep, VARStrategy, _check_var
-from .var import VAR
 from .vqvae import VQVAE
 
 __all__ = ["CoDeConfig", "CoDeStrategy"]
