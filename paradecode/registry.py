@@ -22,6 +22,7 @@ _STRATEGIES: dict[str, Union[str, type]] = {
     "credit": "paradecode.samplers.credit:CreditDecoding",
     "localleap": "paradecode.samplers.localleap:LocalLeap",
     "learn2pd": "paradecode.samplers.learn2pd:Learn2PD",
+    "eb": "paradecode.samplers.eb:EntropyBounded",
     "speculative": "paradecode.speculative.strategy:SpeculativeDecoding",
     "var": "paradecode.vision.generate:VARStrategy",
     "code": "paradecode.vision.code:CoDeStrategy",

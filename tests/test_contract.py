@@ -24,6 +24,7 @@ RUNS = {
     "credit": ("dllm", dict(GEO, threshold=0.8)),
     "localleap": ("dllm", dict(GEO, threshold=0.7, relaxed_threshold=0.4)),
     "learn2pd": ("dllm", dict(GEO, steps=16)),
+    "eb": ("dllm", dict(GEO, gamma=0.5)),
     "speculative": ("causal", dict(max_new_tokens=6, num_draft_tokens=2)),
     "var": ("var", dict(cfg=2.0, top_k=20)),
     "code": ("var", dict(cfg=2.0, top_k=20, draft_steps=3)),

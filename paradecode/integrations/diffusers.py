@@ -7,7 +7,7 @@
 Every diffusion strategy has a scheduler class here, written out with its options as
 ``__init__`` arguments (``@register_to_config``): :class:`LowConfScheduler`,
 :class:`ThresholdScheduler`, :class:`CreditScheduler`, :class:`LocalLeapScheduler`,
-:class:`ProphetScheduler`, :class:`Learn2PDScheduler`; ``scheduler(name, **config)`` picks one
+:class:`ProphetScheduler`, :class:`Learn2PDScheduler`, :class:`EBScheduler`; ``scheduler(name, **config)`` picks one
 by the strategy's registry name. A test checks that each class's arguments are its strategy's
 config fields, so a new strategy option cannot be forgotten here.
 
@@ -57,7 +57,7 @@ from ..samplers.block_decoder import BlockDecoder
 __all__ = [
     "ParadecodeScheduler", "ParadecodeSchedulerOutput", "scheduler", "scheduler_class", "scheduler_names",
     "LowConfScheduler", "ThresholdScheduler", "CreditScheduler", "LocalLeapScheduler", "ProphetScheduler",
-    "Learn2PDScheduler",
+    "Learn2PDScheduler", "EBScheduler",
 ]
 
 # Strategy config fields a scheduler does not take in its config: the pipeline decides them
@@ -457,9 +457,31 @@ class Learn2PDScheduler(ParadecodeScheduler):
         self._setup()
 
 
+class EBScheduler(ParadecodeScheduler):
+    """EB-Sampler (``eb``): the lowest-entropy masked positions while their summed entropy stays within ``gamma``.
+
+    For masked diffusion LMs (SGLang's ``EBSampling`` semantics); diffusers' own
+    ``EntropyBoundScheduler`` is the uniform-noise variant (see ``paradecode/samplers/eb.py``).
+    """
+
+    strategy_name = "eb"
+
+    @register_to_config
+    def __init__(
+        self,
+        block_length: int = 32,
+        num_inference_steps: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        logits_eos_inf: bool = False,
+        gamma: float = 0.15,
+    ) -> None:
+        self._setup()
+
+
 SCHEDULERS: dict[str, type[ParadecodeScheduler]] = {
     cls.strategy_name: cls
-    for cls in (LowConfScheduler, ThresholdScheduler, CreditScheduler, LocalLeapScheduler, ProphetScheduler, Learn2PDScheduler)
+    for cls in (LowConfScheduler, ThresholdScheduler, CreditScheduler, LocalLeapScheduler, ProphetScheduler,
+                Learn2PDScheduler, EBScheduler)
 }
 
 

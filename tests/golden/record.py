@@ -35,6 +35,7 @@ STRATEGIES = {
     "credit": {},
     "localleap": {},
     "learn2pd": {},
+    "eb": {},
 }
 CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy"]
 # (task, gen_length, block_length): one-block and multi-block canvases
