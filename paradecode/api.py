@@ -41,7 +41,7 @@ class SampleOutput:
 def sample(
     model: Any,
     prompt_ids: PromptLike,
-    strategy: str = "lowconf",
+    strategy: Union[str, Strategy] = "lowconf",
     *,
     cache: Union[str, Any, None] = None,
     seed: Optional[int] = None,
