@@ -21,10 +21,15 @@ from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 
-__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "FAMILIES"]
+__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "FAMILIES", "block_columns"]
 
 #: Model families a strategy belongs to and a cache policy may serve.
 FAMILIES = ("dllm", "var", "causal-lm")
+
+
+def block_columns(block_start: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
+    """(n, width) canvas columns of blocks starting at ``block_start`` (n,), on ``device``."""
+    return (block_start[:, None] + torch.arange(width)[None, :]).to(device)
 
 
 @dataclass
@@ -79,8 +84,7 @@ class CanvasRequest:
 
     def block_columns(self) -> torch.Tensor:
         """(len(rows), block_length) canvas columns of each row's current block (on the tokens' device)."""
-        cols = self.block_start[:, None] + torch.arange(self.block_length)[None, :]
-        return cols.to(self.tokens.device)
+        return block_columns(self.block_start, self.block_length, self.tokens.device)
 
 
 @dataclass

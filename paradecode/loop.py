@@ -151,10 +151,6 @@ class ModelCaller:
         self.trace.count_forward(role, request.rows)
         return output
 
-    def cache(self, role: str) -> Any:
-        """The cache of ``role`` (None without one)."""
-        return self.caches.get(role)
-
     def release(self, role: str) -> None:
         """Drop the cache of ``role``: its memory is freed once the strategy holds no reference."""
         self.caches.pop(role, None)

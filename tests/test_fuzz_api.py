@@ -47,7 +47,7 @@ from paradecode.config import type_hints
 from paradecode.models import LLaDAModel
 from paradecode.registry import get_strategy_class
 
-from .conftest import MASK, tiny_config
+from .conftest import MASK, make_tiny_model, tiny_config
 
 TIMEOUT_S = 20
 OK, EDGE, BAD = "ok", "edge", "bad"
@@ -350,13 +350,7 @@ EDGE_VALUES: dict[str, list] = {
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    model = LLaDAModel(tiny_config()).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(20.0)
-    return model
+    return make_tiny_model()
 
 
 def no_mask_left(mask_id: Optional[int] = None) -> Callable[[Any], Optional[str]]:

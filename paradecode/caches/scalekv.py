@@ -175,22 +175,15 @@ class ScaleKV(VARKVCache):
         super().__init__()
 
     # ---- set-up per generation -------------------------------------------------------------------
-    def caches_for(self, strategy: Any, models: dict[str, Any]) -> dict[str, Any]:
-        """A ScaleKV cache per model role (CoDe: budgets for the drafter's and the refiner's
-        caches), each with a plan calibrated for its model by the strategy."""
-        if not getattr(strategy.config, "use_cache", True):
-            raise ValueError("a VAR cache policy needs use_cache=True (the uncached reference recomputes every scale).")
-        out = {}
-        for i, role in enumerate(strategy.roles):
-            var = models[role].var
-            cache = self if i == 0 else ScaleKV(self.config, self.plan)
-            if cache.plan is None or (len(strategy.roles) > 1 and not cache.plan.fits(var.depth, var.patch_nums)):
-                cache.plan = strategy.calibrate_scalekv(var, self.config)
-            cache.prepare_for(var)
-            out[role] = cache
-        return out
+    # A cache per model role comes from VARKVCache.caches_for (CoDe: budgets for the drafter's
+    # and the refiner's caches), each with a plan calibrated for its model by the strategy.
+    def fresh(self) -> "ScaleKV":
+        return ScaleKV(self.config, self.plan)
 
-    def prepare_for(self, var: Any) -> None:
+    def prepare_for(self, var: Any, strategy: Any = None) -> None:
+        several = strategy is not None and len(strategy.roles) > 1
+        if strategy is not None and (self.plan is None or (several and not self.plan.fits(var.depth, var.patch_nums))):
+            self.plan = strategy.calibrate_scalekv(var, self.config)
         self.plan.check(var.depth, var.patch_nums)
         self.patch_nums = tuple(var.patch_nums)
         self.capacities = layer_capacities(self.plan, self.config)

@@ -44,7 +44,7 @@ class VARKVCache(CachePolicy):
         out = {}
         for i, role in enumerate(roles):
             cache = self if i == 0 else self.fresh()
-            cache.prepare_for(models[role].var)
+            cache.prepare_for(models[role].var, strategy)
             out[role] = cache
         return out
 
@@ -52,8 +52,8 @@ class VARKVCache(CachePolicy):
         """An empty cache with this one's settings (for another model role)."""
         return type(self)()
 
-    def prepare_for(self, var: Any) -> None:
-        """Start a generation with ``var`` (a ``paradecode.vision.VAR``)."""
+    def prepare_for(self, var: Any, strategy: Any = None) -> None:
+        """Start a generation with ``var`` (a ``paradecode.vision.VAR``) for ``strategy``."""
         self.reset()
 
     # ---- model-side interface ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import nn
 
-from ..interfaces import CanvasRequest, ModelCall, Request, Strategy
+from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
 from .block import BlockStep, BlockView, NonFiniteLogitsError, RuleState, block_step
 
@@ -201,8 +201,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     def block_columns(self, state: DiffusionState, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows), block_length) canvas columns of each row's current block."""
-        cols = self.block_start(state, rows)[:, None] + torch.arange(self.config.block_length)[None, :]
-        return cols.to(state.x.device)
+        return block_columns(self.block_start(state, rows), self.config.block_length, state.x.device)
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, state: DiffusionState, call: ModelCall) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..interfaces import block_columns
 from .common import StepNoise, demote_tokens, forbid_token, predict
 
 __all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "NonFiniteLogitsError", "block_step"]
@@ -95,9 +96,7 @@ class BlockView:
     @property
     def block_columns(self) -> torch.Tensor:
         """(n, W) canvas columns of each row's block (on the logits' device)."""
-        W = self.tokens.shape[1]
-        cols = self.block_start[:, None] + torch.arange(W)[None, :]
-        return cols.to(self.tokens.device)
+        return block_columns(self.block_start, self.tokens.shape[1], self.tokens.device)
 
     def full_predictions(self, state: "RuleState", config: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, confidence) over the visible canvas from ``full_logits``, with the same draws
@@ -152,9 +151,7 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     remasking = getattr(c, "remasking", "low_confidence")
     n, W, V = logits.shape
     view.noise = StepNoise.draw(n, view.visible or W, V, c.temperature, remasking, state.generator, logits.device)
-    block_noise = None
-    if view.noise is not None:
-        block_noise = view.noise.at(view.block_columns if view.visible else torch.arange(W, device=logits.device).expand(n, W))
+    block_noise = view.noise.at(view.block_columns) if view.noise is not None else None
     x0, conf = predict(logits, c.temperature, remasking, state.generator, state.mask_id, block_noise)
     if getattr(c, "confidence_eos_eot_inf", False):
         conf = demote_tokens(conf, x0, (state.eos_id, c.eot_token_id))
