@@ -39,7 +39,7 @@ __all__ = [
 
 HUMANEVAL_STOP: tuple[str, ...] = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 MBPP_STOP: tuple[str, ...] = ("[DONE]",)
-PROMPT_FORMATS = {"humaneval": ("completion", "chat"), "mbpp": ("fewshot", "chat")}
+PROMPT_FORMATS = {"humaneval": ("completion", "chat"), "mbpp": ("fewshot", "chat-fewshot", "chat")}
 HUMANEVAL_INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python code block."
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -158,7 +158,11 @@ def _mbpp_task(problem: CodeProblem, chat: bool) -> str:
 def mbpp_prompt(problem: CodeProblem, fmt: str = "fewshot", shots: Sequence[CodeProblem] = (),
                 tokenizer: Any = None) -> str:
     """lm-eval's MBPP layouts: ``fewshot`` (exemplars ``...[BEGIN]\\n<code>\\n[DONE]``, a blank line
-    between, then the problem's ``...[BEGIN]\\n``) or ``chat`` (one user turn, no exemplars)."""
+    between, then the problem's ``...[BEGIN]\\n``), ``chat-fewshot`` (that text as one user turn,
+    as Fast-dLLM feeds lm-eval's context to instruct models) or ``chat`` (one user turn, no
+    exemplars)."""
+    if fmt == "chat-fewshot":
+        return _chat(tokenizer, mbpp_prompt(problem, "fewshot", shots))
     if fmt == "fewshot":
         parts = [f"{_mbpp_task(s, False)}\n[BEGIN]\n{s.solution}\n[DONE]" for s in shots]
         return "\n\n".join(parts + [f"{_mbpp_task(problem, False)}\n[BEGIN]\n"])
