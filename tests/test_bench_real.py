@@ -36,7 +36,7 @@ def make_tokenizer(chat: bool = True):
 
     vocab = {t: i for i, t in enumerate(SPECIAL + CHARS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, newlines too
     core.decoder = decoders.Fuse()
     core.add_special_tokens(SPECIAL)
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
@@ -110,6 +110,7 @@ class Oracle(nn.Module):
 # ---- the command end to end ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_runs_the_three_tasks_on_a_checkpoint(checkpoint, data_dir, tmp_path, capsys):
     out, samples, png = tmp_path / "r.json", tmp_path / "s.jsonl", tmp_path / "c.png"
     code = main(["bench", "--model", str(checkpoint), "--tasks", "gsm8k,humaneval,mbpp", "--data-dir", str(data_dir),
@@ -140,3 +141,180 @@ def test_cli_runs_the_three_tasks_on_a_checkpoint(checkpoint, data_dir, tmp_path
     first = next(s for s in logged if s["task"] == "gsm8k")
     assert first["prompt"].startswith("<|startoftext|><|start_header_id|>user") and "Question:" in first["prompt"]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gsm8k_on_a_checkpoint_with_dual_cache(checkpoint, data_dir, tmp_path, monkeypatch, capsys):
+    """The cache and its options reach every sample() call (warm-up included), and the run works."""
+    calls = []
+    real_sample = runner.sample
+
+    def spy(*args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("cache", "cache_options")})
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "sample", spy)
+    out = tmp_path / "r.csv"
+    code = main(["bench", "--model", str(checkpoint), "--tasks", "gsm8k", "--data-dir", str(data_dir), "--limit", "2",
+                 "--prompt-format", "chat", "--strategies", "lowconf", "--sweep", "lowconf:steps=8",
+                 "--gen-length", "8", "--block-length", "4", "--cache", "dual", "--cache-option", "refresh_every=2",
+                 "--dtype", "fp32", "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert calls and all(c == {"cache": "dual", "cache_options": {"refresh_every": 2}} for c in calls)
+    head, *lines = out.read_text().splitlines()
+    assert "tokens_per_second" in head and "accuracy_strict" in head and len(lines) == 1  # steps=8 is the baseline
+
+
+def test_known_completions_are_scored_by_the_task_rules(data_dir):
+    """An oracle model writes a fixed answer; the decoded text is cut at the end-of-turn token and the
+    stop sequences, then GSM8K's strict and flexible filters score it (test rows: answers 3750, 4, 20, ...)."""
+    tok = make_tokenizer()
+
+    def run(text, *extra, tasks="gsm8k", gen=48):
+        args = bench_args("--tasks", tasks, "--data-dir", str(data_dir), "--prompt-format", "chat", "--limit", "4",
+                          "--strategies", "lowconf", "--no-baseline", "--sweep", f"lowconf:steps={gen}",
+                          "--gen-length", str(gen), "--block-length", str(gen), "--batch-size", "3", *extra)
+        return bench_from_args(args, model=Oracle(tok, text, gen), tokenizer=tok)["rows"][0]
+
+    # strict needs '#### N'; flexible takes the last number; text after <|eot_id|> never counts
+    row = run("so 4 dollars.\n#### 4")
+    assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.25, 0.25)
+    row = run("#### 5 ... no, 4")
+    assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.0, 0.25)
+    row = run("it is 20")
+    assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.0, 0.25)
+    row = run("#### 20\nQuestion: 4")  # cut at the stop sequence 'Question:' before the last number
+    assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.25, 0.25)
+    assert row["nfe"] == 48 and row["n"] == 4
+
+
+def test_known_humaneval_completion_passes(data_dir):
+    tok = make_tokenizer(chat=False)
+    body = "    return sum(1 for ch in word.lower() if ch in 'aeiou')\n\ndef broken(:\n"  # runs only when cut at the stop "\\ndef"
+    args = bench_args("--tasks", "humaneval", "--data-dir", str(data_dir), "--prompt-format", "fewshot",
+                      "--limit", "3", "--strategies", "lowconf", "--no-baseline", "--sweep", "lowconf:steps=64",
+                      "--gen-length", "64", "--block-length", "64")
+    row = bench_from_args(args, model=Oracle(tok, body, 64), tokenizer=tok)["rows"][0]
+    assert row["prompt_format"] == "completion" and row["accuracy"] == pytest.approx(1 / 3)  # Tiny/0 only
+
+
+def test_left_padded_batches_give_the_unbatched_generations(checkpoint, data_dir, tmp_path):
+    """Ragged prompts are left-padded with a key mask: batch 3 decodes what batch 1 decodes."""
+    texts = {}
+    for batch in (1, 3):
+        log = tmp_path / f"s{batch}.jsonl"
+        runner.run_bench(str(checkpoint), tasks=["gsm8k"], data={"gsm8k": data_dir}, prompt_format="chat", limit=3,
+                         strategies=["lowconf"], baseline=False, sweeps={"lowconf": {"steps": [4]}}, gen_length=8,
+                         block_length=4, batch_size=batch, progress=False, samples_out=log)
+        texts[batch] = [json.loads(line)["text"] for line in log.read_text().splitlines()]
+    prompts = prepare_task("gsm8k", make_tokenizer(), data=data_dir, prompt_format="chat", limit=3).prompts
+    assert len({len(p) for p in prompts}) == 3  # the batch really is ragged
+    assert texts[1] == texts[3] and len(texts[1]) == 3
+
+
+def test_stop_ids_and_format_mapping():
+    tok = make_tokenizer()
+    eot, eos = tok.convert_tokens_to_ids("<|eot_id|>"), tok.eos_token_id
+    assert set(stop_token_ids(tok)) == {eot, eos}
+    assert cut_at_stop_ids([5, 6, eot, 7, eos], stop_token_ids(tok)) == [5, 6]
+    assert cut_at_stop_ids([5, 6], [eot]) == [5, 6]
+    plain = make_tokenizer(chat=False)
+    assert prepare_task("gsm8k", plain, data=DATA / "gsm8k_tiny.jsonl", prompt_format="fewshot", num_fewshot=0,
+                        limit=2).prompts[0].startswith("Question: ")
+    assert prepare_task("humaneval", plain, data=DATA / "humaneval_tiny.jsonl", prompt_format="auto").fmt == "completion"
+    assert prepare_task("humaneval", tok, data=DATA / "humaneval_tiny.jsonl", prompt_format="auto").fmt == "chat"
+    assert parse_data(["d", "gsm8k=f.jsonl"]) == {"*": "d", "gsm8k": "f.jsonl"}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--tasks", "gsm8k,nope"], "unknown task.*'nope'.*gsm8k"),
+    (["--tasks", "gsm8k", "--data-dir", "/no/such/dir"], "does not exist; pass --data-dir"),
+    (["--tasks", "gsm8k", "--cache", "dual", "--cache-option", "nope=1"], "unknown option.*nope.*refresh_every"),
+    (["--tasks", "gsm8k", "--cache", "nope"], "unknown cache"),
+    (["--tasks", "gsm8k", "--cache-option", "refresh_every=2"], "without --cache"),
+    (["--tasks", "gsm8k", "--cuda-graphs"], "needs a CUDA device"),
+    (["--tasks", "gsm8k", "--data-dir", "gsmk=x.jsonl"], "not a real task; use TASK=PATH"),
+    (["--tasks", "gsm8k", "--limit", "0"], "limit must be a positive"),
+])
+def test_bad_input_is_one_line_that_says_what_to_do(checkpoint, argv, match, capsys):
+    assert main(["bench", "--model", str(checkpoint), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_task_errors_name_the_fix(data_dir, tmp_path):
+    plain = make_tokenizer(chat=False)
+    with pytest.raises(ValueError, match="needs the tokenizer's chat template.*--prompt-format fewshot"):
+        prepare_task("gsm8k", plain, data=data_dir, prompt_format="chat")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(data_dir / "gsm8k" / "test.jsonl", lone / "test.jsonl")
+    with pytest.raises(ValueError, match="--shots gsm8k=FILE, --num-fewshot 0"):
+        prepare_task("gsm8k", plain, data=lone, prompt_format="fewshot")
+    with pytest.raises(ValueError, match="holds 2 exemplars, 5 asked"):
+        prepare_task("gsm8k", plain, data=data_dir, prompt_format="fewshot")
+    with pytest.raises(ValueError, match="none of .*exists.*--data-dir"):
+        prepare_task("mbpp", plain, data=lone, prompt_format="fewshot", num_fewshot=0)
+
+
+# ---- loading: routing by model_type, hub ids -------------------------------------------------------
+
+
+def test_llada_checkpoint_routes_to_our_model_with_its_chat_tokenizer(checkpoint):
+    model, tok = loading.load_model_and_tokenizer(str(checkpoint), dtype="bf16")
+    assert type(model) is LLaDAModel and model.dtype == torch.bfloat16
+    assert tok.chat_template == TEMPLATE and tok.mask_token_id == model.config.mask_token_id
+
+
+def test_dream_routes_to_dream_model_by_name(checkpoint, tmp_path, monkeypatch):
+    dream = tmp_path / "dream"
+    shutil.copytree(checkpoint, dream)
+    cfg = json.loads((dream / "config.json").read_text())
+    (dream / "config.json").write_text(json.dumps({**cfg, "model_type": "Dream"}))
+    monkeypatch.setitem(loading.NATIVE, "dream", ("paradecode_no_such_module", "DreamModel"))
+    with pytest.raises(ValueError, match="paradecode_no_such_module.DreamModel.*update paradecode.*HFDiffusionAdapter.dream"):
+        loading.load_model_and_tokenizer(str(dream))
+    seen = {}
+
+    class FakeDream:
+        @classmethod
+        def from_pretrained(cls, path, torch_dtype=None, device="cpu"):
+            seen.update(path=Path(path), dtype=torch_dtype, device=device)
+            return cls()
+
+    monkeypatch.setitem(sys.modules, "fake_dream_module", types.SimpleNamespace(DreamModel=FakeDream))
+    monkeypatch.setitem(loading.NATIVE, "dream", ("fake_dream_module", "DreamModel"))
+    model, tok = loading.load_model_and_tokenizer(str(dream), dtype="fp16")
+    assert isinstance(model, FakeDream) and seen == {"path": dream, "dtype": torch.float16, "device": "cpu"}
+    assert tok is not None
+
+
+@pytest.mark.slow  # transformers' BERT import takes seconds
+def test_other_model_types_go_through_the_hf_adapter(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from paradecode.models.hf import HFDiffusionAdapter
+
+    tok = make_tokenizer(chat=False)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, _ = loading.load_model_and_tokenizer(str(tmp_path))
+    assert isinstance(model, HFDiffusionAdapter) and model.mask_token_id == tok.mask_token_id
+    assert model(torch.tensor([[5, 6, 7]])).shape == (1, 3, len(tok))
+
+
+def test_hub_id_is_read_from_the_local_cache_offline(checkpoint, tmp_path, monkeypatch):
+    snap = tmp_path / "hub" / "models--org--tiny-llada" / "snapshots" / "0123abcd"
+    shutil.copytree(checkpoint, snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = loading.load_model_and_tokenizer("org/tiny-llada")
+    assert type(model) is LLaDAModel and tok is not None
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache.*huggingface-cli download org/absent"):
+        loading.load_model_and_tokenizer("org/absent")

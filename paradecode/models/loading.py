@@ -140,16 +140,29 @@ def _load_directory(path: Path, device: str, dtype: Optional[torch.dtype], trust
         return LLaDAModel.from_pretrained(path, torch_dtype=dtype, device=device), tok
     if kind in NATIVE:
         return _native_class(kind).from_pretrained(path, torch_dtype=dtype, device=device), tok
-    from transformers import AutoModel
+    import transformers
 
     from .hf import HFDiffusionAdapter
 
+    auto = _auto_class(path)
     try:
-        hf_model = AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
-    except ValueError as e:
+        hf_model = getattr(transformers, auto).from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
+    except (ValueError, OSError) as e:
         hint = "" if trust_remote_code else " If the checkpoint ships its own modeling code, pass trust_remote_code."
-        raise ValueError(f"{path}: transformers cannot build model_type {kind!r} ({str(e)[:200]}).{hint}") from None
+        raise ValueError(f"{path}: transformers cannot build model_type {kind!r} with {auto} ({str(e)[:200]}).{hint}") from None
     return HFDiffusionAdapter(hf_model.to(device).eval(), tokenizer=tok), tok
+
+
+def _auto_class(path: Path) -> str:
+    """The transformers auto class for a checkpoint we do not implement: the one its own modeling
+    code registers (``auto_map``; remote-code diffusion LMs register ``AutoModel`` for the model
+    with the LM head), else ``AutoModelForMaskedLM`` (a masked-diffusion LM is a bidirectional
+    model with a token head)."""
+    auto_map = read_config_json(Path(path) / "config.json").get("auto_map") or {}
+    for name in ("AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM"):
+        if name in auto_map:
+            return name
+    return "AutoModelForMaskedLM"
 
 
 def load_model_and_tokenizer(
