@@ -318,3 +318,16 @@ def test_hub_id_is_read_from_the_local_cache_offline(checkpoint, tmp_path, monke
     assert type(model) is LLaDAModel and tok is not None
     with pytest.raises(ValueError, match="not in the local Hugging Face cache.*huggingface-cli download org/absent"):
         loading.load_model_and_tokenizer("org/absent")
+
+
+def test_chat_template_inside_tokenizer_config_is_read(tmp_path):
+    """LLaDA-8B-Instruct ships its template as tokenizer_config.json's chat_template (older layout)."""
+    make_tokenizer().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    jinja = tmp_path / "chat_template.jinja"
+    if jinja.exists():
+        cfg["chat_template"] = jinja.read_text()
+        jinja.unlink()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert loading.load_tokenizer(tmp_path).chat_template == TEMPLATE
+    assert loading.load_tokenizer(tmp_path / "nothing") is None
