@@ -178,6 +178,9 @@ def test_known_completions_are_scored_by_the_task_rules(data_dir):
     # strict needs '#### N'; flexible takes the last number; text after <|eot_id|> never counts
     row = run("so 4 dollars.\n#### 4")
     assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.25, 0.25)
+    # answer tokens: the 20 characters before <|eot_id|>, per sample; every canvas position for tokens/s
+    assert row["answer_tokens_per_second"] == pytest.approx(4 * 20 / row["seconds"])
+    assert row["tokens_per_second"] == pytest.approx(4 * 48 / row["seconds"])
     row = run("#### 5 ... no, 4")
     assert (row["accuracy_strict"], row["accuracy_flexible"]) == (0.0, 0.25)
     row = run("it is 20")
@@ -331,3 +334,29 @@ def test_chat_template_inside_tokenizer_config_is_read(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
     assert loading.load_tokenizer(tmp_path).chat_template == TEMPLATE
     assert loading.load_tokenizer(tmp_path / "nothing") is None
+
+
+def test_mbpp_release_file_is_cut_to_the_split(tmp_path):
+    """sanitized-mbpp.json holds every split; the test split is task ids 11-510, the exemplars 1-10."""
+    from paradecode.bench.real import code
+
+    base = json.loads((DATA / "mbpp_tiny.jsonl").read_text().splitlines()[0])
+    release = [{**base, "task_id": t} for t in (2, 3, 11, 300, 510, 511, 700)]
+    (tmp_path / "sanitized-mbpp.json").write_text(json.dumps(release))
+    assert [p.task_id for p in code.load_mbpp(tmp_path)] == ["11", "300", "510"]
+    assert [p.task_id for p in code.load_mbpp(tmp_path, split="prompt")] == ["2", "3"]
+    one_range = tmp_path / "one.jsonl"  # a file of one split is taken whole
+    one_range.write_text("".join(json.dumps({**base, "task_id": t}) + "\n" for t in (901, 902)))
+    assert len(code.load_mbpp(one_range)) == 2
+
+
+def test_mbpp_exemplars_come_from_the_prompt_range_of_a_release_file(tmp_path):
+    from paradecode.bench.real import code
+
+    rows = [json.loads(line) for line in (DATA / "mbpp_tiny.jsonl").read_text().splitlines()]
+    release = [{**rows[0], "task_id": 2}, {**rows[1], "task_id": 11}, {**rows[2], "task_id": 12}]
+    (tmp_path / "sanitized-mbpp.json").write_text(json.dumps(release))
+    task = prepare_task("mbpp", make_tokenizer(chat=False), data=tmp_path, prompt_format="fewshot", num_fewshot=1)
+    assert [p.task_id for p in task.problems] == ["11", "12"]
+    assert task.prompts[0].count("[BEGIN]") == 2 and rows[0]["code"] in task.prompts[0]
+    assert code.mbpp_solution(task.problems[0].solution) == rows[1]["code"]

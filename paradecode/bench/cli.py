@@ -85,12 +85,12 @@ def bench_from_args(args: argparse.Namespace, model: Any = None, tokenizer: Any 
     print(f"model {result['model']}, N={result['n']} per task, seed {result['seed']}, device {result['device']}, "
           f"cache {result['cache']}, batch {result['batch_size']}")
     print(f"{'strategy':12s} {'setting':22s} {'task':9s} {'accuracy':>8s} {'NFE':>7s} {'tok/fwd':>7s} {'seconds':>8s} "
-          f"{'tok/s':>8s} {'s/sample':>8s}  notes")
+          f"{'tok/s':>8s} {'ans tok/s':>9s} {'s/sample':>8s}  notes")
     for r in result["rows"]:
         notes = (f"strict {r['accuracy_strict']:.1%} flexible {r['accuracy_flexible']:.1%}"
                  if "accuracy_strict" in r else r.get("metric", ""))
         print(f"{r['strategy']:12s} {r['setting']:22s} {r['task']:9s} {r['accuracy']:8.1%} {r['nfe']:7.1f} "
-              f"{r['tokens_per_forward']:7.2f} {r['seconds']:8.2f} {r['tokens_per_second']:8.1f} "
+              f"{r['tokens_per_forward']:7.2f} {r['seconds']:8.2f} {r['tokens_per_second']:8.1f} {r['answer_tokens_per_second']:9.1f} "
               f"{r['seconds_per_sample']:8.3f}  {notes}")
     if result["summary"]:
         print("\nFewest forwards within 1 point of the full-step lowconf baseline:")

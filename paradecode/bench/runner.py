@@ -23,14 +23,15 @@ import dataclasses
 import itertools
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
 from ..api import sample
 from ..registry import get_strategy_class
+from .real.adapter import REAL_TASKS, cut_at_stop_ids, is_real_task, prepare_task, stop_token_ids
 from .tasks import get_task
 
 __all__ = ["SWEEPS", "run_bench", "sweep_for", "summarize", "format_summary", "BASELINE"]
@@ -147,7 +148,7 @@ class _Job:
     order: list[int]  # run position -> problem index (real tasks run longest prompt first)
     gen: int
     block: int
-    decode: Callable[[list[list[int]]], list[str]]
+    decode: Callable[[list[list[int]]], tuple[list[str], int]]  # -> texts, answer tokens (before the end id)
     score: Callable[[list[str]], dict[str, Any]]  # texts in problem order -> {"accuracy", ...}
     meta: dict[str, Any]
     texts: list[str]  # prompt texts (for the samples log)
@@ -163,13 +164,16 @@ def _synthetic_job(name: str, tok: Any, info: dict, n: int, seed: int, gen: Opti
         ok = [bool(task.verify(e, t)) for e, t in zip(examples, texts)]
         return {"accuracy": sum(ok) / len(ok), "per_sample": [{"text": t, "correct": c} for t, c in zip(texts, ok)]}
 
-    return _Job(name, [tok.encode(e.prompt) for e in examples], list(range(n)), gen, block,
-                lambda rows: tok.batch_decode(rows, skip_special_tokens=True), score, {}, [e.prompt for e in examples])
+    stop_ids = stop_token_ids(tok)
+
+    def decode(rows: list[list[int]]) -> tuple[list[str], int]:
+        return tok.batch_decode(rows, skip_special_tokens=True), sum(len(cut_at_stop_ids(r, stop_ids)) for r in rows)
+
+    return _Job(name, [tok.encode(e.prompt) for e in examples], list(range(n)), gen, block, decode, score, {},
+                [e.prompt for e in examples])
 
 
 def _real_job(name: str, tok: Any, real: dict[str, Any], gen: Optional[int], block: Optional[int]) -> _Job:
-    from .real.adapter import cut_at_stop_ids, prepare_task, stop_token_ids
-
     task = prepare_task(name, tok, **real)
     prompts = [list(tok(t)["input_ids"]) for t in task.prompts]
     # longest first, as lm-eval orders generate_until requests: batches hold similar lengths (less
@@ -177,8 +181,9 @@ def _real_job(name: str, tok: Any, real: dict[str, Any], gen: Optional[int], blo
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     stop_ids = stop_token_ids(tok)
 
-    def decode(rows: list[list[int]]) -> list[str]:
-        return tok.batch_decode([cut_at_stop_ids(r, stop_ids) for r in rows], skip_special_tokens=True)
+    def decode(rows: list[list[int]]) -> tuple[list[str], int]:
+        answers = [cut_at_stop_ids(r, stop_ids) for r in rows]
+        return tok.batch_decode(answers, skip_special_tokens=True), sum(map(len, answers))
 
     meta = {"prompt_format": task.fmt, "num_fewshot": task.shots, "metric": task.metric,
             "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}
@@ -187,7 +192,6 @@ def _real_job(name: str, tok: Any, real: dict[str, Any], gen: Optional[int], blo
 
 
 def _check_tasks(names: Sequence[str]) -> None:
-    from .real.adapter import REAL_TASKS
     from .tasks import TASKS
 
     bad = [t for t in names if t not in TASKS and t not in REAL_TASKS]
@@ -253,8 +257,11 @@ def run_bench(
     policy for every run; ``cuda_graphs`` replays the model's fixed-shape forwards
     (:class:`~paradecode.models.graphs.CUDAGraphModel`, CUDA only). The LLaDA baseline at full steps
     is run as the summary's reference unless ``baseline`` is false. Rows record accuracy (GSM8K:
-    flexible-extract, with both filters beside it), NFE, tokens per forward, wall seconds,
-    generated tokens per second and seconds per sample.
+    flexible-extract, with both filters beside it), NFE, tokens per forward, wall seconds of
+    generation (decoding and scoring excluded), seconds per sample and two rates:
+    ``tokens_per_second`` counts every generated canvas position (``gen_length`` per sample: what
+    the decoding costs), ``answer_tokens_per_second`` only the tokens before the first end-of-text
+    or end-of-turn id (Fast-dLLM's ``show_speed`` count: what the answer holds).
     """
     if n <= 0 or batch_size <= 0:
         raise ValueError(f"n ({n}) and batch_size ({batch_size}) must be positive.")
@@ -280,8 +287,6 @@ def run_bench(
     dev = torch.device(device)
     real = {"data": data, "prompt_format": prompt_format, "limit": limit, "num_fewshot": num_fewshot,
             "shot_data": shot_data, "hub": data is None, "timeout": exec_timeout}
-    from .real.adapter import is_real_task
-
     jobs = {t: (_real_job(t, tok, real, gen_length, block_length) if is_real_task(t)
                 else _synthetic_job(t, tok, info, n, seed, gen_length, block_length)) for t in task_names}
 
@@ -307,7 +312,7 @@ def run_bench(
         job = jobs[tname]
         count = len(job.prompts)
         texts: list[str] = [""] * count
-        nfe_sum, tokens_sum, seconds = 0.0, 0.0, 0.0
+        nfe_sum, tokens_sum, seconds, answer_tokens = 0.0, 0.0, 0.0, 0
         for b in range(0, count, batch_size):
             batch = job.prompts[b : b + batch_size]
             _sync(dev)
@@ -316,7 +321,9 @@ def run_bench(
             gen_ids = result.generated.tolist()
             _sync(dev)
             seconds += time.perf_counter() - t0
-            for j, t in enumerate(job.decode(gen_ids)):
+            decoded, n_answer = job.decode(gen_ids)
+            answer_tokens += n_answer
+            for j, t in enumerate(decoded):
                 texts[job.order[b + j]] = t
             nfe_sum += float(result.trace.row_nfe.float().sum())
             tokens_sum += float(result.trace.tokens_committed.float().sum())
@@ -329,6 +336,7 @@ def run_bench(
             "strategy": strategy, "setting": setting_label(setting), "task": tname, **scored,
             "nfe": nfe_sum / count, "tokens_per_forward": tokens_sum / nfe_sum if nfe_sum else 0.0,
             "seconds": seconds, "tokens_per_second": count * opts["gen_length"] / seconds if seconds else 0.0,
+            "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0,
             "seconds_per_sample": seconds / count, "n": count, "batch_size": batch_size, "cache": cache,
             "cache_options": call["cache_options"], **job.meta, "options": opts,
         })
@@ -410,7 +418,8 @@ def write_table(result: dict[str, Any], path: Union[str, Path]) -> None:
         import csv
 
         keys = ["strategy", "setting", "task", "accuracy", "nfe", "tokens_per_forward", "seconds", "n",
-                "tokens_per_second", "seconds_per_sample", "accuracy_strict", "accuracy_flexible"]
+                "tokens_per_second", "answer_tokens_per_second", "seconds_per_sample", "accuracy_strict",
+                "accuracy_flexible"]
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()

@@ -8,14 +8,15 @@ HumanEval / MBPP: the program is executed, pass@1).
 
 One ``--prompt-format`` names the setting for every task; it maps onto each task's formats:
 
-=================  ==============  ===============  ======================
-format             gsm8k           humaneval        mbpp
-=================  ==============  ===============  ======================
-``fewshot``        5-shot          ``completion``   3-shot ``[BEGIN]``
-``chat-fewshot``   5-shot in chat  ``chat``         3-shot in one chat turn
-``chat``           0-shot chat     ``chat``         ``chat``
-``auto``           ``chat-fewshot`` when the tokenizer has a chat template, else ``fewshot``
-=================  ==============  ===============  ======================
+=================  ================  ==============  =========================
+format             gsm8k             humaneval       mbpp
+=================  ================  ==============  =========================
+``fewshot``        5-shot            ``completion``  3-shot ``[BEGIN]`` layout
+``chat-fewshot``   5-shot in a turn  ``chat``        3-shot in one chat turn
+``chat``           0-shot chat       ``chat``        ``chat``
+=================  ================  ==============  =========================
+
+``auto`` is ``chat-fewshot`` when the tokenizer has a chat template, else ``fewshot``.
 
 ``chat-fewshot`` is how Fast-dLLM's ``eval_llada.py`` feeds lm-eval's few-shot context to
 instruct models (the whole context as one user turn), the setting of the published
@@ -26,9 +27,9 @@ with ``task=PATH``; lm-eval draws its own with a seeded sampler, so exemplars ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import code, gsm8k
 from .data import PathLike, find_file, truncate_at
@@ -110,7 +111,6 @@ class RealTask:
     workers: Optional[int] = None
     gen_length: int = DEFAULT_GEN["gen_length"]
     block_length: int = DEFAULT_GEN["block_length"]
-    _scorer: Optional[Callable[[Sequence[str]], dict[str, Any]]] = field(default=None, repr=False)
 
     def cut(self, text: str) -> str:
         """A decoded generation up to the earliest of the task's stop sequences."""
@@ -205,7 +205,7 @@ def prepare_task(
     if k:
         shot_path = _shot_file(name, path, shot_data)
         loader = gsm8k.load_gsm8k if name == "gsm8k" else code.load_mbpp
-        shots = loader(shot_path, limit=k, hub=False)
+        shots = loader(shot_path, split=SHOT_SPLIT[name], limit=k, hub=False)
         if len(shots) < k:
             raise ValueError(f"{name}: {shot_path} holds {len(shots)} exemplars, {k} asked for; lower --num-fewshot.")
     if name == "gsm8k":

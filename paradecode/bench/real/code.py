@@ -80,12 +80,32 @@ def load_humaneval(data: Optional[PathLike] = None, split: str = "test", limit: 
     return out
 
 
+# MBPP's splits are task-id ranges (the paper's; the hub's splits follow them).
+MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
+
+
+def mbpp_split(records: Sequence[dict], split: str) -> list[dict]:
+    """``records`` of one split. The MBPP repository's release files (``sanitized-mbpp.json``,
+    ``mbpp.jsonl``) hold every split in one list: a file whose task ids span several of
+    :data:`MBPP_SPLITS`' ranges is cut to ``split``'s range, so a directory with the release file
+    evaluates the test split (257 sanitized problems), not all 427. A file of one range is kept."""
+    ids = [r.get("task_id") for r in records]
+    if split not in MBPP_SPLITS or not all(isinstance(t, int) for t in ids):
+        return list(records)
+    spans = {name for name, (lo, hi) in MBPP_SPLITS.items() for t in ids if lo <= t <= hi}
+    if len(spans) <= 1:
+        return list(records)
+    lo, hi = MBPP_SPLITS[split]
+    return [r for r in records if lo <= r["task_id"] <= hi]
+
+
 def load_mbpp(data: Optional[PathLike] = None, split: str = "test", limit: Optional[int] = None,
               hub: bool = True) -> list[CodeProblem]:
     """MBPP problems, sanitized (``prompt``, ``test_imports``) or full (``text``,
-    ``test_setup_code``) records; fields ``task_id, code, test_list`` in both."""
+    ``test_setup_code``) records; fields ``task_id, code, test_list`` in both. A release file
+    holding every split is cut to ``split`` (:func:`mbpp_split`)."""
     out = []
-    for i, r in enumerate(take(load_records("mbpp", data, split, hub=hub), limit)):
+    for i, r in enumerate(take(mbpp_split(load_records("mbpp", data, split, hub=hub), split), limit)):
         _need(r, ("task_id", "code", "test_list"), "mbpp", i)
         desc = r.get("prompt", r.get("text"))
         if desc is None:
