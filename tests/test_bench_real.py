@@ -360,3 +360,12 @@ def test_mbpp_exemplars_come_from_the_prompt_range_of_a_release_file(tmp_path):
     assert [p.task_id for p in task.problems] == ["11", "12"]
     assert task.prompts[0].count("[BEGIN]") == 2 and rows[0]["code"] in task.prompts[0]
     assert code.mbpp_solution(task.problems[0].solution) == rows[1]["code"]
+
+
+def test_cache_none_means_no_cache(data_dir):
+    tok = make_tokenizer()
+    args = bench_args("--tasks", "gsm8k", "--data-dir", str(data_dir), "--prompt-format", "chat", "--limit", "1",
+                      "--strategies", "lowconf", "--no-baseline", "--sweep", "lowconf:steps=8", "--gen-length", "8",
+                      "--block-length", "8", "--cache", "none")
+    result = bench_from_args(args, model=Oracle(tok, "#### 1", 8), tokenizer=tok)  # the oracle takes no cache
+    assert result["cache"] is None and result["rows"][0]["cache"] is None

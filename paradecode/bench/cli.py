@@ -66,8 +66,9 @@ def bench_from_args(args: argparse.Namespace, model: Any = None, tokenizer: Any 
     data = parse_data(args.data_dir)
     if data is not None and tasks is None:
         raise ValueError("--data-dir was given without --tasks; name the real tasks, e.g. --tasks gsm8k.")
+    cache = None if args.cache in (None, "none") else args.cache
     cache_options = parse_options(args.cache_option, "--cache-option")
-    if cache_options and args.cache is None:
+    if cache_options and cache is None:
         raise ValueError("--cache-option was given without --cache NAME (paradecode caches lists the policies).")
     result = run_bench(
         model if model is not None else args.model, tokenizer,
@@ -75,7 +76,7 @@ def bench_from_args(args: argparse.Namespace, model: Any = None, tokenizer: Any 
         tasks=tasks,
         n=args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
         sweeps=parse_sweep(args.sweep) or None, out=args.out, plot=args.plot, progress=not args.quiet,
-        cache=args.cache, cache_options=cache_options or None, dtype=args.dtype, limit=args.limit,
+        cache=cache, cache_options=cache_options or None, dtype=args.dtype, limit=args.limit,
         data=_per_task(data, tasks or []), prompt_format=args.prompt_format, num_fewshot=args.num_fewshot,
         shot_data=_per_task(parse_data(args.shots, "--shots"), tasks or []),
         gen_length=args.gen_length, block_length=args.block_length, cuda_graphs=args.cuda_graphs,
@@ -122,7 +123,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="prompts per sample() call (left-padded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, choices=("bf16", "bfloat16", "fp16", "float16", "fp32", "float32"), help="cast the weights (default: the checkpoint's)")
-    p.add_argument("--cache", default=None, help="a cache policy for every run (`paradecode caches` lists them)")
+    p.add_argument("--cache", default=None, help="a cache policy for every run (`paradecode caches` lists them; none: no cache)")
     p.add_argument("--cache-option", action="append", default=[], metavar="KEY=VALUE",
                    help="cache policy option (repeatable), e.g. --cache-option cache_reloading_step=2")
     p.add_argument("--cuda-graphs", action="store_true", help="replay fixed-shape forwards as CUDA graphs (cuda only)")
