@@ -261,13 +261,16 @@ def main() -> None:
             if a.device.startswith("cuda"):
                 runs[-1]["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
                 torch.cuda.reset_peak_memory_stats()
+            graphs = (f", CUDA graphs: {row['graph_captures']} captures, {row['graph_replays']} replays"
+                      if "graph_captures" in row else "")
             say(f"batch {batch}: {row['tokens_per_second']:.1f} tok/s, {row['seconds_per_sample']:.3f} s/sample, "
-                f"NFE {row['nfe']:.1f}, prompt {row['prompt_tokens_mean']:.0f} tokens (mean), wall {wall:.1f} s")
+                f"NFE {row['nfe']:.1f}, prompt {row['prompt_tokens_mean']:.0f} tokens (mean), wall {wall:.1f} s{graphs}")
 
-    say("\nbatch   tok/s   s/sample   NFE/sample   tok/fwd   strict   flexible")
+    say("\nbatch   tok/s   answer tok/s   s/sample   NFE/sample   tok/fwd   strict   flexible")
     for r in runs:
         row = r["result"]["rows"][0]
-        say(f"{r['batch_size']:5d} {row['tokens_per_second']:7.1f} {row['seconds_per_sample']:10.3f} {row['nfe']:12.1f} "
+        say(f"{r['batch_size']:5d} {row['tokens_per_second']:7.1f} {row['answer_tokens_per_second']:14.1f} "
+            f"{row['seconds_per_sample']:10.3f} {row['nfe']:12.1f} "
             f"{row['tokens_per_forward']:9.2f} {row['accuracy_strict']:8.1%} {row['accuracy_flexible']:10.1%}")
     total = time.perf_counter() - t_start
     say(f"\ntotal wall time {total:.1f} s (tokenizer {t_tok:.1f} s, model {t_model:.1f} s)")

@@ -313,6 +313,7 @@ def run_bench(
         count = len(job.prompts)
         texts: list[str] = [""] * count
         nfe_sum, tokens_sum, seconds, answer_tokens = 0.0, 0.0, 0.0, 0
+        graphs0 = (getattr(m, "captures", 0), getattr(m, "replays", 0))
         for b in range(0, count, batch_size):
             batch = job.prompts[b : b + batch_size]
             _sync(dev)
@@ -340,6 +341,8 @@ def run_bench(
             "seconds_per_sample": seconds / count, "n": count, "batch_size": batch_size, "cache": cache,
             "cache_options": call["cache_options"], **job.meta, "options": opts,
         })
+        if cuda_graphs:  # how many forwards were captured / replayed (padded batches run eagerly)
+            rows[-1].update(graph_captures=m.captures - graphs0[0], graph_replays=m.replays - graphs0[1])
         if samples_out is not None and per_sample is not None:
             logged += [{"task": tname, "strategy": strategy, "setting": setting_label(setting), "index": i,
                         "prompt": job.texts[i], **s} for i, s in enumerate(per_sample)]
