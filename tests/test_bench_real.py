@@ -369,3 +369,20 @@ def test_cache_none_means_no_cache(data_dir):
                       "--block-length", "8", "--cache", "none")
     result = bench_from_args(args, model=Oracle(tok, "#### 1", 8), tokenizer=tok)  # the oracle takes no cache
     assert result["cache"] is None and result["rows"][0]["cache"] is None
+
+
+def test_without_data_dir_tests_and_exemplars_come_from_the_hub(monkeypatch):
+    """No --data-dir: the test split and the exemplar split are read through datasets (a stand-in
+    module here: nothing leaves the machine)."""
+    rows = [json.loads(line) for line in (DATA / "gsm8k_tiny.jsonl").read_text().splitlines()]
+    asked = []
+
+    def load_dataset(name, config, split):
+        asked.append((name, config, split))
+        return rows[:2] if split == "train" else rows[2:]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    task = prepare_task("gsm8k", make_tokenizer(chat=False), prompt_format="fewshot", num_fewshot=2, limit=3)
+    assert asked == [("openai/gsm8k", "main", "test"), ("openai/gsm8k", "main", "train")]
+    assert len(task.problems) == 3 and task.prompts[0].count("Question:") == 3
+    assert task.prompts[0].startswith(f"Question: {rows[0]['question']}")

@@ -21,8 +21,8 @@ format             gsm8k             humaneval       mbpp
 ``chat-fewshot`` is how Fast-dLLM's ``eval_llada.py`` feeds lm-eval's few-shot context to
 instruct models (the whole context as one user turn), the setting of the published
 LLaDA-Instruct numbers. Few-shot exemplars come from the task's exemplar split next to the
-test file (GSM8K ``train``, MBPP ``prompt``; their first k problems) or from a file given
-with ``task=PATH``; lm-eval draws its own with a seeded sampler, so exemplars may differ.
+test file, or on the hub when the test set comes from there (GSM8K ``train``, MBPP ``prompt``;
+their first k problems), or from a file given with ``task=PATH``; lm-eval draws its own with a seeded sampler, so exemplars may differ.
 """
 
 from __future__ import annotations
@@ -141,12 +141,17 @@ def _data_path(task: str, data: Union[PathLike, Mapping[str, PathLike], None]) -
     return Path(data) if data is not None else None
 
 
-def _shot_file(task: str, path: Optional[Path], shot_data: Optional[Mapping[str, PathLike]]) -> Path:
+def _shot_source(task: str, path: Optional[Path], shot_data: Optional[Mapping[str, PathLike]],
+                 hub: bool) -> Optional[Path]:
+    """Where the exemplars come from: ``shot_data[task]``, the exemplar split beside the test data,
+    or None for the hub's exemplar split (when the test set comes from the hub too)."""
     if shot_data and task in shot_data:
         return Path(shot_data[task])
     split = SHOT_SPLIT[task]
     where = path.parent if path is not None and path.is_file() else path
-    if where is None or not where.is_dir():
+    if where is None:
+        if hub:
+            return None
         raise ValueError(f"{task}: few-shot prompts need exemplars ({split} split), and no data directory was "
                          f"given; pass --data-dir DIR holding the {split} file, --shots {task}=FILE, or --num-fewshot 0.")
     try:
@@ -203,11 +208,12 @@ def prepare_task(
         raise ValueError(f"num_fewshot must be >= 0, got {k}.")
     shots: list[Any] = []
     if k:
-        shot_path = _shot_file(name, path, shot_data)
+        shot_path = _shot_source(name, path, shot_data, hub)
         loader = gsm8k.load_gsm8k if name == "gsm8k" else code.load_mbpp
-        shots = loader(shot_path, split=SHOT_SPLIT[name], limit=k, hub=False)
+        shots = loader(shot_path, split=SHOT_SPLIT[name], limit=k, hub=shot_path is None)
         if len(shots) < k:
-            raise ValueError(f"{name}: {shot_path} holds {len(shots)} exemplars, {k} asked for; lower --num-fewshot.")
+            where = shot_path or f"the hub's {SHOT_SPLIT[name]} split"
+            raise ValueError(f"{name}: {where} holds {len(shots)} exemplars, {k} asked for; lower --num-fewshot.")
     if name == "gsm8k":
         prompts = [gsm8k.build_prompt(p, fmt, shots=shots, tokenizer=tokenizer) for p in problems]
         stop, metric = gsm8k.STOP, "flexible-extract"
