@@ -2,7 +2,8 @@
 
     paradecode bench --strategies lowconf,threshold --n 500 --out results.json --plot curves.png
     paradecode bench --model GSAI-ML/LLaDA-8B-Instruct --tasks gsm8k --data-dir DATA --limit 200 \\
-        --strategies threshold --cache dual --dtype bf16 --device cuda --batch-size 8 --no-baseline
+        --strategies threshold --sweep threshold:threshold=0.9 --cache dual --dtype bf16 --device cuda \\
+        --batch-size 8 --no-baseline
 """
 
 from __future__ import annotations
