@@ -113,6 +113,30 @@ def test_model_args_are_checked_before_the_model_loads():
         ParadecodeLM(**missing)
 
 
+def test_the_command_line_reports_a_bad_model_arg_in_one_line(monkeypatch, capsys):
+    """``paradecode-eval`` runs lm-eval's CLI (stood in for here: it builds the model as
+    simple_evaluate does); our errors end it with status 2, lm-eval's own keep their traceback."""
+    import lm_eval.__main__
+
+    def cli(build):
+        monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", build)
+
+    cli(lambda: get_model("paradecode").create_from_arg_string("pretrained=tasks-6m,thresold=0.9", {"device": "cpu"}))
+    with pytest.raises(SystemExit) as stop:
+        pd_lm_eval.main(["--model", "paradecode"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paradecode-eval: error: lm-eval model 'paradecode' got unknown model_args ['thresold']")
+    assert len(err.splitlines()) == 1
+
+    def other():
+        raise ValueError("No tasks specified")
+
+    cli(other)
+    with pytest.raises(ValueError, match="No tasks specified"):
+        pd_lm_eval.main([])
+
+
 def test_options_go_to_the_strategy_or_the_cache():
     strat, cache = split_model_args("threshold", "dkv-decode", {"threshold": 0.8, "cache_reloading_step": 2})
     assert strat == {"threshold": 0.8} and cache == {"cache_reloading_step": 2}

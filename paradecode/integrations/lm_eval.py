@@ -174,7 +174,10 @@ class ParadecodeLM(TemplateLM):
             raise ValueError(f"{OWNER}: dtype must be one of {sorted(DTYPES)} (or left out: as stored), got {dtype!r}.")
         self._device = _device(device)
 
-        model, tok = load_model_and_tokenizer(str(pretrained), device=str(self._device))
+        try:
+            model, tok = load_model_and_tokenizer(str(pretrained), device=str(self._device))
+        except ValueError as e:
+            raise ValueError(f"{OWNER}: {e}") from None
         if tokenizer is not None:
             from transformers import AutoTokenizer
 
@@ -344,13 +347,24 @@ def _device(device: Optional[str]) -> torch.device:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """lm-eval's command line with ``--model paradecode`` available (``paradecode-eval``)."""
+    """lm-eval's command line with ``--model paradecode`` available (``paradecode-eval``). A bad
+    model_arg ends the run with one line ``paradecode-eval: error: ...`` and status 2; lm-eval's
+    own errors keep their tracebacks."""
     from lm_eval.__main__ import cli_evaluate
 
     register()
+    saved = sys.argv
     if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
+        sys.argv = [saved[0], *argv]  # lm-eval's parser reads sys.argv
+    try:
+        cli_evaluate()
+    except (ValueError, TypeError) as e:
+        if not str(e).startswith(OWNER):
+            raise
+        print(f"paradecode-eval: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        sys.argv = saved
 
 
 register()
