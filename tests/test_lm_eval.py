@@ -167,6 +167,16 @@ def test_the_cache_and_its_options_reach_the_sampler():
     assert lm.stats["nfe"] == out.trace.nfe
 
 
+def test_a_prompt_too_long_for_the_context_keeps_its_last_tokens():
+    lm = ParadecodeLM(**ARGS, max_length=32 + 7)  # room for 7 prompt tokens beside the 32-token canvas
+    model, tok = zoo.load("tasks-6m")
+    got = lm.generate_until([Instance("generate_until", {}, ("xyz 12+345=", {"until": []}), 0)], disable_tqdm=True)
+    assert got == [direct_generation(model, tok, "12+345=", [])] == ["357"]
+    short = ParadecodeLM(**ARGS, max_length=32)
+    with pytest.raises(ValueError, match="needs 32 tokens but the model's context is 32"):
+        short.generate_until([Instance("generate_until", {}, ("12+345=", {"until": []}), 0)], disable_tqdm=True)
+
+
 def test_chat_template_is_applied(tmp_path):
     """A checkpoint directory whose tokenizer has a chat template (here one that drops a 'Q: ')."""
     src = zoo.model_dir("tasks-6m")
