@@ -245,14 +245,22 @@ metric_list:
 }
 
 
+LAUNCHERS = {
+    "one-process": [sys.executable, "-m"],
+    # data parallel as LLaDA's evaluation runs it: each rank takes its share of the requests
+    "two-processes": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"],
+}
+
+
 @pytest.mark.slow
-def test_lm_eval_command_line_runs_offline_end_to_end(tmp_path):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_lm_eval_command_line_runs_offline_end_to_end(tmp_path, launcher):
     for name, text in TASKS.items():
         (tmp_path / name).write_text(text.format(data=DATA))
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     model_args = "pretrained=tasks-6m,strategy=threshold,threshold=0.9,gen_length=32,block_length=32,mc_num=4"
-    cmd = [sys.executable, "-m", "paradecode.integrations.lm_eval", "--model", "paradecode", "--model_args", model_args,
+    cmd = [*LAUNCHERS[launcher], "paradecode.integrations.lm_eval", "--model", "paradecode", "--model_args", model_args,
            "--tasks", "pd_tiny_gen", "pd_tiny_mc", "--include_path", str(tmp_path), "--device", "cpu",
            "--batch_size", "2", "--output_path", str(tmp_path / "out"), "--log_samples"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)

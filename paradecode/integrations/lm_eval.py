@@ -41,6 +41,11 @@ model does. ``--apply_chat_template`` applies the tokenizer's chat template. Aft
 :attr:`ParadecodeLM.stats` holds forwards, answer tokens and seconds (also logged), the speed
 figures Fast-dLLM's ``show_speed`` prints.
 
+Data parallel: started by ``torchrun --nproc_per_node N -m paradecode.integrations.lm_eval ...``
+(or ``accelerate launch``), each process takes one GPU (``LOCAL_RANK``) and lm-eval gives each
+rank its share of the requests; the results are gathered on rank 0. Scores do not depend on the
+split (each request's masks are seeded by itself).
+
 ``loglikelihood_rolling`` (perplexity) raises ``NotImplementedError``, as in LLaDA's evaluation.
 """
 
@@ -49,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import os
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -172,7 +178,7 @@ class ParadecodeLM(TemplateLM):
         torch_dtype = DTYPES.get(c("dtype", dtype, Optional[str]) or "", None)
         if dtype is not None and torch_dtype is None:
             raise ValueError(f"{OWNER}: dtype must be one of {sorted(DTYPES)} (or left out: as stored), got {dtype!r}.")
-        self._device = _device(device)
+        self._rank, self._world_size, self._device = _distributed(_device(device))
 
         try:
             model, tok = load_model_and_tokenizer(str(pretrained), device=str(self._device))
@@ -198,6 +204,32 @@ class ParadecodeLM(TemplateLM):
         self.pretrained = str(pretrained)
         self.stats: dict[str, float] = {}
         self._warned: set = set()
+
+    # ---- data parallel (lm-eval gives each rank its share of the requests) -----------------
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        part = tensor.reshape(1) if tensor.dim() == 0 else tensor.contiguous()
+        parts = [torch.empty_like(part) for _ in range(self._world_size)]
+        dist.all_gather(parts, part)
+        return torch.cat(parts)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> Optional[list]:
+        if self._world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self._world_size if self._rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        if self._world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     # ---- what TemplateLM asks of a model ----------------------------------------------------
     @property
@@ -344,6 +376,23 @@ def _device(device: Optional[str]) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{OWNER}: device {device!r} was asked for but CUDA is not available; pass --device cpu.")
     return dev
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)``. Started by ``torchrun`` / ``accelerate launch`` with
+    several processes (``WORLD_SIZE`` > 1): one process group, and on CUDA one GPU per process
+    (``LOCAL_RANK``), as LLaDA's evaluation runs data parallel."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
