@@ -97,6 +97,10 @@ def test_model_args_are_checked_before_the_model_loads():
         ParadecodeLM(**{**missing, "threshold": "high"})
     with pytest.raises(ValueError, match="unknown model_args \\['refresh_every'\\]"):
         ParadecodeLM(**missing, refresh_every=2)  # a cache option without its cache
+    with pytest.raises(ValueError, match="^lm-eval model 'paradecode': unknown strategy 'fast'"):
+        ParadecodeLM(**{**missing, "strategy": "fast"})
+    with pytest.raises(ValueError, match="^lm-eval model 'paradecode': unknown cache policy 'duel'"):
+        ParadecodeLM(**missing, cache="duel")
     with pytest.raises(ValueError, match="strategy 'speculative' decodes 'causal-lm'"):
         ParadecodeLM(**{**missing, "strategy": "speculative"})
     with pytest.raises(ValueError, match="give the guidance scale as cfg"):

@@ -99,13 +99,16 @@ def register() -> None:
 def split_model_args(strategy: str, cache: Optional[str], options: dict[str, Any]) -> tuple[dict, dict]:
     """``options`` split into the strategy's and the cache policy's, each checked by its config
     (unknown names and bad values raise ``ValueError`` / ``TypeError`` naming them)."""
-    scls = get_strategy_class(strategy)
+    try:
+        scls = get_strategy_class(strategy)
+        ccls = get_cache_class(cache) if cache is not None else None
+    except ValueError as e:
+        raise ValueError(f"{OWNER}: {e}") from None
     if scls.family != "dllm":
         raise ValueError(
             f"{OWNER}: strategy {strategy!r} decodes {scls.family!r} models; lm-eval runs diffusion-LM "
             f"strategies here (those of family 'dllm' in `paradecode strategies`)."
         )
-    ccls = get_cache_class(cache) if cache is not None else None
     sfields = {f.name for f in dataclasses.fields(scls.Config) if f.init}
     cfields = {f.name for f in dataclasses.fields(ccls.Config) if f.init} if ccls is not None else set()
     unknown = sorted(set(options) - sfields - cfields)
