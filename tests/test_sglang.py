@@ -299,6 +299,8 @@ def test_yaml_options_are_checked_like_sample(sgl):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "threshold": "0.9"}))
     with pytest.raises(ValueError, match="logits_eos_inf reads the end-of-text id: give eos_token_id in the --dllm"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "logits_eos_inf": True}))
+    with pytest.raises(ValueError, match=r"option\(s\) \['cfg_scale', 'temperature'\] cannot be set here: .*greedy"):
+        get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "temperature": 0.7, "cfg_scale": 1.0}))
     with pytest.raises(ValueError, match="eos_token_id must be a token id"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "eos_token_id": -1}))
     with pytest.raises(ValueError, match="option filter is Learn2PD's"):
@@ -333,3 +335,9 @@ def test_prompt_mask_token_inside_block_is_refused(sgl):
     with pytest.raises(ValueError, match="prompt holds the mask token"):
         algo.step(fb, torch.zeros(BL, 64), algo.init_step_state(fb))
 
+
+
+def test_ci_installs_the_tested_sglang():
+    """.ci/run installs the wheel whose loops these tests were written against (one version)."""
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert f'pip install -q --no-deps "sglang=={_sglang_cpu.SGLANG_VERSION}"' in ci

@@ -54,7 +54,14 @@ ALGORITHM_NAME = "Paradecode"
 # Keys of --dllm-algorithm-config that SGLang's DllmConfig reads itself (block_size becomes the
 # block length); ours: the strategy, the end-of-text id, Learn2PD's filter directory.
 SGLANG_KEYS = ("block_size", "capture_input_preparation")
-OWN_KEYS = ("strategy", "eos_token_id", "filter")
+# Strategy fields SGLang decides, and why a YAML cannot set them.
+ENGINE_FIELDS = {
+    "block_length": "the block length is SGLang's block_size (the checkpoint's, 32 for LLaDA2)",
+    "gen_length": "the generation length is each request's max_new_tokens",
+    "layout": "SGLang's blocks are LLaDA2's (layout 'llada2')",
+    "temperature": "the step is greedy (temperature 0): the ranks of a tensor-parallel group must commit the same tokens",
+    "cfg_scale": "classifier-free guidance needs a second, unconditional forward, which SGLang's loop does not run",
+}
 
 
 class Paradecode(DllmAlgorithm):
@@ -66,6 +73,12 @@ class Paradecode(DllmAlgorithm):
         for key in SGLANG_KEYS:
             options.pop(key, None)
         name = options.pop("strategy", None)
+        fixed = sorted(set(options) & set(ENGINE_FIELDS))
+        if fixed:
+            raise ValueError(
+                f"SGLang --dllm-algorithm-config: option(s) {fixed} cannot be set here: "
+                + "; ".join(ENGINE_FIELDS[k] for k in fixed) + "."
+            )
         self.eos_id: Optional[int] = options.pop("eos_token_id", None)
         filter_dir = options.pop("filter", None)
         steps = options.pop("steps", None)
