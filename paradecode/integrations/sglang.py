@@ -11,7 +11,7 @@ later): it runs the strategy's own block step
 
 Launch (after ``pip install "paradecode[sglang]"`` next to SGLang)::
 
-    python -m sglang.launch_server --model-path inclusionAI/LLaDA2.0-mini --trust-remote-code \\
+    python -m sglang.launch_server --model-path inclusionAI/LLaDA2.0-mini \\
         --dllm-algorithm Paradecode --dllm-algorithm-config threshold.yaml
 
 with a YAML naming the strategy and its options (the strategy's config fields, checked as
@@ -29,6 +29,7 @@ Per request, ``states`` holds one :class:`BlockDecoder` for the request's curren
 (SGLang makes the states at a block's first forward, and carries them across rounds in its
 first-done-first-out loop). Options read per block: ``steps`` (lowconf, learn2pd and a
 composite's base) is steps per block; SGLang's own ``block_size`` key is the block length.
+docs/sglang.md says how the strategies behave under SGLang's loops and which cannot be served.
 """
 
 from __future__ import annotations
