@@ -303,12 +303,23 @@ def test_yaml_options_are_checked_like_sample(sgl):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "temperature": 0.7, "cfg_scale": 1.0}))
     with pytest.raises(ValueError, match="eos_token_id must be a token id"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "eos_token_id": -1}))
+    with pytest.raises(TypeError, match="option eos_token_id must be an int or None, got str"):
+        get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "eos_token_id": "2"}))
     with pytest.raises(ValueError, match="option filter is Learn2PD's"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "filter": "/nowhere"}))
     # SGLang's own key is the block length; steps are per block
     algo = get(dllm_config(sgl, "Paradecode", {"strategy": "lowconf", "block_size": BL, "steps": 2}))
     assert algo.strategy.config.block_length == BL and algo.strategy.config.steps == 2
     assert algo.strategy.config.gen_length == BL and algo.strategy.config.layout == "llada2"
+
+
+def test_learn2pd_filter_of_another_block_length_is_refused(sgl, tmp_path):
+    from paradecode.samplers.learn2pd_filter import Learn2PDFilter
+
+    Learn2PDFilter(BL * 2).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"trained for blocks of {BL * 2}, but SGLang's block_size is {BL}"):
+        sgl.algorithm.get_algorithm(dllm_config(sgl, "Paradecode", {"strategy": "learn2pd", "eos_token_id": EOS,
+                                                                    "filter": str(tmp_path)}))
 
 
 def test_entry_point_registers_the_algorithm(sgl):

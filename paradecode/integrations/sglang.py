@@ -46,6 +46,7 @@ except ImportError as e:  # pragma: no cover - exercised only without SGLang
         'pip install "paradecode[sglang]" on the serving machine (SGLang brings its own CUDA torch).'
     ) from e
 
+from ..config import check_value
 from ..samplers.block_decoder import BlockDecoder
 from .one_block import one_block_strategy
 
@@ -80,16 +81,16 @@ class Paradecode(DllmAlgorithm):
                 f"SGLang --dllm-algorithm-config: option(s) {fixed} cannot be set here: "
                 + "; ".join(ENGINE_FIELDS[k] for k in fixed) + "."
             )
-        self.eos_id: Optional[int] = options.pop("eos_token_id", None)
-        filter_dir = options.pop("filter", None)
-        steps = options.pop("steps", None)
         owner = f"SGLang --dllm-algorithm-config (strategy {name!r})"
+        self.eos_id: Optional[int] = check_value("eos_token_id", options.pop("eos_token_id", None), Optional[int], owner)
+        filter_dir = check_value("filter", options.pop("filter", None), Optional[str], owner)
+        steps = options.pop("steps", None)
         if name is None:
             raise ValueError(
                 f"SGLang --dllm-algorithm {ALGORITHM_NAME}: the --dllm-algorithm-config YAML must name the "
                 f"strategy, e.g. 'strategy: threshold'."
             )
-        if self.eos_id is not None and (isinstance(self.eos_id, bool) or not isinstance(self.eos_id, int) or self.eos_id < 0):
+        if self.eos_id is not None and self.eos_id < 0:
             raise ValueError(f"{owner}: eos_token_id must be a token id >= 0, got {self.eos_id!r}.")
         self.strategy = one_block_strategy(
             name, options, block_length=self.block_size, steps=steps, owner=owner, eos_token_id=self.eos_id,
@@ -100,7 +101,13 @@ class Paradecode(DllmAlgorithm):
                 raise ValueError(f"{owner}: option filter is Learn2PD's filter directory; {name!r} takes none.")
             from ..samplers.learn2pd_filter import Learn2PDFilter
 
-            self.strategy.filter = Learn2PDFilter.from_pretrained(filter_dir)
+            learned = Learn2PDFilter.from_pretrained(filter_dir)
+            if learned.block_length != self.block_size:
+                raise ValueError(
+                    f"{owner}: the filter in {filter_dir} was trained for blocks of {learned.block_length}, but SGLang's "
+                    f"block_size is {self.block_size}; train one for it (scripts/train_learn2pd.py)."
+                )
+            self.strategy.filter = learned
 
     def init_step_state(self, forward_batch: Any) -> List[BlockDecoder]:
         """One decoder per request: its rule state lives as long as the request's block."""
