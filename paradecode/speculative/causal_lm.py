@@ -48,7 +48,7 @@ class CausalLM:
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
-                 max_graphs: int = 16) -> None:
+                 max_graphs: int = 32) -> None:
         self.lm = LlamaLM(hf_model, keep_ids)
         self.hf_model = hf_model
         self._source = hf_model.lm_head.weight.data_ptr()  # a copied or moved model gets a new wrapper
@@ -125,12 +125,13 @@ class CausalLM:
         return out.clone()  # the next replay overwrites ``out``
 
 
-def greedy_decode(lm: CausalLM, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+def greedy_decode(lm: CausalLM, prompt_ids: torch.Tensor, max_new_tokens: int, cuda_graphs: bool = True) -> torch.Tensor:
     """The target alone: greedy decoding of ``prompt_ids`` (B, P; no padding), one token per
     forward, with the same static cache and graphs as speculative decoding and no host sync
     until the end (no EOS stop: exactly ``max_new_tokens`` tokens). Returns (B, max_new_tokens).
     """
     B, P = prompt_ids.shape
+    lm.graphs = cuda_graphs
     cache = lm.cache(B, P + max_new_tokens + 1)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=prompt_ids.device)
     with torch.inference_mode():
