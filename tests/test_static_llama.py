@@ -114,3 +114,12 @@ def test_prompt_lookup_drafter_is_lossless(opts):
         paradecode.sample(m, rows, "speculative", drafter="prompt-lookup", draft_model=m, max_new_tokens=4)
     with pytest.raises(ValueError, match="prompt_lookup_max_ngram has no effect"):
         paradecode.sample(m, rows, "speculative", draft_model=m, prompt_lookup_max_ngram=3, max_new_tokens=4)
+
+
+def test_one_model_as_target_and_draft_keeps_two_caches():
+    """The same model in both roles: every draft is accepted and the output is its greedy one."""
+    m = llama(LLAMA3_ROPE, seed=2).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    out = paradecode.sample(m, prompt, "speculative", draft_model=m, num_draft_tokens=4, max_new_tokens=15)
+    assert torch.equal(out.generated[0], greedy_decode(CausalLM(m), prompt, 15)[0])
+    assert out.trace.nfe_by_role["target"] == 3  # 5 tokens per step

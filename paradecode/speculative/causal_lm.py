@@ -85,11 +85,12 @@ class CausalLM:
     def out_size(self) -> int:
         return self.lm.out_size
 
-    def cache(self, batch: int, max_len: int) -> StaticKVCache:
-        """An empty cache of ``batch`` rows (reused across calls: graphs captured on it stay valid).
-        Lengths are rounded up to a multiple of 64 so nearby requests share one cache."""
+    def cache(self, batch: int, max_len: int, role: str = "") -> StaticKVCache:
+        """An empty cache of ``batch`` rows for ``role`` (one model may be both target and draft),
+        reused across calls so graphs captured on it stay valid. Lengths are rounded up to a
+        multiple of 64 so nearby requests share one cache."""
         max_len = -(-max_len // 64) * 64
-        key = (batch, max_len)
+        key = (role, batch, max_len)
         with torch.inference_mode(False):  # plain tensors: resettable in and out of inference mode
             cache = self._caches.get(key)
             if cache is None:

@@ -237,7 +237,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         tokens[:, :P] = prompt_ids
         pads = (P - attention_mask.long().sum(1)) if attention_mask is not None else torch.zeros(B, dtype=torch.long)
         pads = pads.to(dev)
-        caches = {role: lm.cache(B, width) for role, lm in models.items()}
+        caches = {role: lm.cache(B, width, role) for role, lm in models.items()}
         for cache in caches.values():
             cache.start.copy_(pads)
         draft = models.get("draft")
