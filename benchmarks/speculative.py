@@ -173,7 +173,7 @@ def copy_rate(device: torch.device, nbytes: int) -> float:
 
 def graph_counts(model) -> dict:
     lm = CausalLM.of(model)
-    return {"captures": lm.captures, "replays": lm.replays}
+    return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
 
 
 def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
@@ -231,7 +231,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         print(f"prompt {i}: seconds {times}", flush=True)
     after = {"target": graph_counts(target), "draft": graph_counts(draft)}
     paths = {role: {"graph_replays_in_timed_runs": after[role]["replays"] - before[role]["replays"],
-                    "graphs_captured": after[role]["captures"]} for role in after}
+                    "graphs_captured": after[role]["captures"], "capture_error": after[role]["error"]}
+             for role in after}
     path = "cuda-graphs" if cuda and paths["target"]["graph_replays_in_timed_runs"] > 0 else ("eager-cpu" if not cuda else "eager")
     # accepted tokens per target forward for transformers (counted in an untimed pass)
     counter = ForwardCounter(target)

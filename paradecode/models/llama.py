@@ -71,6 +71,11 @@ def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return t * cos + torch.cat((-t[..., half:], t[..., :half]), dim=-1) * sin
 
 
+def _repeat_kv(t: torch.Tensor, rep: int) -> torch.Tensor:
+    B, H, S, D = t.shape
+    return t[:, :, None].expand(B, H, rep, S, D).reshape(B, H * rep, S, D)
+
+
 class LlamaLM(nn.Module):
     """``(input_ids, positions, cache, num_logits) -> logits`` over ``hf_model``'s parameters.
 
@@ -150,9 +155,8 @@ class LlamaLM(nn.Module):
             v = attn.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             k, v, mask = cache.update(i, k, v, None)
-            if self.n_kv != self.n_heads:
-                rep = self.n_heads // self.n_kv
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            if self.n_kv != self.n_heads:  # GQA as transformers' repeat_kv (expand, no host sync)
+                k, v = _repeat_kv(k, self.n_heads // self.n_kv), _repeat_kv(v, self.n_heads // self.n_kv)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
             x = x + attn.o_proj(a.transpose(1, 2).reshape(B, T, -1))
             h = _rms_norm(x, layer.post_attention_layernorm)

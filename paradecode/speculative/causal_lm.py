@@ -14,6 +14,7 @@ The wrapper of a model (and its caches and graphs) is kept on the model object
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -63,6 +64,7 @@ class CausalLM:
         self._pool: Any = None
         self.captures = 0
         self.replays = 0
+        self.graph_error: Optional[str] = None
 
     @classmethod
     def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None) -> "CausalLM":
@@ -103,7 +105,7 @@ class CausalLM:
         T = input_ids.shape[1]
         if T > cache.max_len:
             raise ValueError(f"a forward of {T} tokens does not fit a cache of {cache.max_len} slots.")
-        if not (self.graphs and input_ids.is_cuda):
+        if not (self.graphs and input_ids.is_cuda) or self.graph_error is not None:
             return self.lm(input_ids, cache.positions(T), cache, num_logits)
         key = (id(cache), T, num_logits)
         entry = self._graphs.get(key)
@@ -115,7 +117,12 @@ class CausalLM:
             ids = input_ids.clone()
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            graph, out = capture_graph(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
+            try:
+                graph, out = capture_graph(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
+            except RuntimeError as err:  # never capture again; the eager forward gives the same result
+                self.graph_error = f"{type(err).__name__}: {err}"
+                warnings.warn(f"CUDA graph capture failed, running eagerly: {self.graph_error}", RuntimeWarning)
+                return self.lm(input_ids, cache.positions(T), cache, num_logits)
             self._graphs[key] = (graph, ids, out)
             self.captures += 1
             return out.clone()  # capture_graph ran it once
