@@ -123,3 +123,39 @@ def test_one_model_as_target_and_draft_keeps_two_caches():
     out = paradecode.sample(m, prompt, "speculative", draft_model=m, num_draft_tokens=4, max_new_tokens=15)
     assert torch.equal(out.generated[0], greedy_decode(CausalLM(m), prompt, 15)[0])
     assert out.trace.nfe_by_role["target"] == 3  # 5 tokens per step
+
+
+def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
+    """The CUDA-graph bookkeeping on a CPU: a stand-in 'graph' re-runs the captured closure into
+    the captured output, as a replay does. Replays must read the rows' lengths and the fed
+    tokens when they run, not when they were captured: outputs equal the eager path's."""
+    from paradecode.speculative import causal_lm
+
+    class ReplayedClosure:
+        def __init__(self, fn):
+            self.fn, self.out = fn, fn()
+
+        def replay(self):
+            self.out.copy_(self.fn())
+
+    def capture(fn, pool):
+        g = ReplayedClosure(fn)
+        return g, g.out
+
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    draft = llama(LLAMA3_ROPE, seed=5).double()
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    rows = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15]]
+    eager = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24, cuda_graphs=False)
+    monkeypatch.setattr(causal_lm, "_capture", capture)
+    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    graphed = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24)
+    assert torch.equal(graphed.sequences, eager.sequences)
+    acc = torch.stack(graphed.trace.extra("accepted"))
+    assert (acc != acc[:, :1]).any()  # rows accepted different numbers of drafts in one step
+    lm_t, lm_d = CausalLM.of(target), CausalLM.of(draft)
+    assert lm_t.captures >= 1 and lm_t.replays >= 1 and lm_d.captures >= 2 and lm_d.replays >= 1
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))

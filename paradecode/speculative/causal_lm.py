@@ -101,11 +101,14 @@ class CausalLM:
             cache.start.zero_()
         return cache
 
+    def _graphable(self, input_ids: torch.Tensor) -> bool:
+        return self.graphs and input_ids.is_cuda and self.graph_error is None
+
     def __call__(self, input_ids: torch.Tensor, cache: StaticKVCache, num_logits: int = 1) -> torch.Tensor:
         T = input_ids.shape[1]
         if T > cache.max_len:
             raise ValueError(f"a forward of {T} tokens does not fit a cache of {cache.max_len} slots.")
-        if not (self.graphs and input_ids.is_cuda) or self.graph_error is not None:
+        if not self._graphable(input_ids):
             return self.lm(input_ids, cache.positions(T), cache, num_logits)
         key = (id(cache), T, num_logits)
         entry = self._graphs.get(key)
@@ -115,10 +118,10 @@ class CausalLM:
             if seen < 1 or len(self._graphs) >= self.max_graphs:  # capture shapes that repeat
                 return self.lm(input_ids, cache.positions(T), cache, num_logits)
             ids = input_ids.clone()
-            if self._pool is None:
+            if self._pool is None and input_ids.is_cuda:
                 self._pool = torch.cuda.graph_pool_handle()
             try:
-                graph, out = capture_graph(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
+                graph, out = _capture(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
             except RuntimeError as err:  # never capture again; the eager forward gives the same result
                 self.graph_error = f"{type(err).__name__}: {err}"
                 warnings.warn(f"CUDA graph capture failed, running eagerly: {self.graph_error}", RuntimeWarning)
@@ -131,6 +134,11 @@ class CausalLM:
         graph.replay()
         self.replays += 1
         return out.clone()  # the next replay overwrites ``out``
+
+
+def _capture(fn: Any, pool: Any) -> tuple[Any, Any]:
+    """The capture this module uses (a seam: tests replace it with an eager stand-in)."""
+    return capture_graph(fn, pool)
 
 
 def greedy_decode(lm: CausalLM, prompt_ids: torch.Tensor, max_new_tokens: int, cuda_graphs: bool = True) -> torch.Tensor:
