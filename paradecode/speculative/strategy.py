@@ -232,6 +232,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         B, P = prompt_ids.shape
         dev = prompt_ids.device
         k_max = c.max_draft_tokens if c.draft_length_schedule == "heuristic" else c.num_draft_tokens
+        k_max = min(k_max, c.max_new_tokens)  # a step never drafts past the budget (see step)
         width = P + c.max_new_tokens + k_max + 2  # room for a finished row's drafts past its end
         tokens = torch.full((B, width), pad_id, dtype=torch.long, device=dev)
         tokens[:, :P] = prompt_ids
