@@ -340,6 +340,8 @@ def main() -> None:
     ap.add_argument("--calib-prompts", type=int, default=64)
     ap.add_argument("--calib-tokens", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs anywhere (the fallback path)")
+    ap.add_argument("--compile-norm", action="store_true",
+                    help="fuse the float32 RMSNorm with torch.compile (paradecode.models.llada.compile_elementwise)")
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
@@ -350,6 +352,10 @@ def main() -> None:
         args.copy_bytes = 64 << 20
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    if args.compile_norm:
+        from paradecode.models.llada import compile_elementwise
+
+        compile_elementwise()
     t0 = time.time()
     if args.random:
         target, draft, info = random_pair(args.random, args.agree, args.device, dtype)

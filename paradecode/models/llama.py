@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .llada import _KERNELS
+
 __all__ = ["LlamaLM", "check_supported", "SUPPORTED_TYPES"]
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
@@ -60,10 +62,10 @@ def check_supported(hf_model: nn.Module) -> None:
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """LlamaRMSNorm: normalise in float32, cast back, then scale."""
-    x32 = x.float()
+    """LlamaRMSNorm (normalise in float32, cast back, then scale): LLaDA's ``rms_norm`` is the
+    same arithmetic, so :func:`paradecode.models.llada.compile_elementwise` fuses both models'."""
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-    return norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return _KERNELS["rms_norm"](x, norm.weight, None, eps)
 
 
 def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
