@@ -21,7 +21,28 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-__all__ = ["CUDAGraphModel"]
+__all__ = ["CUDAGraphModel", "capture_graph"]
+
+
+def capture_graph(fn: Any, pool: Any = None) -> tuple[Any, Any]:
+    """Capture ``fn()`` as a CUDA graph and run it once; returns ``(graph, output)``.
+
+    ``fn`` runs once on a side stream first (cuBLAS workspaces, lazy allocations), then is
+    captured into ``pool``; the capture itself executes nothing, hence the replay. ``fn`` must
+    read its inputs from tensors that stay allocated (copy new inputs into them, then
+    ``graph.replay()``), and a forward that writes a cache must write the same values when it
+    runs twice (the warm-up and the replay both write).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn()
+    graph.replay()
+    return graph, out
 
 
 @dataclass
@@ -137,16 +158,7 @@ class CUDAGraphModel(nn.Module):
         if kind not in self._pools:
             self._pools[kind] = torch.cuda.graph_pool_handle()
         pool = self._pools[kind]
-        body = self.model.hidden_states
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (cuBLAS workspaces, compiled kernels); same cache writes
-            body(ids, pos, cache)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            out = body(ids, pos, cache)
-        graph.replay()
+        graph, out = capture_graph(lambda: self.model.hidden_states(ids, pos, cache), pool)
         entry = _Captured(graph, ids, pos, idx, out)
         self._graphs[key] = entry
         self.captures += 1
