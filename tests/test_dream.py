@@ -166,6 +166,17 @@ def test_every_strategy_runs_on_dream_with_every_canvas_cache(dream, strategy, c
     assert len(reuse) == out.trace.steps and all(0.0 <= r < 1.0 for r in reuse)
 
 
+@pytest.mark.parametrize("cache", CANVAS_CACHES)
+def test_exact_caches_on_dream_with_cfg_and_ragged_prompts(dream, cache):
+    """Classifier-free guidance (two feeds per row) and left-padded prompts of unequal length."""
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9]]
+    opts = dict(gen_length=16, block_length=8, steps=16, seed=1, cfg_scale=1.0)
+    ref = paradecode.sample(dream, prompts, "lowconf", **opts)
+    out = paradecode.sample(dream, prompts, "lowconf", cache=cache,
+                            cache_options=dict(get_cache_class(cache).exact_options), **opts)
+    assert torch.equal(ref.sequences, out.sequences)
+
+
 def test_dream_generation_defaults_and_ids(dream):
     assert _model_generation_defaults(dream) == {"gen_length": 256, "block_length": 32}
     assert dream.mask_token_id == MASK and dream.supports_cache and dream.logits_shift == 1
