@@ -73,6 +73,8 @@ class CanvasKVCache(CachePolicy):
         self._L = 0
         self._R = 0
         self._token = 0  # changes whenever the K/V buffers are (re)allocated
+        self._shift = 0  # the model's logits_shift (Dream: 1, column i read from the output at i - 1)
+        self._write: Optional[torch.Tensor] = None  # _idx with query-only columns sent to the trash slot
 
     # ---- the policy's decision ---------------------------------------------------------------
     def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
@@ -94,6 +96,7 @@ class CanvasKVCache(CachePolicy):
         back logits in the shape the request asked for."""
         if request.canvas is None:
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
+        self._shift = int(getattr(model, "logits_shift", 0))
         feed = self.prepare(request)
         return self.restore(model(feed.inputs, **feed.kwargs), feed)
 
@@ -125,7 +128,7 @@ class CanvasKVCache(CachePolicy):
         win_start = canvas.window_start.repeat(reps)
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
-        self._idx, self._contig, self._key_mask = None, None, None
+        self._idx, self._contig, self._key_mask, self._write = None, None, None, None
         if self._full:
             # A plain forward over the whole canvas fills the cache; the request is unchanged.
             kwargs.update(positions=positions, cache=self)
@@ -135,7 +138,8 @@ class CanvasKVCache(CachePolicy):
             return Request(x, kwargs=kwargs, rows=request.rows)
 
         bucket = self._bucket(x)
-        ranges = None if bool(full.any()) else self.recompute_range(canvas)
+        # A shifted-logits model also needs each window column's predecessor fed: no range fast path.
+        ranges = None if bool(full.any()) or self._shift else self.recompute_range(canvas)
         if ranges is not None:
             ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
         if ranges is not None and bool((ranges == ranges[0]).all()):
@@ -164,7 +168,17 @@ class CanvasKVCache(CachePolicy):
             col = torch.arange(L, device=x.device)[None, :]
             ws = win_start.to(x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
+            extra = None
+            if self._shift:
+                # The predecessors of fed window columns are fed as queries only: their outputs
+                # give the shifted logits; their cached keys/values stay as the policy left them.
+                extra = torch.zeros_like(fed)
+                extra[:, : L - self._shift] = (fed & win)[:, self._shift :] & ~fed[:, : L - self._shift]
+                fed = fed | extra
             idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
+            if extra is not None:
+                read_only = extra.gather(1, idx.clamp(max=L - 1)) & (idx < L)
+                self._write = torch.where(read_only, L, idx)
             self._complete, self._t_win = bool((n_win == W).all()), t_win
             self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
         # Padding of the feed needs no key mask: padded queries write the trash slot L, which
@@ -185,6 +199,8 @@ class CanvasKVCache(CachePolicy):
             feed_pos = torch.where(idx < L, positions.gather(1, safe), 0)
         kwargs.pop("logits_range", None)
         kwargs.update(positions=feed_pos, cache=self, logits_range=(0, self._t_win))
+        if self._shift:
+            kwargs["logits_from"] = self._predecessors(idx, L)
         return Request(feed_tokens, kwargs=kwargs, rows=request.rows)
 
     def restore(self, output: Any, request: Request) -> Any:
@@ -237,7 +253,8 @@ class CanvasKVCache(CachePolicy):
             kb[:, :, s:e] = k
             vb[:, :, s:e] = v
         else:
-            index = self._idx[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            write = self._idx if self._write is None else self._write
+            index = write[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
             kb.scatter_(2, index, k)
             vb.scatter_(2, index, v)
         if self._key_mask is None:
@@ -273,7 +290,7 @@ class CanvasKVCache(CachePolicy):
 
     def bind_index(self, idx: torch.Tensor) -> None:
         """Read the fed columns from ``idx`` (a captured graph's static tensor) from now on."""
-        self._idx, self._contig = idx, None
+        self._idx, self._contig, self._write = idx, None, None
 
     def stats(self) -> dict[str, float]:
         held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
@@ -299,6 +316,16 @@ class CanvasKVCache(CachePolicy):
         if self._logits is None or self._logits.shape != (R, W + 1, V) or self._logits.dtype != window_logits.dtype:
             self._logits = window_logits.new_empty(R, W + 1, V)
         self._logits[:, :W] = window_logits
+
+    def _predecessors(self, idx: torch.Tensor, L: int) -> torch.Tensor:
+        """(R, t_win) feed index of the column ``shift`` left of each fed window column (a
+        shifted-logits model reads a column's prediction there); column 0 keeps its own."""
+        R, T = idx.shape
+        here = torch.arange(T, device=idx.device).expand(R, T)
+        where = torch.zeros(R, L + 1, dtype=torch.long, device=idx.device).scatter_(1, idx, here)
+        win = idx[:, : self._t_win]
+        prev = (win - self._shift).clamp(0, L)
+        return torch.where(win >= self._shift, where.gather(1, prev), here[:, : self._t_win])
 
     def _order(
         self, fed: torch.Tensor, win: torch.Tensor, L: int, window_width: int = 0, bucket: int = 0

@@ -75,6 +75,11 @@ class CUDAGraphModel(nn.Module):
                 "CUDAGraphModel wraps a model that takes cache policies and splits its forward into "
                 "hidden_states + lm_head (paradecode's LLaDAModel)."
             )
+        if getattr(model, "logits_shift", 0):
+            raise ValueError(
+                f"CUDAGraphModel does not serve shifted-logits models ({type(model).__name__}: column i is read "
+                f"from the output at i - 1) yet; run the model without graphs."
+            )
         self.model = model
         self.config = getattr(model, "config", None)
         self.max_graphs = max_graphs

@@ -180,6 +180,33 @@ def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (t32 * cos + rotated * sin).to(t.dtype)
 
 
+def cached_attention(
+    layer: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    attn_mask: Optional[torch.Tensor],
+    cache: Any = None,
+) -> torch.Tensor:
+    """Bidirectional attention of (B, heads, T, hd) queries over (B, kv_heads, T, hd) keys/values
+    with RoPE at the fed positions, the cache hook and grouped-query heads: the attention core
+    every model with paradecode's cache hook shares (DreamModel; LLaDABlock has it inline).
+
+    A cache (the ``LayerKV`` protocol) merges this forward's keys/values of ``layer`` with the
+    kept ones and returns the key mask that goes with them."""
+    rope = _KERNELS["rope"]
+    q, k = rope(q, cos, sin), rope(k, cos, sin)
+    if cache is not None:
+        k, v, attn_mask = cache.update(layer, k, v, attn_mask)
+    rep = q.shape[1] // k.shape[1]
+    if rep != 1:
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+
+
 # The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
 _KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope}
 
