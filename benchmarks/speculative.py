@@ -40,10 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import torch
 
-import paradecode
-from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import paradecode  # noqa: E402
+from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode  # noqa: E402
 
 SHAPES = {
     # name: (target kwargs, draft kwargs)
