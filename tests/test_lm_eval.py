@@ -89,7 +89,7 @@ def test_registration_agrees_with_lm_evals_entry_point_discovery():
 
 
 # ---- model_args ------------------------------------------------------------------------------
-def test_model_args_are_checked_before_the_model_loads():
+def test_model_args_are_checked_before_the_model_loads(monkeypatch):
     missing = dict(ARGS, pretrained="no/such-model")
     with pytest.raises(ValueError, match=r"unknown model_args \['thresold'\].*'threshold'"):
         ParadecodeLM(**{**missing, "thresold": 0.9})
@@ -113,7 +113,10 @@ def test_model_args_are_checked_before_the_model_loads():
         ParadecodeLM(**missing, dtype="fp8")
     with pytest.raises(ValueError, match="needs pretrained="):
         ParadecodeLM()
-    with pytest.raises(ValueError, match="neither a checkpoint directory nor a shipped model"):
+    with pytest.raises(ValueError, match="neither a checkpoint directory, a hub id"):
+        ParadecodeLM(**dict(missing, pretrained="no-such-model"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id not in the cache: the loader's message, no network
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache"):
         ParadecodeLM(**missing)
 
 
