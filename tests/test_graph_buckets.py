@@ -135,3 +135,17 @@ def test_default_positions_of_padded_batches_are_the_models():
             out = graphed(ids, attention_mask=mask)
             torch.testing.assert_close(out, ref, rtol=0, atol=0)
     assert graphed.replays == 1
+
+
+def test_a_later_generation_replays_its_first_refresh_too():
+    model = _model()
+    graphed = RecordedGraphs(model)
+    prompts = torch.randint(0, 50, (2, 6))
+    for _ in range(2):
+        paradecode.sample(graphed, prompts, "lowconf", cache="dual", **OPTS)
+    replays = graphed.replays
+    out = paradecode.sample(graphed, prompts, "lowconf", cache="dual", **OPTS)
+    steps = out.trace.steps
+    assert graphed.replays - replays == steps  # every forward replayed, block 0's refresh included
+    ref = paradecode.sample(model, prompts, "lowconf", cache="dual", **OPTS)
+    assert torch.equal(out.sequences, ref.sequences)

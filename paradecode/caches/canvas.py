@@ -255,6 +255,8 @@ class CanvasKVCache(CachePolicy):
         refreshes into existing buffers. The allocation token of the buffers is part of the
         key: a graph never outlives its buffers.
         """
+        if self._full and (not self._k or self._k[0] is None) and self._store is not None:
+            self._adopt_store_buffers()
         if not self._k or self._k[0] is None:
             return None
         if self._full:
@@ -303,8 +305,17 @@ class CanvasKVCache(CachePolicy):
             if which == "k":
                 self._token = next(_ALLOCATIONS)
             return like.new_zeros(shape)
-        buf, self._token = self._store.zeros((layer, which), tuple(shape), like)
+        buf, token = self._store.zeros((layer, which), tuple(shape), like)
+        if which == "k":
+            self._token = token
         return buf
+
+    def _adopt_store_buffers(self) -> None:
+        """A first refresh with a lent store: take its buffers for this canvas (same rows and
+        length) when an earlier cache left them, so that this refresh replays a graph too."""
+        found = self._store.find(lambda shape: shape[0] == self._R and shape[2] == self._L + 1)
+        if found is not None:
+            self._k, self._v, self._token = found
 
     def _bucket(self, x: torch.Tensor) -> int:
         """Padding multiple for this forward: only on CUDA, where graphs can use it."""

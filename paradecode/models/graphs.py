@@ -58,6 +58,20 @@ class KVBufferStore:
         token = self._tokens.setdefault(group, ("store", self._id, len(self._tokens)))
         return buf, token
 
+    def find(self, fits: Callable[[tuple], bool]) -> Optional[tuple[list, list, tuple]]:
+        """(k buffers, v buffers, token) of every layer, 0 up, of the first allocation whose
+        shape ``fits``; None when there is none."""
+        for group, token in self._tokens.items():
+            if not fits(group[0]):
+                continue
+            layers: dict[tuple, torch.Tensor] = {k[0]: t for k, t in self._buffers.items() if k[1:] == group}
+            n = 1 + max((layer for layer, _ in layers), default=-1)
+            ks = [layers.get((i, "k")) for i in range(n)]
+            vs = [layers.get((i, "v")) for i in range(n)]
+            if n and all(t is not None for t in ks + vs):
+                return ks, vs, token
+        return None
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._buffers.values())
 
