@@ -118,10 +118,34 @@ def test_buffer_store_hands_back_the_same_buffer_and_token_per_shape():
     b, tb = store.zeros((0, "k"), (1, 2, 3), like)
     c, tc = store.zeros((0, "k"), (2, 2, 3), like)
     assert a is b and ta == tb and c is not a and tc != ta
+    assert tc != ta
+    evicted = []
+    store = KVBufferStore(max_groups=1, on_evict=evicted.append)
+    a, ta = store.zeros((0, "k"), (1, 2, 3), like)
     a.fill_(1)
-    store.clear()
+    c, tc = store.zeros((0, "k"), (2, 2, 3), like)  # a second shape evicts the first
+    assert evicted == [ta]
     d, td = store.zeros((0, "k"), (1, 2, 3), like)
-    assert d is not a and td != ta and not d.any()
+    assert d is not a and td not in (ta, tc) and not d.any() and evicted == [ta, tc]
+    store.clear()
+    assert evicted[-1] == td and store.nbytes() == 0
+    with pytest.raises(ValueError, match="max_groups"):
+        KVBufferStore(max_groups=0)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_alternating_batch_sizes_keep_at_most_the_store_groups(groups):
+    model = _model()
+    graphed = RecordedGraphs(model, kv_groups=groups)
+    prompts = {r: torch.randint(0, 50, (r, 6)) for r in (1, 2)}
+    for r in (2, 1, 2, 1):
+        captures = graphed.captures
+        out = paradecode.sample(graphed, prompts[r], "lowconf", cache="dual", **OPTS)
+        ref = paradecode.sample(model, prompts[r], "lowconf", cache="dual", **OPTS)
+        assert torch.equal(out.sequences, ref.sequences)
+    tokens = {k[0][-1] for k in graphed._graphs if k[0] != "full"}
+    assert len(tokens) == groups  # graphs of evicted buffers were dropped with them
+    assert (graphed.captures == captures) == (groups == 2)  # two groups: the last call captured nothing
 
 
 def test_default_positions_of_padded_batches_are_the_models():

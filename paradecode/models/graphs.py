@@ -24,6 +24,7 @@ One generation at a time per wrapper: graphs and lent buffers are shared state.
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -36,48 +37,70 @@ _STORES = itertools.count(1)
 
 
 class KVBufferStore:
-    """K/V buffers kept across caches, one per (layer, k|v, shape, dtype, device).
+    """K/V buffers kept across caches, one per (layer, k|v) within an allocation group
+    (shape, dtype, device).
 
     A cache asks ``zeros(key, shape, like)`` where it would allocate; the same request gives
-    back the same tensor (zeroed only when first made), with a token naming the allocation
-    that graphs captured on it are keyed by. The token is the same for every cache served
-    from the same buffers, which is what lets a later generation replay an earlier one's graphs.
+    back the same tensor (zeroed only when first made), with a token naming its group that
+    graphs captured on it are keyed by. The token is the same for every cache served from the
+    same buffers, which is what lets a later generation replay an earlier one's graphs.
+    Only the ``max_groups`` most recently used groups are kept (default 1: as much memory as
+    one cache held before, while generations of one shape in a row share it); ``on_evict``
+    hears the token of a dropped group, whose graphs must go with it. Tokens are never reused.
     """
 
-    def __init__(self) -> None:
-        self._buffers: dict[tuple, torch.Tensor] = {}
-        self._tokens: dict[tuple, tuple] = {}
+    def __init__(self, max_groups: int = 1, on_evict: Optional[Callable[[tuple], None]] = None) -> None:
+        if not isinstance(max_groups, int) or max_groups < 1:
+            raise ValueError(f"max_groups must be an integer >= 1, got {max_groups!r}.")
+        self.max_groups = max_groups
+        self.on_evict = on_evict
+        self._groups: OrderedDict[tuple, tuple[tuple, dict[Any, torch.Tensor]]] = OrderedDict()
         self._id = next(_STORES)
+        self._count = itertools.count()
 
     def zeros(self, key: Any, shape: tuple, like: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         group = (tuple(shape), like.dtype, str(like.device))
-        full = (key, *group)
-        buf = self._buffers.get(full)
+        entry = self._groups.get(group)
+        if entry is None:
+            entry = self._groups[group] = (("store", self._id, next(self._count)), {})
+            self._evict()
+        self._groups.move_to_end(group)
+        token, buffers = entry
+        buf = buffers.get(key)
         if buf is None:
-            buf = self._buffers[full] = like.new_zeros(shape)
-        token = self._tokens.setdefault(group, ("store", self._id, len(self._tokens)))
+            buf = buffers[key] = like.new_zeros(shape)
         return buf, token
 
     def find(self, fits: Callable[[tuple], bool]) -> Optional[tuple[list, list, tuple]]:
-        """(k buffers, v buffers, token) of every layer, 0 up, of the first allocation whose
-        shape ``fits``; None when there is none."""
-        for group, token in self._tokens.items():
+        """(k buffers, v buffers, token) of every layer, 0 up, of the most recent group whose
+        shape ``fits`` and holds both for each layer; None when there is none."""
+        for group in reversed(self._groups):
+            token, buffers = self._groups[group]
             if not fits(group[0]):
                 continue
-            layers: dict[tuple, torch.Tensor] = {k[0]: t for k, t in self._buffers.items() if k[1:] == group}
-            n = 1 + max((layer for layer, _ in layers), default=-1)
-            ks = [layers.get((i, "k")) for i in range(n)]
-            vs = [layers.get((i, "v")) for i in range(n)]
+            n = 1 + max((k[0] for k in buffers), default=-1)
+            ks = [buffers.get((i, "k")) for i in range(n)]
+            vs = [buffers.get((i, "v")) for i in range(n)]
             if n and all(t is not None for t in ks + vs):
+                self._groups.move_to_end(group)
                 return ks, vs, token
         return None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._buffers.values())
+        return sum(t.numel() * t.element_size() for _, bufs in self._groups.values() for t in bufs.values())
 
     def clear(self) -> None:
-        self._buffers.clear()  # tokens stay: a later buffer of the same group is a new allocation
-        self._tokens = {g: ("store", self._id, next(_STORES)) for g in self._tokens}
+        while self._groups:
+            self._drop_oldest()
+
+    def _evict(self) -> None:
+        while len(self._groups) > self.max_groups:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, (token, _) = self._groups.popitem(last=False)
+        if self.on_evict is not None:
+            self.on_evict(token)
 
 
 def graph_key(
@@ -121,12 +144,14 @@ class CUDAGraphModel(nn.Module):
         reuse_buffers: lend caches this wrapper's :class:`KVBufferStore`, so that graphs
             outlive one ``sample()`` call. Off: each cache allocates its own buffers and its
             graphs are dropped with them.
+        kv_groups: how many K/V buffer shapes the store keeps (see :class:`KVBufferStore`);
+            raise it to keep graphs of several batch sizes or canvas lengths at once.
     """
 
     supports_cache = True
 
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
-                 reuse_buffers: bool = True) -> None:
+                 reuse_buffers: bool = True, kv_groups: int = 1) -> None:
         super().__init__()
         if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "lm_head")):
             raise ValueError(
@@ -137,7 +162,9 @@ class CUDAGraphModel(nn.Module):
         self.config = getattr(model, "config", None)
         self.max_graphs = max_graphs
         self.capture_after = capture_after
-        self.store: Optional[KVBufferStore] = KVBufferStore() if reuse_buffers else None
+        self.store: Optional[KVBufferStore] = (
+            KVBufferStore(max_groups=kv_groups, on_evict=self._drop_token) if reuse_buffers else None
+        )
         self._seen: dict[tuple, int] = {}
         self._graphs: dict[tuple, _Captured] = {}
         # memory pools of the captured graphs: "full" (no-cache forwards), "cached" (forwards on
@@ -157,11 +184,11 @@ class CUDAGraphModel(nn.Module):
 
     def release(self) -> None:
         """Drop every graph and lent buffer (their memory returns to PyTorch's allocator)."""
+        if self.store is not None:
+            self.store.clear()
         self._graphs.clear()
         self._seen.clear()
         self._pools.clear()
-        if self.store is not None:
-            self.store.clear()
 
     def forward(
         self,
@@ -231,6 +258,13 @@ class CUDAGraphModel(nn.Module):
         if sig is not None and not (isinstance(sig[-1], tuple) and sig[-1][:1] == ("store",)):
             self._drop_private(sig[-1])
         return graph_key(input_ids.shape, sig, True, mask_shape)
+
+    def _drop_token(self, token: tuple) -> None:
+        """The store dropped the buffers of ``token``: drop the graphs that write them."""
+        stale = lambda k: k[0] != "full" and k[0][-1] == token  # noqa: E731
+        for k in [k for k in self._graphs if stale(k)]:
+            del self._graphs[k]
+        self._seen = {k: n for k, n in self._seen.items() if not stale(k)}
 
     def _drop_private(self, token: Any) -> None:
         """A cache's own buffers were (re)allocated: graphs on older private buffers are stale."""
