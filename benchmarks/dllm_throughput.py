@@ -113,9 +113,10 @@ class Costs:
         self.d, self.layers = c.d_model, c.n_layers
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) - emb.numel() * emb.element_size()
 
-    def flops(self, rows: int, fed: int, keys: int, logits: int) -> float:
-        """Matmuls of the fed tokens, their attention over ``keys`` positions, the LM head."""
-        return 2.0 * rows * (self.body_params * fed + 2 * self.layers * self.d * fed * keys + self.head_params * logits)
+    def flops(self, tokens: int, keys: int, logits: int) -> float:
+        """Matmuls of ``tokens`` fed tokens (all rows), their attention over ``keys`` positions,
+        and the LM head on ``logits`` positions (all rows)."""
+        return 2.0 * (self.body_params * tokens + 2 * self.layers * self.d * tokens * keys + self.head_params * logits)
 
 
 class Recorder(torch.nn.Module):
@@ -128,7 +129,7 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.inner, self.device_name, self.timed = inner, device, timed
         self.config = inner.config
-        self.shapes: list[tuple[int, int, int, int]] = []
+        self.shapes: list[tuple] = []
         self.seconds: list[float] = []
 
     @property
@@ -142,8 +143,11 @@ class Recorder(torch.nn.Module):
     def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
         rows, fed = input_ids.shape
         keys = getattr(cache, "_L", fed) if cache is not None else fed
-        logits = fed if logits_range is None else logits_range[1] - logits_range[0]
-        self.shapes.append((rows, fed, keys, logits))
+        logits = rows * (fed if logits_range is None else logits_range[1] - logits_range[0])
+        # the cache's fed columns (padding to a graph bucket = column ``keys``) are counted
+        # after the run: no device sync inside the timed steps
+        idx = cache.graph_index() if cache is not None and hasattr(cache, "graph_index") else None
+        self.shapes.append((rows, fed, keys, logits, idx))
         if self.timed:
             sync(self.device_name)
             t = time.perf_counter()
@@ -155,9 +159,19 @@ class Recorder(torch.nn.Module):
         return out
 
 
-def limit_seconds(shapes, costs: Costs, flops_per_s: float, bytes_per_s: float) -> float:
+def forward_work(shapes) -> list[tuple[int, int, int]]:
+    """(tokens, keys, logits) of each recorded forward: real fed tokens only (a cache's padding
+    of the feed to a graph bucket is our overhead, not the method's work)."""
+    out = []
+    for rows, fed, keys, logits, idx in shapes:
+        tokens = rows * fed if idx is None else int((idx < keys).sum())
+        out.append((tokens, keys, logits))
+    return out
+
+
+def limit_seconds(work, costs: Costs, flops_per_s: float, bytes_per_s: float) -> float:
     """Sum over forwards of max(compute time, weight-read time)."""
-    return sum(max(costs.flops(*s) / flops_per_s, costs.weight_bytes / bytes_per_s) for s in shapes)
+    return sum(max(costs.flops(*w) / flops_per_s, costs.weight_bytes / bytes_per_s) for w in work)
 
 
 # ---- running steps ---------------------------------------------------------------------------
@@ -200,7 +214,8 @@ def timed_block(graphed, make_prompt: Callable[[int], torch.Tensor], P: int, G: 
     rec = Recorder(graphed, device)
     times = run_steps(rec, prompt, G - block * b, block, tps, "lowconf", cache, steps, device)
     return {"block": b, "steps": len(times), "seconds": sum(times), "step_seconds": times,
-            "limit_seconds": limit_seconds(rec.shapes, costs, *rates), "fed": [s[1] for s in rec.shapes]}
+            "limit_seconds": limit_seconds(forward_work(rec.shapes), costs, *rates),
+            "fed": [s[1] for s in rec.shapes], "fed_real": [w[0] for w in forward_work(rec.shapes)]}
 
 
 def interpolate(points: dict[int, float], n: int) -> float:
