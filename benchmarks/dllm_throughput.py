@@ -317,7 +317,7 @@ def report(res: dict[str, Any]) -> str:
         for b in res["batches"]:
             r = res["throughput"].get(f"{b}/{cache}", {})
             cells.append(f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x)"
-                         if "tokens_per_s" in r else "error")
+                         if "tokens_per_s" in r else ("skipped" if "skipped" in r.get("error", "") else "error"))
         lines.append(f"| {cache} | " + " | ".join(cells) + " |")
     m = res.get("mean_vs_median")
     if m:
@@ -343,6 +343,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--none-steps", type=int, default=3, help="steps timed for no cache (each is one full forward)")
     ap.add_argument("--long", default="1024x1024", help="promptxgen of the dual mean-vs-median generation")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,long,sampler")
+    ap.add_argument("--budget-s", type=float, default=160.0,
+                    help="seconds after which parts not yet started are skipped (recorded as such)")
     ap.add_argument("--machine", default="h200", help="machine name in the results file name")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
@@ -360,6 +362,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             log(text)
             stem.with_suffix(".txt").write_text(text + "\n")
             log(f"wrote {stem}.json/.txt")
+
+    def over_budget() -> bool:
+        if time.perf_counter() - t_start <= args.budget_s:
+            return False
+        log(f"  --budget-s {args.budget_s:.0f} s reached: skipping the rest")
+        return True
 
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -401,6 +409,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if "throughput" not in skip:
         for batch in batches:
             for cache in CACHES:
+                if over_budget():
+                    res["throughput"][f"{batch}/{cache}"] = {"error": "skipped: --budget-s reached"}
+                    continue
                 try:
                     r = throughput(graphed, make_prompt, batch, cache, args, costs, rates, device)
                 except Exception as exc:  # keep the run's other figures
@@ -412,14 +423,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 res["throughput"][f"{batch}/{cache}"] = r
                 save(res, partial=True)  # a run cut short still leaves what it measured
             graphed.release()  # this batch's buffers and graphs: memory for the next batch
-    if "long" not in skip:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    if "long" not in skip and not over_budget():
         res["mean_vs_median"] = mean_vs_median(graphed, make_prompt, args, device)
         m = res["mean_vs_median"]
         log(f"  dual P{m['prompt']}/G{m['gen']}: mean {1e3 * m['mean_step_s']:.2f} ms, median "
             f"{1e3 * m['median_step_s']:.2f} ms ({m['mean_over_median']:.2f}x)  ({time.perf_counter() - t_start:.0f} s)")
         graphed.release()
         save(res, partial=True)
-    if "sampler" not in skip:
+    if "sampler" not in skip and not over_budget():
         res["sampler_share"] = sampler_share(graphed, make_prompt, args, device)
     save(res, partial=False)
     return res
