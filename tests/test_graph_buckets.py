@@ -173,3 +173,13 @@ def test_a_later_generation_replays_its_first_refresh_too():
     assert graphed.replays - replays == steps  # every forward replayed, block 0's refresh included
     ref = paradecode.sample(model, prompts, "lowconf", cache="dual", **OPTS)
     assert torch.equal(out.sequences, ref.sequences)
+
+
+def test_no_cache_graphs_keep_only_the_most_recent_shapes():
+    model = _model()
+    graphed = RecordedGraphs(model, capture_after=0, full_shapes=2)
+    ids = {n: torch.randint(0, 50, (1, n)) for n in (4, 5, 6)}
+    with torch.no_grad():
+        for n in (4, 5, 4, 6):  # 4 was used after 5: 5 is the least recently used when 6 comes
+            torch.testing.assert_close(graphed(ids[n]), model(ids[n]), rtol=0, atol=0)
+    assert sorted(k[1][1] for k in graphed._graphs) == [4, 6]

@@ -146,12 +146,15 @@ class CUDAGraphModel(nn.Module):
             graphs are dropped with them.
         kv_groups: how many K/V buffer shapes the store keeps (see :class:`KVBufferStore`);
             raise it to keep graphs of several batch sizes or canvas lengths at once.
+        full_shapes: how many no-cache forward shapes keep their graphs (least recently used
+            dropped first): batches of ragged prompts each pad to their own length, and each
+            graph holds its output activations.
     """
 
     supports_cache = True
 
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
-                 reuse_buffers: bool = True, kv_groups: int = 1) -> None:
+                 reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4) -> None:
         super().__init__()
         if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "lm_head")):
             raise ValueError(
@@ -161,12 +164,13 @@ class CUDAGraphModel(nn.Module):
         self.model = model
         self.config = getattr(model, "config", None)
         self.max_graphs = max_graphs
+        self.full_shapes = full_shapes
         self.capture_after = capture_after
         self.store: Optional[KVBufferStore] = (
             KVBufferStore(max_groups=kv_groups, on_evict=self._drop_token) if reuse_buffers else None
         )
         self._seen: dict[tuple, int] = {}
-        self._graphs: dict[tuple, _Captured] = {}
+        self._graphs: OrderedDict[tuple, _Captured] = OrderedDict()  # least recently used first
         # memory pools of the captured graphs: "full" (no-cache forwards), "cached" (forwards on
         # the store's buffers) and "private" (on a cache's own buffers, dropped with them)
         self._pools: dict[str, Any] = {}
@@ -216,6 +220,7 @@ class CUDAGraphModel(nn.Module):
                                   logits_range=logits_range)
             entry = self._capture(key, input_ids, positions, cache, attention_mask)
         else:
+            self._graphs.move_to_end(key)
             entry.ids.copy_(input_ids)
             entry.pos.copy_(positions)
             if entry.mask is not None:
@@ -265,6 +270,8 @@ class CUDAGraphModel(nn.Module):
         for k in [k for k in self._graphs if stale(k)]:
             del self._graphs[k]
         self._seen = {k: n for k, n in self._seen.items() if not stale(k)}
+        if not any(_on_store(k) for k in self._graphs):
+            self._pools.pop("cached", None)  # no graph left in it: its memory can go
 
     def _drop_private(self, token: Any) -> None:
         """A cache's own buffers were (re)allocated: graphs on older private buffers are stale."""
@@ -296,6 +303,11 @@ class CUDAGraphModel(nn.Module):
         entry = _Captured(graph, ids, pos, mask, idx, key_mask, out)
         self._graphs[key] = entry
         self.captures += 1
+        if kind == "full":
+            full = [k for k in self._graphs if k[0] == "full"]
+            for k in full[: max(0, len(full) - self.full_shapes)]:
+                del self._graphs[k]
+                self._seen.pop(k, None)
         return entry
 
     def _record(self, body: Callable[..., torch.Tensor], args: tuple, pool_name: str) -> tuple[Any, torch.Tensor]:
