@@ -72,7 +72,8 @@ class CanvasKVCache(CachePolicy):
         self._full = False
         self._L = 0
         self._R = 0
-        self._token = 0  # changes whenever the K/V buffers are (re)allocated
+        self._token: Any = 0  # changes whenever the K/V buffers are (re)allocated
+        self._store: Any = None  # optional K/V buffer store lent by a CUDA-graph wrapper
         self._shift = 0  # the model's logits_shift (Dream: 1, column i read from the output at i - 1)
         self._write: Optional[torch.Tensor] = None  # _idx with query-only columns sent to the trash slot
 
@@ -239,11 +240,10 @@ class CanvasKVCache(CachePolicy):
             self._v.extend([None] * (layer + 1 - len(self._v)))
         if self._full:
             kb, vb = self._k[layer], self._v[layer]
-            if kb is None or kb.shape != (k.shape[0], k.shape[1], L + 1, k.shape[3]) or kb.dtype != k.dtype:
-                kb = k.new_zeros(k.shape[0], k.shape[1], L + 1, k.shape[3])
-                vb = v.new_zeros(v.shape[0], v.shape[1], L + 1, v.shape[3])
+            shape = (k.shape[0], k.shape[1], L + 1, k.shape[3])
+            if kb is None or kb.shape != shape or kb.dtype != k.dtype or kb.device != k.device:
+                kb, vb = self._allocate(layer, shape, k), self._allocate(layer, (*shape[:3], v.shape[3]), v, "v")
                 self._k[layer], self._v[layer] = kb, vb
-                self._token = next(_ALLOCATIONS)
             kb[:, :, :L] = k
             vb[:, :, :L] = v
             return k, v, attn_mask
@@ -272,7 +272,9 @@ class CanvasKVCache(CachePolicy):
         refreshes into existing buffers. The allocation token of the buffers is part of the
         key: a graph never outlives its buffers.
         """
-        if self._key_mask is not None or not self._k or self._k[0] is None:
+        if self._full and (not self._k or self._k[0] is None) and self._store is not None:
+            self._adopt_store_buffers()
+        if not self._k or self._k[0] is None:
             return None
         if self._full:
             # A refresh writes every column of buffers that already exist for this canvas and
@@ -282,7 +284,8 @@ class CanvasKVCache(CachePolicy):
             return (type(self).__name__, "full", self._token)
         if self._idx is None:
             return None
-        return (type(self).__name__, tuple(self._idx.shape), self._token)
+        masked = None if self._key_mask is None else tuple(self._key_mask.shape)
+        return (type(self).__name__, tuple(self._idx.shape), masked, self._token)
 
     def graph_index(self) -> Optional[torch.Tensor]:
         """The (rows, T) fed columns this forward writes into the cache (None: a refresh)."""
@@ -292,6 +295,20 @@ class CanvasKVCache(CachePolicy):
         """Read the fed columns from ``idx`` (a captured graph's static tensor) from now on."""
         self._idx, self._contig, self._write = idx, None, None
 
+    def graph_key_mask(self) -> Optional[torch.Tensor]:
+        """The key-padding mask a partial forward of a padded batch attends with (None: no padding)."""
+        return self._key_mask if not self._full else None
+
+    def bind_key_mask(self, mask: torch.Tensor) -> None:
+        """Attend with ``mask`` (a captured graph's static tensor) in this forward."""
+        self._key_mask = mask
+
+    def use_buffer_store(self, store: Any) -> None:
+        """Take K/V buffers from ``store`` (``zeros(key, shape, like) -> (tensor, token)``), so that
+        successive caches of the same shapes share buffers and a graph wrapper's graphs captured
+        on one generation replay in the next. Buffers already held are kept until reallocated."""
+        self._store = store
+
     def stats(self) -> dict[str, float]:
         held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
         if self._logits is not None:
@@ -299,6 +316,24 @@ class CanvasKVCache(CachePolicy):
         return {"cache_bytes": float(held), **self._stats}
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _allocate(self, layer: int, shape: tuple, like: torch.Tensor, which: str = "k") -> torch.Tensor:
+        """A zeroed K/V buffer for ``layer`` (the store's, when one is lent) and the new allocation token."""
+        if self._store is None:
+            if which == "k":
+                self._token = next(_ALLOCATIONS)
+            return like.new_zeros(shape)
+        buf, token = self._store.zeros((layer, which), tuple(shape), like)
+        if which == "k":
+            self._token = token
+        return buf
+
+    def _adopt_store_buffers(self) -> None:
+        """A first refresh with a lent store: take its buffers for this canvas (same rows and
+        length) when an earlier cache left them, so that this refresh replays a graph too."""
+        found = self._store.find(lambda shape: shape[0] == self._R and shape[2] == self._L + 1)
+        if found is not None:
+            self._k, self._v, self._token = found
+
     def _bucket(self, x: torch.Tensor) -> int:
         """Padding multiple for this forward: only on CUDA, where graphs can use it."""
         return self.graph_bucket if x.is_cuda else 0
@@ -357,9 +392,17 @@ class CanvasKVCache(CachePolicy):
         if any(int(r) not in pos for r in req_rows):
             return False
         keep = torch.tensor([pos[int(r)] for r in req_rows], device=self._k[0].device)
-        self._token = next(_ALLOCATIONS)
-        self._k = [t.index_select(0, keep) if t is not None else None for t in self._k]
-        self._v = [t.index_select(0, keep) if t is not None else None for t in self._v]
+
+        def kept(layer: int, t: Optional[torch.Tensor], which: str) -> Optional[torch.Tensor]:
+            if t is None:
+                return None
+            out = self._allocate(layer, (len(keep), *t.shape[1:]), t, which)
+            if out.data_ptr() == t.data_ptr():  # a store hands back the same buffer for a reorder
+                return out.copy_(t.index_select(0, keep))
+            return torch.index_select(t, 0, keep, out=out)
+
+        self._k = [kept(i, t, "k") for i, t in enumerate(self._k)]
+        self._v = [kept(i, t, "v") for i, t in enumerate(self._v)]
         if self._logits is not None:
             self._logits = self._logits.index_select(0, keep)
         return True

@@ -410,12 +410,8 @@ class LLaDAModel(nn.Module):
     ) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        B, T = input_ids.shape
         if positions is None:
-            if attention_mask is not None and cache is None:
-                positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            else:
-                positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            positions = self.default_positions(input_ids, attention_mask, cache)
         if positions.shape != input_ids.shape:
             raise ValueError(
                 f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."
@@ -424,6 +420,17 @@ class LLaDAModel(nn.Module):
         if logits_range is not None:
             x = x[:, logits_range[0] : logits_range[1]]
         return self.lm_head(x)
+
+    @staticmethod
+    def default_positions(
+        input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, cache: Any = None
+    ) -> torch.Tensor:
+        """Positions of a forward given none: 0.. per row, or with a padding mask and no cache
+        the count of real tokens before each position (left padding shifts nothing)."""
+        B, T = input_ids.shape
+        if attention_mask is not None and cache is None:
+            return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return torch.arange(T, device=input_ids.device).expand(B, T)
 
     def hidden_states(
         self,
