@@ -93,6 +93,10 @@ class DLLMCache(LayeredCanvasCache):
         self._plan: Optional[torch.Tensor] = None
         return out
 
+    def end_forward(self) -> None:
+        super().end_forward()
+        self._stats.update(refresh_prompt=float(self._refresh_prompt), refresh_gen=float(self._refresh_gen))
+
     def _compact(self, req_rows: torch.Tensor) -> bool:
         kept = super()._compact(req_rows)
         self._fresh = not kept
