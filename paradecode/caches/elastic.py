@@ -195,11 +195,13 @@ class ElasticCache(LayeredCanvasCache):
         if qs is None:
             qs = q.new_zeros(q.shape[0], q.shape[1], L + 1, q.shape[3])
             self.set_layer_tensor("q", layer, qs)
-        probs = _attention_probs(q, k, self._mask)[..., :L]  # (R, H, T, L)
         if self._full or layer >= self._refresh_from:
             qs[:, :, :L] = q
-            weight = self._in_window
+            cols = self._in_window.any(0).nonzero()[:, 0]  # only the window rows' attention is read
+            probs = _attention_probs(q[:, :, cols], k, self._mask)[..., :L]
+            weight = self._in_window[:, cols]
         else:
+            probs = _attention_probs(q, k, self._mask)[..., :L]  # (R, H, T, L)
             idx4 = self._idx[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3])
             if self._k_before is not None:
                 self._drift_test(layer, probs, qs.gather(2, idx4))
