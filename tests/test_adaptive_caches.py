@@ -152,3 +152,13 @@ def test_defaults_run_with_every_strategy_and_save_work(cache, strategy):
 def test_invalid_options_are_refused(tiny_model, prompts, cache, options, word):
     with pytest.raises((TypeError, ValueError), match=word):
         _sample(tiny_model, prompts, "lowconf", dict(steps=16), cache, options)
+
+
+def test_block_values_are_the_v_projection_fused_or_not(tiny_model):
+    block = tiny_model.model.transformer["blocks"][1]
+    x = torch.randn(2, 5, tiny_model.config.d_model)
+    want = block.v_proj(block.attn_norm(x))
+    torch.testing.assert_close(block.values(x), want)
+    tiny_model.fuse_projections()
+    assert block._fused_weights() is not None
+    torch.testing.assert_close(block.values(x), want, rtol=1e-5, atol=1e-5)
