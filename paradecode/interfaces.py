@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 
-__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "FAMILIES", "block_columns"]
+__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "LayerHooks", "FAMILIES", "block_columns"]
 
 #: Model families a strategy belongs to and a cache policy may serve.
 FAMILIES = ("dllm", "var", "causal-lm")
@@ -119,6 +119,29 @@ class LayerKV(Protocol):
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]: ...
+
+
+class LayerHooks(Protocol):
+    """Optional per-layer hooks of a cache (one with ``layer_hooks = True``), for policies that
+    decide per layer what to reuse (Elastic-Cache, dLLM-Cache). A model without them ignores
+    the attribute; one with them calls, for layer ``i``:
+
+    * ``layer_input(i, x, block) -> (x, positions)`` before the layer: the cache may record the
+      layer's input ``x`` (rows fed, hidden size), read its value vectors (``block.values(x)``)
+      and return other rows to compute (a subset, or the whole canvas from recorded inputs)
+      with their positions (None: unchanged);
+    * ``layer_queries(i, q, k)`` after ``update``: the layer's queries (RoPE applied) and the
+      keys attended (what attention statistics are computed from);
+    * ``layer_output(i, x) -> x`` after the layer: the rows the next layer takes.
+    A cache without ``layer_hooks`` costs the model nothing."""
+
+    layer_hooks: bool
+
+    def layer_input(self, layer: int, x: torch.Tensor, block: Any) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...
+
+    def layer_queries(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> None: ...
+
+    def layer_output(self, layer: int, x: torch.Tensor) -> torch.Tensor: ...
 
 
 StateT = TypeVar("StateT")

@@ -33,6 +33,8 @@ _CACHES: dict[str, Union[str, type]] = {
     "dkv-decode": "paradecode.caches.dkv:DKVDecode",
     "dkv-greedy": "paradecode.caches.dkv:DKVGreedy",
     "scalekv": "paradecode.caches.scalekv:ScaleKV",
+    "elastic": "paradecode.caches.elastic:ElasticCache",
+    "dllm-cache": "paradecode.caches.dllm_cache:DLLMCache",
 }
 
 T = TypeVar("T", bound=type)

@@ -1,7 +1,6 @@
 """Prophet, CreditDecoding and LocalLeap: the reference rules re-derived on the same logits,
 their degenerate settings equal to the baselines, and one common check of every dLLM strategy."""
 
-import dataclasses
 import math
 
 import pytest
@@ -393,7 +392,6 @@ class TestEveryDiffusionStrategy:
 # ---------------------------------------------------------------------------------------------
 
 CANVAS_CACHES = [n for n in paradecode.cache_policies() if issubclass(get_cache_class(n), CanvasKVCache)]
-REFRESH_EVERY_STEP = {"cache_reloading_step": 1, "refresh_every": 1}
 OURS = [
     ("prophet", dict(base_options=dict(steps=16), answer_start=3, **prophet_thresholds(2.0, 1.5, 1.0))),
     ("credit", dict(threshold=0.8)),
@@ -404,9 +402,7 @@ OURS = [
 @pytest.mark.parametrize("cache", CANVAS_CACHES)
 @pytest.mark.parametrize("name, opts", OURS)
 def test_cache_refreshed_every_step_equals_no_cache(tiny_model, prompts, cache, name, opts):
-    cls = get_cache_class(cache)
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    cache_options = {k: v for k, v in REFRESH_EVERY_STEP.items() if k in fields}
+    cache_options = dict(get_cache_class(cache).exact_options)  # the policy's "recompute everything"
     ref = paradecode.sample(tiny_model, prompts, name, **GEO, **opts)
     out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, cache_options=cache_options, **opts)
     assert torch.equal(ref.sequences, out.sequences)

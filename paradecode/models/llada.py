@@ -272,6 +272,8 @@ class LLaDABlock(nn.Module):
             # The cache policy returns the keys/values to attend to (cached ones merged with
             # the fresh ones of the fed positions) and the matching key-padding mask.
             k, v, attn_mask = cache.update(self.layer_id, k, v, attn_mask)
+            if getattr(cache, "layer_hooks", False):
+                cache.layer_queries(self.layer_id, q, k)
         if self.n_kv != self.n_heads:
             rep = self.n_heads // self.n_kv
             k = k.repeat_interleave(rep, dim=1)
@@ -284,6 +286,17 @@ class LLaDABlock(nn.Module):
         else:
             gate, up = self.ff_proj(h), self.up_proj(h)
         return x + self.ff_out(F.silu(gate) * up)
+
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
+        V-verify compares between steps; exposed so a cache needs no knowledge of the weights)."""
+        fused = self._fused_weights()
+        h = self.attn_norm(x)
+        if fused is None:
+            return self.v_proj(h)
+        C, kv = x.shape[-1], self.n_kv * self.head_dim
+        bias = fused.get("qkv_bias")
+        return F.linear(h, fused["qkv"][C + kv :], bias[C + kv :] if bias is not None else None)
 
     # ---- fused projections ---------------------------------------------------------------
     _GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("ff_proj", "up_proj")}
@@ -450,10 +463,26 @@ class LLaDAModel(nn.Module):
             attn_mask = attention_mask.bool()[:, None, None, :]
         if cache is not None:
             cache.begin_forward(positions)
+        if getattr(cache, "layer_hooks", False):
+            return self._hooked_layers(x, cos, sin, attn_mask, cache)
         for block in tr["blocks"]:
             x = block(x, cos, sin, attn_mask, cache)
         if cache is not None:
             cache.end_forward()
+        return x
+
+    def _hooked_layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       attn_mask: Optional[torch.Tensor], cache: Any) -> torch.Tensor:
+        """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`):
+        before each layer the cache may record its input and change the rows it computes (a
+        subset of the canvas, or the whole canvas from cached inputs), and after it map the
+        output back; inside, it sees the layer's queries."""
+        for i, block in enumerate(self.model.transformer["blocks"]):
+            x, positions = cache.layer_input(i, x, block)
+            if positions is not None:
+                cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+            x = cache.layer_output(i, block(x, cos, sin, attn_mask, cache))
+        cache.end_forward()
         return x
 
     def lm_head(self, x: torch.Tensor) -> torch.Tensor:

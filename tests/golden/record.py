@@ -37,7 +37,9 @@ STRATEGIES = {
     "learn2pd": {},
     "eb": {},
 }
-CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy"]
+CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy", "elastic", "dllm-cache"]
+# the layer-adaptive caches (issue 18) are recorded with one strategy only (test time)
+ADAPTIVE = {"elastic": ("threshold",), "dllm-cache": ("threshold",)}
 # (task, gen_length, block_length): one-block and multi-block canvases
 CANVASES = [("words", 32, 32), ("lists", 128, 32), ("avoid", 64, 32)]
 
@@ -61,6 +63,8 @@ def dllm_cases():
             strategy = sname.split("-")[0]
             for cache in CACHES:
                 if sname == "lowconf-random" and cache is not None:
+                    continue
+                if cache in ADAPTIVE and sname not in ADAPTIVE[cache]:
                     continue
                 if ONLY and ONLY not in f"dllm/{task}-{gen}-{block}/{sname}/{cache}":
                     continue
