@@ -70,6 +70,17 @@ class LayeredCanvasCache(CanvasKVCache):
         self._row_state = {n: pick(t) for n, t in self._row_state.items()}
         return True
 
+    def forward(self, model, request):
+        """Refuse a model without the per-layer hooks before any state is built (the hooks are
+        what this policy decides through; without them the model would ignore it)."""
+        if not getattr(model, "supports_layer_hooks", False):
+            raise ValueError(
+                f"cache policy {self.name!r} decides per layer through the model's layer hooks, which "
+                f"{type(model).__name__} does not have (paradecode's LLaDAModel does); use cache='dual' "
+                f"or 'prefix' with this model, or cache=None."
+            )
+        return super().forward(model, request)
+
     # ---- work accounting ------------------------------------------------------------------------
     def count_rows(self, layer: int, rows: int) -> None:
         """Record that ``layer`` computes ``rows`` canvas columns (per request row) this forward."""

@@ -213,6 +213,11 @@ class CUDAGraphModel(nn.Module):
     def mask_token_id(self) -> Optional[int]:
         return getattr(self.model, "mask_token_id", None)
 
+    @property
+    def supports_layer_hooks(self) -> bool:
+        """The wrapped model's (a layer-adaptive cache runs it eagerly: no graph signature)."""
+        return bool(getattr(self.model, "supports_layer_hooks", False))
+
     def release(self) -> None:
         """Drop every graph and lent buffer (their memory returns to PyTorch's allocator)."""
         if self.store is not None:

@@ -365,6 +365,9 @@ class LLaDAModel(nn.Module):
             skipping the LM head elsewhere saves a large share of a full-canvas step.
     """
 
+    #: The per-layer cache hooks (interfaces.LayerHooks) exist: ``elastic`` and ``dllm-cache`` need them.
+    supports_layer_hooks = True
+
     config_class = LLaDAConfig
 
     def __init__(self, config: LLaDAConfig) -> None:
