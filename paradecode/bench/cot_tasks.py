@@ -209,7 +209,7 @@ def _step_variants(name: str, rel: Relation, values: dict[str, int]) -> list[str
     for (sa, sb), (va, vb) in pairs:
         out.append(f"{name} has {va} {op} {vb} = {v} .")
         out.append(f"{name} = {sa} {op} {sb} = {va} {op} {vb} = {v} .")
-    return out
+    return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing
 
 
 def answer_text(rng: random.Random, rels: dict[str, Relation], target: str) -> str:
@@ -349,14 +349,11 @@ def _task(name: str, description: str, spec: CotSpec, split: str) -> Task:
 _DESC = ("arithmetic word problem over {} given counts, {} needed steps and {} distractors: a chain of "
          "thought (any valid order and phrasing), then 'the answer is N'; canvas 256 in blocks of 32")
 _SPEC = CotSpec()
-_SPEC_LONG = CotSpec(givens=(3, 4), steps=(7, 10), distractors=(1, 2))
 # "cot" (held-out prompts) is what benchmarks use; "cot-train" draws the complementary prompts.
 COT_TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         _task("cot", _DESC.format("2-3", "3-6", "1-2") + " (held-out prompts)", _SPEC, "test"),
         _task("cot-train", _DESC.format("2-3", "3-6", "1-2") + " (training prompts)", _SPEC, "train"),
-        _task("cot-long", _DESC.format("3-4", "7-10", "1-2") + " (held-out prompts)", _SPEC_LONG, "test"),
-        _task("cot-long-train", _DESC.format("3-4", "7-10", "1-2") + " (training prompts)", _SPEC_LONG, "train"),
     ]
 }
