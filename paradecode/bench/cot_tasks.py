@@ -253,6 +253,8 @@ def diagnose(data: dict, answer: str) -> Optional[str]:
     target = data["target"]
     values = evaluate_all(rels)
     needed = _needed(target, rels)
+    if not answer.strip():
+        return "empty answer"
     steps, final = _parse_steps(answer)
     done: set[str] = set()
     for k, words in enumerate(steps):
