@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=500)
     ap.add_argument("--baseline", default="tasks-6m", help="shipped model whose confidences are measured too ('' to skip)")
     ap.add_argument("--baseline-n", type=int, default=256, help="problems per task of the baseline's measurement")
+    ap.add_argument("--init", default=None, help="continue from this model directory (a previous --out; pass another --seed for new data)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager on error)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true",
@@ -178,7 +179,18 @@ def main() -> None:
         max_sequence_length=max(512, args.prompt_len + args.gen_length), rope_theta=10000.0,
         mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    model = LLaDAModel(config).to(device).train()
+    if args.init:  # continued training: same vocabulary and tokens, the architecture of --init
+        model = LLaDAModel.from_pretrained(args.init, torch_dtype=torch.float32, device=device).train()
+        for key in ("vocab_size", "mask_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(model.config, key) != getattr(config, key):
+                raise SystemExit(f"--init {args.init}: {key} is {getattr(model.config, key)}, expected {getattr(config, key)}")
+        if model.config.max_sequence_length < args.prompt_len + args.gen_length:
+            raise SystemExit(f"--init {args.init}: max_sequence_length {model.config.max_sequence_length} < "
+                             f"prompt + canvas {args.prompt_len + args.gen_length}")
+        config = model.config
+        args.d_model, args.layers, args.mlp = config.d_model, config.n_layers, config.mlp_hidden_size
+    else:
+        model = LLaDAModel(config).to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     seq = args.prompt_len + args.gen_length
     print(f"model: {n_params / 1e6:.2f}M parameters (d {args.d_model}, {args.layers} layers, mlp {args.mlp}), "
@@ -221,7 +233,7 @@ def main() -> None:
                       "seconds": round(train_seconds, 1),
                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
-                      "prompt_len": args.prompt_len, "seed": args.seed, "log": log},
+                      "prompt_len": args.prompt_len, "seed": args.seed, "init": args.init, "log": log},
             **(extra or {}),
         }
 
