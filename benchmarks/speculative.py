@@ -1,27 +1,34 @@
-"""Speculative decoding benchmark: target alone vs paradecode vs transformers' assisted generation.
+"""Speculative decoding benchmark: one run, batch 1, every method on the same models and prompts.
 
-In one run, on the same models and prompts (batch 1, greedy, EOS as the model defines it):
-  * ``target``      : ``target.generate(...)`` (transformers, greedy)
-  * ``ours``        : ``paradecode.sample(target, ..., strategy="speculative", draft_model=draft)``
-  * ``ours_trim``   : the same with VocabTrim (draft head restricted to the target's most
-                      frequently sampled tokens on calibration prompts, disjoint from the test prompts)
-  * ``hf_assisted`` : ``target.generate(..., assistant_model=draft)`` with the same draft length
-                      (``num_assistant_tokens=k``, constant schedule, no confidence stop)
-and reports wall time, speedups and ratios, mean accepted drafts per target forward,
-whether each output equals the target's greedy output, and VocabTrim's draft time per
-draft forward (``record_draft_time``). Our batched decoding (batch B) is reported too.
+Methods (greedy, EOS as the model defines it):
+  * ``hf_target``     : ``target.generate(...)``: transformers' eager greedy decoding (the reference output)
+  * ``target``        : our target alone: ``paradecode.speculative.greedy_decode`` (our Llama forward,
+                        static cache, one CUDA graph per token on a GPU)
+  * ``ours``          : ``paradecode.sample(target, ..., "speculative", draft_model=draft)`` (k drafts)
+  * ``ours_trim``     : the same with VocabTrim (calibrated on prompts disjoint from the test prompts)
+  * ``prompt_lookup`` : ``drafter="prompt-lookup"`` (no draft model; ``--lookup-k`` tokens, transformers' 10)
+  * ``ours_eager``    : ``ours`` with ``cuda_graphs=False`` (GPU only: what the graphs buy)
+  * ``hf_assisted``   : ``target.generate(..., assistant_model=draft)``, same draft length, constant schedule
+Reported: seconds, speedups, accepted drafts per target forward, outputs equal to the target's greedy
+output, the draft's share of a step and VocabTrim's draft time per draft forward (``record_draft_time``),
+the target's time per token against its weight-read floor (weight bytes / the device's copy rate,
+measured in the same run as 2 x bytes / seconds of a large ``copy_``), the issue-15 targets as
+pass/fail, and which path ran (CUDA graphs captured / replayed, or eager).
 
 Pairs:
   --pair DIR        the trained pair (default: paradecode/zoo/spec-pair)
-  --random SHAPE    random weights at real shapes: ``8b-1b`` (Llama-3.1-8B / Llama-3.2-1B shapes,
-                    vocab 128256) or ``tiny`` (a CPU check). Random weights give no acceptance, so
-                    the layers' output projections are zeroed and the LM heads are set so that both
-                    models follow a fixed next-token map into a set of 4096 "frequent" tokens; the
-                    draft's map agrees with the target's on a fraction ``--agree`` of tokens. Compute
-                    and memory traffic per forward are those of the real shapes.
+  --random SHAPE    random weights at real shapes: ``8b-1b`` (Llama-3.1-8B / Llama-3.2-1B shapes, vocab
+                    128256, Llama-3 RoPE scaling) or ``tiny``. Random weights give no acceptance, so the
+                    layers' output projections are zeroed and the LM heads are set so that both models
+                    follow a fixed next-token map into a set of 4096 "frequent" tokens; the draft's map
+                    agrees with the target's on a fraction ``--agree`` of tokens. Compute and memory
+                    traffic per forward are those of the real shapes.
+  --smoke           CPU check of the whole script at tiny shapes (seconds).
 
-    python benchmarks/speculative.py --device cuda --json out/spec_pair.json
-    python benchmarks/speculative.py --random 8b-1b --device cuda --dtype bfloat16 --json out/spec_random.json
+Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
+
+    python benchmarks/speculative.py --smoke --out-dir /tmp
+    python benchmarks/speculative.py --random 8b-1b --device cuda --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -29,23 +36,29 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import torch
 
-import paradecode
-from paradecode.speculative import VocabTrim, calibrate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import paradecode  # noqa: E402
+from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode  # noqa: E402
 
 SHAPES = {
     # name: (target kwargs, draft kwargs)
     "8b-1b": (
         dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-             num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
+             num_key_value_heads=8, vocab_size=128256,
+             rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                                  high_freq_factor=4.0, original_max_position_embeddings=8192)),
         dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-             num_key_value_heads=8, head_dim=64, vocab_size=128256, rope_theta=500000.0),
+             num_key_value_heads=8, head_dim=64, vocab_size=128256,
+             rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=1.0,
+                                  high_freq_factor=4.0, original_max_position_embeddings=8192)),
     ),
     "tiny": (
         dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -148,133 +161,204 @@ def timed(fn, device):
     return out, time.perf_counter() - t0
 
 
+def copy_rate(device: torch.device, nbytes: int) -> float:
+    """Bytes moved per second by a device-to-device ``copy_`` (read + write), best of 5."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(5):
+        _, dt = timed(lambda: dst.copy_(src), device)
+        best = min(best, dt)
+    del src, dst
+    return 2 * nbytes / best
+
+
+def graph_counts(model) -> dict:
+    lm = CausalLM.of(model)
+    return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
+
+
 def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     k, N = args.k, args.max_new_tokens
-    methods = ["target", "ours", "hf_assisted"] + (["ours_trim"] if trim is not None else [])
-    spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False)
+    cuda = device.type == "cuda"
+    graphs = not args.eager
+    methods = ["hf_target", "target", "ours", "ours_trim", "prompt_lookup"] + (["ours_eager"] if cuda and graphs else [])
+    methods.append("hf_assisted")
+    spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
+                cuda_graphs=graphs)
+    variants = {
+        "ours": spec,
+        "ours_trim": dict(spec, vocabtrim=trim),
+        "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
+                              max_new_tokens=N, timing=False, cuda_graphs=graphs),
+        "ours_eager": dict(spec, cuda_graphs=False),
+    }
+    traces: dict[str, Any] = {}
 
     def run(method, ids):
-        if method == "target":
+        if method == "hf_target":
             return hf_generate(target, ids, N)[0, ids.shape[1]:]
         if method == "hf_assisted":
             return hf_generate(target, ids, N, assistant=draft, k=k)[0, ids.shape[1]:]
-        opts = dict(spec, vocabtrim=trim) if method == "ours_trim" else spec
-        out = paradecode.sample(target, ids, **opts)
-        run.trace = out.trace
+        if method == "target":
+            return greedy_decode(CausalLM.of(target), ids, N, cuda_graphs=graphs)[0]
+        out = paradecode.sample(target, ids, **variants[method])
+        traces[method] = out.trace
         return out.generated[0]
 
-    # warm-up (kernels, allocator) on the first prompt
+    # warm-up on the first prompt, twice (the second run captures the repeated shapes' graphs)
     ids0 = torch.tensor([prompts[0]], device=device)
     for m in methods:
         run(m, ids0)
+        if m not in ("hf_target", "hf_assisted"):
+            run(m, ids0)
+    before = {"target": graph_counts(target), "draft": graph_counts(draft)}
     seconds = {m: 0.0 for m in methods}
     pad = target.generation_config.pad_token_id or 0
     equal = {m: 0 for m in methods}
-    forwards = {"ours": [0, 0], "ours_trim": [0, 0]}  # [tokens, target forwards]
-    draft_time: dict[str, list] = {"ours": [], "ours_trim": []}
+    equal_ours_target = 0
+    tokens = {m: [0, 0] for m in variants}  # [tokens, target forwards]
     for i, p in enumerate(prompts):
         ids = torch.tensor([p], device=device)
-        ref = None
-        times = {}
+        outs, times = {}, {}
         for m in methods:
-            out, dt = timed(lambda: run(m, ids), device)
-            if m == "target":
-                ref = out
-            equal[m] += int(same(out, ref, pad))
+            outs[m], dt = timed(lambda: run(m, ids), device)
             seconds[m] += dt
             times[m] = round(dt, 3)
-            if m in forwards:
-                forwards[m][0] += int(run.trace.tokens_committed.sum())
-                forwards[m][1] += run.trace.nfe_by_role["target"]
+            equal[m] += int(same(outs[m], outs["hf_target"], pad))
+            if m in tokens:
+                tokens[m][0] += int(traces[m].tokens_committed.sum())
+                tokens[m][1] += traces[m].nfe_by_role["target"]
+        equal_ours_target += int(same(outs["target"], outs["hf_target"], pad))
         print(f"prompt {i}: seconds {times}", flush=True)
+    after = {"target": graph_counts(target), "draft": graph_counts(draft)}
+    paths = {role: {"graph_replays_in_timed_runs": after[role]["replays"] - before[role]["replays"],
+                    "graphs_captured": after[role]["captures"], "capture_error": after[role]["error"]}
+             for role in after}
+    path = "cuda-graphs" if cuda and paths["target"]["graph_replays_in_timed_runs"] > 0 else ("eager-cpu" if not cuda else "eager")
     # accepted tokens per target forward for transformers (counted in an untimed pass)
     counter = ForwardCounter(target)
     hf_steps, hf_new = 0, 0
     for p in prompts:
         ids = torch.tensor([p], device=device)
-        before = counter.n
+        before_n = counter.n
         out = hf_generate(target, ids, N, assistant=draft, k=k)
-        hf_steps += counter.n - before
+        hf_steps += counter.n - before_n
         hf_new += out.shape[1] - ids.shape[1]
     counter.close()
-    # draft time per draft forward (synchronised at the end of drafting; a separate pass)
+    # the draft's share of a step and its time per forward (synchronised at the end of drafting)
+    draft_stats: dict[str, dict] = {}
     for m in ("ours", "ours_trim"):
-        if m not in methods:
-            continue
+        secs = fwd = total = 0.0
         for p in prompts[: max(1, len(prompts) // 2)]:
             ids = torch.tensor([p], device=device)
-            tr = paradecode.sample(target, ids, **dict(spec, record_draft_time=True, vocabtrim=trim if m == "ours_trim" else None)).trace
-            secs, fwd = sum(tr.extra("draft_seconds")), tr.nfe_by_role.get("draft", 0)
-            if fwd:
-                draft_time[m].append(secs / fwd)
+            tr = paradecode.sample(target, ids, **dict(variants[m], record_draft_time=True, timing=True)).trace
+            secs += sum(tr.extra("draft_seconds"))
+            fwd += tr.nfe_by_role.get("draft", 0)
+            total += tr.seconds
+        draft_stats[m] = {"draft_seconds_per_forward": secs / max(1, fwd), "draft_share_of_time": secs / total}
+    n_tok = len(prompts) * N
     res: dict[str, Any] = {
-        "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": k,
+        "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": k, "prompt_lookup_tokens": args.lookup_k,
+        "path": path, "graphs": paths,
         "seconds": {m: round(s, 4) for m, s in seconds.items()},
+        "ms_per_token": {m: round(1000 * s / n_tok, 3) for m, s in seconds.items()},
         "outputs_equal_target_greedy": {m: f"{equal[m]}/{len(prompts)}" for m in methods},
         "speedup_vs_target": {m: round(seconds["target"] / seconds[m], 3) for m in methods},
-        "ours_over_hf_assisted_time": round(seconds["ours"] / seconds["hf_assisted"], 3),
-        # one definition for both: (generated tokens - target forwards) / target forwards
-        "target_forwards": {"ours": forwards["ours"][1], "hf_assisted": hf_steps},
+        "speedup_vs_hf_assisted": {m: round(seconds["hf_assisted"] / seconds[m], 3) for m in methods},
+        "target_forwards": {**{m: t[1] for m, t in tokens.items() if m in methods}, "hf_assisted": hf_steps},
         "mean_accepted_drafts_per_step": {
-            "ours": round((forwards["ours"][0] - forwards["ours"][1]) / forwards["ours"][1], 3),
+            **{m: round((t[0] - t[1]) / max(1, t[1]), 3) for m, t in tokens.items() if m in methods},
             "hf_assisted": round((hf_new - hf_steps) / max(1, hf_steps), 3),
         },
+        "draft": {m: {k_: round(v, 6) for k_, v in d.items()} for m, d in draft_stats.items()},
+        "vocabtrim_draft_time_saving": round(
+            1 - draft_stats["ours_trim"]["draft_seconds_per_forward"] / draft_stats["ours"]["draft_seconds_per_forward"], 3),
+        "vocabtrim": {"size": trim.size, "vocab": trim.vocab_size, **{k_: v for k_, v in trim.meta.items()}},
     }
-    if trim is not None:
-        tk, fw = forwards["ours_trim"]
-        res["mean_accepted_drafts_per_step"]["ours_trim"] = round((tk - fw) / fw, 3)
-        res["target_forwards"]["ours_trim"] = fw
-        res["ours_trim_over_ours_time"] = round(seconds["ours_trim"] / seconds["ours"], 3)
-        full, tr_ = statistics.mean(draft_time["ours"]), statistics.mean(draft_time["ours_trim"])
-        res["draft_seconds_per_forward"] = {"full": round(full, 6), "trim": round(tr_, 6)}
-        res["vocabtrim_draft_time_saving"] = round(1 - tr_ / full, 3)
-        res["vocabtrim"] = {"size": trim.size, "vocab": trim.vocab_size, **{k_: v for k_, v in trim.meta.items()}}
     return res
 
 
-def bench_batched(target, draft, prompts, args, device) -> dict:
-    """Batch B: ours (rows accept on their own) vs the target's batched greedy generate."""
-    from paradecode.api import prepare_prompts
+def floor_figures(target, device, res: dict, nbytes: int) -> dict:
+    """The target's time per token against its weight-read floor, both from this run."""
+    rate = copy_rate(device, nbytes)
+    weight_bytes = CausalLM.of(target).lm.weight_bytes()
+    floor_ms = 1000 * weight_bytes / rate
+    return {"copy_rate_GBps": round(rate / 1e9, 1), "target_weight_bytes": weight_bytes,
+            "weight_read_floor_ms_per_token": round(floor_ms, 3),
+            "target_ms_per_token": res["ms_per_token"]["target"],
+            "target_over_floor": round(res["ms_per_token"]["target"] / floor_ms, 3)}
 
-    B = min(args.batch, len(prompts))
-    rows = prompts[:B]
-    ids, mask = prepare_prompts(rows, None, target.generation_config.pad_token_id or 0, device)
-    mask = torch.ones_like(ids) if mask is None else mask
-    N = args.max_new_tokens
-    gen = lambda: target.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=N,  # noqa: E731
-                                  pad_token_id=target.generation_config.pad_token_id or 0)
-    ours = lambda: paradecode.sample(target, rows, "speculative", draft_model=draft,  # noqa: E731
-                                     num_draft_tokens=args.k, max_new_tokens=N, timing=False)
-    gen(), ours()
-    ref, t_ref = timed(gen, device)
-    out, t_ours = timed(ours, device)
-    ref = ref[:, ids.shape[1]:]
-    pad = target.generation_config.pad_token_id or 0
-    equal = sum(int(same(out.generated[i], ref[i], pad)) for i in range(B))
-    return {"batch": B, "seconds": {"target": round(t_ref, 4), "ours": round(t_ours, 4)},
-            "speedup_vs_target": round(t_ref / t_ours, 3), "rows_equal_target_greedy": f"{equal}/{B}",
-            "target_forwards": out.trace.nfe_by_role.get("target", 0), "draft_forwards": out.trace.nfe_by_role.get("draft", 0)}
+
+def targets(res: dict) -> dict:
+    """The issue-15 targets as measured (True = met)."""
+    sp, sa = res["speedup_vs_target"], res["speedup_vs_hf_assisted"]
+    best = max(("ours", "ours_trim"), key=lambda m: sp[m])
+    return {
+        "speculative_vs_target_alone>=1.8": {"method": best, "value": sp[best], "met": sp[best] >= 1.8},
+        "speculative_vs_hf_assisted>=2": {"method": best, "value": sa[best], "met": sa[best] >= 2.0},
+        "vocabtrim_draft_time_saving>=0.15": {"value": res["vocabtrim_draft_time_saving"],
+                                              "met": res["vocabtrim_draft_time_saving"] >= 0.15},
+        "target_within_2x_of_floor": {"value": res["floor"]["target_over_floor"], "met": res["floor"]["target_over_floor"] <= 2.0},
+        "lossless": {"met": all(v.split("/")[0] == v.split("/")[1] for v in res["outputs_equal_target_greedy"].values())},
+    }
+
+
+def text_report(result: dict) -> str:
+    r = result["batch1"]
+    lines = [f"speculative decoding, batch 1: {result['info']}", f"path: {r['path']} {r['graphs']}",
+             f"{'method':<14} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
+    for m in r["seconds"]:
+        acc = r["mean_accepted_drafts_per_step"].get(m, "")
+        lines.append(f"{m:<14} {r['seconds'][m]:>9.3f} {r['ms_per_token'][m]:>9.3f} {r['speedup_vs_target'][m]:>9.3f} "
+                     f"{r['speedup_vs_hf_assisted'][m]:>10.3f} {str(acc):>13} {r['outputs_equal_target_greedy'][m]:>8}")
+    lines.append(f"floor: {r['floor']}")
+    lines.append(f"draft: {r['draft']}; VocabTrim saves {r['vocabtrim_draft_time_saving']:.1%} of a draft forward")
+    lines += [f"target {name}: {v}" for name, v in r["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def machine_tag(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device).lower()
+    return next((t for t in ("h200", "h100", "a100", "l40s") if t in name), "".join(c for c in name if c.isalnum())[:12])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default=None, help="trained pair directory (default: the shipped one)")
     ap.add_argument("--random", default=None, choices=sorted(SHAPES))
+    ap.add_argument("--smoke", action="store_true", help="tiny random pair on the CPU, few prompts (a check of the script)")
     ap.add_argument("--agree", type=float, default=0.8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--prompt-length", type=int, default=32, help="random pair only")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("-k", type=int, default=5, help="draft tokens per step (both implementations)")
+    ap.add_argument("--lookup-k", type=int, default=10, help="prompt-lookup tokens per step (transformers' default)")
     ap.add_argument("--trim", type=int, default=None, help="VocabTrim size (default: vocab/4)")
     ap.add_argument("--calib-prompts", type=int, default=64)
     ap.add_argument("--calib-tokens", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--eager", action="store_true", help="no CUDA graphs anywhere (the fallback path)")
+    ap.add_argument("--compile-norm", action="store_true",
+                    help="fuse the float32 RMSNorm with torch.compile (paradecode.models.llada.compile_elementwise)")
+    ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
+    ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
     args = ap.parse_args()
+    if args.smoke:
+        args.random, args.device, args.dtype = "tiny", "cpu", "float32"
+        args.prompts, args.max_new_tokens, args.calib_prompts, args.calib_tokens = 2, 24, 8, 32
+        args.copy_bytes = 64 << 20
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
+    if args.compile_norm:
+        from paradecode.models.llada import compile_elementwise
+
+        compile_elementwise()
     t0 = time.time()
     if args.random:
         target, draft, info = random_pair(args.random, args.agree, args.device, dtype)
@@ -290,25 +374,24 @@ def main() -> None:
         prompts, calib = pair_prompts(args.prompts, seed=1), pair_prompts(args.calib_prompts, seed=2)
         info = {"pair": str(args.pair or "paradecode/zoo/spec-pair")}
     info.update(device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"), dtype=args.dtype,
-                target_params=sum(p.numel() for p in target.parameters()),
-                draft_params=sum(p.numel() for p in draft.parameters()))
+                torch=torch.__version__, target_params=sum(p.numel() for p in target.parameters()),
+                draft_params=sum(p.numel() for p in draft.parameters()), batch=1)
     print(info, flush=True)
     trim = calibrate(target, calib, args.trim or V // 4, max_new_tokens=args.calib_tokens, do_sample=True)
     print("vocabtrim", trim.size, trim.meta, f"{time.time() - t0:.1f}s", flush=True)
-    result = {"info": info, "args": vars(args)}
-
-    def save() -> None:  # after each stage, so a run cut short still leaves its results
-        result["wall_seconds"] = round(time.time() - t0, 1)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=1))
-
-    result["batch1"] = bench(target, draft, prompts, args, device, trim)
-    print(json.dumps(result["batch1"], indent=1), flush=True)
-    save()
-    result["batched"] = bench_batched(target, draft, prompts, args, device)
-    print(json.dumps(result["batched"], indent=1), flush=True)
-    save()
+    result: dict[str, Any] = {"info": info, "args": vars(args)}
+    res = bench(target, draft, prompts, args, device, trim)
+    res["floor"] = floor_figures(target, device, res, args.copy_bytes)
+    res["targets"] = targets(res)
+    result["batch1"] = res
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    tag = args.tag or ("smoke" if args.smoke else (f"random-{args.random.replace('-', '')}" if args.random else "pair"))
+    stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    report = text_report(result)
+    stem.with_suffix(".txt").write_text(report)
+    print(report + f"wrote {stem}.json/.txt in {result['wall_seconds']} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,6 @@ def _policy_caches(strategy: Strategy, models: dict, cache: Any, cache_options: 
         if not getattr(models.get("model"), "supports_cache", False):
             raise ValueError(
                 f"cache={name!r} was asked for, but this model cannot take a cache policy "
-                f"(only paradecode's LLaDAModel can); pass cache=None."
+                f"(paradecode's LLaDAModel and DreamModel can); pass cache=None."
             )
     return policy.caches_for(strategy, models)

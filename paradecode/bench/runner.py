@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -30,6 +31,7 @@ import torch
 
 from ..api import sample
 from ..registry import get_strategy_class
+from .real.adapter import REAL_TASKS, cut_at_stop_ids, is_real_task, prepare_task, stop_token_ids
 from .tasks import get_task
 
 __all__ = ["SWEEPS", "run_bench", "sweep_for", "summarize", "format_summary", "BASELINE"]
@@ -106,9 +108,11 @@ def _full_options(strategy: str, setting: Setting, gen_length: int, block_length
     return opts
 
 
-def _load(model: Any, tokenizer: Any, device: str) -> tuple[Any, Any, dict[str, Any], str]:
-    """(model, tokenizer, info, name) from a zoo name, a directory or objects."""
+def _load(model: Any, tokenizer: Any, device: str, dtype: Any = None,
+          trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any], str]:
+    """(model, tokenizer, info, name) from a zoo name, a directory, a hub id or objects."""
     from .. import zoo
+    from ..models.loading import load_model_and_tokenizer, parse_dtype
 
     if model is None:
         names = zoo.available()
@@ -117,22 +121,96 @@ def _load(model: Any, tokenizer: Any, device: str) -> tuple[Any, Any, dict[str, 
         model = names[0]
     if isinstance(model, (str, Path)):
         path = Path(model)
+        m, tok = load_model_and_tokenizer(str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         if path.is_dir():
-            from ..models.loading import load_model_and_tokenizer
-
-            m, tok = load_model_and_tokenizer(str(path), device=device)
             info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
             return m, tok, info, info.get("name", path.name)
-        m, tok = zoo.load(str(model), device=device)
-        return m, tok, zoo.info(str(model)), str(model)
+        return m, tok, (zoo.info(str(model)) if str(model) in zoo.available() else {}), str(model)
     if tokenizer is None:
         raise ValueError("a model object needs its tokenizer: pass tokenizer=.")
+    torch_dtype = parse_dtype(dtype)
+    if torch_dtype is not None:
+        model = model.to(torch_dtype)
     return model, tokenizer, {}, type(model).__name__
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@dataclass
+class _Job:
+    """One task ready to run: token prompts in run order, the canvas, a decoder and a scorer."""
+
+    name: str
+    prompts: list[list[int]]
+    order: list[int]  # run position -> problem index (real tasks run longest prompt first)
+    gen: int
+    block: int
+    decode: Callable[[list[list[int]]], tuple[list[str], int]]  # -> texts, answer tokens (before the end id)
+    score: Callable[[list[str]], dict[str, Any]]  # texts in problem order -> {"accuracy", ...}
+    meta: dict[str, Any]
+    texts: list[str]  # prompt texts (for the samples log)
+
+
+def _synthetic_job(name: str, tok: Any, info: dict, n: int, seed: int, gen: Optional[int], block: Optional[int]) -> _Job:
+    task = get_task(name)
+    examples = task.examples(n, seed=seed)
+    gen = gen or int(info.get("task_gen_length", {}).get(name, task.gen_length))
+    block = block or int(info.get("task_block_length", {}).get(name, task.block_length))
+
+    def score(texts: list[str]) -> dict[str, Any]:
+        ok = [bool(task.verify(e, t)) for e, t in zip(examples, texts)]
+        return {"accuracy": sum(ok) / len(ok), "per_sample": [{"text": t, "correct": c} for t, c in zip(texts, ok)]}
+
+    stop_ids = stop_token_ids(tok)
+
+    def decode(rows: list[list[int]]) -> tuple[list[str], int]:
+        return tok.batch_decode(rows, skip_special_tokens=True), sum(len(cut_at_stop_ids(r, stop_ids)) for r in rows)
+
+    return _Job(name, [tok.encode(e.prompt) for e in examples], list(range(n)), gen, block, decode, score, {},
+                [e.prompt for e in examples])
+
+
+def _real_job(name: str, tok: Any, real: dict[str, Any], gen: Optional[int], block: Optional[int]) -> _Job:
+    task = prepare_task(name, tok, **real)
+    prompts = [list(tok(t)["input_ids"]) for t in task.prompts]
+    # longest first, as lm-eval orders generate_until requests: batches hold similar lengths (less
+    # padding) and the first batch shows the peak memory at once
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    stop_ids = stop_token_ids(tok)
+
+    def decode(rows: list[list[int]]) -> tuple[list[str], int]:
+        answers = [cut_at_stop_ids(r, stop_ids) for r in rows]
+        return tok.batch_decode(answers, skip_special_tokens=True), sum(map(len, answers))
+
+    meta = {"prompt_format": task.fmt, "num_fewshot": task.shots, "metric": task.metric,
+            "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}
+    return _Job(name, [prompts[i] for i in order], order, gen or task.gen_length, block or task.block_length,
+                decode, task.score, meta, task.prompts)
+
+
+def _check_tasks(names: Sequence[str]) -> None:
+    from .tasks import TASKS
+
+    bad = [t for t in names if t not in TASKS and t not in REAL_TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; valid tasks: real {list(REAL_TASKS)} (checkpoints with a "
+                         f"tokenizer) and synthetic {sorted(TASKS)} (the shipped models).")
+
+
+def _check_cache(cache: Optional[str], cache_options: Optional[dict[str, Any]]) -> None:
+    """An unknown policy or option fails here, before a model is loaded."""
+    if cache is None:
+        if cache_options:
+            raise ValueError("cache options were given without a cache policy; add --cache NAME (paradecode caches lists them).")
+        return
+    from ..config import build_config
+    from ..registry import get_cache_class
+
+    ccls = get_cache_class(cache)
+    build_config(ccls.Config, f"cache policy {cache!r}", dict(cache_options or {}))
 
 
 def run_bench(
@@ -149,83 +227,141 @@ def run_bench(
     out: Union[str, Path, None] = None,
     plot: Union[str, Path, None] = None,
     progress: bool = True,
+    cache: Optional[str] = None,
+    cache_options: Optional[dict[str, Any]] = None,
+    dtype: Any = None,
+    limit: Optional[int] = None,
+    data: Any = None,
+    prompt_format: str = "auto",
+    num_fewshot: Optional[int] = None,
+    shot_data: Optional[dict[str, Any]] = None,
+    gen_length: Optional[int] = None,
+    block_length: Optional[int] = None,
+    cuda_graphs: bool = False,
+    baseline: bool = True,
+    trust_remote_code: bool = False,
+    exec_timeout: float = 10.0,
+    samples_out: Union[str, Path, None] = None,
 ) -> dict[str, Any]:
     """Run every strategy at every setting of its sweep on every task; return
     ``{"model", "n", "seed", "rows", "summary"}`` and write ``out`` (JSON, or CSV when it
     ends in .csv) and ``plot`` (PNG) when given.
 
-    ``model`` is a zoo name (default: the best shipped model), a checkpoint directory, or a
-    model object with ``tokenizer``. ``tasks`` defaults to the model's tasks. The LLaDA
-    baseline at full steps is always run (it is the summary's reference).
+    ``model`` is a zoo name (default: the best shipped model), a checkpoint directory, a hub id,
+    or a model object with ``tokenizer``; ``dtype`` casts its weights. ``tasks`` defaults to the
+    model's tasks. Synthetic tasks draw ``n`` seeded problems; the real ones (``gsm8k``,
+    ``humaneval``, ``mbpp``) read their test set from ``data`` (a path, or ``{task: path}``; the
+    hub when None), keep the first ``limit`` problems and build prompts in ``prompt_format``
+    (:mod:`paradecode.bench.real.adapter`); their generations are cut at the first end-of-turn
+    token and the task's stop sequences before scoring. ``cache`` / ``cache_options`` pick a cache
+    policy for every run; ``cuda_graphs`` replays the model's fixed-shape forwards
+    (:class:`~paradecode.models.graphs.CUDAGraphModel`, CUDA only). The LLaDA baseline at full steps
+    is run as the summary's reference unless ``baseline`` is false. Rows record accuracy (GSM8K:
+    flexible-extract, with both filters beside it), NFE, tokens per forward, wall seconds of
+    generation (decoding and scoring excluded), seconds per sample and two rates:
+    ``tokens_per_second`` counts every generated canvas position (``gen_length`` per sample: what
+    the decoding costs), ``answer_tokens_per_second`` only the tokens before the first end-of-text
+    or end-of-turn id (Fast-dLLM's ``show_speed`` count: what the answer holds).
     """
     if n <= 0 or batch_size <= 0:
         raise ValueError(f"n ({n}) and batch_size ({batch_size}) must be positive.")
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be a positive number of problems, got {limit}.")
     strategies = list(dict.fromkeys(strategies))
     for s in strategies:
         get_strategy_class(s)  # unknown names fail before any work
-    m, tok, info, name = _load(model, tokenizer, device)
+    _check_cache(cache, cache_options)
+    if tasks is not None:
+        _check_tasks(tasks)
+    if cuda_graphs and torch.device(device).type != "cuda":
+        raise ValueError(f"cuda_graphs (--cuda-graphs) needs a CUDA device, got device={device!r}; leave it out on {device}.")
+    m, tok, info, name = _load(model, tokenizer, device, dtype, trust_remote_code)
     task_names = list(tasks or info.get("tasks") or [])
     if not task_names:
-        raise ValueError("no tasks given and the model's info names none; pass tasks=[...].")
+        raise ValueError("no tasks given and the model's info names none; pass tasks=[...] (e.g. --tasks gsm8k).")
+    _check_tasks(task_names)
+    if cuda_graphs:
+        from ..models.graphs import CUDAGraphModel
+
+        m = CUDAGraphModel(m)
     dev = torch.device(device)
+    real = {"data": data, "prompt_format": prompt_format, "limit": limit, "num_fewshot": num_fewshot,
+            "shot_data": shot_data, "hub": data is None, "timeout": exec_timeout}
+    jobs = {t: (_real_job(t, tok, real, gen_length, block_length) if is_real_task(t)
+                else _synthetic_job(t, tok, info, n, seed, gen_length, block_length)) for t in task_names}
 
     plan = []  # (task, strategy, setting, options)
-    for tname in task_names:
-        task = get_task(tname)
-        gen = int(info.get("task_gen_length", {}).get(tname, task.gen_length))
-        block = int(info.get("task_block_length", {}).get(tname, task.block_length))
-        runs = [(s, st) for s in strategies for st in sweep_for(s, gen, block, sweeps)]
-        if (BASELINE, {"steps": gen}) not in runs:
-            runs.insert(0, (BASELINE, {"steps": gen}))
-        plan += [(tname, s, st, _full_options(s, st, gen, block)) for s, st in runs]
+    for tname, job in jobs.items():
+        runs = [(s, st) for s in strategies for st in sweep_for(s, job.gen, job.block, sweeps)]
+        if baseline and (BASELINE, {"steps": job.gen}) not in runs:
+            runs.insert(0, (BASELINE, {"steps": job.gen}))
+        plan += [(tname, s, st, _full_options(s, st, job.gen, job.block)) for s, st in runs]
+    call = {"cache": cache, "cache_options": dict(cache_options) if cache_options else None, "timing": False}
 
-    examples = {t: get_task(t).examples(n, seed=seed) for t in task_names}
-    prompts = {t: [tok.encode(e.prompt) for e in ex] for t, ex in examples.items()}
-    n_batches = -(-n // batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan) * n_batches, desc="bench", unit="batch")
-    # Warm-up (kernels, allocator) so the first timed setting is not charged for it.
+        bar = tqdm(total=sum(-(-len(jobs[t].prompts) // batch_size) for t, *_ in plan), desc="bench", unit="batch")
+    # Warm-up on the first batch (kernels, allocator, graph captures) so the first timed setting is not charged for it.
     first = plan[0]
-    sample(m, prompts[first[0]][: min(batch_size, 8)], first[1], timing=False, **first[3])
+    sample(m, jobs[first[0]].prompts[:batch_size], first[1], **call, **first[3])
 
-    rows = []
+    rows, logged = [], []
     for tname, strategy, setting, opts in plan:
-        task = get_task(tname)
-        correct, nfe_sum, tokens_sum, seconds = 0, 0.0, 0.0, 0.0
-        for b in range(0, n, batch_size):
-            batch = prompts[tname][b : b + batch_size]
+        job = jobs[tname]
+        count = len(job.prompts)
+        texts: list[str] = [""] * count
+        nfe_sum, tokens_sum, seconds, answer_tokens = 0.0, 0.0, 0.0, 0
+        graphs0 = (getattr(m, "captures", 0), getattr(m, "replays", 0))
+        for b in range(0, count, batch_size):
+            batch = job.prompts[b : b + batch_size]
             _sync(dev)
             t0 = time.perf_counter()
-            result = sample(m, batch, strategy, timing=False, **opts)
+            result = sample(m, batch, strategy, **call, **opts)
             gen_ids = result.generated.tolist()
             _sync(dev)
             seconds += time.perf_counter() - t0
-            texts = tok.batch_decode(gen_ids, skip_special_tokens=True)
-            correct += sum(task.verify(e, t) for e, t in zip(examples[tname][b : b + batch_size], texts))
+            decoded, n_answer = job.decode(gen_ids)
+            answer_tokens += n_answer
+            for j, t in enumerate(decoded):
+                texts[job.order[b + j]] = t
             nfe_sum += float(result.trace.row_nfe.float().sum())
             tokens_sum += float(result.trace.tokens_committed.float().sum())
             if bar is not None:
                 bar.set_postfix_str(f"{tname} {strategy} {setting_label(setting)}")
                 bar.update(1)
+        scored = job.score(texts)
+        per_sample = scored.pop("per_sample", None)
         rows.append({
-            "strategy": strategy, "setting": setting_label(setting), "task": tname,
-            "accuracy": correct / n, "nfe": nfe_sum / n,
-            "tokens_per_forward": tokens_sum / nfe_sum if nfe_sum else 0.0,
-            "seconds": seconds, "n": n, "options": opts,
+            "strategy": strategy, "setting": setting_label(setting), "task": tname, **scored,
+            "nfe": nfe_sum / count, "tokens_per_forward": tokens_sum / nfe_sum if nfe_sum else 0.0,
+            "seconds": seconds, "tokens_per_second": count * opts["gen_length"] / seconds if seconds else 0.0,
+            "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0,
+            "seconds_per_sample": seconds / count, "n": count, "batch_size": batch_size, "cache": cache,
+            "cache_options": call["cache_options"], **job.meta, "options": opts,
         })
+        if cuda_graphs:  # how many forwards were captured / replayed (padded batches run eagerly)
+            rows[-1].update(graph_captures=m.captures - graphs0[0], graph_replays=m.replays - graphs0[1])
+        if samples_out is not None and per_sample is not None:
+            logged += [{"task": tname, "strategy": strategy, "setting": setting_label(setting), "index": i,
+                        "prompt": job.texts[i], **s} for i, s in enumerate(per_sample)]
     if bar is not None:
         bar.close()
-    result = {"model": name, "n": n, "seed": seed, "device": str(dev), "rows": rows,
-              "summary": summarize(rows)}
+    counts = {t: len(j.prompts) for t, j in jobs.items()}
+    result = {"model": name, "n": next(iter(counts.values())) if len(set(counts.values())) == 1 else counts, "seed": seed, "device": str(dev),
+              "dtype": str(getattr(m, "dtype", "")) or None, "cache": cache, "cuda_graphs": cuda_graphs,
+              "batch_size": batch_size, "rows": rows, "summary": summarize(rows)}
     if out is not None:
         write_table(result, out)
+    if samples_out is not None:
+        path = Path(samples_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in logged))
     if plot is not None:
         from .plot import plot_curves
 
-        plot_curves(rows, plot, title=f"{name}: accuracy vs forwards (N={n} per task)")
+        plot_curves(rows, plot, title=f"{name}: accuracy vs forwards (N={result['n']} per task)")
     return result
 
 
@@ -284,7 +420,9 @@ def write_table(result: dict[str, Any], path: Union[str, Path]) -> None:
     if path.suffix.lower() == ".csv":
         import csv
 
-        keys = ["strategy", "setting", "task", "accuracy", "nfe", "tokens_per_forward", "seconds", "n"]
+        keys = ["strategy", "setting", "task", "accuracy", "nfe", "tokens_per_forward", "seconds", "n",
+                "tokens_per_second", "answer_tokens_per_second", "seconds_per_sample", "accuracy_strict",
+                "accuracy_flexible"]
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()

@@ -72,7 +72,10 @@ class CanvasKVCache(CachePolicy):
         self._full = False
         self._L = 0
         self._R = 0
-        self._token = 0  # changes whenever the K/V buffers are (re)allocated
+        self._token: Any = 0  # changes whenever the K/V buffers are (re)allocated
+        self._store: Any = None  # optional K/V buffer store lent by a CUDA-graph wrapper
+        self._shift = 0  # the model's logits_shift (Dream: 1, column i read from the output at i - 1)
+        self._write: Optional[torch.Tensor] = None  # _idx with query-only columns sent to the trash slot
 
     # ---- the policy's decision ---------------------------------------------------------------
     def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
@@ -94,6 +97,7 @@ class CanvasKVCache(CachePolicy):
         back logits in the shape the request asked for."""
         if request.canvas is None:
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
+        self._shift = int(getattr(model, "logits_shift", 0))
         feed = self.prepare(request)
         return self.restore(model(feed.inputs, **feed.kwargs), feed)
 
@@ -125,7 +129,7 @@ class CanvasKVCache(CachePolicy):
         win_start = canvas.window_start.repeat(reps)
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
-        self._idx, self._contig, self._key_mask = None, None, None
+        self._idx, self._contig, self._key_mask, self._write = None, None, None, None
         if self._full:
             # A plain forward over the whole canvas fills the cache; the request is unchanged.
             kwargs.update(positions=positions, cache=self)
@@ -135,7 +139,8 @@ class CanvasKVCache(CachePolicy):
             return Request(x, kwargs=kwargs, rows=request.rows)
 
         bucket = self._bucket(x)
-        ranges = None if bool(full.any()) else self.recompute_range(canvas)
+        # A shifted-logits model also needs each window column's predecessor fed: no range fast path.
+        ranges = None if bool(full.any()) or self._shift else self.recompute_range(canvas)
         if ranges is not None:
             ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
         if ranges is not None and bool((ranges == ranges[0]).all()):
@@ -164,7 +169,17 @@ class CanvasKVCache(CachePolicy):
             col = torch.arange(L, device=x.device)[None, :]
             ws = win_start.to(x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
+            extra = None
+            if self._shift:
+                # The predecessors of fed window columns are fed as queries only: their outputs
+                # give the shifted logits; their cached keys/values stay as the policy left them.
+                extra = torch.zeros_like(fed)
+                extra[:, : L - self._shift] = (fed & win)[:, self._shift :] & ~fed[:, : L - self._shift]
+                fed = fed | extra
             idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
+            if extra is not None:
+                read_only = extra.gather(1, idx.clamp(max=L - 1)) & (idx < L)
+                self._write = torch.where(read_only, L, idx)
             self._complete, self._t_win = bool((n_win == W).all()), t_win
             self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
         # Padding of the feed needs no key mask: padded queries write the trash slot L, which
@@ -185,6 +200,8 @@ class CanvasKVCache(CachePolicy):
             feed_pos = torch.where(idx < L, positions.gather(1, safe), 0)
         kwargs.pop("logits_range", None)
         kwargs.update(positions=feed_pos, cache=self, logits_range=(0, self._t_win))
+        if self._shift:
+            kwargs["logits_from"] = self._predecessors(idx, L)
         return Request(feed_tokens, kwargs=kwargs, rows=request.rows)
 
     def restore(self, output: Any, request: Request) -> Any:
@@ -223,11 +240,10 @@ class CanvasKVCache(CachePolicy):
             self._v.extend([None] * (layer + 1 - len(self._v)))
         if self._full:
             kb, vb = self._k[layer], self._v[layer]
-            if kb is None or kb.shape != (k.shape[0], k.shape[1], L + 1, k.shape[3]) or kb.dtype != k.dtype:
-                kb = k.new_zeros(k.shape[0], k.shape[1], L + 1, k.shape[3])
-                vb = v.new_zeros(v.shape[0], v.shape[1], L + 1, v.shape[3])
+            shape = (k.shape[0], k.shape[1], L + 1, k.shape[3])
+            if kb is None or kb.shape != shape or kb.dtype != k.dtype or kb.device != k.device:
+                kb, vb = self._allocate(layer, shape, k), self._allocate(layer, (*shape[:3], v.shape[3]), v, "v")
                 self._k[layer], self._v[layer] = kb, vb
-                self._token = next(_ALLOCATIONS)
             kb[:, :, :L] = k
             vb[:, :, :L] = v
             return k, v, attn_mask
@@ -237,7 +253,8 @@ class CanvasKVCache(CachePolicy):
             kb[:, :, s:e] = k
             vb[:, :, s:e] = v
         else:
-            index = self._idx[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            write = self._idx if self._write is None else self._write
+            index = write[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
             kb.scatter_(2, index, k)
             vb.scatter_(2, index, v)
         if self._key_mask is None:
@@ -255,7 +272,9 @@ class CanvasKVCache(CachePolicy):
         refreshes into existing buffers. The allocation token of the buffers is part of the
         key: a graph never outlives its buffers.
         """
-        if self._key_mask is not None or not self._k or self._k[0] is None:
+        if self._full and (not self._k or self._k[0] is None) and self._store is not None:
+            self._adopt_store_buffers()
+        if not self._k or self._k[0] is None:
             return None
         if self._full:
             # A refresh writes every column of buffers that already exist for this canvas and
@@ -265,7 +284,8 @@ class CanvasKVCache(CachePolicy):
             return (type(self).__name__, "full", self._token)
         if self._idx is None:
             return None
-        return (type(self).__name__, tuple(self._idx.shape), self._token)
+        masked = None if self._key_mask is None else tuple(self._key_mask.shape)
+        return (type(self).__name__, tuple(self._idx.shape), masked, self._token)
 
     def graph_index(self) -> Optional[torch.Tensor]:
         """The (rows, T) fed columns this forward writes into the cache (None: a refresh)."""
@@ -273,7 +293,21 @@ class CanvasKVCache(CachePolicy):
 
     def bind_index(self, idx: torch.Tensor) -> None:
         """Read the fed columns from ``idx`` (a captured graph's static tensor) from now on."""
-        self._idx, self._contig = idx, None
+        self._idx, self._contig, self._write = idx, None, None
+
+    def graph_key_mask(self) -> Optional[torch.Tensor]:
+        """The key-padding mask a partial forward of a padded batch attends with (None: no padding)."""
+        return self._key_mask if not self._full else None
+
+    def bind_key_mask(self, mask: torch.Tensor) -> None:
+        """Attend with ``mask`` (a captured graph's static tensor) in this forward."""
+        self._key_mask = mask
+
+    def use_buffer_store(self, store: Any) -> None:
+        """Take K/V buffers from ``store`` (``zeros(key, shape, like) -> (tensor, token)``), so that
+        successive caches of the same shapes share buffers and a graph wrapper's graphs captured
+        on one generation replay in the next. Buffers already held are kept until reallocated."""
+        self._store = store
 
     def stats(self) -> dict[str, float]:
         held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
@@ -282,6 +316,24 @@ class CanvasKVCache(CachePolicy):
         return {"cache_bytes": float(held), **self._stats}
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _allocate(self, layer: int, shape: tuple, like: torch.Tensor, which: str = "k") -> torch.Tensor:
+        """A zeroed K/V buffer for ``layer`` (the store's, when one is lent) and the new allocation token."""
+        if self._store is None:
+            if which == "k":
+                self._token = next(_ALLOCATIONS)
+            return like.new_zeros(shape)
+        buf, token = self._store.zeros((layer, which), tuple(shape), like)
+        if which == "k":
+            self._token = token
+        return buf
+
+    def _adopt_store_buffers(self) -> None:
+        """A first refresh with a lent store: take its buffers for this canvas (same rows and
+        length) when an earlier cache left them, so that this refresh replays a graph too."""
+        found = self._store.find(lambda shape: shape[0] == self._R and shape[2] == self._L + 1)
+        if found is not None:
+            self._k, self._v, self._token = found
+
     def _bucket(self, x: torch.Tensor) -> int:
         """Padding multiple for this forward: only on CUDA, where graphs can use it."""
         return self.graph_bucket if x.is_cuda else 0
@@ -299,6 +351,16 @@ class CanvasKVCache(CachePolicy):
         if self._logits is None or self._logits.shape != (R, W + 1, V) or self._logits.dtype != window_logits.dtype:
             self._logits = window_logits.new_empty(R, W + 1, V)
         self._logits[:, :W] = window_logits
+
+    def _predecessors(self, idx: torch.Tensor, L: int) -> torch.Tensor:
+        """(R, t_win) feed index of the column ``shift`` left of each fed window column (a
+        shifted-logits model reads a column's prediction there); column 0 keeps its own."""
+        R, T = idx.shape
+        here = torch.arange(T, device=idx.device).expand(R, T)
+        where = torch.zeros(R, L + 1, dtype=torch.long, device=idx.device).scatter_(1, idx, here)
+        win = idx[:, : self._t_win]
+        prev = (win - self._shift).clamp(0, L)
+        return torch.where(win >= self._shift, where.gather(1, prev), here[:, : self._t_win])
 
     def _order(
         self, fed: torch.Tensor, win: torch.Tensor, L: int, window_width: int = 0, bucket: int = 0
@@ -330,9 +392,17 @@ class CanvasKVCache(CachePolicy):
         if any(int(r) not in pos for r in req_rows):
             return False
         keep = torch.tensor([pos[int(r)] for r in req_rows], device=self._k[0].device)
-        self._token = next(_ALLOCATIONS)
-        self._k = [t.index_select(0, keep) if t is not None else None for t in self._k]
-        self._v = [t.index_select(0, keep) if t is not None else None for t in self._v]
+
+        def kept(layer: int, t: Optional[torch.Tensor], which: str) -> Optional[torch.Tensor]:
+            if t is None:
+                return None
+            out = self._allocate(layer, (len(keep), *t.shape[1:]), t, which)
+            if out.data_ptr() == t.data_ptr():  # a store hands back the same buffer for a reorder
+                return out.copy_(t.index_select(0, keep))
+            return torch.index_select(t, 0, keep, out=out)
+
+        self._k = [kept(i, t, "k") for i, t in enumerate(self._k)]
+        self._v = [kept(i, t, "v") for i, t in enumerate(self._v)]
         if self._logits is not None:
             self._logits = self._logits.index_select(0, keep)
         return True

@@ -1,6 +1,7 @@
-"""Model adapters: our LLaDA-compatible model and a wrapper for Hugging Face models."""
+"""Model adapters: our LLaDA- and Dream-compatible models and a wrapper for Hugging Face models."""
 
 from .hf import HFDiffusionAdapter, resolve_mask_token_id
+from .dream import DreamConfig, DreamModel
 from .llada import LLaDAConfig, LLaDAModel
 
-__all__ = ["LLaDAConfig", "LLaDAModel", "HFDiffusionAdapter", "resolve_mask_token_id"]
+__all__ = ["LLaDAConfig", "LLaDAModel", "DreamConfig", "DreamModel", "HFDiffusionAdapter", "resolve_mask_token_id"]

@@ -103,7 +103,8 @@ class HFDiffusionAdapter(nn.Module):
         if cache is not None:
             raise ValueError(
                 "this Hugging Face model runs through HFDiffusionAdapter, which cannot take a "
-                "cache policy; use paradecode's LLaDAModel for caches, or pass cache=None."
+                "cache policy; use paradecode's LLaDAModel or DreamModel (DreamModel.from_pretrained "
+                "for a Dream checkpoint) for caches, or pass cache=None."
             )
         kwargs: dict[str, Any] = {}
         if attention_mask is not None and "attention_mask" not in self._takes:

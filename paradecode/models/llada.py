@@ -180,6 +180,33 @@ def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (t32 * cos + rotated * sin).to(t.dtype)
 
 
+def cached_attention(
+    layer: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    attn_mask: Optional[torch.Tensor],
+    cache: Any = None,
+) -> torch.Tensor:
+    """Bidirectional attention of (B, heads, T, hd) queries over (B, kv_heads, T, hd) keys/values
+    with RoPE at the fed positions, the cache hook and grouped-query heads: the attention core
+    every model with paradecode's cache hook shares (DreamModel; LLaDABlock has it inline).
+
+    A cache (the ``LayerKV`` protocol) merges this forward's keys/values of ``layer`` with the
+    kept ones and returns the key mask that goes with them."""
+    rope = _KERNELS["rope"]
+    q, k = rope(q, cos, sin), rope(k, cos, sin)
+    if cache is not None:
+        k, v, attn_mask = cache.update(layer, k, v, attn_mask)
+    rep = q.shape[1] // k.shape[1]
+    if rep != 1:
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+
+
 # The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
 _KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope}
 
@@ -383,12 +410,8 @@ class LLaDAModel(nn.Module):
     ) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        B, T = input_ids.shape
         if positions is None:
-            if attention_mask is not None and cache is None:
-                positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            else:
-                positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            positions = self.default_positions(input_ids, attention_mask, cache)
         if positions.shape != input_ids.shape:
             raise ValueError(
                 f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."
@@ -397,6 +420,17 @@ class LLaDAModel(nn.Module):
         if logits_range is not None:
             x = x[:, logits_range[0] : logits_range[1]]
         return self.lm_head(x)
+
+    @staticmethod
+    def default_positions(
+        input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, cache: Any = None
+    ) -> torch.Tensor:
+        """Positions of a forward given none: 0.. per row, or with a padding mask and no cache
+        the count of real tokens before each position (left padding shifts nothing)."""
+        B, T = input_ids.shape
+        if attention_mask is not None and cache is None:
+            return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return torch.arange(T, device=input_ids.device).expand(B, T)
 
     def hidden_states(
         self,

@@ -2,7 +2,7 @@
 importing this package registers the ``speculative`` strategy."""
 
 from .acceptance import accept_greedy, accept_sampled, warp_probs
-from .causal_lm import CausalLM, KVStream
+from .causal_lm import CausalLM, greedy_decode
 from .strategy import SpeculativeConfig, SpeculativeDecoding, SpeculativeState
 from .vocabtrim import VocabTrim, calibrate, count_tokens
 
@@ -11,7 +11,7 @@ __all__ = [
     "SpeculativeConfig",
     "SpeculativeState",
     "CausalLM",
-    "KVStream",
+    "greedy_decode",
     "VocabTrim",
     "calibrate",
     "count_tokens",

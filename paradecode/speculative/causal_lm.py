@@ -1,30 +1,32 @@
-"""A Hugging Face causal LM as paradecode calls it, and the KV-cache bookkeeping of one model.
+"""A Hugging Face Llama-architecture causal LM as speculative decoding calls it.
 
-Speculative decoding runs two causal LMs over the same text, each with its own
-``DynamicCache``. Rows of a batch accept different numbers of drafted tokens, so their
-caches would need different lengths. :class:`KVStream` keeps one rectangular cache per model
-and a per-row validity mask over its slots instead: a slot a row rejected is cropped when
-no row still needs it and masked out (``attention_mask`` 0) otherwise, and position ids are
-counted per row from valid slots only. Left padding of prompts is the same mechanism.
+:class:`CausalLM` runs our own Llama forward (:class:`~paradecode.models.llama.LlamaLM`, on the
+Hugging Face model's own weights) against a :class:`~paradecode.caches.static_kv.StaticKVCache`:
+``lm(input_ids, cache=, num_logits=) -> logits``, the position ids coming from the cache's
+per-row lengths. On a GPU (``graphs=True``) each forward shape that repeats — the draft's
+one- and two-token steps, the target's k + 1 token verification — is captured once as a
+CUDA graph and replayed; the cache's lengths live in device tensors, so a replay serves any
+row lengths. On a CPU, or with ``graphs=False``, the same forward runs eagerly.
+
+The wrapper of a model (and its caches and graphs) is kept on the model object
+(:meth:`CausalLM.of`), so repeated ``paradecode.sample`` calls reuse them.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+import warnings
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CausalLM", "KVStream", "new_cache", "vocab_size"]
+from ..caches.static_kv import StaticKVCache
+from ..models.graphs import capture_graph
+from ..models.llama import LlamaLM
 
+__all__ = ["CausalLM", "vocab_size", "greedy_decode"]
 
-def _cache_kwarg(forward: Any) -> str:
-    """transformers >= 5.2x names the cache argument ``cache``; older ones ``past_key_values``."""
-    params = inspect.signature(forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+_STASH = "_paradecode_causal_lm"
 
 
 def vocab_size(model: nn.Module) -> int:
@@ -35,169 +37,124 @@ def vocab_size(model: nn.Module) -> int:
     return int(model.config.vocab_size)
 
 
-def new_cache(model: nn.Module) -> Any:
-    """An empty ``DynamicCache`` for ``model`` (croppable: rejected drafts are removed)."""
-    from transformers import DynamicCache
+class CausalLM:
+    """``(input_ids, cache=, num_logits=) -> logits (B, num_logits, out_size)``.
 
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers: no config argument
-        return DynamicCache()
-
-
-class CausalLM(nn.Module):
-    """``(input_ids, attention_mask=, position_ids=, cache=, num_logits=) -> logits``.
-
-    Wraps an ``AutoModelForCausalLM``. Only the last ``num_logits`` positions go through the
-    LM head (``logits_to_keep``). With ``keep_ids`` (VocabTrim) the head is restricted to those
-    rows: the model body runs as usual and the logits come back over ``len(keep_ids)`` tokens,
-    in the order of ``keep_ids``.
+    Args:
+        hf_model: a Llama-architecture ``AutoModelForCausalLM`` (see
+            :func:`paradecode.models.llama.check_supported`).
+        keep_ids: VocabTrim's kept token ids: the head covers only those (logits in that order).
+        graphs: replay repeated CUDA forwards as graphs (ignored on a CPU).
+        max_graphs: cap on captured shapes; past it, new shapes run eagerly.
     """
 
-    def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None) -> None:
-        super().__init__()
+    def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
+                 max_graphs: int = 32) -> None:
+        self.lm = LlamaLM(hf_model, keep_ids)
         self.hf_model = hf_model
+        self._source = hf_model.lm_head.weight.data_ptr()  # a copied or moved model gets a new wrapper
         self.config = hf_model.config
-        self.vocab_size = vocab_size(hf_model)
-        self._cache_kw = _cache_kwarg(hf_model.forward)
-        params = inspect.signature(hf_model.forward).parameters
-        self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-        self.keep_ids: Optional[torch.Tensor] = None
-        if keep_ids is not None:
-            head = hf_model.get_output_embeddings()
-            if head is None or not isinstance(head, nn.Linear):
-                raise ValueError("vocabtrim needs a model whose output embedding is an nn.Linear LM head.")
-            keep_ids = keep_ids.to(head.weight.device).long()
-            self.keep_ids = keep_ids
-            # A copy of the kept rows: the draft then reads K x d head weights per token, not V x d.
-            self.register_buffer("trim_weight", head.weight.detach()[keep_ids].clone(), persistent=False)
-            bias = head.bias.detach()[keep_ids].clone() if head.bias is not None else None
-            self.register_buffer("trim_bias", bias, persistent=False)
-            self._body = hf_model.base_model
-            self._body_cache_kw = _cache_kwarg(self._body.forward)
-            self._softcap = getattr(hf_model.config, "final_logit_softcapping", None)
+        self.vocab_size = self.lm.vocab_size
+        self.keep_ids = self.lm.keep_ids
+        self.graphs = graphs
+        self.max_graphs = max_graphs
+        self._caches: dict[tuple, StaticKVCache] = {}
+        self._seen: dict[tuple, int] = {}
+        self._graphs: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._pool: Any = None
+        self.captures = 0
+        self.replays = 0
+        self.graph_error: Optional[str] = None
+
+    @classmethod
+    def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None) -> "CausalLM":
+        """The wrapper kept on ``hf_model`` for these ``keep_ids`` (made on first use), so caches
+        and captured graphs survive from one ``sample`` call to the next. A copy of the model
+        (``copy.deepcopy``) or a model moved to another device gets a fresh one."""
+        stash = hf_model.__dict__.setdefault(_STASH, {})
+        key = None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes())
+        lm = stash.get(key)
+        stale = lm is None or lm.hf_model is not hf_model or lm._source != hf_model.lm_head.weight.data_ptr()
+        if stale or (keep_ids is not None and not torch.equal(lm.keep_ids.cpu(), keep_ids.cpu())):
+            lm = stash[key] = cls(hf_model, keep_ids)
+        return lm
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        return self.lm.device
 
     @property
     def out_size(self) -> int:
-        """Size of the logits this call returns (the trimmed size under VocabTrim)."""
-        return self.vocab_size if self.keep_ids is None else int(self.keep_ids.numel())
+        return self.lm.out_size
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        cache: Any = None,
-        num_logits: int = 1,
-    ) -> torch.Tensor:
-        kw: dict[str, Any] = dict(attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
-        if self.keep_ids is None:
-            kw[self._cache_kw] = cache
-            if self._keep_kw is not None:
-                kw[self._keep_kw] = num_logits
-            return self.hf_model(input_ids=input_ids, **kw).logits[:, -num_logits:]
-        kw[self._body_cache_kw] = cache
-        hidden = self._body(input_ids=input_ids, **kw).last_hidden_state[:, -num_logits:]
-        logits = F.linear(hidden, self.trim_weight, self.trim_bias)
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits
+    def cache(self, batch: int, max_len: int, role: str = "") -> StaticKVCache:
+        """An empty cache of ``batch`` rows for ``role`` (one model may be both target and draft),
+        reused across calls so graphs captured on it stay valid. Lengths are rounded up to a
+        multiple of 64 so nearby requests share one cache."""
+        max_len = -(-max_len // 64) * 64
+        key = (role, batch, max_len)
+        with torch.inference_mode(False):  # plain tensors: resettable in and out of inference mode
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = StaticKVCache.for_model(self.lm, batch, max_len)
+            cache.length.zero_()
+            cache.start.zero_()
+        return cache
+
+    def _graphable(self, input_ids: torch.Tensor) -> bool:
+        return self.graphs and input_ids.is_cuda and self.graph_error is None
+
+    def __call__(self, input_ids: torch.Tensor, cache: StaticKVCache, num_logits: int = 1) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > cache.max_len:
+            raise ValueError(f"a forward of {T} tokens does not fit a cache of {cache.max_len} slots.")
+        if not self._graphable(input_ids):
+            return self.lm(input_ids, cache.positions(T), cache, num_logits)
+        key = (id(cache), T, num_logits)
+        entry = self._graphs.get(key)
+        if entry is None:
+            seen = self._seen.get(key, 0)
+            self._seen[key] = seen + 1
+            if seen < 1 or len(self._graphs) >= self.max_graphs:  # capture shapes that repeat
+                return self.lm(input_ids, cache.positions(T), cache, num_logits)
+            ids = input_ids.clone()
+            if self._pool is None and input_ids.is_cuda:
+                self._pool = torch.cuda.graph_pool_handle()
+            try:
+                graph, out = _capture(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
+            except RuntimeError as err:  # never capture again; the eager forward gives the same result
+                self.graph_error = f"{type(err).__name__}: {err}"
+                warnings.warn(f"CUDA graph capture failed, running eagerly: {self.graph_error}", RuntimeWarning)
+                return self.lm(input_ids, cache.positions(T), cache, num_logits)
+            self._graphs[key] = (graph, ids, out)
+            self.captures += 1
+            return out.clone()  # capture_graph ran it once
+        graph, ids, out = entry
+        ids.copy_(input_ids)
+        graph.replay()
+        self.replays += 1
+        return out.clone()  # the next replay overwrites ``out``
 
 
-@dataclass
-class KVStream:
-    """One model's cache plus which of its slots each row may attend to.
+def _capture(fn: Any, pool: Any) -> tuple[Any, Any]:
+    """The capture this module uses (a seam: tests replace it with an eager stand-in)."""
+    return capture_graph(fn, pool)
 
-    ``mask`` (rows, slots) marks valid cache slots, ``pos`` (rows,) counts each row's valid
-    tokens (the position id of its next token), ``pending`` / ``pending_valid`` (rows, m) are
-    tokens of the text this model has not yet seen (fed first at its next forward).
+
+def greedy_decode(lm: CausalLM, prompt_ids: torch.Tensor, max_new_tokens: int, cuda_graphs: bool = True) -> torch.Tensor:
+    """The target alone: greedy decoding of ``prompt_ids`` (B, P; no padding), one token per
+    forward, with the same static cache and graphs as speculative decoding and no host sync
+    until the end (no EOS stop: exactly ``max_new_tokens`` tokens). Returns (B, max_new_tokens).
     """
-
-    cache: Any
-    mask: torch.Tensor
-    pos: torch.Tensor
-    pending: torch.Tensor
-    pending_valid: torch.Tensor
-    dense: bool = True  # host-side: no invalid slot in the cache (then no attention mask is built)
-    pending_dense: bool = True  # host-side: every pending token is valid
-
-    @classmethod
-    def start(cls, model: nn.Module, prompt: torch.Tensor, valid: torch.Tensor, dense: bool) -> "KVStream":
-        """``dense``: the caller knows (without a device sync) that ``valid`` is all True."""
-        b = prompt.shape[0]
-        dev = prompt.device
-        return cls(
-            cache=new_cache(model),
-            mask=torch.zeros(b, 0, dtype=torch.long, device=dev),
-            pos=torch.zeros(b, dtype=torch.long, device=dev),
-            pending=prompt,
-            pending_valid=valid.long(),
-            pending_dense=dense,
-        )
-
-    @property
-    def slots(self) -> int:
-        return self.mask.shape[1]
-
-    def request_kwargs(self, valid: torch.Tensor, num_logits: int, dense: bool) -> dict[str, Any]:
-        """Keyword arguments of a forward that appends tokens with validity ``valid`` (rows, m).
-
-        While no slot is invalid (``dense``, tracked on the host) no attention mask is passed:
-        the model then builds a plain causal mask, with no device sync to inspect ours.
-        """
-        valid = valid.long()
-        positions = self.pos[:, None] + valid.cumsum(1) - valid  # invalid slots reuse the next position
-        mask = None if (self.dense and dense) else torch.cat([self.mask, valid], dim=1)
-        return dict(attention_mask=mask, position_ids=positions, cache=self.cache, num_logits=num_logits)
-
-    def advance(self, valid: torch.Tensor, dense: bool) -> None:
-        """The forward appended slots with validity ``valid`` to the cache."""
-        valid = valid.long()
-        self.mask = torch.cat([self.mask, valid], dim=1)
-        self.pos = self.pos + valid.sum(1)
-        self.dense = self.dense and dense
-
-    def rollback(self, last: int, keep: torch.Tensor, keep_cpu: torch.Tensor) -> None:
-        """Of the ``last`` slots appended, row r keeps the first ``keep[r]``; the rest are rejected.
-
-        Slots no row keeps are cropped from the cache; the others are masked out for the rows
-        that rejected them (``keep_cpu``: the same counts on the host).
-        """
-        if last <= 0 or keep_cpu.numel() == 0:
-            return
-        keep_max = int(keep_cpu.max())
-        if bool((keep_cpu < keep_max).any()):
-            self.dense = False
-        start = self.slots - last
-        j = torch.arange(last, device=self.mask.device)
-        tail = self.mask[:, start:]
-        rejected = (j[None, :] >= keep[:, None]) & (tail > 0)
-        self.pos = self.pos - rejected.sum(1)
-        self.mask = torch.cat([self.mask[:, :start], tail.masked_fill(rejected, 0)], dim=1)
-        drop = last - keep_max
-        if drop > 0:
-            self.cache.crop(-drop)  # negative = remove this many (all transformers versions)
-            self.mask = self.mask[:, : self.slots - drop]
-
-    def feed_pending(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Take the pending tokens, their validity and whether all are valid (host flag)."""
-        tokens, valid, dense = self.pending, self.pending_valid, self.pending_dense
-        self.pending = tokens[:, :0]
-        self.pending_valid = valid[:, :0]
-        self.pending_dense = True
-        return tokens, valid, dense
-
-    def append_pending(self, tokens: torch.Tensor, valid: torch.Tensor, dense: bool = True) -> None:
-        self.pending = torch.cat([self.pending, tokens], dim=1)
-        self.pending_valid = torch.cat([self.pending_valid, valid.long()], dim=1)
-        self.pending_dense = self.pending_dense and dense
-
-    def select_rows(self, idx: torch.Tensor) -> None:
-        """Keep only rows ``idx`` (finished rows leave the batch)."""
-        self.cache.batch_select_indices(idx)
-        self.mask, self.pos = self.mask[idx], self.pos[idx]
-        self.pending, self.pending_valid = self.pending[idx], self.pending_valid[idx]
+    B, P = prompt_ids.shape
+    lm.graphs = cuda_graphs
+    cache = lm.cache(B, P + max_new_tokens + 1)
+    out = torch.empty(B, max_new_tokens, dtype=torch.long, device=prompt_ids.device)
+    with torch.inference_mode():
+        ids = prompt_ids
+        for i in range(max_new_tokens):
+            nxt = lm(ids, cache=cache, num_logits=1)[:, -1].argmax(-1)
+            cache.advance(ids.shape[1])
+            out[:, i] = nxt
+            ids = nxt[:, None]
+    return out

@@ -1,11 +1,14 @@
 """Speculative decoding of a causal LM as a paradecode strategy.
 
-One step reads as gpt-fast's ``speculative_decode``: the drafter (:mod:`.drafting`) proposes
-up to k tokens (k ``draft`` forwards through the loop's caller), the target scores the
-pending token and all drafts in one ``target`` forward, the acceptance rule
-(:mod:`.acceptance`) keeps a prefix and adds one token, and both caches roll back. Both models keep their KV caches across steps; rejected slots are cropped or masked
-(:class:`.causal_lm.KVStream`), so every row of a batch accepts on its own and decodes as it
-would alone. Finished rows (``max_new_tokens`` reached or EOS) leave the batch.
+One step reads as gpt-fast's ``speculative_decode``: the drafter (:mod:`.drafting`: a draft
+model, or prompt lookup with no model) proposes up to k tokens, the target scores the last
+committed token and all drafts in one ``target`` forward of k + 1 tokens, the acceptance rule
+(:mod:`.acceptance`) keeps a prefix and adds one token, and both caches roll back. Both models
+keep fixed-shape caches with one length per row (:class:`~paradecode.caches.static_kv.StaticKVCache`):
+every row of a batch accepts on its own and decodes as it would alone, and a rollback is a
+length update. Rows stay in the batch until all are done (finished rows commit nothing), so
+every forward after the first has one shape per k and replays as a CUDA graph on a GPU
+(:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got).
 
 Draft length: fixed (``num_draft_tokens``), transformers' ``heuristic`` schedule (+2 after a
 step where every draft was accepted, -1 otherwise; restarted at ``num_draft_tokens`` for each
@@ -27,8 +30,9 @@ from torch import nn
 
 from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
-from .causal_lm import CausalLM, KVStream, vocab_size
-from .drafting import DraftModelDrafter, Drafts
+from ..caches.static_kv import StaticKVCache
+from .causal_lm import CausalLM, vocab_size
+from .drafting import DRAFTERS, Drafts
 from .vocabtrim import VocabTrim
 
 __all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
@@ -52,6 +56,9 @@ class SpeculativeConfig:
     draft_confidence_threshold: float = 0.0
     stop_at_eos: bool = True
     record_draft_time: bool = False
+    drafter: str = "model"
+    prompt_lookup_max_ngram: int = 2
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -71,6 +78,10 @@ class SpeculativeConfig:
                 f"max_draft_tokens ({self.max_draft_tokens}) must be >= num_draft_tokens ({self.num_draft_tokens}) "
                 f"with draft_length_schedule='heuristic'."
             )
+        if self.drafter not in DRAFTERS:
+            raise ValueError(f"drafter must be one of {sorted(DRAFTERS)}, got {self.drafter!r}.")
+        if self.prompt_lookup_max_ngram < 1:
+            raise ValueError(f"prompt_lookup_max_ngram must be >= 1, got {self.prompt_lookup_max_ngram}.")
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
 
@@ -91,21 +102,34 @@ class SpeculativeConfig:
                 f"(every step drafts num_draft_tokens); pass draft_length_schedule='heuristic', or leave "
                 f"max_draft_tokens out."
             )
+        if self.drafter == "prompt-lookup" and self.draft_confidence_threshold != default["draft_confidence_threshold"]:
+            raise ValueError(
+                "draft_confidence_threshold has no effect with drafter='prompt-lookup' (no draft model scores "
+                "its tokens); leave it out."
+            )
+        if self.drafter == "model" and self.prompt_lookup_max_ngram != default["prompt_lookup_max_ngram"]:
+            raise ValueError(
+                "prompt_lookup_max_ngram has no effect with drafter='model'; pass drafter='prompt-lookup', or leave it out."
+            )
 
 
 @dataclass
 class SpeculativeState:
-    tokens: torch.Tensor  # (B, P + max_new_tokens) output canvas, pad after a row's end
+    tokens: torch.Tensor  # (B, P + max_new_tokens + scratch) output canvas, pad after a row's end
     prompt_length: int
+    length: torch.Tensor  # (B,) device: committed tokens per row (prompt columns included)
+    start: torch.Tensor  # (B,) device: left-padding columns per row
     n_gen: torch.Tensor  # (B,) CPU: tokens generated per row
-    active: torch.Tensor  # (b,) CPU: original indices of the rows still in the batch
-    target: KVStream
-    draft: KVStream
+    finished: torch.Tensor  # (B,) CPU bool
+    active: torch.Tensor  # (b,) CPU: indices of the rows not finished
+    target_cache: StaticKVCache
+    draft_cache: Optional[StaticKVCache]
     k: int  # current draft length (the heuristic schedule changes it)
     generator: Optional[torch.Generator]
     eos_ids: Optional[torch.Tensor]
     keep_ids: Optional[torch.Tensor]  # VocabTrim: the draft's kept token ids, or None
     vocab_size: int
+    steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,13 +148,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
     name = "speculative"
     family = "causal-lm"
     roles = ("target", "draft")
-    description = "speculative sampling with a draft causal LM: draft k, verify in one target forward (lossless); VocabTrim"
+    description = ("speculative sampling with a draft causal LM or prompt lookup: draft k, verify in one target "
+                   "forward (lossless); VocabTrim; static caches and CUDA graphs")
     Config = SpeculativeConfig
     runtime_options = ("draft_model", "vocabtrim")
 
     def __init__(self, config: SpeculativeConfig) -> None:
         super().__init__(config)
-        self.drafter = DraftModelDrafter(config)
+        self.drafter = DRAFTERS[config.drafter](config)
 
     # ---- setup ---------------------------------------------------------------------------
     def setup(
@@ -140,11 +165,19 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         vocabtrim: Union[VocabTrim, torch.Tensor, Sequence[int], None] = None,
         **_: Any,
     ) -> tuple[dict, dict]:
-        for name, m in (("model", model), ("draft_model", draft_model)):
+        lookup = self.config.drafter == "prompt-lookup"
+        if lookup and (draft_model is not None or vocabtrim is not None):
+            raise ValueError(
+                "drafter='prompt-lookup' drafts from the text itself: leave draft_model and vocabtrim out "
+                "(or pass drafter='model' to draft with a model)."
+            )
+        checks = (("model", model),) if lookup else (("model", model), ("draft_model", draft_model))
+        for name, m in checks:
             if m is None:
                 raise ValueError(
                     "speculative decoding needs a draft model: pass draft_model=<a smaller causal LM "
-                    "with the target's tokenizer>, e.g. AutoModelForCausalLM.from_pretrained(...)."
+                    "with the target's tokenizer>, e.g. AutoModelForCausalLM.from_pretrained(...), "
+                    "or drafter='prompt-lookup' to draft without one."
                 )
             if not isinstance(m, nn.Module) or not hasattr(m, "config"):
                 raise ValueError(
@@ -152,19 +185,25 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 )
             if getattr(m.config, "is_encoder_decoder", False):
                 raise ValueError(f"{name} is an encoder-decoder model; speculative decoding here needs decoder-only causal LMs.")
-        vt, vd = vocab_size(model), vocab_size(draft_model)
-        if vt != vd:
-            raise ValueError(
-                f"vocabulary mismatch: the target predicts {vt} tokens, the draft {vd}; the draft must share the "
-                "target's tokenizer and LM-head size (transformers' UniversalSpeculativeDecoding handles other tokenizers)."
-            )
-        dev_t, dev_d = next(model.parameters()).device, next(draft_model.parameters()).device
-        if dev_t != dev_d:
-            raise ValueError(f"target is on {dev_t} but the draft on {dev_d}; move the draft with draft_model.to({str(dev_t)!r}).")
+        vt = vocab_size(model)
+        models = {"target": CausalLM.of(model)}
         keep = None
-        if vocabtrim is not None:
-            keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else torch.as_tensor(vocabtrim, dtype=torch.long)
-            VocabTrim.check_ids(keep, vt)
+        if not lookup:
+            vd = vocab_size(draft_model)
+            if vt != vd:
+                raise ValueError(
+                    f"vocabulary mismatch: the target predicts {vt} tokens, the draft {vd}; the draft must share the "
+                    "target's tokenizer and LM-head size (transformers' UniversalSpeculativeDecoding handles other tokenizers)."
+                )
+            dev_t, dev_d = next(model.parameters()).device, next(draft_model.parameters()).device
+            if dev_t != dev_d:
+                raise ValueError(f"target is on {dev_t} but the draft on {dev_d}; move the draft with draft_model.to({str(dev_t)!r}).")
+            if vocabtrim is not None:
+                keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else torch.as_tensor(vocabtrim, dtype=torch.long)
+                VocabTrim.check_ids(keep, vt)
+            models["draft"] = CausalLM.of(draft_model, keep)
+        for lm in models.values():
+            lm.graphs = self.config.cuda_graphs
         cfg = model.config
         gen_cfg = getattr(model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
@@ -175,7 +214,6 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             pad = getattr(cfg, "pad_token_id", None)
         if pad is None:
             pad = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
-        models = {"target": CausalLM(model), "draft": CausalLM(draft_model, keep_ids=keep)}
         return models, {"pad_id": int(pad), "eos_ids": _as_ids(eos) if self.config.stop_at_eos else None, "models": models}
 
     # ---- start ---------------------------------------------------------------------------
@@ -193,28 +231,38 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         c = self.config
         B, P = prompt_ids.shape
         dev = prompt_ids.device
-        tokens = torch.full((B, P + c.max_new_tokens), pad_id, dtype=torch.long, device=dev)
+        k_max = c.max_draft_tokens if c.draft_length_schedule == "heuristic" else c.num_draft_tokens
+        k_max = min(k_max, c.max_new_tokens)  # a step never drafts past the budget (see step)
+        width = P + c.max_new_tokens + k_max + 2  # room for a finished row's drafts past its end
+        tokens = torch.full((B, width), pad_id, dtype=torch.long, device=dev)
         tokens[:, :P] = prompt_ids
-        valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(prompt_ids, dtype=torch.bool)
-        dense = attention_mask is None  # prepare_prompts gives None when no row is padded
+        pads = (P - attention_mask.long().sum(1)) if attention_mask is not None else torch.zeros(B, dtype=torch.long)
+        pads = pads.to(dev)
+        caches = {role: lm.cache(B, width, role) for role, lm in models.items()}
+        for cache in caches.values():
+            cache.start.copy_(pads)
+        draft = models.get("draft")
         return SpeculativeState(
             tokens=tokens,
             prompt_length=P,
+            length=torch.full((B,), P, dtype=torch.long, device=dev),
+            start=pads,
             n_gen=torch.zeros(B, dtype=torch.long),
+            finished=torch.zeros(B, dtype=torch.bool),
             active=torch.arange(B),
-            target=KVStream.start(models["target"].hf_model, prompt_ids, valid, dense),
-            draft=KVStream.start(models["draft"].hf_model, prompt_ids, valid, dense),
+            target_cache=caches["target"],
+            draft_cache=caches.get("draft"),
             k=c.num_draft_tokens,
             generator=generator,
             eos_ids=eos_ids.to(dev) if eos_ids is not None else None,
-            keep_ids=models["draft"].keep_ids,
+            keep_ids=draft.keep_ids if draft is not None else None,
             vocab_size=models["target"].vocab_size,
         )
 
     # ---- one step: draft k, verify once, accept, roll back ----------------------------------
     def step(self, state: SpeculativeState, call: ModelCall) -> torch.Tensor:
         c = self.config
-        remaining = c.max_new_tokens - state.n_gen[state.active]
+        remaining = torch.where(state.finished, 0, c.max_new_tokens - state.n_gen)
         # Accepted drafts + the final token never exceed the largest remaining budget.
         k = max(0, int(min(state.k, int(remaining.max()) - 1)))
         t0 = time.perf_counter()
@@ -223,20 +271,18 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if state.tokens.device.type == "cuda":
                 torch.cuda.synchronize(state.tokens.device)
             state.extras["draft_seconds"] = time.perf_counter() - t0
-        # Verify: the target's pending token(s) then every draft, scored in one forward.
-        ids, valid, dense = state.target.feed_pending()
-        if drafts.k:
-            ids = torch.cat([ids, drafts.tokens], dim=1)
-            valid = torch.cat([valid, torch.ones_like(drafts.tokens)], dim=1)
-        kwargs = state.target.request_kwargs(valid, num_logits=drafts.k + 1, dense=dense)
-        logits = call("target", Request(ids, kwargs=kwargs, rows=state.active))
-        state.target.advance(valid, dense)
-        return self._accept(state, drafts, logits)
+        # Verify: the target's cache holds all committed tokens but the last (the whole prompt
+        # is fed at the first step); it scores that token and every draft in one forward.
+        first = state.tokens[:, : state.prompt_length] if state.steps == 0 else state.tokens.gather(1, state.length[:, None] - 1)
+        ids = torch.cat([first, drafts.tokens], dim=1) if drafts.k else first
+        logits = call("target", Request(ids, kwargs=dict(cache=state.target_cache, num_logits=drafts.k + 1), rows=state.active))
+        committed = self._accept(state, drafts, logits, remaining)
+        state.steps += 1
+        return committed
 
-    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor) -> torch.Tensor:
+    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
         c = self.config
         k = drafts.k
-        b = len(state.active)
         dev = state.tokens.device
         if c.do_sample:
             p = warp_probs(logits, c.temperature, c.top_k, c.top_p)
@@ -247,62 +293,50 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         # Candidate text of this step: d_1..d_n then the target's token.
         cand = torch.cat([drafts.tokens, torch.zeros_like(nxt)[:, None]], dim=1)
         cand.scatter_(1, n[:, None], nxt[:, None])
-        length = n + 1
-        remaining = (c.max_new_tokens - state.n_gen[state.active]).to(dev)
-        length = torch.minimum(length, remaining)
-        hit_eos = torch.zeros(b, dtype=torch.bool, device=dev)
+        length = torch.minimum(n + 1, remaining.to(dev, non_blocking=True))  # 0 for finished rows
+        j = torch.arange(k + 1, device=dev)
+        hit_eos = torch.zeros_like(n, dtype=torch.bool)
         if state.eos_ids is not None:
-            j = torch.arange(k + 1, device=dev)
             is_eos = torch.isin(cand, state.eos_ids) & (j[None, :] < length[:, None])
             hit_eos = is_eos.any(1)
-            first = torch.where(is_eos, j[None, :], k + 1).min(1).values
-            length = torch.where(hit_eos, first + 1, length)
-        # Write the committed tokens into the canvas.
-        rows_dev = state.active.to(dev)
-        start = state.prompt_length + state.n_gen[state.active].to(dev)
-        j = torch.arange(k + 1, device=dev)
-        write = j[None, :] < length[:, None]
-        r_idx = rows_dev[:, None].expand(-1, k + 1)[write]
-        c_idx = (start[:, None] + j[None, :])[write]
-        state.tokens.index_put_((r_idx, c_idx), cand[write])
+            length = torch.where(hit_eos, torch.where(is_eos, j[None, :], k + 1).min(1).values + 1, length)
+        # Write the committed tokens into the canvas (the rest of the k + 1 go to scratch columns
+        # past the row's end, which later steps overwrite or ``result`` cuts off).
+        cols = state.length[:, None] + j[None, :]
+        keep = j[None, :] < length[:, None]
+        state.tokens.scatter_(1, cols, torch.where(keep, cand, state.tokens.gather(1, cols)))
+        state.length += length
+        # Roll back: the target keeps every committed token but the last, the drafter likewise.
+        state.target_cache.set_length(state.length - 1)
+        self.drafter.accepted(state, drafts)
         # One host sync per step: how far each row got.
-        n_cpu, length_cpu, eos_cpu = n.cpu(), length.cpu(), hit_eos.cpu()
-        # Target cache: pending + drafts were appended; keep the pending and the accepted drafts.
-        state.target.rollback(k, n, n_cpu)
-        state.target.append_pending(nxt[:, None], torch.ones_like(nxt)[:, None])
-        self.drafter.accepted(state, drafts, n, n_cpu, nxt)
-        # Per-step record.
-        committed = torch.zeros(state.batch_size, dtype=torch.long)
-        committed[state.active] = length_cpu
+        counts = torch.stack([n, length, hit_eos.long()] + ([drafts.lengths] if k else [])).cpu()
+        n_cpu, length_cpu, eos_cpu = counts[0], counts[1], counts[2].bool()
+        act = state.active
         accepted = torch.zeros(state.batch_size, dtype=torch.long)
-        accepted[state.active] = torch.minimum(n_cpu, length_cpu)
+        accepted[act] = torch.minimum(n_cpu, length_cpu)[act]
         drafted = torch.zeros(state.batch_size, dtype=torch.long)
         if k:
-            drafted[state.active] = drafts.lengths.cpu()
+            drafted[act] = counts[3][act]
         state.extras.update(accepted=accepted, drafted=drafted, draft_tokens=k)
-        state.n_gen[state.active] += length_cpu
+        state.n_gen += length_cpu
         # Draft-length schedule (transformers' heuristic): +2 if every row accepted all, else -1.
         if c.draft_length_schedule == "heuristic" and k:
-            if bool((n_cpu == k).all()):
+            if bool((n_cpu[act] == k).all()):
                 state.k = min(state.k + 2, c.max_draft_tokens)
             else:
                 state.k = max(1, state.k - 1)
-        # Rows that are done leave the batch.
-        done = eos_cpu | (state.n_gen[state.active] >= c.max_new_tokens)
-        if bool(done.any()):
-            keep = torch.nonzero(~done).flatten()
-            state.active = state.active[keep]
-            keep_dev = keep.to(dev)
-            state.target.select_rows(keep_dev)
-            state.draft.select_rows(keep_dev)
-        return committed
+        # Rows that are done stop committing (they stay in the batch: fixed shapes).
+        state.finished |= eos_cpu | (state.n_gen >= c.max_new_tokens)
+        state.active = torch.nonzero(~state.finished).flatten()
+        return length_cpu
 
     # ---- end -----------------------------------------------------------------------------
     def done(self, state: SpeculativeState) -> bool:
-        return len(state.active) == 0
+        return bool(state.finished.all())
 
     def max_steps(self, state: SpeculativeState) -> int:
         return self.config.max_new_tokens  # every step commits at least one token per row
 
     def result(self, state: SpeculativeState) -> torch.Tensor:
-        return state.tokens
+        return state.tokens[:, : state.prompt_length + self.config.max_new_tokens]

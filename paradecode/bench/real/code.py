@@ -39,7 +39,7 @@ __all__ = [
 
 HUMANEVAL_STOP: tuple[str, ...] = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 MBPP_STOP: tuple[str, ...] = ("[DONE]",)
-PROMPT_FORMATS = {"humaneval": ("completion", "chat"), "mbpp": ("fewshot", "chat")}
+PROMPT_FORMATS = {"humaneval": ("completion", "chat"), "mbpp": ("fewshot", "chat-fewshot", "chat")}
 HUMANEVAL_INSTRUCTION = "Complete the following Python function. Reply with the whole function in one ```python code block."
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -80,12 +80,32 @@ def load_humaneval(data: Optional[PathLike] = None, split: str = "test", limit: 
     return out
 
 
+# MBPP's splits are task-id ranges (the paper's; the hub's splits follow them).
+MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
+
+
+def mbpp_split(records: Sequence[dict], split: str) -> list[dict]:
+    """``records`` of one split. The MBPP repository's release files (``sanitized-mbpp.json``,
+    ``mbpp.jsonl``) hold every split in one list: a file whose task ids span several of
+    :data:`MBPP_SPLITS`' ranges is cut to ``split``'s range, so a directory with the release file
+    evaluates the test split (257 sanitized problems), not all 427. A file of one range is kept."""
+    ids = [r.get("task_id") for r in records]
+    if split not in MBPP_SPLITS or not all(isinstance(t, int) for t in ids):
+        return list(records)
+    spans = {name for name, (lo, hi) in MBPP_SPLITS.items() for t in ids if lo <= t <= hi}
+    if len(spans) <= 1:
+        return list(records)
+    lo, hi = MBPP_SPLITS[split]
+    return [r for r in records if lo <= r["task_id"] <= hi]
+
+
 def load_mbpp(data: Optional[PathLike] = None, split: str = "test", limit: Optional[int] = None,
               hub: bool = True) -> list[CodeProblem]:
     """MBPP problems, sanitized (``prompt``, ``test_imports``) or full (``text``,
-    ``test_setup_code``) records; fields ``task_id, code, test_list`` in both."""
+    ``test_setup_code``) records; fields ``task_id, code, test_list`` in both. A release file
+    holding every split is cut to ``split`` (:func:`mbpp_split`)."""
     out = []
-    for i, r in enumerate(take(load_records("mbpp", data, split, hub=hub), limit)):
+    for i, r in enumerate(take(mbpp_split(load_records("mbpp", data, split, hub=hub), split), limit)):
         _need(r, ("task_id", "code", "test_list"), "mbpp", i)
         desc = r.get("prompt", r.get("text"))
         if desc is None:
@@ -158,7 +178,11 @@ def _mbpp_task(problem: CodeProblem, chat: bool) -> str:
 def mbpp_prompt(problem: CodeProblem, fmt: str = "fewshot", shots: Sequence[CodeProblem] = (),
                 tokenizer: Any = None) -> str:
     """lm-eval's MBPP layouts: ``fewshot`` (exemplars ``...[BEGIN]\\n<code>\\n[DONE]``, a blank line
-    between, then the problem's ``...[BEGIN]\\n``) or ``chat`` (one user turn, no exemplars)."""
+    between, then the problem's ``...[BEGIN]\\n``), ``chat-fewshot`` (that text as one user turn,
+    as Fast-dLLM feeds lm-eval's context to instruct models) or ``chat`` (one user turn, no
+    exemplars)."""
+    if fmt == "chat-fewshot":
+        return _chat(tokenizer, mbpp_prompt(problem, "fewshot", shots))
     if fmt == "fewshot":
         parts = [f"{_mbpp_task(s, False)}\n[BEGIN]\n{s.solution}\n[DONE]" for s in shots]
         return "\n\n".join(parts + [f"{_mbpp_task(problem, False)}\n[BEGIN]\n"])

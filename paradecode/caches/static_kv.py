@@ -1,0 +1,78 @@
+"""A fixed-shape KV cache for causal LMs with a length per row.
+
+Buffers are preallocated to ``(batch, kv_heads, max_len, head_dim)`` per layer. Row ``r`` holds
+``length[r]`` written slots, of which the first ``start[r]`` are left padding. A forward of
+``m`` tokens writes slots ``length[r] .. length[r] + m - 1`` of each row, and its query ``i``
+attends to slots ``start[r] .. length[r] + i``. Everything lives in device tensors, so a
+forward of a given ``m`` has one shape whatever the rows' lengths are (a CUDA graph replays
+it), and rolling rejected drafts back is a length update (:meth:`advance`): the stale slots
+are masked until they are overwritten. No copy, no host sync.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["StaticKVCache"]
+
+
+class StaticKVCache:
+    """Implements :class:`~paradecode.interfaces.LayerKV` (``update(layer, k, v, mask)``)."""
+
+    def __init__(
+        self, layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int,
+        dtype: torch.dtype, device: torch.device,
+    ) -> None:
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.max_len = max_len
+        self.length = torch.zeros(batch, dtype=torch.long, device=device)
+        self.start = torch.zeros(batch, dtype=torch.long, device=device)
+        self._slots = torch.arange(max_len, device=device)
+        self._index: Optional[torch.Tensor] = None
+        self._mask: Optional[torch.Tensor] = None
+
+    @classmethod
+    def for_model(cls, model, batch: int, max_len: int) -> "StaticKVCache":
+        """A cache shaped for a :class:`~paradecode.models.llama.LlamaLM`."""
+        return cls(len(model.layers), batch, model.n_kv, max_len, model.head_dim, model.dtype, model.device)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def positions(self, m: int) -> torch.Tensor:
+        """(batch, m) position ids of the next ``m`` tokens (padding excluded)."""
+        return (self.length - self.start)[:, None] + torch.arange(m, device=self.length.device)
+
+    def advance(self, n: "torch.Tensor | int") -> None:
+        """Keep ``n`` (batch,) more slots per row (a rollback is keeping fewer than were written)."""
+        self.length += n
+
+    def set_length(self, length: torch.Tensor) -> None:
+        self.length.copy_(length)
+
+    # ---- model side (LayerKV) --------------------------------------------------------------
+    def begin_forward(self, positions: torch.Tensor) -> None:
+        """Write index and key mask of this forward, built once for all layers."""
+        m = positions.shape[1]
+        q_slot = self.length[:, None] + torch.arange(m, device=self.length.device)  # (B, m)
+        self._index = q_slot
+        s, q = self._slots[None, None, :], q_slot[:, :, None]
+        # A padding query attends to itself only (finite values in slots nobody else reads).
+        mask = ((s >= self.start[:, None, None]) & (s <= q)) | (s == q)  # (B, m, max_len)
+        self._mask = mask[:, None]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        idx = self._index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        self.k[layer].scatter_(2, idx, k)
+        self.v[layer].scatter_(2, idx, v)
+        return self.k[layer], self.v[layer], self._mask
+
+    def end_forward(self) -> None:
+        pass

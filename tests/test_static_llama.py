@@ -1,0 +1,161 @@
+"""Our Llama forward on a static per-row-length cache equals transformers' Llama; prompt lookup."""
+
+import pytest
+import torch
+
+import paradecode
+from paradecode.caches.static_kv import StaticKVCache
+from paradecode.models.llama import LlamaLM
+from paradecode.speculative import greedy_decode
+from paradecode.speculative.causal_lm import CausalLM
+from paradecode.speculative.drafting import prompt_lookup
+
+transformers = pytest.importorskip("transformers")
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+
+def llama(rope=None, vocab=64, seed=0, bias=False, dtype=torch.float32):
+    torch.manual_seed(seed)
+    kw = dict(rope_parameters=rope) if rope else {}
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      attention_bias=bias, pad_token_id=0, bos_token_id=None, eos_token_id=None, **kw)
+    m = LlamaForCausalLM(cfg).eval().to(dtype)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(4.0)
+    return m
+
+
+@pytest.mark.parametrize("rope, bias", [(None, False), (LLAMA3_ROPE, True)])
+def test_static_cache_logits_equal_transformers_llama(rope, bias):
+    """Chunked feeds (prefill, a 3-token verify, a 1-token step), left padding, rows at
+    different lengths after a rollback: every logit equals transformers' full forward."""
+    m = llama(rope, bias=bias)
+    ours = LlamaLM(m)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(1, 64, (20,), generator=g).tolist()
+    b = torch.randint(1, 64, (20,), generator=g).tolist()
+    cache = StaticKVCache.for_model(ours, 2, 64)
+    cache.start.copy_(torch.tensor([0, 3]))  # row 1 has 3 padding columns
+    with torch.no_grad():
+        prompt = torch.tensor([a[:8], [0, 0, 0] + b[:5]])
+        got0 = ours(prompt, cache.positions(8), cache, num_logits=8)
+        cache.advance(8)
+        # 3 tokens; row 0 then keeps 1 of them, row 1 all 3 (a rollback by length)
+        feed = torch.tensor([[a[8], 7, 7], b[5:8]])
+        ours(feed, cache.positions(3), cache, num_logits=3)
+        cache.advance(torch.tensor([1, 3]))
+        feed = torch.tensor([a[9:12], b[8:11]])
+        got1 = ours(feed, cache.positions(3), cache, num_logits=3)
+        ref_a = m(torch.tensor([a[:12]])).logits[0]
+        ref_b = m(torch.tensor([b[:11]])).logits[0]
+    torch.testing.assert_close(got0[0], ref_a[:8], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got0[1, 3:], ref_b[:5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got1[0], ref_a[9:12], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got1[1], ref_b[8:11], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(got0).all()  # padding queries attend to themselves: no NaN anywhere
+
+
+def test_unsupported_models_are_refused_clearly():
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64))
+    with pytest.raises(ValueError, match="Llama-architecture"):
+        paradecode.sample(gpt2, [[1, 2]], "speculative", draft_model=gpt2, max_new_tokens=4)
+
+
+def test_greedy_decode_equals_transformers_generate():
+    m = llama(LLAMA3_ROPE).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7], [1, 2, 3, 4, 5]])
+    ref = m.generate(prompt, max_new_tokens=12, do_sample=False)[:, 5:]
+    assert torch.equal(greedy_decode(CausalLM(m), prompt, 12), ref)
+
+
+def test_prompt_lookup_finds_the_first_longest_match():
+    # text: 1 2 3 9 | 5 2 3 4 6 | 2 3  -> the bigram "2 3" first occurs at 1, continuation 9 5 2 ...
+    row = [1, 2, 3, 9, 5, 2, 3, 4, 6, 2, 3]
+    pad = 0
+    tokens = torch.tensor([[pad] * 2 + row + [pad] * 6, [pad] * 2 + [7, 8, 9] + [pad] * 14])
+    length = torch.tensor([2 + len(row), 5])
+    start = torch.tensor([2, 2])
+    drafts, lengths = prompt_lookup(tokens, length, start, k=4, max_ngram=2)
+    assert drafts[0].tolist() == [9, 5, 2, 3] and lengths.tolist() == [4, 0]  # row 1: no repeat
+    # a unigram match when the bigram has none: "... 4 6 2 3 8" -> "8" never seen before; "3 9"? no:
+    row2 = [4, 6, 2, 3, 5, 1, 6]  # last bigram "5 1"... unseen; last unigram "6" at 1 -> 2 3 5 1
+    t2 = torch.tensor([row2 + [pad] * 4])
+    d2, l2 = prompt_lookup(t2, torch.tensor([7]), torch.tensor([0]), k=3, max_ngram=2)
+    assert d2[0].tolist() == [2, 3, 5] and l2.tolist() == [3]
+    # the continuation is cut by the text's end and before an EOS
+    d3, l3 = prompt_lookup(t2, torch.tensor([7]), torch.tensor([0]), k=10, max_ngram=2, eos_ids=torch.tensor([5]))
+    assert l3.tolist() == [2] and d3[0, :2].tolist() == [2, 3]
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(do_sample=True, seed=3)])
+def test_prompt_lookup_drafter_is_lossless(opts):
+    """A target that repeats itself: prompt lookup drafts get accepted, the output is the
+    target's greedy one, with fewer target forwards than tokens; sampling runs and is seeded."""
+    m = llama(vocab=16, seed=4).double()
+    with torch.no_grad():  # a repetitive greedy continuation: a strong bias towards tokens 1..5
+        m.lm_head.weight.mul_(0.05)
+        m.lm_head.weight[1:6] += 40 * torch.roll(m.model.embed_tokens.weight[1:6], 1, 0)
+    rows = [[1, 2, 3, 4, 5, 1, 2], [3, 4]]
+    out = paradecode.sample(m, rows, "speculative", drafter="prompt-lookup", max_new_tokens=20,
+                            num_draft_tokens=4, **opts)
+    if not opts:
+        for i, r in enumerate(rows):
+            ids = torch.tensor([r])
+            ref = m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=False)[0, len(r):]
+            assert torch.equal(out.generated[i], ref)
+        assert out.trace.nfe_by_role == {"target": out.trace.steps} and out.trace.steps < 20
+        assert int(torch.stack(out.trace.extra("accepted")).sum()) > 0
+    with pytest.raises(ValueError, match="leave draft_model and vocabtrim out"):
+        paradecode.sample(m, rows, "speculative", drafter="prompt-lookup", draft_model=m, max_new_tokens=4)
+    with pytest.raises(ValueError, match="prompt_lookup_max_ngram has no effect"):
+        paradecode.sample(m, rows, "speculative", draft_model=m, prompt_lookup_max_ngram=3, max_new_tokens=4)
+
+
+def test_one_model_as_target_and_draft_keeps_two_caches():
+    """The same model in both roles: every draft is accepted and the output is its greedy one."""
+    m = llama(LLAMA3_ROPE, seed=2).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    out = paradecode.sample(m, prompt, "speculative", draft_model=m, num_draft_tokens=4, max_new_tokens=15)
+    assert torch.equal(out.generated[0], greedy_decode(CausalLM(m), prompt, 15)[0])
+    assert out.trace.nfe_by_role["target"] == 3  # 5 tokens per step
+
+
+def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
+    """The CUDA-graph bookkeeping on a CPU: a stand-in 'graph' re-runs the captured closure into
+    the captured output, as a replay does. Replays must read the rows' lengths and the fed
+    tokens when they run, not when they were captured: outputs equal the eager path's."""
+    from paradecode.speculative import causal_lm
+
+    class ReplayedClosure:
+        def __init__(self, fn):
+            self.fn, self.out = fn, fn()
+
+        def replay(self):
+            self.out.copy_(self.fn())
+
+    def capture(fn, pool):
+        g = ReplayedClosure(fn)
+        return g, g.out
+
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    draft = llama(LLAMA3_ROPE, seed=5).double()
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    rows = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15]]
+    eager = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24, cuda_graphs=False)
+    monkeypatch.setattr(causal_lm, "_capture", capture)
+    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    graphed = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24)
+    assert torch.equal(graphed.sequences, eager.sequences)
+    acc = torch.stack(graphed.trace.extra("accepted"))
+    assert (acc != acc[:, :1]).any()  # rows accepted different numbers of drafts in one step
+    lm_t, lm_d = CausalLM.of(target), CausalLM.of(draft)
+    assert lm_t.captures >= 1 and lm_t.replays >= 1 and lm_d.captures >= 2 and lm_d.replays >= 1
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))
