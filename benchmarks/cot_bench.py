@@ -2,8 +2,9 @@
 and with the prefix and dual caches, on a model from scripts/train_cot.py.
 
 Per (strategy, setting, cache): accuracy (chain and final line verified), final-answer-only
-accuracy, forwards per sample (NFE), tokens per forward, wall time and tokens/s (canvas tokens,
-N x gen_length, per second, as the issue-16 bench counts them). Then the iso-quality table:
+accuracy, forwards per sample (NFE), tokens per forward, wall time, tokens/s (canvas tokens,
+N x gen_length, per second, as the issue-16 bench counts them) and answer tokens/s (tokens
+before the first <eos>). Then the iso-quality table:
 per strategy and cache, the fewest forwards within 1 point of LLaDA's baseline at full steps
 without a cache (``paradecode.bench.runner.summarize``), with its tokens/s and speed-ups, next
 to the papers' figures; and the steps-to-quality plot (accuracy vs NFE, one panel per cache).
@@ -59,7 +60,7 @@ def _sync(device: torch.device) -> None:
 
 def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cache: Optional[str],
             batch_size: int, device: torch.device) -> dict[str, Any]:
-    correct = final = 0
+    correct = final = answer_tokens = 0
     nfe = tokens = seconds = 0.0
     for b in range(0, len(examples), batch_size):
         _sync(device)
@@ -69,6 +70,7 @@ def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cach
         _sync(device)
         seconds += time.perf_counter() - t0
         texts = tok.batch_decode(ids, skip_special_tokens=True)
+        answer_tokens += sum(r.index(tok.eos_token_id) if tok.eos_token_id in r else len(r) for r in ids)
         chunk = examples[b : b + batch_size]
         correct += sum(task.verify(e, t) for e, t in zip(chunk, texts))
         final += sum(check_final(e.data, t.strip()) for e, t in zip(chunk, texts))
@@ -77,7 +79,8 @@ def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cach
     n = len(examples)
     return {"accuracy": correct / n, "final_accuracy": final / n, "nfe": nfe / n,
             "tokens_per_forward": tokens / nfe if nfe else 0.0, "seconds": seconds,
-            "tokens_per_second": n * opts["gen_length"] / seconds if seconds else 0.0, "n": n}
+            "tokens_per_second": n * opts["gen_length"] / seconds if seconds else 0.0,
+            "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0, "n": n}
 
 
 def ensure_learn2pd_filter(model_dir: Path, device: str, n: int, epochs: int) -> None:
@@ -160,21 +163,23 @@ def iso_quality(rows: list[dict]) -> list[dict]:
         row = next((r for r in rows if r["strategy"] == strategy and r["cache"] == cache
                     and r["setting"] == s["setting"]), None)
         out.append(dict(s, strategy=strategy, cache=cache, tokens_per_second=row["tokens_per_second"] if row else None,
+                        answer_tokens_per_second=row["answer_tokens_per_second"] if row else None,
                         baseline_tokens_per_second=base[0]["tokens_per_second"], paper=PAPERS.get(strategy, "")))
     return out
 
 
 def format_iso(table: list[dict]) -> str:
     head = (f"{'strategy':10s} {'cache':7s} {'setting (within 1 pt)':34s} {'acc':>6s} {'NFE':>6s} {'x NFE':>6s} "
-            f"{'x time':>6s} {'tok/s':>8s}  paper")
+            f"{'x time':>6s} {'tok/s':>8s} {'ans t/s':>7s}  paper")
     lines = [head, "-" * (len(head) + 30)]
     for s in table:
         if s["setting"] is None:
             lines.append(f"{s['strategy']:10s} {s['cache']:7s} {'(none within 1 point)':34s} {'':>6s} {'':>6s} "
-                         f"{'':>6s} {'':>6s} {'':>8s}  {s['paper']}")
+                         f"{'':>6s} {'':>6s} {'':>8s} {'':>7s}  {s['paper']}")
             continue
         lines.append(f"{s['strategy']:10s} {s['cache']:7s} {s['setting'][:34]:34s} {s['accuracy']:6.1%} {s['nfe']:6.1f} "
-                     f"{s['speedup_nfe']:6.2f} {s['speedup_time'] or 0:6.2f} {s['tokens_per_second']:8.0f}  {s['paper']}")
+                     f"{s['speedup_nfe']:6.2f} {s['speedup_time'] or 0:6.2f} {s['tokens_per_second']:8.0f} "
+                     f"{s['answer_tokens_per_second']:7.0f}  {s['paper']}")
     return "\n".join(lines)
 
 
@@ -267,7 +272,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows.append({"strategy": strategy, "cache": cache, "setting": label, "task": args.task, **r, "options": opts})
         print(f"{strategy:10s} {cache:7s} {label[:34]:34s} acc {r['accuracy']:6.1%} final {r['final_accuracy']:6.1%} "
               f"NFE {r['nfe']:6.1f} tok/fwd {r['tokens_per_forward']:5.2f} {r['seconds']:6.2f}s "
-              f"{r['tokens_per_second']:8.0f} tok/s  [{time.perf_counter() - t_start:.0f}s]", flush=True)
+              f"{r['tokens_per_second']:8.0f} tok/s {r['answer_tokens_per_second']:7.0f} ans tok/s  [{time.perf_counter() - t_start:.0f}s]", flush=True)
         if last is not None and (strategy, cache) != last:
             save()
         last = (strategy, cache)

@@ -195,6 +195,30 @@ def test_confidence_probe_records_one_token_per_step():
     assert sum(s["histogram"]) == pytest.approx(1.0)
 
 
+def _tiny_cot_model():
+    from paradecode.models import LLaDAConfig, LLaDAModel
+
+    tok = build_word_tokenizer(cot_vocabulary())
+    V = len(tok)
+    torch.manual_seed(0)
+    model = LLaDAModel(LLaDAConfig(d_model=16, n_heads=2, n_kv_heads=2, n_layers=1, mlp_hidden_size=32,
+                                   vocab_size=V, embedding_size=V, max_sequence_length=512,
+                                   mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
+                                   pad_token_id=tok.pad_token_id)).eval()
+    return model, tok
+
+
+def test_bench_runs_the_cot_task():
+    """`paradecode bench --tasks cot` reaches the task (it is not in the character TASKS table)."""
+    from paradecode.bench.runner import run_bench
+
+    model, tok = _tiny_cot_model()
+    res = run_bench(model, tok, strategies=["lowconf"], tasks=["cot"], n=2, batch_size=2, progress=False,
+                    sweeps={"lowconf": {"steps": [8]}}, gen_length=64, block_length=32, baseline=False)
+    (row,) = res["rows"]
+    assert (row["task"], row["nfe"], row["accuracy"]) == ("cot", 8.0, 0.0)
+
+
 # The shipped chain-of-thought model (drop its zoo name or directory here, or set PARADECODE_COT_MODEL),
 # and how it is decoded on CPU: Fast-dLLM's threshold rule, no cache (a few dozen forwards instead of
 # LLaDA's 256; a full-step decode of 8 prompts took ~200 s on the loaded 2-core dev machine).

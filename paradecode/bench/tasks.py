@@ -26,7 +26,7 @@ import random
 from .cot_tasks import COT_TASKS
 from .task_base import Example, Task, clean
 
-__all__ = ["Example", "Task", "TASKS", "get_task", "LEXICON", "clean"]
+__all__ = ["Example", "Task", "TASKS", "get_task", "synthetic_task_names", "LEXICON", "clean"]
 
 # Six categories of twelve pronounceable made-up words (3 to 6 letters), fixed forever:
 # the shipped models memorised them.
@@ -156,10 +156,15 @@ TASKS: dict[str, Task] = {
 }
 
 
+def synthetic_task_names() -> list[str]:
+    """Every seeded task :func:`get_task` serves: the character tasks, then the chain-of-thought ones."""
+    return sorted(TASKS) + sorted(COT_TASKS)
+
+
 def get_task(name: str) -> Task:
     """The task called ``name``: a character task of :data:`TASKS` or a chain-of-thought task
     of :data:`paradecode.bench.cot_tasks.COT_TASKS` (256-word canvases, word tokenizer)."""
     task = TASKS.get(name) or COT_TASKS.get(name)
     if task is None:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS) + sorted(COT_TASKS)}")
+        raise ValueError(f"unknown task {name!r}; valid tasks: {synthetic_task_names()}")
     return task
