@@ -84,8 +84,9 @@ class Batches(torch.utils.data.IterableDataset):
             yield tokens, am, G
 
 
-def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3):
-    """LLaDA's masked-diffusion SFT loss on the canvas (columns P:) of a batch."""
+def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3, label_smoothing=0.0):
+    """LLaDA's masked-diffusion SFT loss on the canvas (columns P:) of a batch
+    (``label_smoothing`` > 0 caps the target probability: scripts/train_cot.py uses it)."""
     B, T = tokens.shape
     G = T - P
     t = torch.rand(B, 1, device=tokens.device)
@@ -94,7 +95,8 @@ def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3):
     x = tokens.clone()
     x[:, P:] = torch.where(masked, mask_id, tokens[:, P:])
     logits = model(x, attention_mask=am, logits_range=(P, T)).float()
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, P:].reshape(-1), reduction="none")
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, P:].reshape(-1), reduction="none",
+                         label_smoothing=label_smoothing)
     ce = ce.view(B, G) * masked / p
     return ce.sum(1).div(G).mean()
 

@@ -192,12 +192,13 @@ def _real_job(name: str, tok: Any, real: dict[str, Any], gen: Optional[int], blo
 
 
 def _check_tasks(names: Sequence[str]) -> None:
-    from .tasks import TASKS
+    from .tasks import synthetic_task_names
 
-    bad = [t for t in names if t not in TASKS and t not in REAL_TASKS]
+    synthetic = synthetic_task_names()
+    bad = [t for t in names if t not in synthetic and t not in REAL_TASKS]
     if bad:
         raise ValueError(f"unknown task(s) {bad}; valid tasks: real {list(REAL_TASKS)} (checkpoints with a "
-                         f"tokenizer) and synthetic {sorted(TASKS)} (the shipped models).")
+                         f"tokenizer) and synthetic {synthetic} (the shipped models).")
 
 
 def _check_cache(cache: Optional[str], cache_options: Optional[dict[str, Any]]) -> None:

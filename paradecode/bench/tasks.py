@@ -22,10 +22,11 @@ decoding); ``max_answer_tokens`` bounds the answer before its ``<eos>`` padding.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
-__all__ = ["Example", "Task", "TASKS", "get_task", "LEXICON"]
+from .cot_tasks import COT_TASKS
+from .task_base import Example, Task, clean
+
+__all__ = ["Example", "Task", "TASKS", "get_task", "synthetic_task_names", "LEXICON", "clean"]
 
 # Six categories of twelve pronounceable made-up words (3 to 6 letters), fixed forever:
 # the shipped models memorised them.
@@ -38,54 +39,6 @@ LEXICON: dict[str, tuple[str, ...]] = {
     "star": ("regiz", "pitir", "bana", "sezit", "dopi", "sumab", "pogo", "sosif", "kugo", "gilupu", "rig", "dak"),
 }
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-@dataclass(frozen=True)
-class Example:
-    """One problem: ``prompt`` (what the model sees), ``answer`` (one valid reference) and
-    ``data`` (what the verifier needs: the category, the operands, the set to pick from ...)."""
-
-    prompt: str
-    answer: str
-    data: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def clean(text: str) -> str:
-    """The answer part of a generation: cut at the first end-of-text / pad marker (in case
-    the text was decoded with special tokens) and strip surrounding whitespace."""
-    for marker in ("<eos>", "<pad>", "<mask>"):
-        text = text.split(marker, 1)[0]
-    return text.strip()
-
-
-@dataclass(frozen=True)
-class Task:
-    """A seeded problem generator with an exact verifier.
-
-    ``make(rng) -> Example`` draws one problem; ``check(example, answer) -> bool`` says
-    whether a cleaned answer is valid. Use :meth:`examples` and :meth:`verify`.
-    """
-
-    name: str
-    description: str
-    make: Callable[[random.Random], Example]
-    check: Callable[[Example, str], bool]
-    max_answer_tokens: int
-    gen_length: int = 32
-    block_length: int = 32
-
-    def examples(self, n: int, seed: int = 0) -> list[Example]:
-        """``n`` problems; the same ``(n, seed)`` always gives the same list, and the first
-        ``k`` of ``examples(n, seed)`` equal ``examples(k, seed)``."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}.")
-        rng = random.Random(f"{self.name}/{int(seed)}")
-        return [self.make(rng) for _ in range(n)]
-
-    def verify(self, example: Example, generated_text: str) -> bool:
-        """True if ``generated_text`` (the decoded generation after the prompt) is a valid
-        answer to ``example``; text after an end-of-text marker is ignored."""
-        return bool(self.check(example, clean(generated_text)))
 
 
 # ---- words: 3 distinct words of a category --------------------------------------------------
@@ -203,8 +156,15 @@ TASKS: dict[str, Task] = {
 }
 
 
+def synthetic_task_names() -> list[str]:
+    """Every seeded task :func:`get_task` serves: the character tasks, then the chain-of-thought ones."""
+    return sorted(TASKS) + sorted(COT_TASKS)
+
+
 def get_task(name: str) -> Task:
-    """The task called ``name`` (see :data:`TASKS`)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {sorted(TASKS)}")
-    return TASKS[name]
+    """The task called ``name``: a character task of :data:`TASKS` or a chain-of-thought task
+    of :data:`paradecode.bench.cot_tasks.COT_TASKS` (256-word canvases, word tokenizer)."""
+    task = TASKS.get(name) or COT_TASKS.get(name)
+    if task is None:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {synthetic_task_names()}")
+    return task

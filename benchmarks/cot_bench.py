@@ -1,0 +1,296 @@
+"""Issue 17's bench: every dLLM strategy's sweep on the chain-of-thought task, without a cache
+and with the prefix and dual caches, on a model from scripts/train_cot.py.
+
+Per (strategy, setting, cache): accuracy (chain and final line verified), final-answer-only
+accuracy, forwards per sample (NFE), tokens per forward, wall time, tokens/s (canvas tokens,
+N x gen_length, per second, as the issue-16 bench counts them) and answer tokens/s (tokens
+before the first <eos>). Then the iso-quality table:
+per strategy and cache, the fewest forwards within 1 point of LLaDA's baseline at full steps
+without a cache (``paradecode.bench.runner.summarize``), with its tokens/s and speed-ups, next
+to the papers' figures; and the steps-to-quality plot (accuracy vs NFE, one panel per cache).
+
+Learn2PD needs a filter trained for the model: when ``<model>/learn2pd_filter`` is missing it is
+trained first (scripts/train_learn2pd.py on ``cot-train`` prompts, seed 123).
+
+    python benchmarks/cot_bench.py --model $OUT/cot-10m --device cuda --n 500 --seed 4242 --out $OUT/cot-bench
+    python benchmarks/cot_bench.py --smoke --out /tmp/cot-bench-smoke        # CPU, tiny random model
+
+Results are written after every strategy (a run cut off by a timeout keeps what it finished);
+``--time-limit`` stops starting new runs after that many seconds (the order: no cache, dual,
+prefix), and lists what it skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import paradecode  # noqa: E402
+from paradecode.bench.cot_tasks import check_final  # noqa: E402
+from paradecode.bench.runner import BASELINE, format_summary, setting_label, summarize, sweep_for, _full_options  # noqa: E402
+from paradecode.bench.tasks import get_task  # noqa: E402
+
+STRATEGIES = ("lowconf", "threshold", "prophet", "credit", "localleap", "learn2pd", "eb")
+CACHES = ("none", "dual", "prefix")
+# What each paper reports against LLaDA-8B decoding at full steps (the issue's list).
+PAPERS = {
+    "threshold": "Fast-dLLM: threshold 0.9 parallel decoding (+ prefix/dual cache) on GSM8K-256",
+    "prophet": "Prophet: up to 3.4x fewer steps",
+    "credit": "CreditDecoding: 5.48x speed-up",
+    "localleap": "LocalLeap: steps down to 14.2% (7.0x)",
+    "learn2pd": "Learn2PD: 22.6x with End-of-Text Prediction",
+    "eb": "EB-Sampler: 2-3x without loss on math and code (entropy bound gamma)",
+    "lowconf": "LLaDA: steps = gen_length (the reference)",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cache: Optional[str],
+            batch_size: int, device: torch.device) -> dict[str, Any]:
+    correct = final = answer_tokens = 0
+    nfe = tokens = seconds = 0.0
+    for b in range(0, len(examples), batch_size):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = paradecode.sample(model, prompts[b : b + batch_size], strategy, cache=cache, timing=False, **opts)
+        ids = out.generated.tolist()
+        _sync(device)
+        seconds += time.perf_counter() - t0
+        texts = tok.batch_decode(ids, skip_special_tokens=True)
+        answer_tokens += sum(r.index(tok.eos_token_id) if tok.eos_token_id in r else len(r) for r in ids)
+        chunk = examples[b : b + batch_size]
+        correct += sum(task.verify(e, t) for e, t in zip(chunk, texts))
+        final += sum(check_final(e.data, t.strip()) for e, t in zip(chunk, texts))
+        nfe += float(out.trace.row_nfe.float().sum())
+        tokens += float(out.trace.tokens_committed.float().sum())
+    n = len(examples)
+    return {"accuracy": correct / n, "final_accuracy": final / n, "nfe": nfe / n,
+            "tokens_per_forward": tokens / nfe if nfe else 0.0, "seconds": seconds,
+            "tokens_per_second": n * opts["gen_length"] / seconds if seconds else 0.0,
+            "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0, "n": n}
+
+
+def ensure_learn2pd_filter(model_dir: Path, device: str, n: int, epochs: int) -> None:
+    if (model_dir / "learn2pd_filter").exists():
+        return
+    import train_learn2pd
+
+    t0 = time.perf_counter()
+    train_learn2pd.main(["--model", str(model_dir), "--tasks", "cot-train", "--n", str(n), "--seed", "123",
+                         "--epochs", str(epochs), "--device", device])
+    print(f"learn2pd filter trained in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def make_smoke_model(directory: Path) -> Path:
+    """A tiny random LLaDA model with the cot tokenizer (CPU smoke runs)."""
+    from paradecode.bench.cot_tasks import cot_vocabulary
+    from paradecode.bench.tokenizer import build_word_tokenizer
+    from paradecode.models import LLaDAConfig, LLaDAModel
+
+    tok = build_word_tokenizer(cot_vocabulary())
+    V = len(tok)
+    torch.manual_seed(0)
+    model = LLaDAModel(LLaDAConfig(d_model=32, n_heads=2, n_kv_heads=2, n_layers=2, mlp_hidden_size=64,
+                                   vocab_size=V, embedding_size=(V + 15) // 16 * 16, max_sequence_length=512,
+                                   rope_theta=10000.0, mask_token_id=tok.mask_token_id,
+                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    info = {"name": "cot-smoke", "tasks": ["cot"], "gen_length": 256, "block_length": 32,
+            "task_gen_length": {"cot": 256}, "task_block_length": {"cot": 32}}
+    (directory / "info.json").write_text(json.dumps(info) + "\n")
+    return directory
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    caches = list(dict.fromkeys(r["cache"] for r in rows))
+    fig, axes = plt.subplots(1, len(caches), figsize=(5.2 * len(caches), 4.2), squeeze=False)
+    markers = "osD^v<>p*h"
+    base = next((r for r in rows if r["cache"] == "none" and r["strategy"] == BASELINE
+                 and r["options"]["steps"] == r["options"]["gen_length"]), None)
+    for ax, cache in zip(axes.flat, caches):
+        for i, s in enumerate(dict.fromkeys(r["strategy"] for r in rows)):
+            pts = sorted((r["nfe"], 100 * r["accuracy"]) for r in rows if r["cache"] == cache and r["strategy"] == s)
+            if pts:
+                ax.plot(*zip(*pts), marker=markers[i % len(markers)], label=s, linewidth=1.4, markersize=4)
+        if base is not None:
+            ax.axhline(100 * base["accuracy"] - 1, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"cache: {cache}")
+        ax.set_xlabel("forwards per sample (NFE)")
+        ax.set_ylabel("accuracy (%), chain + answer")
+        ax.set_ylim(-3, 103)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def iso_quality(rows: list[dict]) -> list[dict]:
+    """``summarize`` against the no-cache full-step baseline, per strategy and cache."""
+    base = [r for r in rows if r["cache"] == "none" and r["strategy"] == BASELINE
+            and r["options"]["steps"] == r["options"]["gen_length"]]
+    if not base:
+        return []
+    labelled = [dict(base[0], strategy=BASELINE)] + [
+        dict(r, strategy=f"{r['strategy']}+{r['cache']}") for r in rows]
+    out = []
+    for s in summarize(labelled):
+        if s["strategy"] == BASELINE:
+            continue
+        strategy, _, cache = s["strategy"].rpartition("+")
+        row = next((r for r in rows if r["strategy"] == strategy and r["cache"] == cache
+                    and r["setting"] == s["setting"]), None)
+        out.append(dict(s, strategy=strategy, cache=cache, tokens_per_second=row["tokens_per_second"] if row else None,
+                        answer_tokens_per_second=row["answer_tokens_per_second"] if row else None,
+                        baseline_tokens_per_second=base[0]["tokens_per_second"], paper=PAPERS.get(strategy, "")))
+    return out
+
+
+def format_iso(table: list[dict]) -> str:
+    head = (f"{'strategy':10s} {'cache':7s} {'setting (within 1 pt)':34s} {'acc':>6s} {'NFE':>6s} {'x NFE':>6s} "
+            f"{'x time':>6s} {'tok/s':>8s} {'ans t/s':>7s}  paper")
+    lines = [head, "-" * (len(head) + 30)]
+    for s in table:
+        if s["setting"] is None:
+            lines.append(f"{s['strategy']:10s} {s['cache']:7s} {'(none within 1 point)':34s} {'':>6s} {'':>6s} "
+                         f"{'':>6s} {'':>6s} {'':>8s} {'':>7s}  {s['paper']}")
+            continue
+        lines.append(f"{s['strategy']:10s} {s['cache']:7s} {s['setting'][:34]:34s} {s['accuracy']:6.1%} {s['nfe']:6.1f} "
+                     f"{s['speedup_nfe']:6.2f} {s['speedup_time'] or 0:6.2f} {s['tokens_per_second']:8.0f} "
+                     f"{s['answer_tokens_per_second']:7.0f}  {s['paper']}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model directory from scripts/train_cot.py")
+    ap.add_argument("--task", default="cot")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=4242, help="problem seed (train_cot.py evaluates on 20261201)")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--caches", default=",".join(CACHES), help="comma-separated: none, dual, prefix")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--time-limit", type=float, default=330.0, help="start no new run after this many seconds")
+    ap.add_argument("--learn2pd-n", type=int, default=200, help="prompts for the Learn2PD filter (if missing)")
+    ap.add_argument("--learn2pd-epochs", type=int, default=3000)
+    ap.add_argument("--out", required=True, help="output directory: cot_bench.json, cot_bench.png")
+    ap.add_argument("--smoke", action="store_true", help="CPU: a tiny random model, N=4, two settings per sweep")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        args.device, args.n, args.batch_size, args.learn2pd_n, args.learn2pd_epochs = "cpu", 4, 4, 4, 20
+        if args.model is None:
+            args.model = str(make_smoke_model(out_dir / "smoke-model"))
+    if args.model is None:
+        raise SystemExit("--model is required (a directory written by scripts/train_cot.py), or use --smoke")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    caches = [c.strip() for c in args.caches.split(",") if c.strip()]
+    for c in caches:
+        if c != "none":
+            paradecode.registry.get_cache_class(c)
+    for s in strategies:
+        paradecode.registry.get_strategy_class(s)
+    device = torch.device(args.device)
+    model_dir = Path(args.model)
+    if "learn2pd" in strategies:
+        ensure_learn2pd_filter(model_dir, args.device, args.learn2pd_n, args.learn2pd_epochs)
+    from paradecode.models.loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(model_dir), device=args.device)
+    info = json.loads((model_dir / "info.json").read_text()) if (model_dir / "info.json").exists() else {}
+    task = get_task(args.task)
+    gen, block = task.gen_length, task.block_length
+    examples = task.examples(args.n, seed=args.seed)
+    prompts = [tok.encode(e.prompt) for e in examples]
+    print(f"model {model_dir} ({info.get('parameters', '?')} parameters), task {args.task}, N={args.n}, "
+          f"seed {args.seed}, device {device}, batch {args.batch_size}", flush=True)
+
+    # the baseline first, then every strategy's sweep, cache by cache
+    plan = [("none", BASELINE, {"steps": gen})] if "none" in caches else []
+    for cache in caches:
+        for s in strategies:
+            for st in sweep_for(s, gen, block):
+                if args.smoke and st not in sweep_for(s, gen, block)[:2]:
+                    continue
+                if (cache, s, st) not in plan:
+                    plan.append((cache, s, st))
+    for cache in caches:  # warm-up: kernels and allocator, once per cache
+        paradecode.sample(model, prompts[:8], "lowconf", cache=None if cache == "none" else cache, timing=False,
+                          gen_length=gen, block_length=block, steps=gen // block * 2)
+    rows, skipped, errors = [], [], []
+    result: dict[str, Any] = {}
+
+    def save() -> None:
+        result.update(model=str(model_dir), model_info={k: info.get(k) for k in ("name", "parameters", "train", "eval")},
+                      task=args.task, n=args.n, seed=args.seed, device=str(device),
+                      gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                      batch_size=args.batch_size, rows=rows, skipped=skipped, errors=errors,
+                      iso_quality=iso_quality(rows), command="python benchmarks/cot_bench.py " + " ".join(
+                          argv if argv is not None else sys.argv[1:]),
+                      seconds=round(time.perf_counter() - t_start, 1))
+        (out_dir / "cot_bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+    last = None
+    for cache, strategy, setting in plan:
+        label = setting_label(setting)
+        if time.perf_counter() - t_start > args.time_limit:
+            skipped.append({"strategy": strategy, "cache": cache, "setting": label})
+            continue
+        opts = _full_options(strategy, setting, gen, block)
+        try:
+            r = run_one(model, tok, task, examples, prompts, strategy, opts,
+                        None if cache == "none" else cache, args.batch_size, device)
+        except (ValueError, TypeError, NotImplementedError) as e:  # an unsupported combination: recorded
+            errors.append({"strategy": strategy, "cache": cache, "setting": label, "error": f"{type(e).__name__}: {e}"})
+            print(f"{strategy:10s} {cache:7s} {label:34s} ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
+            continue
+        rows.append({"strategy": strategy, "cache": cache, "setting": label, "task": args.task, **r, "options": opts})
+        print(f"{strategy:10s} {cache:7s} {label[:34]:34s} acc {r['accuracy']:6.1%} final {r['final_accuracy']:6.1%} "
+              f"NFE {r['nfe']:6.1f} tok/fwd {r['tokens_per_forward']:5.2f} {r['seconds']:6.2f}s "
+              f"{r['tokens_per_second']:8.0f} tok/s {r['answer_tokens_per_second']:7.0f} ans tok/s  [{time.perf_counter() - t_start:.0f}s]", flush=True)
+        if last is not None and (strategy, cache) != last:
+            save()
+        last = (strategy, cache)
+    save()
+    title = f"{info.get('name', model_dir.name)} on {args.task}: accuracy vs forwards (N={args.n}, seed {args.seed})"
+    try:
+        plot(rows, out_dir / "cot_bench.png", title)
+    except ImportError:
+        print("matplotlib missing: no plot", flush=True)
+    print("\nFewest forwards within 1 point of LLaDA's baseline at full steps (no cache):")
+    print(format_iso(result["iso_quality"]))
+    if skipped:
+        print(f"\nskipped (time limit {args.time_limit:.0f}s): {len(skipped)} runs, e.g. {skipped[:3]}")
+    if errors:
+        print(f"errors: {len(errors)} runs, e.g. {errors[:2]}")
+    print(f"\nwrote {out_dir / 'cot_bench.json'} and {out_dir / 'cot_bench.png'}; {time.perf_counter() - t_start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

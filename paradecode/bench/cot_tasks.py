@@ -1,0 +1,361 @@
+"""Chain-of-thought tasks shaped like GSM8K decoding: a reasoning chain, then a short answer.
+
+A problem states what a few people have, most of it relative to others ("bob has 3 more
+than ann .", "cal has as many as ann and bob together ."), with distractors the question
+does not need, and asks for one person's count. The answer is a chain of thought, one step
+per person the question needs ("bob has 7 + 3 = 10 ." or "bob = ann + 3 = 7 + 3 = 10 ."),
+in any order that computes a person after the people it uses, then a final answer line
+("the answer is 10"). The canvas is 256 words decoded in blocks of 32 and the answer is
+followed by ``<eos>`` up to the end of the canvas, as LLaDA is evaluated on GSM8K.
+
+The ambiguity is on purpose: several steps are usually ready at once (their order is free),
+each step has two phrasings and a sum two operand orders, and the answer length (where the
+``<eos>`` run starts) follows from those choices. A model trained on this data spreads its
+confidence over the valid continuations, so the confidences a decoder sees are not all
+near 0 or 1 (the shipped character tasks' are).
+
+Text is words separated by single spaces (names, numbers 0-49, operators and a few words);
+:func:`cot_vocabulary` lists them for the word-level tokenizer
+(:func:`paradecode.bench.tokenizer.build_word_tokenizer`).
+
+The verifier is exact: :func:`check_chain` replays the chain against the problem (every
+step must be a person the question needs, not yet computed, whose operands are given or
+computed earlier, with the prompt's relation and the right values), and the final line must
+give the asked value. :func:`diagnose` says what is wrong with an answer.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from .task_base import Example, Task
+
+__all__ = ["NAMES", "MAX_VALUE", "CotSpec", "COT_TASKS", "cot_vocabulary", "diagnose", "check_chain",
+           "check_final", "valid_chains", "make_problem", "split_of"]
+
+NAMES = ("ann", "bob", "cal", "dan", "eve", "fay", "gus", "hal", "ida", "jon", "kim", "lee",
+         "max", "ned", "oli", "pam", "quin", "rob", "sue", "tom")
+MAX_VALUE = 49  # every given and computed count lies in 0..MAX_VALUE (one word per number)
+WORDS = ("has", "more", "fewer", "than", "as", "many", "and", "together", "minus", "how", "does",
+         "have", "the", "answer", "is", "=", "+", "-", ".", "?")
+GEN_LENGTH, BLOCK_LENGTH = 256, 32
+
+
+def cot_vocabulary() -> list[str]:
+    """Every word a cot prompt or answer may contain (the tokenizer's vocabulary)."""
+    return list(NAMES) + [str(v) for v in range(MAX_VALUE + 1)] + list(WORDS)
+
+
+@dataclass(frozen=True)
+class CotSpec:
+    """Sizes of a problem: how many given counts, needed steps and distractor steps."""
+
+    givens: tuple[int, int] = (2, 3)
+    steps: tuple[int, int] = (3, 6)
+    distractors: tuple[int, int] = (1, 2)
+
+
+# A relation: (kind, operands). kinds: "const" (value), "plus" / "minus" (name, k),
+# "sum" / "diff" (name, name).
+Relation = tuple
+
+
+def _value(rel: Relation, values: dict[str, int]) -> int:
+    kind, a, b = rel
+    if kind == "const":
+        return a
+    if kind == "plus":
+        return values[a] + b
+    if kind == "minus":
+        return values[a] - b
+    if kind == "sum":
+        return values[a] + values[b]
+    return values[a] - values[b]
+
+
+def _uses(rel: Relation) -> list[str]:
+    kind, a, b = rel
+    return [] if kind == "const" else [a] if kind in ("plus", "minus") else [a, b]
+
+
+def _draw_relation(rng: random.Random, known: list[str], values: dict[str, int]) -> Optional[Relation]:
+    """A relation over already-defined people whose value stays in 0..MAX_VALUE (or None)."""
+    for _ in range(20):
+        kind = rng.choice(("plus", "minus", "sum", "diff", "plus", "sum"))
+        a = rng.choice(known)
+        if kind == "plus":
+            room = MAX_VALUE - values[a]
+            if room >= 1:
+                return ("plus", a, rng.randint(1, min(9, room)))
+        elif kind == "minus":
+            if values[a] >= 1:
+                return ("minus", a, rng.randint(1, min(9, values[a])))
+        else:
+            others = [n for n in known if n != a]
+            if not others:
+                continue
+            b = rng.choice(others)
+            if kind == "sum" and values[a] + values[b] <= MAX_VALUE:
+                return ("sum", a, b)
+            if kind == "diff" and values[a] >= values[b]:
+                return ("diff", a, b)
+    return None
+
+
+def _needed(target: str, rels: dict[str, Relation]) -> set[str]:
+    """The non-given people ``target`` depends on (itself included)."""
+    out, todo = set(), [target]
+    while todo:
+        n = todo.pop()
+        if rels[n][0] != "const" and n not in out:
+            out.add(n)
+            todo += _uses(rels[n])
+    return out
+
+
+def make_problem(rng: random.Random, spec: CotSpec = CotSpec()) -> tuple[dict[str, Relation], list[str], str]:
+    """(relations by name, the order the prompt states them in, the asked name).
+
+    The question's person needs exactly ``steps`` computed people (drawn in ``spec.steps``);
+    the distractors are computed people it does not need."""
+    while True:
+        n_given = rng.randint(*spec.givens)
+        n_steps = rng.randint(*spec.steps)
+        n_dist = rng.randint(*spec.distractors)
+        names = rng.sample(NAMES, n_given + n_steps + n_dist)
+        rels: dict[str, Relation] = {}
+        values: dict[str, int] = {}
+        for n in names[:n_given]:
+            rels[n] = ("const", rng.randint(1, 20), None)
+            values[n] = rels[n][1]
+        ok = True
+        for n in names[n_given:]:
+            rel = _draw_relation(rng, list(rels), values)
+            if rel is None:
+                ok = False
+                break
+            rels[n], values[n] = rel, _value(rel, values)
+        if not ok:
+            continue
+        # the asked person: one whose dependency set has exactly n_steps computed people
+        cands = [n for n in names[n_given:] if len(_needed(n, rels)) == n_steps]
+        if not cands:
+            continue
+        target = rng.choice(cands)
+        needed = _needed(target, rels)
+        extra = [n for n in names[n_given:] if n not in needed]
+        if len(extra) < n_dist:
+            continue
+        # keep the givens the chain uses plus n_dist distractors; drop the rest
+        keep_dist = set(rng.sample(extra, n_dist))
+        used = {u for n in needed for u in _uses(rels[n])}
+        keep = [n for n in names if n in needed or n in keep_dist or (rels[n][0] == "const" and n in used)]
+        # distractors may use people that were dropped: keep their dependencies too
+        closure, todo = set(keep), list(keep)
+        while todo:
+            for u in _uses(rels[todo.pop()]):
+                if u not in closure:
+                    closure.add(u)
+                    todo.append(u)
+        kept = {n: rels[n] for n in names if n in closure}
+        order = list(kept)
+        rng.shuffle(order)
+        return kept, order, target
+
+
+def evaluate_all(rels: dict[str, Relation]) -> dict[str, int]:
+    values: dict[str, int] = {}
+    pending = list(rels)
+    while pending:
+        for n in list(pending):
+            if all(u in values for u in _uses(rels[n])):
+                values[n] = _value(rels[n], values)
+                pending.remove(n)
+    return values
+
+
+def _state(rel: Relation, name: str) -> str:
+    kind, a, b = rel
+    if kind == "const":
+        return f"{name} has {a} ."
+    if kind == "plus":
+        return f"{name} has {b} more than {a} ."
+    if kind == "minus":
+        return f"{name} has {b} fewer than {a} ."
+    if kind == "sum":
+        return f"{name} has as many as {a} and {b} together ."
+    return f"{name} has {a} minus {b} ."
+
+
+def prompt_text(rels: dict[str, Relation], order: list[str], target: str) -> str:
+    return " ".join(_state(rels[n], n) for n in order) + f" how many does {target} have ?"
+
+
+def _step_variants(name: str, rel: Relation, values: dict[str, int]) -> list[str]:
+    """Every valid phrasing of the step that computes ``name``."""
+    kind, a, b = rel
+    v = _value(rel, values)
+    if kind in ("plus", "minus"):
+        op = "+" if kind == "plus" else "-"
+        pairs = [((a, str(b)), (str(values[a]), str(b)))]
+    else:
+        op = "+" if kind == "sum" else "-"
+        pairs = [((a, b), (str(values[a]), str(values[b])))]
+        if kind == "sum":
+            pairs.append(((b, a), (str(values[b]), str(values[a]))))
+    out = []
+    for (sa, sb), (va, vb) in pairs:
+        out.append(f"{name} has {va} {op} {vb} = {v} .")
+        out.append(f"{name} = {sa} {op} {sb} = {va} {op} {vb} = {v} .")
+    return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing
+
+
+def answer_text(rng: random.Random, rels: dict[str, Relation], target: str) -> str:
+    """One valid answer: a random valid order of the needed steps, random phrasings."""
+    values = evaluate_all(rels)
+    needed = _needed(target, rels)
+    done: set[str] = set()
+    steps = []
+    while len(done) < len(needed):
+        ready = sorted(n for n in needed - done
+                       if all(u in done or rels[u][0] == "const" for u in _uses(rels[n])))
+        n = rng.choice(ready)
+        steps.append(rng.choice(_step_variants(n, rels[n], values)))
+        done.add(n)
+    return " ".join(steps) + f" the answer is {values[target]}"
+
+
+def _parse_steps(text: str) -> tuple[list[list[str]], Optional[list[str]]]:
+    """(steps as word lists, the final line's words or None) of a cleaned answer."""
+    words = text.split(" ")
+    steps, cur = [], []
+    final = None
+    i = 0
+    while i < len(words):
+        if words[i : i + 3] == ["the", "answer", "is"] and not cur:
+            final = words[i:]
+            break
+        cur.append(words[i])
+        if words[i] == ".":
+            steps.append(cur)
+            cur = []
+        i += 1
+    if cur:
+        steps.append(cur)
+    return steps, final
+
+
+def diagnose(data: dict, answer: str) -> Optional[str]:
+    """None if ``answer`` is a valid chain with the right final line, else what is wrong."""
+    rels = {n: tuple(r) for n, r in data["relations"].items()}
+    target = data["target"]
+    values = evaluate_all(rels)
+    needed = _needed(target, rels)
+    if not answer.strip():
+        return "empty answer"
+    steps, final = _parse_steps(answer)
+    done: set[str] = set()
+    for k, words in enumerate(steps):
+        if not words or words[0] not in rels:
+            return f"step {k + 1} does not start with a person: {' '.join(words)!r}"
+        name = words[0]
+        if name not in needed:
+            return f"step {k + 1} computes {name}, whom the question does not need"
+        if name in done:
+            return f"step {k + 1} computes {name} again"
+        missing = [u for u in _uses(rels[name]) if rels[u][0] != "const" and u not in done]
+        if missing:
+            return f"step {k + 1} ({name}) uses {missing} before computing them"
+        if " ".join(words) not in _step_variants(name, rels[name], values):
+            return f"step {k + 1} is not a valid computation of {name}: {' '.join(words)!r}"
+        done.add(name)
+    if done != needed:
+        return f"the chain skips {sorted(needed - done)}"
+    if final is None:
+        return "no final line 'the answer is N'"
+    if final != ["the", "answer", "is", str(values[target])]:
+        return f"final line {' '.join(final)!r} is wrong (expected 'the answer is {values[target]}')"
+    return None
+
+
+def check_chain(data: dict, answer: str) -> bool:
+    """The whole answer is valid: every step and the final line (see :func:`diagnose`)."""
+    return diagnose(data, answer) is None
+
+
+def check_final(data: dict, answer: str) -> bool:
+    """Only the final line: the last 'the answer is N' gives the asked value (the chain is
+    not read), as GSM8K is usually scored."""
+    words = answer.split(" ")
+    idx = [i for i in range(len(words) - 2) if words[i : i + 3] == ["the", "answer", "is"]]
+    if not idx:
+        return False
+    rels = {n: tuple(r) for n, r in data["relations"].items()}
+    return words[idx[-1] + 3 :] == [str(evaluate_all(rels)[data["target"]])]
+
+
+def valid_chains(data: dict, limit: int = 10_000) -> list[str]:
+    """Every valid answer (up to ``limit``): all orders and phrasings (for tests)."""
+    rels = {n: tuple(r) for n, r in data["relations"].items()}
+    target = data["target"]
+    values = evaluate_all(rels)
+    needed = _needed(target, rels)
+    out: list[str] = []
+
+    def walk(done: list[str], prefix: list[str]) -> None:
+        if len(out) >= limit:
+            return
+        if len(done) == len(needed):
+            out.append(" ".join(prefix + [f"the answer is {values[target]}"]))
+            return
+        for n in sorted(needed - set(done)):
+            if all(u in done or rels[u][0] == "const" for u in _uses(rels[n])):
+                for v in _step_variants(n, rels[n], values):
+                    walk(done + [n], prefix + [v])
+
+    walk([], [])
+    return out
+
+
+def split_of(prompt: str) -> str:
+    """'train' or 'test': a fixed hash of the prompt, so held-out prompts never appear in
+    training data whatever the seed (about 1 in 16 prompts is held out)."""
+    import zlib
+
+    return "test" if zlib.crc32(prompt.encode()) % 16 == 0 else "train"
+
+
+def _maker(spec: CotSpec, split: str):
+    def make(rng: random.Random) -> Example:
+        while True:
+            rels, order, target = make_problem(rng, spec)
+            prompt = prompt_text(rels, order, target)
+            if split_of(prompt) == split:
+                data = {"relations": {n: list(r) for n, r in rels.items()}, "target": target}
+                return Example(prompt, answer_text(rng, rels, target), data)
+
+    return make
+
+
+def _check(ex: Example, answer: str) -> bool:
+    return check_chain(ex.data, answer)
+
+
+def _task(name: str, description: str, spec: CotSpec, split: str) -> Task:
+    return Task(name, description, _maker(spec, split), _check, max_answer_tokens=GEN_LENGTH,
+                gen_length=GEN_LENGTH, block_length=BLOCK_LENGTH)
+
+
+_DESC = ("arithmetic word problem over {} given counts, {} needed steps and {} distractors: a chain of "
+         "thought (any valid order and phrasing), then 'the answer is N'; canvas 256 in blocks of 32")
+_SPEC = CotSpec()
+# "cot" (held-out prompts) is what benchmarks use; "cot-train" draws the complementary prompts.
+COT_TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        _task("cot", _DESC.format("2-3", "3-6", "1-2") + " (held-out prompts)", _SPEC, "test"),
+        _task("cot-train", _DESC.format("2-3", "3-6", "1-2") + " (training prompts)", _SPEC, "train"),
+    ]
+}

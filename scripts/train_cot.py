@@ -1,0 +1,345 @@
+"""Train a small LLaDA-architecture model on the chain-of-thought tasks (paradecode/bench/cot_tasks.py).
+
+One shot on one GPU inside a wall-time budget (``--time-budget`` seconds from the start of the
+script: data, training, checkpoint and the final evaluation), with LLaDA's SFT objective
+(``diffusion_loss`` of scripts/train_dllm.py: the prompt is never masked, the loss is on the
+answer canvas = the chain, the final line, then ``<eos>`` up to 256 words) plus label
+smoothing, bf16 autocast on cuda, a word-level tokenizer, and a checkpoint written every
+``--save-every`` seconds so a killed run still leaves a model.
+
+At the end it prints: the held-out accuracy of LLaDA's baseline at full steps (lowconf, one
+token per step; chain and final line verified), the share of committed-token confidences in
+[0.5, 0.9) for this model and for the shipped ``tasks-6m`` on its own tasks, and the wall time.
+
+    python scripts/train_cot.py --out $OUT/cot-10m --time-budget 420     # one H200
+    python scripts/train_cot.py --out /tmp/cot-smoke --smoke             # CPU, ~1 minute
+
+The directory --out gets config.json, model.safetensors (bf16), tokenizer.json and info.json
+(the command, the train log, the evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paradecode.bench.confidence import confidence_summary, decode_with_confidences  # noqa: E402
+from paradecode.bench.cot_tasks import cot_vocabulary  # noqa: E402
+from paradecode.bench.tasks import get_task  # noqa: E402
+from paradecode.bench.tokenizer import build_word_tokenizer  # noqa: E402
+from paradecode.models import LLaDAConfig, LLaDAModel  # noqa: E402
+from train_dllm import diffusion_loss, parse_mix  # noqa: E402  (the same objective as tasks-6m)
+
+EVAL_SEED = 20_261_201  # held-out prompts ("cot" = the test split, disjoint from "cot-train")
+
+
+def elapsed() -> float:
+    return time.perf_counter() - T_START
+
+
+class CotBatches(torch.utils.data.IterableDataset):
+    """Endless batches (tokens (B, P+G), attention mask): fresh seeded problems, prompts
+    left-padded to P, answers followed by <eos> up to G. An example whose prompt or answer
+    does not fit is redrawn (counted in ``too_long``)."""
+
+    def __init__(self, mix: dict[str, float], batch_size: int, prompt_len: int, gen_length: int,
+                 seed: int, vocab: dict[str, int], pad: int, eos: int) -> None:
+        self.mix, self.batch_size, self.P, self.G = mix, batch_size, prompt_len, gen_length
+        self.seed, self.vocab, self.pad, self.eos = seed, vocab, pad, eos
+
+    def encode(self, text: str) -> list[int]:
+        return [self.vocab[w] for w in text.split(" ")]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"cot-train/{self.seed}/{info.id if info else 0}")
+        tasks = [get_task(n) for n in self.mix]
+        weights = list(self.mix.values())
+        P, G = self.P, self.G
+        while True:
+            rows, masks = [], []
+            while len(rows) < self.batch_size:
+                ex = rng.choices(tasks, weights)[0].make(rng)
+                p, a = self.encode(ex.prompt), self.encode(ex.answer)
+                if len(p) > P or len(a) >= G:
+                    continue
+                rows.append([self.pad] * (P - len(p)) + p + a + [self.eos] * (G - len(a)))
+                masks.append([0] * (P - len(p)) + [1] * (len(p) + G))
+            yield torch.tensor(rows), torch.tensor(masks)
+
+
+def save_checkpoint(model: LLaDAModel, tok, out: Path, info: dict) -> None:
+    """bf16 weights + tokenizer + info.json, written to a temporary directory then moved in
+    file by file, so a run killed while saving leaves the previous complete files."""
+    tmp = out / ".saving"
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()}
+    shipped = LLaDAModel(model.config)
+    shipped.load_state_dict(state, assign=True)
+    shipped.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def baseline_confidences(name: str, n: int, device: torch.device, batch: int) -> dict:
+    """The same measurement for a shipped model on its own tasks (all committed tokens pooled)."""
+    from paradecode import zoo
+
+    model, tok = zoo.load(name, device=str(device))
+    info = zoo.info(name)
+    confs, toks, acc = [], [], {}
+    for t in info["tasks"]:
+        task = get_task(t)
+        res = decode_with_confidences(model, tok, task, task.examples(n, seed=EVAL_SEED), batch_size=batch,
+                                      gen_length=info["task_gen_length"][t], block_length=info["task_block_length"][t])
+        confs.append(res["confidence"])
+        toks.append(res["token"])
+        acc[t] = sum(res["correct"]) / n
+    summary = confidence_summary(torch.cat(confs), torch.cat(toks), tok.eos_token_id)
+    return {"model": name, "n_per_task": n, "accuracy": acc, **summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output model directory")
+    ap.add_argument("--time-budget", type=float, default=420.0,
+                    help="seconds from the start of the script to the end of the final evaluation")
+    ap.add_argument("--eval-reserve", type=float, default=None,
+                    help="seconds kept for the final save + evaluation (default 75 on cuda, 60 on cpu)")
+    ap.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
+    ap.add_argument("--mix", default="cot-train", help="task:weight,... of training tasks")
+    ap.add_argument("--eval-tasks", default="cot", help="held-out tasks of the final evaluation")
+    ap.add_argument("--d-model", type=int, default=320)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=5)
+    ap.add_argument("--mlp", type=int, default=768)
+    ap.add_argument("--prompt-len", type=int, default=96)
+    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=200, help="optimizer steps of linear warm-up")
+    ap.add_argument("--label-smoothing", type=float, default=0.02)
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the budget)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=min(12, max(1, (os.cpu_count() or 2) - 2)))
+    ap.add_argument("--eval-n", type=int, default=500)
+    ap.add_argument("--eval-batch", type=int, default=500)
+    ap.add_argument("--baseline", default="tasks-6m", help="shipped model whose confidences are measured too ('' to skip)")
+    ap.add_argument("--baseline-n", type=int, default=256, help="problems per task of the baseline's measurement")
+    ap.add_argument("--init", default=None, help="continue from this model directory (a previous --out; pass another --seed for new data)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager on error)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CPU check: a tiny model, a few steps, a small evaluation (sizes overridden)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.device, args.d_model, args.layers, args.heads, args.mlp = "cpu", 32, 2, 2, 64
+        args.batch_size, args.workers, args.max_steps, args.warmup = 8, 0, 6, 2
+        args.eval_n, args.eval_batch, args.baseline_n, args.save_every = 6, 6, 3, 0.0
+    for name in ("time_budget", "batch_size", "gen_length", "prompt_len", "eval_n"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.label_smoothing < 1:
+        raise SystemExit(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    words = cot_vocabulary()
+    tok = build_word_tokenizer(words)
+    vocab = tok.get_vocab()
+    mix = parse_mix(args.mix)
+    eval_tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
+    for t in eval_tasks:
+        get_task(t)
+    V = len(tok)
+    config = LLaDAConfig(
+        d_model=args.d_model, n_heads=args.heads, n_kv_heads=args.heads, n_layers=args.layers,
+        mlp_hidden_size=args.mlp, mlp_ratio=4, vocab_size=V, embedding_size=(V + 15) // 16 * 16,
+        max_sequence_length=max(512, args.prompt_len + args.gen_length), rope_theta=10000.0,
+        mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    if args.init:  # continued training: same vocabulary and tokens, the architecture of --init
+        model = LLaDAModel.from_pretrained(args.init, torch_dtype=torch.float32, device=device).train()
+        for key in ("vocab_size", "mask_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(model.config, key) != getattr(config, key):
+                raise SystemExit(f"--init {args.init}: {key} is {getattr(model.config, key)}, expected {getattr(config, key)}")
+        if model.config.max_sequence_length < args.prompt_len + args.gen_length:
+            raise SystemExit(f"--init {args.init}: max_sequence_length {model.config.max_sequence_length} < "
+                             f"prompt + canvas {args.prompt_len + args.gen_length}")
+        config = model.config
+        args.d_model, args.layers, args.mlp = config.d_model, config.n_layers, config.mlp_hidden_size
+    else:
+        model = LLaDAModel(config).to(device).train()
+    n_params = sum(p.numel() for p in model.parameters())
+    seq = args.prompt_len + args.gen_length
+    print(f"model: {n_params / 1e6:.2f}M parameters (d {args.d_model}, {args.layers} layers, mlp {args.mlp}), "
+          f"vocab {V}, sequence {seq} = prompt {args.prompt_len} + canvas {args.gen_length}, "
+          f"batch {args.batch_size}, tasks {mix}, device {device}", flush=True)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    fwd = model
+    if args.compile:
+        try:
+            fwd = torch.compile(model)
+        except Exception as e:  # noqa: BLE001 - any failure: eager is always correct
+            print(f"torch.compile unavailable ({type(e).__name__}: {e}); eager", flush=True)
+    data = CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
+                      tok.pad_token_id, tok.eos_token_id)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
+                                         pin_memory=device.type == "cuda",
+                                         prefetch_factor=4 if args.workers else None,
+                                         persistent_workers=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    reserve = args.eval_reserve if args.eval_reserve is not None else (75.0 if device.type == "cuda" else 60.0)
+    train_end = args.time_budget - reserve  # seconds since the script started
+    if train_end <= elapsed() + 1 and not args.smoke:
+        raise SystemExit(f"--time-budget {args.time_budget} leaves no training time after the {reserve:.0f}s reserve")
+
+    def make_info(step: int, train_seconds: float, log: list, final: bool, extra: dict | None = None) -> dict:
+        return {
+            "name": out.name,
+            "description": f"{n_params / 1e6:.1f}M-parameter LLaDA-architecture masked-diffusion LM, word-level, "
+                           f"trained on {', '.join(mix)} (chain-of-thought arithmetic, canvas {args.gen_length})",
+            "tasks": eval_tasks,
+            "gen_length": args.gen_length, "block_length": get_task(eval_tasks[0]).block_length,
+            "task_gen_length": {t: get_task(t).gen_length for t in eval_tasks},
+            "task_block_length": {t: get_task(t).block_length for t in eval_tasks},
+            "parameters": n_params, "complete": final,
+            "train": {"command": "python scripts/train_cot.py " + " ".join(sys.argv[1:]), "steps": step,
+                      "seconds": round(train_seconds, 1),
+                      "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                      "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
+                      "prompt_len": args.prompt_len, "seed": args.seed, "init": args.init, "log": log},
+            **(extra or {}),
+        }
+
+    step, log, ema = 0, [], None
+    t_train = elapsed()
+    last_save = t_train
+    tokens_seen = 0
+    t_speed, step_speed = None, 0
+    for tokens, am in loader:
+        now = elapsed()
+        if now >= train_end or (args.max_steps is not None and step >= args.max_steps):
+            break
+        frac = min(1.0, (now - t_train) / max(1.0, train_end - t_train))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        tokens, am = tokens.to(device, non_blocking=True), am.to(device, non_blocking=True)
+        try:
+            with autocast:
+                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id,
+                                      label_smoothing=args.label_smoothing)
+        except Exception as e:  # noqa: BLE001
+            if fwd is model:
+                raise
+            print(f"torch.compile failed at the first step ({type(e).__name__}: {str(e)[:300]}); eager", flush=True)
+            fwd = model
+            with autocast:
+                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id,
+                                      label_smoothing=args.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        tokens_seen += tokens.numel()
+        if step == 20:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t_speed, step_speed = elapsed(), step
+        if step % 100 == 0 or step == 1 or (args.smoke and step <= 6):
+            value = loss.item()
+            ema = value if ema is None else 0.9 * ema + 0.1 * value
+            rate = ""
+            if t_speed is not None and step > step_speed:
+                sps = (step - step_speed) / (elapsed() - t_speed)
+                rate = f" {sps:.1f} steps/s {sps * args.batch_size * seq / 1e6:.2f}M tok/s"
+            log.append({"step": step, "loss": round(value, 4), "lr": lr, "t": round(elapsed(), 1)})
+            print(f"step {step} loss {value:.4f} (ema {ema:.4f}) lr {lr:.2e} t {elapsed():.0f}s{rate}", flush=True)
+        if args.save_every and elapsed() - last_save >= args.save_every or (args.smoke and step == 3):
+            save_checkpoint(model, tok, out, make_info(step, elapsed() - t_train, log, final=False))
+            last_save = elapsed()
+            print(f"checkpoint at step {step} ({elapsed():.0f}s)", flush=True)
+    train_seconds = elapsed() - t_train
+    rate = {}
+    if t_speed is not None and step > step_speed:
+        sps = (step - step_speed) / (t_train + train_seconds - t_speed)
+        rate = {"steps_per_s": round(sps, 2), "tokens_per_s": round(sps * args.batch_size * seq)}
+    print(f"trained {step} steps in {train_seconds:.0f}s ({tokens_seen / 1e6:.1f}M tokens){' ' + str(rate) if rate else ''}",
+          flush=True)
+    del loader
+
+    # Save, then evaluate what is shipped: the bf16 weights loaded back in float32.
+    model.eval()
+    save_checkpoint(model, tok, out, make_info(step, train_seconds, log, final=False))
+    shipped = LLaDAModel.from_pretrained(out, torch_dtype=torch.float32, device=device)
+    evaluation: dict = {"strategy": "lowconf, steps = gen_length", "n": args.eval_n, "seed": EVAL_SEED}
+    acc, final_acc = {}, {}
+    all_conf, all_tok = [], []
+    from paradecode.bench.cot_tasks import check_final
+
+    for t in eval_tasks:
+        task = get_task(t)
+        exs = task.examples(args.eval_n, seed=EVAL_SEED)
+        res = decode_with_confidences(shipped, tok, task, exs, batch_size=args.eval_batch)
+        acc[t] = sum(res["correct"]) / len(exs)
+        final_acc[t] = sum(check_final(e.data, tx.strip()) for e, tx in zip(exs, res["texts"])) / len(exs)
+        all_conf.append(res["confidence"])
+        all_tok.append(res["token"])
+        print(f"held-out {t}: chain+answer {acc[t]:.1%}, final answer {final_acc[t]:.1%} "
+              f"(N={len(exs)}); e.g. {res['texts'][0][:160]!r}", flush=True)
+    evaluation.update(accuracy=acc, final_answer_accuracy=final_acc,
+                      confidence=confidence_summary(torch.cat(all_conf), torch.cat(all_tok), tok.eos_token_id))
+    if args.baseline:
+        try:
+            evaluation["baseline_confidence"] = baseline_confidences(args.baseline, args.baseline_n, device,
+                                                                     batch=min(512, args.eval_batch))
+        except Exception as e:  # noqa: BLE001 - the model is saved either way
+            print(f"baseline measurement failed: {type(e).__name__}: {e}", flush=True)
+    evaluation["wall_seconds"] = round(elapsed(), 1)
+    save_checkpoint(model, tok, out, make_info(step, train_seconds, log, final=True, extra={"eval": evaluation}))
+
+    c = evaluation["confidence"]
+    print("\n==== summary ====")
+    print(f"held-out accuracy, lowconf at full steps (chain and final line verified): {json.dumps(acc)}")
+    print(f"final-answer-only accuracy: {json.dumps(final_acc)}")
+    print(f"committed-token confidences in [0.5, 0.9): {c['share_in_band']:.1%} of {c['n']} "
+          f"({c['share_in_band_without_eos']:.1%} of {c['n_without_eos']} without <eos>)")
+    if "baseline_confidence" in evaluation:
+        b = evaluation["baseline_confidence"]
+        print(f"  {b['model']} on its tasks: {b['share_in_band']:.1%} of {b['n']} "
+              f"({b['share_in_band_without_eos']:.1%} without <eos>)")
+    print(f"histogram bins {c['bins']}:\n  this model {[round(h, 4) for h in c['histogram']]}")
+    if "baseline_confidence" in evaluation:
+        print(f"  {args.baseline} {[round(h, 4) for h in evaluation['baseline_confidence']['histogram']]}")
+    print(f"saved {out}; {step} steps; wall time {elapsed():.0f}s (budget {args.time_budget:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
