@@ -322,7 +322,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.rule.extras["revised"] = out.revised.sum(-1)
         state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
         committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
-        committed[dev_rows] = transfer.sum(-1)
+        # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
+        committed[dev_rows] = transfer.sum(-1) if out.revised is None else transfer.sum(-1) - remasked.sum(-1)
         still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
         stopped = None
