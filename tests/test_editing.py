@@ -115,7 +115,7 @@ def test_post_edit_steps_are_bounded(budget):
     assert not (out.generated == MASK).any()
 
 
-@pytest.mark.parametrize("editing_threshold", [1.0, 2.0])
+@pytest.mark.parametrize("editing_threshold", [1.0, pytest.param(2.0, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cache", [None, "dual", "dkv-decode"])
 def test_editing_off_equals_the_threshold_rule(tiny, editing_threshold, cache):
     model, prompts = tiny
@@ -179,7 +179,8 @@ def reference_joint_threshold(model, prompt, threshold, edit_threshold, max_post
     return x[:, : P + gen_length]
 
 
-@pytest.mark.parametrize("threshold,edit_threshold,max_post", [(0.5, 0.0, 16), (0.3, 0.5, 4), (0.7, 0.9, 2)])
+@pytest.mark.parametrize("threshold,edit_threshold,max_post", [
+    (0.5, 0.0, 16), pytest.param(0.3, 0.5, 4, marks=pytest.mark.slow), pytest.param(0.7, 0.9, 2, marks=pytest.mark.slow)])
 def test_token_identical_to_restated_sglang_loop(tiny, threshold, edit_threshold, max_post):
     model, _ = tiny
     prompts = torch.randint(0, 50, (4, 5), generator=torch.Generator().manual_seed(5))
@@ -242,7 +243,8 @@ def test_no_progress_guard_still_applies():
 
 # ---- diffusers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("editing_threshold,max_post", [(0.0, 16), (0.5, 3), (1.0, 16)])
+@pytest.mark.parametrize("editing_threshold,max_post", [
+    (0.5, 3), pytest.param(0.0, 16, marks=pytest.mark.slow), pytest.param(1.0, 16, marks=pytest.mark.slow)])
 def test_pipeline_with_editing_scheduler_equals_sample(editing_threshold, max_post):
     pytest.importorskip("diffusers")
     import paradecode.integrations.diffusers as pd
@@ -264,7 +266,8 @@ def test_pipeline_with_editing_scheduler_equals_sample(editing_threshold, max_po
         assert sum(int(r.sum()) for r in out.trace.extra("revised")) > 0
 
 
-@pytest.mark.parametrize("threshold,editing_threshold,max_post", [(0.5, 0.5, 15), (0.3, 0.2, 3), (0.7, 0.9, 0)])
+@pytest.mark.parametrize("threshold,editing_threshold,max_post", [
+    (0.3, 0.2, 3), pytest.param(0.5, 0.5, 15, marks=pytest.mark.slow), pytest.param(0.7, 0.9, 0, marks=pytest.mark.slow)])
 def test_token_identical_to_diffusers_block_refinement_editing(threshold, editing_threshold, max_post):
     """diffusers' own ``BlockRefinementScheduler`` with ``editing_threshold`` in its pipeline,
     one prompt at a time (its block loop runs while any row edits), one commit per step at

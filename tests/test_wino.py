@@ -69,7 +69,7 @@ def test_remask_fires_below_threshold_back_and_respects_the_last_accept_bound():
 
 # ---- degenerate settings equal known rules -----------------------------------------------------------
 
-@pytest.mark.parametrize("threshold", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("threshold", [0.6, pytest.param(0.3, marks=pytest.mark.slow), pytest.param(0.9, marks=pytest.mark.slow)])
 def test_without_verification_and_cap_it_is_the_threshold_rule(tiny, threshold):
     """threshold_back = 0 never re-masks; a block of 4 never reaches the cap (>= 5): the
     threshold rule (strict > here, >= there: equal unless a confidence equals the threshold)."""
@@ -172,7 +172,8 @@ def restated_wino(model, prompt, gen_length, block_length, threshold, threshold_
     return x
 
 
-@pytest.mark.parametrize("block_length,threshold,threshold_back", [(16, 0.6, 0.9), (8, 0.5, 0.8), (16, 0.3, 0.99)])
+@pytest.mark.parametrize("block_length,threshold,threshold_back", [
+    (16, 0.6, 0.9), pytest.param(8, 0.5, 0.8, marks=pytest.mark.slow), pytest.param(16, 0.3, 0.99, marks=pytest.mark.slow)])
 def test_token_identical_to_restated_reference(tiny, block_length, threshold, threshold_back):
     model, _ = tiny
     prompts = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(11))
