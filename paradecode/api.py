@@ -168,6 +168,11 @@ def _policy_caches(strategy: Strategy, models: dict, cache: Any, cache_options: 
             f"{strategy.family!r} models; pass cache=None or a policy for {strategy.family!r} "
             f"(see paradecode.cache_policies())."
         )
+    if not getattr(strategy, "cacheable", True):
+        raise ValueError(
+            f"strategy {strategy.name!r} runs its own forward (e.g. WINO's shadow block), which cache policy "
+            f"{name!r} cannot plan; pass cache=None."
+        )
     if strategy.family == "dllm":
         if getattr(strategy.config, "layout", "llada") != "llada":
             raise ValueError(

@@ -2,8 +2,8 @@
 
 Where a policy serves the strategy's model family, running it with the policy's declared
 ``exact_options`` (it recomputes everything it would reuse) gives the tokens and forward
-counts of running without it. Where it does not, ``sample`` refuses with a message naming
-both. A strategy or policy added to the registry joins the matrix with no edit here except
+counts of running without it. Where it does not (or the strategy runs its own forward, a
+non-``cacheable`` one), ``sample`` refuses with a message naming both. A strategy or policy added to the registry joins the matrix with no edit here except
 a line in ``RUNS`` (a test fails until it has one)."""
 
 import pytest
@@ -25,6 +25,8 @@ RUNS = {
     "localleap": ("dllm", dict(GEO, threshold=0.7, relaxed_threshold=0.4)),
     "learn2pd": ("dllm", dict(GEO, steps=16)),
     "eb": ("dllm", dict(GEO, gamma=0.5)),
+    "editing": ("dllm", dict(GEO, threshold=0.5, editing_threshold=0.3, max_post_edit_steps=3)),
+    "wino": ("dllm", dict(GEO, threshold=0.6, threshold_back=0.9)),
     "speculative": ("causal", dict(max_new_tokens=6, num_draft_tokens=2)),
     "var": ("var", dict(cfg=2.0, top_k=20)),
     "code": ("var", dict(cfg=2.0, top_k=20, draft_steps=3)),
@@ -70,7 +72,7 @@ def _run(setups, strategy, cache=None, cache_options=None):
 def test_exact_options_change_nothing_and_other_families_are_refused(setups, strategy, cache):
     policy = get_cache_class(cache)
     family = get_strategy_class(strategy).family
-    if family not in policy.families:
+    if family not in policy.families or not getattr(get_strategy_class(strategy), "cacheable", True):
         with pytest.raises(ValueError) as err:
             _run(setups, strategy, cache)
         assert repr(cache) in str(err.value) and repr(strategy) in str(err.value)

@@ -7,7 +7,7 @@
 Every diffusion strategy has a scheduler class here, written out with its options as
 ``__init__`` arguments (``@register_to_config``): :class:`LowConfScheduler`,
 :class:`ThresholdScheduler`, :class:`CreditScheduler`, :class:`LocalLeapScheduler`,
-:class:`ProphetScheduler`, :class:`Learn2PDScheduler`, :class:`EBScheduler`; ``scheduler(name, **config)`` picks one
+:class:`ProphetScheduler`, :class:`Learn2PDScheduler`, :class:`EBScheduler`, :class:`EditingScheduler`; ``scheduler(name, **config)`` picks one
 by the strategy's registry name. A test checks that each class's arguments are its strategy's
 config fields, so a new strategy option cannot be forgotten here.
 
@@ -24,7 +24,9 @@ LLaDA's Gumbel-max sampling (``sampling_method="greedy"`` forces temperature 0);
 ``top_p`` / ``top_k`` raise (not part of these strategies); ``threshold``,
 ``editing_threshold`` and ``minimal_topk`` are ``BlockRefinementScheduler``'s knobs, which the
 pipeline always passes (0.7 / 0.5 / 1 by default): they are ignored, the scheduler's config
-decides, and committed tokens are never edited.
+decides. Committed tokens are rewritten only by a strategy that revises them (``editing``:
+``editing_transfer_index`` reports its edits; ``prompt_mask`` keeps the prompt out of reach),
+and such a strategy's block stays open while the strategy holds it (post-edit steps).
 
 A scheduler sees one block at a time, so its strategy runs as a one-block generation
 (``gen_length = block_length``, ``steps = num_inference_steps``, and so its base's steps for
@@ -57,7 +59,7 @@ from ..samplers.block_decoder import BlockDecoder
 __all__ = [
     "ParadecodeScheduler", "ParadecodeSchedulerOutput", "scheduler", "scheduler_class", "scheduler_names",
     "LowConfScheduler", "ThresholdScheduler", "CreditScheduler", "LocalLeapScheduler", "ProphetScheduler",
-    "Learn2PDScheduler", "EBScheduler",
+    "Learn2PDScheduler", "EBScheduler", "EditingScheduler",
 ]
 
 # Strategy config fields a scheduler does not take in its config: the pipeline decides them
@@ -82,7 +84,8 @@ class ParadecodeSchedulerOutput(BaseOutput):
     """The fields of diffusers' ``BlockRefinementSchedulerOutput``, all (batch, block_length[, vocab]).
 
     ``sampled_probs`` is the strategy's confidence of ``sampled_tokens`` (their probability
-    under ``low_confidence`` remasking); ``editing_transfer_index`` is always False.
+    under ``low_confidence`` remasking); ``editing_transfer_index`` marks committed positions
+    the strategy rewrote (only a revising strategy such as ``editing`` has any).
     """
 
     prev_sample: torch.LongTensor
@@ -106,7 +109,7 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(self.num_inference_steps - 1, -1, -1, dtype=torch.long)
         self.strategy = self._build_strategy(self.num_inference_steps, int(self.config.block_length))
         self.decoder: Optional[BlockDecoder] = None
-        self._rows_masked: Optional[torch.Tensor] = None
+        self._rows_open: Optional[torch.Tensor] = None  # rows whose block is not finished
 
     def _check_config(self) -> None:
         """Every ``__init__`` argument checked against its annotation (:func:`check_value`) and
@@ -178,7 +181,7 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.arange(self.num_inference_steps - 1, -1, -1, device=device, dtype=torch.long)
         self.strategy = self._build_strategy(self.num_inference_steps, block_length)
         self.decoder = None
-        self._rows_masked = None
+        self._rows_open = None
 
     def step(
         self,
@@ -202,7 +205,8 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
 
         ``model_output`` (batch, block_length, vocab) are the block's logits, ``sample``
         (batch, block_length) its tokens, ``timestep`` the step index within the block (0
-        starts a new block). Rows whose block has no mask left are left alone.
+        starts a new block). Rows whose block is finished (no mask left, and not held open by
+        the strategy's post-edit steps) are left alone.
         """
         owner = f"{type(self).__name__}.step()"
         checked = check_arguments(
@@ -242,21 +246,33 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         decoder = self._decoder_for(sample, int(mask_token_id), int(timestep), generator)
 
         mask = sample == mask_token_id
-        rows = torch.nonzero(mask.any(-1)).flatten().cpu()
+        open_rows = mask.any(-1)
+        if int(timestep) != 0 and self._rows_open is not None and self._rows_open.shape == open_rows.shape:
+            open_rows = open_rows | self._rows_open.to(open_rows.device)  # held open (post-edit steps)
+        rows = torch.nonzero(open_rows).flatten().cpu()
         prev = sample.clone()
         transfer = torch.zeros_like(mask)
+        editing = torch.zeros_like(mask)
+        fixed = None
+        if prompt_mask is not None:
+            fixed = torch.as_tensor(prompt_mask, dtype=torch.bool, device=sample.device).expand_as(sample)
         sampled = model_output.argmax(-1)
         probs = torch.zeros(sample.shape, dtype=torch.float64, device=sample.device)
         if len(rows):
             dev_rows = rows.to(sample.device)
-            out = decoder.step(sample[dev_rows], model_output[dev_rows], rows)
+            out = decoder.step(sample[dev_rows], model_output[dev_rows], rows,
+                               fixed=fixed[dev_rows] if fixed is not None else None)
             prev[dev_rows] = out.tokens
             transfer[dev_rows] = out.transfer
+            if out.revised is not None:
+                editing[dev_rows] = out.revised
+                transfer[dev_rows] = out.transfer & ~out.revised
             sampled[dev_rows] = out.x0
             probs[dev_rows] = out.confidence.to(probs.dtype)
         decoder.state.extras.clear()
-        self._rows_masked = (prev == mask_token_id).any(-1)
-        editing = torch.zeros_like(transfer)
+        self._rows_open = (prev == mask_token_id).any(-1)
+        if len(rows) and out.left is not None:
+            self._rows_open[rows.to(sample.device)] = out.left.to(sample.device)
         if not return_dict:
             return prev, transfer, editing, sampled, probs, model_output
         return ParadecodeSchedulerOutput(prev, transfer, editing, sampled, probs, model_output)
@@ -292,19 +308,20 @@ class ParadecodeScheduler(SchedulerMixin, ConfigMixin):
         max_post_steps: int,
         finished: torch.BoolTensor,
     ) -> bool:
-        """Continue the block while an unfinished row has masks left after the last step.
+        """Continue the block while an unfinished row's block is open after the last step (masks
+        left, or held open by the strategy's post-edit steps).
 
         Unlike ``BlockRefinementScheduler`` this does not stop at ``num_inference_steps``: a
         threshold strategy finishes its block when the block is full, however many steps that
         takes (the fixed-schedule ones fill it in ``num_inference_steps``). The block step
         itself refuses a step that commits nothing; this bound is the second guard.
         """
-        if self._rows_masked is None:
+        if self._rows_open is None:
             return bool(masks_remaining)
-        left = self._rows_masked.to(finished.device) & ~finished
+        left = self._rows_open.to(finished.device) & ~finished
         if not bool(left.any()):
             return False
-        limit = self.strategy.config.block_length + self.num_inference_steps
+        limit = self.strategy.config.block_length + self.num_inference_steps + self.strategy.post_block_steps
         if step_idx >= limit:
             raise RuntimeError(
                 f"{type(self).__name__} left masks in a block after {step_idx} steps; its strategy must "
@@ -478,10 +495,35 @@ class EBScheduler(ParadecodeScheduler):
         self._setup()
 
 
+class EditingScheduler(ParadecodeScheduler):
+    """LLaDA2.1's draft-and-edit (``editing``): threshold commits plus edits of committed block
+    tokens above ``editing_threshold``, with up to ``max_post_edit_steps`` edit-only steps.
+
+    SGLang's ``JointThreshold`` semantics and defaults (see ``paradecode/samplers/editing.py``);
+    the pipeline's own ``threshold`` / ``editing_threshold`` / ``max_post_steps`` arguments are
+    ignored: this config decides.
+    """
+
+    strategy_name = "editing"
+
+    @register_to_config
+    def __init__(
+        self,
+        block_length: int = 32,
+        num_inference_steps: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        logits_eos_inf: bool = False,
+        threshold: float = 0.5,
+        editing_threshold: float = 0.0,
+        max_post_edit_steps: int = 16,
+    ) -> None:
+        self._setup()
+
+
 SCHEDULERS: dict[str, type[ParadecodeScheduler]] = {
     cls.strategy_name: cls
     for cls in (LowConfScheduler, ThresholdScheduler, CreditScheduler, LocalLeapScheduler, ProphetScheduler,
-                Learn2PDScheduler, EBScheduler)
+                Learn2PDScheduler, EBScheduler, EditingScheduler)
 }
 
 

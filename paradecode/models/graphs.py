@@ -175,6 +175,11 @@ class CUDAGraphModel(nn.Module):
 
     supports_cache = True
 
+    @property
+    def supports_pair_mask(self) -> bool:
+        """A per-query attention mask runs eagerly (never captured): as the wrapped model does."""
+        return bool(getattr(self.model, "supports_pair_mask", False))
+
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
                  reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4) -> None:
         super().__init__()

@@ -360,7 +360,9 @@ class LLaDAModel(nn.Module):
             (or, with ``attention_mask``, the count of real tokens before each position, so a
             left-padded row sees the same positions as the unpadded one).
         cache: a cache-policy object (``paradecode.caches``) or None.
-        attention_mask: (batch, K) 1 for real tokens, 0 for padding, over the attended keys.
+        attention_mask: (batch, K) 1 for real tokens, 0 for padding, over the attended keys; or
+            (batch, T, K) bool, the keys each query attends to (``supports_pair_mask``; no cache,
+            and give ``positions``).
         logits_range: (start, end) columns of the fed positions whose logits are wanted;
             skipping the LM head elsewhere saves a large share of a full-canvas step.
     """
@@ -407,6 +409,7 @@ class LLaDAModel(nn.Module):
         return self.config.mask_token_id
 
     supports_cache = True
+    supports_pair_mask = True
 
     def fuse_projections(self) -> "LLaDAModel":
         """One matmul for q/k/v and one for the SwiGLU inputs in every block (same weights,
@@ -463,7 +466,13 @@ class LLaDAModel(nn.Module):
         attn_mask = None
         if attention_mask is not None:
             # Boolean key mask (batch, 1, 1, K): True = attend. Only built when padding exists.
-            attn_mask = attention_mask.bool()[:, None, None, :]
+            # A (batch, T, K) mask gives each query its own keys (WINO's shadow block).
+            if attention_mask.dim() == 3:
+                if cache is not None:
+                    raise ValueError("a per-query (batch, T, K) attention_mask cannot be combined with a cache.")
+                attn_mask = attention_mask.bool()[:, None]
+            else:
+                attn_mask = attention_mask.bool()[:, None, None, :]
         if cache is not None:
             cache.begin_forward(positions)
         if getattr(cache, "layer_hooks", False):

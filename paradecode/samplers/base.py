@@ -7,7 +7,7 @@ and finished rows leave the batch that is fed to the model. A subclass only says
 masked positions of the current block to commit (:meth:`BlockDiffusionStrategy.select`).
 Optional hooks: ``on_start`` / ``on_block_end`` (per-row state), ``adjust_logits`` (logits
 the step decides on, e.g. fused with history), ``early_exit`` (finish rows now, filling
-their masks).
+their masks), ``revise`` (rewrite or re-mask committed positions of the block).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from torch import nn
 
 from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
-from .block import BlockStep, BlockView, NonFiniteLogitsError, RuleState, block_step
+from .block import BlockStep, BlockView, NonFiniteLogitsError, Revision, RuleState, block_step
 
-__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "RuleState"]
+__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "Revision", "RuleState"]
 
 LAYOUTS = ("llada", "llada2")
 MAX_CFG_SCALE = 1e4
@@ -122,6 +122,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
     family = "dllm"
     fixed_schedule: ClassVar[bool] = False
     needs_full_logits: bool = False  # True: the rule reads the whole visible canvas's logits
+    cacheable: ClassVar[bool] = True  # False: its forward is its own (WINO's shadow block); canvas caches cannot plan it
+    engine_forward: ClassVar[bool] = True  # False: an engine's plain block forward (diffusers, SGLang) cannot serve it
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, model: Any, mask_token_id: Optional[int] = None, **_: Any) -> tuple[dict, dict]:
@@ -310,9 +312,18 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         state.x[dev_rows[:, None], cols] = out.tokens
         gen_cols = cols - state.origin
         prev = state.commit_step[dev_rows[:, None], gen_cols]
-        state.commit_step[dev_rows[:, None], gen_cols] = torch.where(transfer, state.steps, prev)
+        written = transfer
+        if out.revised is not None:
+            # A revised token is a fresh commit for the caches (dKV recomputes it next step, as any
+            # token decoded now); a re-masked one is uncommitted again (-1).
+            remasked = out.revised & (out.tokens == state.mask_id)
+            written = transfer | (out.revised & ~remasked)
+            prev = torch.where(remasked, torch.full_like(prev, -1), prev)
+            state.rule.extras["revised"] = out.revised.sum(-1)
+        state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
         committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
-        committed[dev_rows] = transfer.sum(-1)
+        # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
+        committed[dev_rows] = transfer.sum(-1) if out.revised is None else transfer.sum(-1) - remasked.sum(-1)
         still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
         stopped = None
@@ -326,7 +337,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             steps_at = state.commit_step[dev_rows, P - O : P - O + n]
             state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
             committed[dev_rows] += fill.sum(-1)
-            still_masked = out.mask & ~transfer & ~stop[:, None]
+            still_masked = (out.tokens == state.mask_id) & ~stop[:, None]
             if left is not None:
                 left = left & ~out.stop.cpu()
             if P + n >= state.x.shape[1]:
@@ -334,10 +345,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         state.rule.steps += 1
         if out.cut is not None:
             if still_masked is None:
-                still_masked = out.mask & ~transfer
+                still_masked = out.tokens == state.mask_id
             still_masked, left = self._apply_cut(state, rows, out, still_masked, committed)
         if still_masked is None and self.fixed_schedule and self.config.layout == "llada2":
-            still_masked = out.mask & ~transfer  # a prompt-filled first block may end before its schedule
+            still_masked = out.tokens == state.mask_id  # a prompt-filled first block may end before its schedule
         self.advance(state, rows, still_masked, left)
         if stopped is not None and len(stopped):
             state.block[stopped] = state.num_blocks
@@ -430,8 +441,18 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         """(n,) canvas column after which each row's text ends, or None (no end-of-text rule)."""
         return None
 
+    def revise(self, view: BlockView, state: RuleState, transfer: torch.Tensor) -> Optional[Revision]:
+        """Committed positions of the block to rewrite in this step (``transfer``: the masked ones
+        committed now), or None (the default: a committed token is final)."""
+        return None
+
     def on_block_end(self, state: RuleState, rows: torch.Tensor) -> None:
         """Per-block state to reset (credit), for the given rows."""
+
+    @property
+    def post_block_steps(self) -> int:
+        """Steps a block may take beyond one per position (post-edit steps); bounds ``max_steps``."""
+        return 0
 
     @property
     def steps_per_block(self) -> int:
@@ -444,7 +465,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
     def max_steps(self, state: DiffusionState) -> int:
         # Every step commits at least one token in the block of each row it serves, and rows
         # (llada2: the leading block's rows) are served every step.
-        return state.num_blocks * self.config.block_length
+        # A rule that keeps full blocks open (post-edit steps) says how long (post_block_steps).
+        return state.num_blocks * (self.config.block_length + self.post_block_steps)
 
     def result(self, state: DiffusionState) -> torch.Tensor:
         if state.rule.saw_nonfinite():

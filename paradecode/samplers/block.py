@@ -1,7 +1,10 @@
 """The pure block step every diffusion-LM rule is: one forward's logits in, commits out.
 
 A rule (``lowconf``, ``threshold``, ``credit`` ...) sees a :class:`BlockView` of the rows in
-play and answers which masked positions of each row's current block to commit. The step
+play and answers which masked positions of each row's current block to commit. A rule may
+also revise positions committed earlier in the current block (its ``revise`` hook returns a
+:class:`Revision`: token edits as LLaDA2.1's ``editing``, re-masking as WINO's), and keep a
+block open after its last mask is filled (post-edit steps). The step
 around it is :func:`block_step`, with no canvas bookkeeping, so every engine runs the same
 code: paradecode's loop (:class:`~paradecode.samplers.base.BlockDiffusionStrategy`), the
 diffusers schedulers and the SGLang-style :class:`~paradecode.samplers.block_decoder.BlockDecoder`.
@@ -20,7 +23,7 @@ import torch
 from ..interfaces import block_columns
 from .common import StepNoise, demote_tokens, forbid_token, predict
 
-__all__ = ["RuleState", "BlockView", "BlockStep", "NoProgressError", "NonFiniteLogitsError", "block_step"]
+__all__ = ["RuleState", "BlockView", "BlockStep", "Revision", "NoProgressError", "NonFiniteLogitsError", "block_step"]
 
 
 class NoProgressError(RuntimeError):
@@ -91,7 +94,15 @@ class BlockView:
     canvas_length: int = 0
     visible: int = 0
     noise: Optional[StepNoise] = None
+    fixed: Optional[torch.Tensor] = None
     _full: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    def revisable(self) -> torch.Tensor:
+        """(n, W) bool: the committed positions of the block a rule may revise: not masked,
+        not prompt (columns before ``gen_start``, or ``fixed``, the prompt an engine marks)."""
+        out = ~self.mask & (self.block_columns >= self.gen_start)
+        return out & ~self.fixed if self.fixed is not None else out
 
     @property
     def block_columns(self) -> torch.Tensor:
@@ -111,6 +122,21 @@ class BlockView:
 
 
 @dataclass
+class Revision:
+    """What a rule's ``revise`` hook returns: committed positions of the block it rewrites.
+
+    ``where`` (n, W) bool: the positions (only :attr:`BlockView.revisable` ones are taken);
+    ``tokens`` (n, W): their new tokens, the mask id to re-mask (WINO). ``hold`` (n,) bool:
+    rows whose block stays open after the step although no mask is left (LLaDA2.1's
+    post-edit steps); the rule bounds them (its ``post_block_steps``).
+    """
+
+    where: torch.Tensor
+    tokens: torch.Tensor
+    hold: Optional[torch.Tensor] = None
+
+
+@dataclass
 class BlockStep:
     """The outcome of one step on each row's block, (n, W) unless said otherwise.
 
@@ -119,8 +145,9 @@ class BlockStep:
     masked generation positions take ``fill`` (G columns from ``gen_start``).
     ``cut`` (n,) canvas column after which a row's text ends (end-of-text prediction; the
     canvas length means no cut); ``hide_cut`` also removes cut positions from attention.
-    ``left`` (n,) CPU bool: rows whose block still has masks after the step (None when the
-    rule's schedule says it without a device sync).
+    ``left`` (n,) CPU bool: rows whose block is not finished after the step: masks left (re-masked
+    ones included) or held open by the rule's revision (None when the rule's schedule says it
+    without a device sync). ``revised`` (n, W): committed positions the step rewrote (None: none).
     """
 
     tokens: torch.Tensor
@@ -133,13 +160,17 @@ class BlockStep:
     cut: Optional[torch.Tensor] = None
     hide_cut: bool = False
     left: Optional[torch.Tensor] = None
+    revised: Optional[torch.Tensor] = None
 
 
 def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     """One step of ``rule`` on each row's block: predict, select, and the rule's exits.
 
     Enforces the one invariant every non-fixed rule shares: a row whose block has a mask
-    commits at least one token (else :class:`NoProgressError`), so no engine can loop forever.
+    commits at least one masked position (else :class:`NoProgressError`). Revisions of
+    committed positions come on top of that commit; a rule that re-masks (WINO) or holds a
+    full block open (post-edit steps) bounds its own steps per block (``post_block_steps``),
+    and the loop's step bound stops any rule that does not.
     """
     c = rule.config
     mask = view.tokens == state.mask_id
@@ -164,6 +195,14 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
         bad = (~torch.isfinite(logits.gather(-1, x0.unsqueeze(-1)))).sum((-2, -1))
     transfer = rule.select(view, state) & mask
     out = BlockStep(torch.where(transfer, x0, view.tokens), transfer, x0, conf, mask)
+    hold = None
+    revision = rule.revise(view, state, transfer)
+    if revision is not None:
+        if rule.fixed_schedule:
+            raise TypeError(f"strategy {rule.name!r}: a fixed-schedule rule cannot revise committed tokens.")
+        out.revised = revision.where & view.revisable
+        out.tokens = torch.where(out.revised, revision.tokens, out.tokens)
+        hold = revision.hold
     exit_ = rule.early_exit(view, state)
     if exit_ is not None:
         out.stop, out.fill = exit_
@@ -173,8 +212,11 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
     if rule.fixed_schedule:  # no per-step sync: the flags are read when the generation ends
         state.nonfinite.append(bad.any())
         return out
-    # The step's one sync: per row, masks before and tokens committed (transfer is within mask).
-    masks, commits, nonfinite = torch.stack([mask.sum(-1), transfer.sum(-1), bad]).tolist()
+    # The step's one sync: per row, masks before, tokens committed (transfer is within mask),
+    # masks after (re-masking adds some) and the rule's hold on a full block.
+    after = (out.tokens == state.mask_id).sum(-1) if revision is not None else mask.sum(-1) - transfer.sum(-1)
+    held = hold.to(mask.device).long() if hold is not None else torch.zeros_like(after)
+    masks, commits, nonfinite, left, held = torch.stack([mask.sum(-1), transfer.sum(-1), bad, after, held]).tolist()
     if any(nonfinite):
         raise NonFiniteLogitsError()
     stopped = out.stop.tolist() if out.stop is not None else [False] * len(masks)
@@ -185,5 +227,5 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
                 f"strategy {rule.name!r} committed no token for row(s) {stalled} whose block still has masks; "
                 f"a rule must commit at least one masked position per step (e.g. the most confident one)."
             )
-    out.left = torch.tensor([m > t for m, t in zip(masks, commits)])
+    out.left = torch.tensor([a > 0 or h > 0 for a, h in zip(left, held)])
     return out

@@ -44,10 +44,15 @@ class BlockDecoder:
             self.rule.on_block_end(self.state, open_rows)
         self.step_in_block.zero_()
 
-    def step(self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None) -> BlockStep:
+    def step(
+        self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None,
+        fixed: Optional[torch.Tensor] = None,
+    ) -> BlockStep:
         """One step on the block ``tokens`` (n, W) with its ``logits`` (n, W, V) for batch
-        ``rows`` (CPU; default all). Returns the step with ``tokens`` the block afterwards
-        (exit fills and end-of-text cuts applied) and ``transfer`` everything written."""
+        ``rows`` (CPU; default all); ``fixed`` (n, W) marks prompt positions in the block (a
+        revising rule leaves them alone). Returns the step with ``tokens`` the block afterwards
+        (exit fills and end-of-text cuts applied) and ``transfer`` everything written
+        (revisions of committed positions included; ``revised`` says which)."""
         if self.state is None:
             raise RuntimeError("BlockDecoder.reset(batch_size, device) must be called before step().")
         if rows is None:
@@ -64,11 +69,14 @@ class BlockDecoder:
             canvas=tokens if full else None,
             gen_start=0,
             canvas_length=tokens.shape[1],
+            fixed=fixed,
         )
         out = block_step(self.rule, self.state, view)
         if self.state.saw_nonfinite():  # fixed rules: checked here per step
             raise NonFiniteLogitsError()
         new, moved = out.tokens, out.transfer
+        if out.revised is not None:
+            moved = moved | out.revised
         if out.stop is not None:  # e.g. Prophet: the rest of the block takes the exit's tokens
             fill = (new == self.mask_id) & out.stop.to(new.device)[:, None]
             new = torch.where(fill, out.fill[:, : new.shape[1]], new)

@@ -36,7 +36,10 @@ STRATEGIES = {
     "localleap": {},
     "learn2pd": {},
     "eb": {},
+    "editing": {},
+    "wino": {},
 }
+UNCACHEABLE = {"wino"}  # its forward carries a verification block no cache policy plans
 CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy", "elastic", "dllm-cache"]
 # the layer-adaptive caches (issue 18) are recorded with one strategy only (test time)
 ADAPTIVE = {"elastic": ("threshold",), "dllm-cache": ("threshold",)}
@@ -65,6 +68,8 @@ def dllm_cases():
                 if sname == "lowconf-random" and cache is not None:
                     continue
                 if cache in ADAPTIVE and sname not in ADAPTIVE[cache]:
+                    continue
+                if sname in UNCACHEABLE and cache is not None:
                     continue
                 if ONLY and ONLY not in f"dllm/{task}-{gen}-{block}/{sname}/{cache}":
                     continue
