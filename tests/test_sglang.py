@@ -208,6 +208,7 @@ CASES = [
     ("prophet", {"base": "threshold", "base_options": {"threshold": 0.8}, **prophet_exits(1.5)}),
     ("prophet", {"base": "lowconf", "base_options": {}, **prophet_exits(1.0)}),
     ("learn2pd", {"steps": STEPS, "eos_token_id": EOS, "filter": "FILTER"}),
+    ("editing", {"threshold": 0.7, "editing_threshold": 0.5}),  # post-edit steps hold full blocks open
 ]
 
 
@@ -295,6 +296,8 @@ def test_yaml_options_are_checked_like_sample(sgl):
         get(dllm_config(sgl, "Paradecode", {"threshold": 0.9}))
     with pytest.raises(ValueError, match=r"strategy must be one of \[.*'threshold'.*\].*got 'var'"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "var"}))
+    with pytest.raises(ValueError, match=r"'wino' runs its own forward.*SGLang's block forward does not give"):
+        get(dllm_config(sgl, "Paradecode", {"strategy": "wino"}))
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['treshold'\]; valid options"):
         get(dllm_config(sgl, "Paradecode", {"strategy": "threshold", "treshold": 0.9}))
     with pytest.raises(TypeError, match="option threshold must be a float, got str"):

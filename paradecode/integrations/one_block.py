@@ -21,8 +21,13 @@ EOS_OPTIONS = ("logits_eos_inf", "confidence_eos_eot_inf")
 
 
 def block_strategy_names() -> list[str]:
-    """Registered strategies that are block rules (what an engine's block step can run)."""
-    return sorted(n for n in strategies() if issubclass(get_strategy_class(n), BlockDiffusionStrategy))
+    """Registered block rules an engine's block step can run: those that read the engine's own
+    forward of the block (``engine_forward``; WINO's forward carries a verification block)."""
+    return sorted(n for n in _block_rules() if get_strategy_class(n).engine_forward)
+
+
+def _block_rules() -> list[str]:
+    return [n for n in strategies() if issubclass(get_strategy_class(n), BlockDiffusionStrategy)]
 
 
 def one_block_strategy(
@@ -45,6 +50,12 @@ def one_block_strategy(
     option without ``eos_token_id`` is refused naming ``eos_hint`` (where to give the id).
     """
     valid = block_strategy_names()
+    if isinstance(name, str) and name in _block_rules() and name not in valid:
+        raise ValueError(
+            f"{owner}: strategy {name!r} runs its own forward (beside the block, a verification block "
+            f"the rule reads), which {engine}'s block forward does not give; decode it with "
+            f"paradecode.sample, or pick one of {valid}."
+        )
     if not isinstance(name, str) or name not in valid:
         raise ValueError(f"{owner}: strategy must be one of {valid} (the block strategies), got {name!r}.")
     cls = get_strategy_class(name)

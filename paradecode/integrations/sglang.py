@@ -109,12 +109,17 @@ class Paradecode(DllmAlgorithm):
                 )
             self.strategy.filter = learned
 
+    def max_steps(self, block_size: int) -> int:
+        """SGLang's bound on a block's forwards: one per position, the rule's post-edit steps
+        (``editing``), and the forward that stores the finished block."""
+        return block_size + self.strategy.post_block_steps + 1
+
     def init_step_state(self, forward_batch: Any) -> List[BlockDecoder]:
         """One decoder per request: its rule state lives as long as the request's block."""
         device = forward_batch.input_ids.device
         states = []
         for _ in range(forward_batch.batch_size):
-            decoder = BlockDecoder(self.strategy, self.mask_id, self.eos_id)
+            decoder = BlockDecoder(self.strategy, self.mask_id, self.eos_id, prompt_from_block_start=True)
             decoder.reset(1, device)
             states.append(decoder)
         return states
@@ -122,24 +127,29 @@ class Paradecode(DllmAlgorithm):
     def step(self, forward_batch: Any, full_logits: torch.Tensor, states: List[BlockDecoder]) -> List[bool]:
         """One step of each request's rule on its block, written into ``forward_batch.input_ids``.
 
-        A block is reported done at the forward after its last mask was filled (as SGLang's
-        ``LowConfidence``): that forward has written the finished block's KV.
+        A block is reported done at the forward after its last change (as SGLang's
+        ``LowConfidence`` after its last mask is filled): that forward has written the finished
+        block's KV. A rule that holds a full block open (``editing``'s post-edit steps) keeps
+        stepping it until it lets go.
         """
         batch = forward_batch.batch_size
         blocks = forward_batch.input_ids.view(batch, self.block_size)  # a view: writes land in place
         logits = full_logits.view(batch, self.block_size, -1)
         masked = (blocks == self.mask_id).any(-1).tolist()
         prompt = getattr(forward_batch, "dllm_prompt_mask", None)
+        done = [False] * batch
         for i, decoder in enumerate(states):
-            if not masked[i]:
+            if not masked[i] and not bool(decoder.held[0]):
+                done[i] = True
                 continue
             if prompt is not None and bool(((blocks[i] == self.mask_id) & prompt[i]).any()):
                 raise ValueError(
                     f"the prompt holds the mask token ({self.mask_id}) inside the block being decoded; "
                     f"{ALGORITHM_NAME} cannot tell it from a position to decode. Remove it from the prompt."
                 )
-            decoder.step_inplace(blocks[i : i + 1], logits[i : i + 1])
-        return [not m for m in masked]
+            fixed = prompt[i : i + 1] if prompt is not None else None  # else: what the block held at its start
+            decoder.step_inplace(blocks[i : i + 1], logits[i : i + 1], fixed=fixed)
+        return done
 
 
 def register() -> None:

@@ -25,17 +25,25 @@ class BlockDecoder:
     width). Call :meth:`start_block` when the engine moves to a new block.
     """
 
-    def __init__(self, rule: Any, mask_id: int, eos_id: Optional[int] = None) -> None:
+    def __init__(self, rule: Any, mask_id: int, eos_id: Optional[int] = None, prompt_from_block_start: bool = False) -> None:
         self.rule = rule
         self.mask_id = int(mask_id)
         self.eos_id = eos_id
+        #: With no ``fixed`` given, the positions already filled at a block's first step are its
+        #: prompt (an engine such as SGLang without a prompt mask): a revising rule leaves them alone.
+        self.prompt_from_block_start = prompt_from_block_start
+        self._start_filled: Optional[torch.Tensor] = None
         self.state: Optional[RuleState] = None
         self.step_in_block: Optional[torch.Tensor] = None
+        #: (batch,) CPU bool: rows whose block has no mask left but which the rule holds open
+        #: (``editing``'s post-edit steps): an engine keeps stepping them although nothing is masked.
+        self.held: Optional[torch.Tensor] = None
 
     def reset(self, batch_size: int, device: torch.device, generator: Optional[torch.Generator] = None) -> None:
         """A new generation of ``batch_size`` sequences."""
         self.state = self.rule.new_state(batch_size, self.mask_id, self.eos_id, generator, device)
         self.step_in_block = torch.zeros(batch_size, dtype=torch.long)
+        self.held = torch.zeros(batch_size, dtype=torch.bool)
 
     def start_block(self) -> None:
         """The engine moved on: rows that had started their block end it (per-block state resets)."""
@@ -43,6 +51,7 @@ class BlockDecoder:
         if len(open_rows):
             self.rule.on_block_end(self.state, open_rows)
         self.step_in_block.zero_()
+        self.held.zero_()
 
     def step(
         self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None,
@@ -57,6 +66,8 @@ class BlockDecoder:
             raise RuntimeError("BlockDecoder.reset(batch_size, device) must be called before step().")
         if rows is None:
             rows = torch.arange(tokens.shape[0])
+        if fixed is None and self.prompt_from_block_start:
+            fixed = self._block_prompt(tokens, rows)
         full = self.rule.needs_full_logits
         view = BlockView(
             rows=rows,
@@ -91,9 +102,27 @@ class BlockDecoder:
         self.step_in_block[rows] += 1
         return out
 
-    def step_inplace(self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _block_prompt(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(n, W) bool: what rows ``rows`` held before their block's first step."""
+        n_all = len(self.step_in_block)
+        if self._start_filled is None or self._start_filled.shape != (n_all, tokens.shape[1]):
+            self._start_filled = torch.zeros(n_all, tokens.shape[1], dtype=torch.bool)
+        first = (self.step_in_block[rows] == 0).nonzero().flatten()
+        if len(first):
+            self._start_filled[rows[first]] = (tokens[first] != self.mask_id).cpu()
+        return self._start_filled[rows].to(tokens.device)
+
+    def step_inplace(self, tokens: torch.Tensor, logits: torch.Tensor, rows: Optional[torch.Tensor] = None,
+                     fixed: Optional[torch.Tensor] = None) -> torch.Tensor:
         """SGLang's shape of a step: write the step into ``tokens`` (n, W) and return (n,) bool,
-        True for rows whose block has no mask left (done)."""
-        out = self.step(tokens, logits, rows)
+        True for rows whose block is done: no mask left and not held open by the rule (the
+        post-edit steps of ``editing``)."""
+        out = self.step(tokens, logits, rows, fixed)
         tokens.copy_(out.tokens)
-        return ~(tokens == self.mask_id).any(-1)
+        full = ~(tokens == self.mask_id).any(-1)
+        done = full
+        if out.revised is not None and out.left is not None:  # a revising rule may hold a full block open
+            done = full & ~out.left.to(full.device)
+        idx = rows if rows is not None else torch.arange(tokens.shape[0])
+        self.held[idx] = (full & ~done).cpu()
+        return done
