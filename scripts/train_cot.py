@@ -126,15 +126,19 @@ def main() -> None:
     ap.add_argument("--mix", default="cot-train", help="task:weight,... of training tasks")
     ap.add_argument("--eval-tasks", default="cot", help="held-out tasks of the final evaluation")
     ap.add_argument("--d-model", type=int, default=320)
-    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=7)
     ap.add_argument("--heads", type=int, default=5)
-    ap.add_argument("--mlp", type=int, default=768)
+    ap.add_argument("--mlp", type=int, default=704)
     ap.add_argument("--prompt-len", type=int, default=96)
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=200, help="optimizer steps of linear warm-up")
     ap.add_argument("--label-smoothing", type=float, default=0.02)
+    ap.add_argument("--embed-std", type=float, default=0.5,
+                    help="init std of the input embeddings (0.02 in the first run: names then stay nearly "
+                         "alike in the residual stream and the model never learned to look them up)")
+    ap.add_argument("--embed-decay", type=float, default=0.0, help="weight decay of the input embeddings")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the budget)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=min(12, max(1, (os.cpu_count() or 2) - 2)))
@@ -190,15 +194,19 @@ def main() -> None:
         config = model.config
         args.d_model, args.layers, args.mlp = config.d_model, config.n_layers, config.mlp_hidden_size
     else:
-        model = LLaDAModel(config).to(device).train()
+        model = LLaDAModel(config)
+        torch.nn.init.normal_(model.model.transformer["wte"].weight, std=args.embed_std)
+        model = model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     seq = args.prompt_len + args.gen_length
     print(f"model: {n_params / 1e6:.2f}M parameters (d {args.d_model}, {args.layers} layers, mlp {args.mlp}), "
           f"vocab {V}, sequence {seq} = prompt {args.prompt_len} + canvas {args.gen_length}, "
           f"batch {args.batch_size}, tasks {mix}, device {device}", flush=True)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
+    wte = model.model.transformer["wte"].weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not wte]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0},
+                             {"params": [wte], "weight_decay": args.embed_decay}],
                             lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
     fwd = model
     if args.compile:
@@ -233,6 +241,7 @@ def main() -> None:
                       "seconds": round(train_seconds, 1),
                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
+                      "embed_std": args.embed_std, "embed_decay": args.embed_decay,
                       "prompt_len": args.prompt_len, "seed": args.seed, "init": args.init, "log": log},
             **(extra or {}),
         }
