@@ -104,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--order", default="dependency", choices=("dependency", "shuffled"))
     ap.add_argument("--max-steps", type=int, default=4, help="most needed steps of a problem")
+    ap.add_argument("--min-steps", type=int, default=2, help="fewest needed steps of a problem")
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--d-model", type=int, default=128)
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--distractors", default="1,2")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    spec = ct.CotSpec(givens=tuple(int(v) for v in args.givens.split(",")), steps=(min(2, args.max_steps), args.max_steps),
+    spec = ct.CotSpec(givens=tuple(int(v) for v in args.givens.split(",")), steps=(args.min_steps, args.max_steps),
                       distractors=tuple(int(v) for v in args.distractors.split(",")), prompt_order=args.order)
     make_train, make_test = ct._maker(spec, "train"), ct._maker(spec, "test")
     tok = build_word_tokenizer(ct.cot_vocabulary())
@@ -140,7 +141,7 @@ def main() -> None:
     test = draw(make_test, random.Random(123), 64, P, G)
     vocab = tok.get_vocab()
     t0 = time.time()
-    print(f"order {args.order}, steps 2-{args.max_steps}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+    print(f"order {args.order}, steps {args.min_steps}-{args.max_steps}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
           f"params, before: {measure(model, tok, test, P, G)}", flush=True)
     for step in range(1, args.steps + 1):
         lr = args.lr * min(1, step / 30) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))

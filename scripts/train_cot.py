@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--eval-reserve", type=float, default=None,
                     help="seconds kept for the final save + evaluation (default 75 on cuda, 60 on cpu)")
     ap.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
-    ap.add_argument("--mix", default="cot-train", help="task:weight,... of training tasks")
+    ap.add_argument("--mix", default="cot-train:0.8,cot-short-train:0.2", help="task:weight,... of training tasks")
     ap.add_argument("--eval-tasks", default="cot", help="held-out tasks of the final evaluation")
     ap.add_argument("--d-model", type=int, default=320)
     ap.add_argument("--layers", type=int, default=7)

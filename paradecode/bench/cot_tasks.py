@@ -461,5 +461,9 @@ COT_TASKS: dict[str, Task] = {
     for t in [
         _task("cot", _DESC.format("2-3", "2-6", "1-2") + " (held-out prompts)", _SPEC, "test"),
         _task("cot-train", _DESC.format("2-3", "2-6", "1-2") + " (training prompts)", _SPEC, "train"),
+        # a warm-up share of the training mix: the one-step chain names the asked person, so
+        # copying a name from the prompt pays off from the first steps of training
+        _task("cot-short-train", _DESC.format("2-3", "1-2", "1-2") + " (training prompts)",
+              CotSpec(steps=(1, 2)), "train"),
     ]
 }
