@@ -56,9 +56,15 @@ class CotBatches(torch.utils.data.IterableDataset):
     does not fit is redrawn (counted in ``too_long``)."""
 
     def __init__(self, mix: dict[str, float], batch_size: int, prompt_len: int, gen_length: int,
-                 seed: int, vocab: dict[str, int], pad: int, eos: int) -> None:
+                 seed: int, vocab: dict[str, int], pad: int, eos: int, short_canvas: int = 0,
+                 full_share: float = 1.0) -> None:
         self.mix, self.batch_size, self.P, self.G = mix, batch_size, prompt_len, gen_length
         self.seed, self.vocab, self.pad, self.eos = seed, vocab, pad, eos
+        # Most batches on a short canvas: at init a canvas query spreads its attention over every
+        # key, and 200 <eos>/mask keys of a 256-word canvas drown the few prompt words it must
+        # learn to find (the first run never learned it); a share of full canvases keeps the
+        # evaluated layout (the answer, then <eos> to word 256) in the training distribution.
+        self.short, self.full_share = short_canvas, full_share
 
     def encode(self, text: str) -> list[int]:
         return [self.vocab[w] for w in text.split(" ")]
@@ -68,8 +74,9 @@ class CotBatches(torch.utils.data.IterableDataset):
         rng = random.Random(f"cot-train/{self.seed}/{info.id if info else 0}")
         tasks = [get_task(n) for n in self.mix]
         weights = list(self.mix.values())
-        P, G = self.P, self.G
+        P = self.P
         while True:
+            G = self.G if not self.short or rng.random() < self.full_share else self.short
             rows, masks = [], []
             while len(rows) < self.batch_size:
                 ex = rng.choices(tasks, weights)[0].make(rng)
@@ -123,18 +130,26 @@ def main() -> None:
     ap.add_argument("--eval-reserve", type=float, default=None,
                     help="seconds kept for the final save + evaluation (default 75 on cuda, 60 on cpu)")
     ap.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
-    ap.add_argument("--mix", default="cot-train", help="task:weight,... of training tasks")
+    ap.add_argument("--mix", default="cot-train:0.8,cot-short-train:0.2", help="task:weight,... of training tasks")
     ap.add_argument("--eval-tasks", default="cot", help="held-out tasks of the final evaluation")
     ap.add_argument("--d-model", type=int, default=320)
-    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=7)
     ap.add_argument("--heads", type=int, default=5)
-    ap.add_argument("--mlp", type=int, default=768)
+    ap.add_argument("--mlp", type=int, default=704)
     ap.add_argument("--prompt-len", type=int, default=96)
     ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--short-canvas", type=int, default=96,
+                    help="canvas length of most training batches (0: always --gen-length)")
+    ap.add_argument("--full-share", type=float, default=0.25,
+                    help="share of training batches on the full --gen-length canvas")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=200, help="optimizer steps of linear warm-up")
     ap.add_argument("--label-smoothing", type=float, default=0.02)
+    ap.add_argument("--embed-std", type=float, default=0.5,
+                    help="init std of the input embeddings (0.02 in the first run: names then stay nearly "
+                         "alike in the residual stream and the model never learned to look them up)")
+    ap.add_argument("--embed-decay", type=float, default=0.0, help="weight decay of the input embeddings")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the budget)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=min(12, max(1, (os.cpu_count() or 2) - 2)))
@@ -190,15 +205,19 @@ def main() -> None:
         config = model.config
         args.d_model, args.layers, args.mlp = config.d_model, config.n_layers, config.mlp_hidden_size
     else:
-        model = LLaDAModel(config).to(device).train()
+        model = LLaDAModel(config)
+        torch.nn.init.normal_(model.model.transformer["wte"].weight, std=args.embed_std)
+        model = model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     seq = args.prompt_len + args.gen_length
     print(f"model: {n_params / 1e6:.2f}M parameters (d {args.d_model}, {args.layers} layers, mlp {args.mlp}), "
           f"vocab {V}, sequence {seq} = prompt {args.prompt_len} + canvas {args.gen_length}, "
           f"batch {args.batch_size}, tasks {mix}, device {device}", flush=True)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
+    wte = model.model.transformer["wte"].weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not wte]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0},
+                             {"params": [wte], "weight_decay": args.embed_decay}],
                             lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
     fwd = model
     if args.compile:
@@ -206,8 +225,11 @@ def main() -> None:
             fwd = torch.compile(model)
         except Exception as e:  # noqa: BLE001 - any failure: eager is always correct
             print(f"torch.compile unavailable ({type(e).__name__}: {e}); eager", flush=True)
+    if not 0 < args.full_share <= 1 or not 0 <= args.short_canvas <= args.gen_length:
+        raise SystemExit(f"--full-share must lie in (0, 1] and --short-canvas in [0, --gen-length], got "
+                         f"{args.full_share} and {args.short_canvas}")
     data = CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
-                      tok.pad_token_id, tok.eos_token_id)
+                      tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
                                          pin_memory=device.type == "cuda",
                                          prefetch_factor=4 if args.workers else None,
@@ -233,6 +255,8 @@ def main() -> None:
                       "seconds": round(train_seconds, 1),
                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
+                      "embed_std": args.embed_std, "embed_decay": args.embed_decay,
+                      "short_canvas": args.short_canvas, "full_share": args.full_share,
                       "prompt_len": args.prompt_len, "seed": args.seed, "init": args.init, "log": log},
             **(extra or {}),
         }

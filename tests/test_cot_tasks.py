@@ -214,3 +214,39 @@ def test_bench_runs_the_cot_task():
                     sweeps={"lowconf": {"steps": [8]}}, gen_length=64, block_length=32, baseline=False)
     (row,) = res["rows"]
     assert (row["task"], row["nfe"], row["accuracy"]) == ("cot", 8.0, 0.0)
+
+
+def test_prompts_state_facts_in_dependency_order_and_answers_mostly_follow_it():
+    """The givens come first, every needed person after the people it uses, the asked person
+    last of the needed ones and the distractors after it; most reference steps take the first
+    ready person of the prompt, but not all (the data keeps several orders)."""
+    from paradecode.bench.cot_tasks import CotSpec, _needed, _uses, make_problem
+
+    rng = random.Random(3)
+    followed = total = 0
+    for ex in COT_TASKS["cot-train"].examples(150, seed=4):
+        rels = {n: tuple(r) for n, r in ex.data["relations"].items()}
+        order = [w for i, w in enumerate(ex.prompt.split(" ")) if i == 0 or ex.prompt.split(" ")[i - 1] == "."]
+        order = [n for n in order if n in rels]
+        assert sorted(order) == sorted(rels)
+        kinds = [rels[n][0] == "const" for n in order]
+        assert kinds == sorted(kinds, reverse=True), "givens first"
+        for i, n in enumerate(order):
+            assert all(u in order[:i] for u in _uses(rels[n])), f"{n} stated before what it uses"
+        needed = _needed(ex.data["target"], rels)
+        computed = [n for n in order if rels[n][0] != "const"]
+        assert computed[: len(needed)] == [n for n in computed if n in needed]
+        assert computed[len(needed) - 1] == ex.data["target"]
+        done: set[str] = set()
+        for step in ex.answer.split(" . ")[:-1] if " . " in ex.answer else []:
+            name = step.split(" ")[0]
+            ready = [n for n in computed if n in needed and n not in done
+                     and all(u in done or rels[u][0] == "const" for u in _uses(rels[n]))]
+            followed += name == ready[0]
+            total += 1
+            done.add(name)
+    assert 0.75 < followed / total < 0.98
+    shuffled = make_problem(rng, CotSpec(prompt_order="shuffled"))
+    assert set(shuffled[1]) == set(shuffled[0])
+    with pytest.raises(ValueError, match="prompt_order"):
+        make_problem(rng, CotSpec(prompt_order="sorted"))

@@ -53,8 +53,12 @@ class CotSpec:
     """Sizes of a problem: how many given counts, needed steps and distractor steps."""
 
     givens: tuple[int, int] = (2, 3)
-    steps: tuple[int, int] = (3, 6)
+    steps: tuple[int, int] = (2, 6)
     distractors: tuple[int, int] = (1, 2)
+    # "dependency": givens, then the needed people in an order that computes each after the
+    # people it uses (the asked one last), then the distractors; "shuffled": any order (the
+    # first GPU run's data, which a 9M model did not learn: docs/dev-notes/issue-17.md).
+    prompt_order: str = "dependency"
 
 
 # A relation: (kind, operands). kinds: "const" (value), "plus" / "minus" (name, k),
@@ -80,11 +84,23 @@ def _uses(rel: Relation) -> list[str]:
     return [] if kind == "const" else [a] if kind in ("plus", "minus") else [a, b]
 
 
-def _draw_relation(rng: random.Random, known: list[str], values: dict[str, int]) -> Optional[Relation]:
-    """A relation over already-defined people whose value stays in 0..MAX_VALUE (or None)."""
+def _draw_relation(rng: random.Random, known: list[str], values: dict[str, int],
+                   first: Optional[str] = None) -> Optional[Relation]:
+    """A relation over already-defined people whose value stays in 0..MAX_VALUE (or None);
+    ``first``, if given, is one of its operands."""
     for _ in range(20):
         kind = rng.choice(("plus", "minus", "sum", "diff", "plus", "sum"))
-        a = rng.choice(known)
+        a = first if first is not None else rng.choice(known)
+        if first is not None and kind in ("sum", "diff") and rng.random() < 0.5:
+            # the given operand second: swap after drawing the other one
+            others = [n for n in known if n != a]
+            if others:
+                b = rng.choice(others)
+                if kind == "sum" and values[a] + values[b] <= MAX_VALUE:
+                    return ("sum", b, a)
+                if kind == "diff" and values[b] >= values[a]:
+                    return ("diff", b, a)
+            continue
         if kind == "plus":
             room = MAX_VALUE - values[a]
             if room >= 1:
@@ -120,6 +136,10 @@ def make_problem(rng: random.Random, spec: CotSpec = CotSpec()) -> tuple[dict[st
 
     The question's person needs exactly ``steps`` computed people (drawn in ``spec.steps``);
     the distractors are computed people it does not need."""
+    if spec.prompt_order == "dependency":
+        return _make_ordered_problem(rng, spec)
+    if spec.prompt_order != "shuffled":
+        raise ValueError(f"CotSpec.prompt_order must be 'dependency' or 'shuffled', got {spec.prompt_order!r}")
     while True:
         n_given = rng.randint(*spec.givens)
         n_steps = rng.randint(*spec.steps)
@@ -163,6 +183,76 @@ def make_problem(rng: random.Random, spec: CotSpec = CotSpec()) -> tuple[dict[st
         order = list(kept)
         rng.shuffle(order)
         return kept, order, target
+
+
+def _make_ordered_problem(rng: random.Random, spec: CotSpec) -> tuple[dict[str, Relation], list[str], str]:
+    """A problem stated in dependency order (see :class:`CotSpec`): the givens, the needed
+    people (each after the people it uses; the asked one, which needs all of them, last), then
+    the distractors (which may use anyone before them). A valid chain follows a visible order,
+    while several steps are still often ready at once (the chain's order stays ambiguous).
+
+    A needed person often uses a computed person no one has used yet (always when there are two
+    such loose ends), and the last one uses all that are left, so all of them end up needed by
+    the asked person; a draw that cannot is redrawn."""
+    while True:
+        n_given = rng.randint(*spec.givens)
+        n_steps = rng.randint(*spec.steps)
+        n_dist = rng.randint(*spec.distractors)
+        names = rng.sample(NAMES, n_given + n_steps + n_dist)
+        rels: dict[str, Relation] = {}
+        values: dict[str, int] = {}
+        for n in names[:n_given]:
+            rels[n] = ("const", rng.randint(1, 20), None)
+            values[n] = rels[n][1]
+        unused: list[str] = []  # computed people no later relation uses yet
+        ok = True
+        for k, n in enumerate(names[n_given : n_given + n_steps]):
+            rel = None
+            last = k == n_steps - 1
+            for _ in range(20):
+                if last and len(unused) == 2:  # the asked person joins the two loose ends
+                    a, b = rng.sample(unused, 2)
+                    rel = ("sum", a, b) if values[a] + values[b] <= MAX_VALUE else ("diff", *sorted((a, b), key=values.get, reverse=True))
+                else:
+                    # building on a loose end only half the time (always when there are two)
+                    # leaves independent steps, so the chain's order stays ambiguous
+                    tie = unused and (last or len(unused) >= 2 or rng.random() < 0.5)
+                    rel = _draw_relation(rng, list(rels), values, first=rng.choice(unused) if tie else None)
+                if rel is not None and (not last or set(unused) <= set(_uses(rel))):
+                    break
+                rel = None
+            if rel is None:
+                ok = False
+                break
+            unused = [u for u in unused if u not in _uses(rel)] + [n]
+            rels[n], values[n] = rel, _value(rel, values)
+        if not ok:
+            continue
+        target = names[n_given + n_steps - 1]
+        for n in names[n_given + n_steps :]:
+            rel = _draw_relation(rng, list(rels), values)
+            if rel is None:
+                ok = False
+                break
+            rels[n], values[n] = rel, _value(rel, values)
+        if not ok or len(_needed(target, rels)) != n_steps:
+            continue
+        givens = names[:n_given]
+        rng.shuffle(givens)
+        return rels, givens + _random_topological(rng, names[n_given : n_given + n_steps], rels) + \
+            names[n_given + n_steps :], target
+
+
+def _random_topological(rng: random.Random, people: list[str], rels: dict[str, Relation]) -> list[str]:
+    """``people`` in a random order that puts everyone after the people (of the list) they use."""
+    order: list[str] = []
+    left = list(people)
+    while left:
+        ready = [n for n in left if all(u in order or u not in people for u in _uses(rels[n]))]
+        n = rng.choice(ready)
+        order.append(n)
+        left.remove(n)
+    return order
 
 
 def evaluate_all(rels: dict[str, Relation]) -> dict[str, int]:
@@ -212,16 +302,29 @@ def _step_variants(name: str, rel: Relation, values: dict[str, int]) -> list[str
     return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing
 
 
-def answer_text(rng: random.Random, rels: dict[str, Relation], target: str) -> str:
-    """One valid answer: a random valid order of the needed steps, random phrasings."""
+PROMPT_ORDER_SHARE = 0.7  # the share of training steps that take the first ready person of the prompt
+
+
+def answer_text(rng: random.Random, rels: dict[str, Relation], target: str,
+                order: Optional[list[str]] = None) -> str:
+    """One valid answer: a valid order of the needed steps, random phrasings.
+
+    With the prompt's ``order``, each step is the first ready person of the prompt with
+    probability ``PROMPT_ORDER_SHARE``, else any ready one: the data keeps several valid orders
+    (the ambiguity a decoder sees) while most steps follow the text, which a small model
+    learns to align with far sooner than a free order (docs/dev-notes/issue-17.md)."""
     values = evaluate_all(rels)
     needed = _needed(target, rels)
+    rank = {n: i for i, n in enumerate(order)} if order is not None else None
     done: set[str] = set()
     steps = []
     while len(done) < len(needed):
         ready = sorted(n for n in needed - done
                        if all(u in done or rels[u][0] == "const" for u in _uses(rels[n])))
-        n = rng.choice(ready)
+        if rank is not None and rng.random() < PROMPT_ORDER_SHARE:
+            n = min(ready, key=rank.__getitem__)
+        else:
+            n = rng.choice(ready)
         steps.append(rng.choice(_step_variants(n, rels[n], values)))
         done.add(n)
     return " ".join(steps) + f" the answer is {values[target]}"
@@ -334,7 +437,8 @@ def _maker(spec: CotSpec, split: str):
             prompt = prompt_text(rels, order, target)
             if split_of(prompt) == split:
                 data = {"relations": {n: list(r) for n, r in rels.items()}, "target": target}
-                return Example(prompt, answer_text(rng, rels, target), data)
+                order_hint = order if spec.prompt_order == "dependency" else None
+                return Example(prompt, answer_text(rng, rels, target, order_hint), data)
 
     return make
 
@@ -355,7 +459,11 @@ _SPEC = CotSpec()
 COT_TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        _task("cot", _DESC.format("2-3", "3-6", "1-2") + " (held-out prompts)", _SPEC, "test"),
-        _task("cot-train", _DESC.format("2-3", "3-6", "1-2") + " (training prompts)", _SPEC, "train"),
+        _task("cot", _DESC.format("2-3", "2-6", "1-2") + " (held-out prompts)", _SPEC, "test"),
+        _task("cot-train", _DESC.format("2-3", "2-6", "1-2") + " (training prompts)", _SPEC, "train"),
+        # a warm-up share of the training mix: the one-step chain names the asked person, so
+        # copying a name from the prompt pays off from the first steps of training
+        _task("cot-short-train", _DESC.format("2-3", "1-2", "1-2") + " (training prompts)",
+              CotSpec(steps=(1, 2)), "train"),
     ]
 }
