@@ -22,12 +22,12 @@ from torch.nn.modules import module as _module
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..config import check_value
+from ..config import check_value, type_hints
 
 __all__ = [
     "SINGLE", "INDEX", "CHECKSUM_KEY", "load_state_dict_from_dir", "save_state_dict_to_dir", "load_safetensors",
     "save_safetensors", "read_config_json", "check_config_fields", "check_state_dict", "check_directory", "as_path",
-    "tensor_sha256", "build_on_meta",
+    "tensor_sha256", "build_on_meta", "save_model_dir", "load_model_dir",
 ]
 
 SINGLE = "model.safetensors"
@@ -298,3 +298,45 @@ def build_on_meta(factory: Callable[[], nn.Module], state_size: int, where: str,
     finally:
         for h in handles:
             h.remove()
+
+
+def save_model_dir(model: nn.Module, directory: Any, max_shard_bytes: Optional[int] = None) -> None:
+    """Write ``model.config``'s ``config.json`` and its safetensors (sharded with an index when
+    large) into ``directory``: the ``save_pretrained`` of paradecode's own models."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    save_state_dict_to_dir(model.state_dict(), path, max_shard_bytes=max_shard_bytes)
+
+
+def load_model_dir(
+    model_cls: Callable[[Any], nn.Module],
+    config_cls: type,
+    directory: Any,
+    *,
+    name: str,
+    positive: Iterable[str],
+    torch_dtype: Optional[torch.dtype] = None,
+    device: Any = "cpu",
+    ignored: Iterable[str] = (),
+) -> nn.Module:
+    """The ``from_pretrained`` of paradecode's own models: ``config.json`` checked against
+    ``config_cls``'s constructor (``ignored`` keys dropped, ``positive`` sizes >= 1), the weights
+    (one file or sharded) checked against a model built on the meta device, so a wrong config
+    allocates nothing; every error names the path and what to do. ``name`` ("LLaDA") names the
+    directory and the model (``LLaDAModel``) in the messages. The loaded directory becomes ``config.name_or_path``, which lets
+    companions saved next to it be found (the Learn2PD filter)."""
+    path = check_directory(directory, f"{name} checkpoint directory")
+    config_file = path / "config.json"
+    fields = read_config_json(config_file, hint=f"is it a {name} checkpoint directory?")
+    fields = check_config_fields(fields, type_hints(config_cls.__init__), str(config_file), positive=tuple(positive))
+    fields = {k: v for k, v in fields.items() if k not in set(ignored)}
+    state = load_state_dict_from_dir(path)
+    label = f"{name}Model"
+    model = build_on_meta(lambda: model_cls(config_cls(**fields)), len(state), str(config_file), label)
+    check_state_dict(model.state_dict(), state, str(path), label)
+    if torch_dtype is not None:
+        state = {k: v.to(torch_dtype) for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    model.config.name_or_path = str(path)
+    return model.to(device).eval()

@@ -26,7 +26,6 @@ Two Dream conventions differ from LLaDA:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -34,16 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from ..config import type_hints
-from .checkpoint import (
-    build_on_meta,
-    check_config_fields,
-    check_directory,
-    check_state_dict,
-    load_state_dict_from_dir,
-    read_config_json,
-    save_state_dict_to_dir,
-)
+from .checkpoint import load_model_dir, save_model_dir
 from .llada import RMSNorm, cached_attention, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel"]
@@ -312,10 +302,7 @@ class DreamModel(nn.Module):
     # ---- checkpoints -----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, max_shard_bytes: Optional[int] = None) -> None:
         """Write ``config.json`` and ``model.safetensors`` (sharded with an index when large)."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(path)
-        save_state_dict_to_dir(self.state_dict(), path, max_shard_bytes=max_shard_bytes)
+        save_model_dir(self, directory, max_shard_bytes)
 
     @classmethod
     def from_pretrained(
@@ -330,17 +317,5 @@ class DreamModel(nn.Module):
         A missing or malformed directory, config or weight file, missing, unexpected or
         wrongly-shaped weights raise ``ValueError`` naming the path and the keys.
         """
-        path = check_directory(directory, "Dream checkpoint directory")
-        config_file = path / "config.json"
-        fields = read_config_json(config_file, hint="is it a Dream checkpoint directory?")
-        fields = check_config_fields(fields, type_hints(DreamConfig.__init__), str(config_file), positive=_POSITIVE)
-        # Dream's remote-code pointers and the model_type are not constructor arguments.
-        fields = {k: v for k, v in fields.items() if k not in ("auto_map", "model_type")}
-        state = load_state_dict_from_dir(path)
-        model = build_on_meta(lambda: cls(DreamConfig(**fields)), len(state), str(config_file), "DreamModel")
-        check_state_dict(model.state_dict(), state, str(path), "DreamModel")
-        if torch_dtype is not None:
-            state = {k: v.to(torch_dtype) for k, v in state.items()}
-        model.load_state_dict(state, assign=True)
-        model.config.name_or_path = str(path)
-        return model.to(device).eval()
+        return load_model_dir(cls, DreamConfig, directory, name="Dream", positive=_POSITIVE, torch_dtype=torch_dtype,
+                              device=device, ignored=("auto_map", "model_type"))

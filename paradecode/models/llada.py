@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -20,16 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from ..config import type_hints
-from .checkpoint import (
-    build_on_meta,
-    check_config_fields,
-    check_directory,
-    check_state_dict,
-    load_state_dict_from_dir,
-    read_config_json,
-    save_state_dict_to_dir,
-)
+from .checkpoint import load_model_dir, save_model_dir
 
 __all__ = ["LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
@@ -509,10 +499,7 @@ class LLaDAModel(nn.Module):
     # ---- checkpoints -----------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, max_shard_bytes: Optional[int] = None) -> None:
         """Write ``config.json`` and ``model.safetensors`` (sharded with an index when large)."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(path)
-        save_state_dict_to_dir(self.state_dict(), path, max_shard_bytes=max_shard_bytes)
+        save_model_dir(self, directory, max_shard_bytes)
 
     @classmethod
     def from_pretrained(
@@ -527,16 +514,5 @@ class LLaDAModel(nn.Module):
         wrongly-shaped weights and (for files we saved) altered bytes raise ``ValueError``
         naming the path and the keys.
         """
-        path = check_directory(directory, "LLaDA checkpoint directory")
-        config_file = path / "config.json"
-        fields = read_config_json(config_file, hint="is it a LLaDA checkpoint directory?")
-        fields = check_config_fields(fields, type_hints(LLaDAConfig.__init__), str(config_file), positive=_POSITIVE)
-        state = load_state_dict_from_dir(path)
-        # on the meta device, so a wrong config allocates nothing; shapes are compared below
-        model = build_on_meta(lambda: cls(LLaDAConfig(**fields)), len(state), str(config_file), "LLaDAModel")
-        check_state_dict(model.state_dict(), state, str(path), "LLaDAModel")
-        if torch_dtype is not None:
-            state = {k: v.to(torch_dtype) for k, v in state.items()}
-        model.load_state_dict(state, assign=True)
-        model.config.name_or_path = str(path)  # lets companions saved next to it be found (Learn2PD filter)
-        return model.to(device).eval()
+        return load_model_dir(cls, LLaDAConfig, directory, name="LLaDA", positive=_POSITIVE, torch_dtype=torch_dtype,
+                              device=device)
