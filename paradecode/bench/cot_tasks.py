@@ -141,15 +141,7 @@ def make_problem(rng: random.Random, spec: CotSpec = CotSpec()) -> tuple[dict[st
     if spec.prompt_order != "shuffled":
         raise ValueError(f"CotSpec.prompt_order must be 'dependency' or 'shuffled', got {spec.prompt_order!r}")
     while True:
-        n_given = rng.randint(*spec.givens)
-        n_steps = rng.randint(*spec.steps)
-        n_dist = rng.randint(*spec.distractors)
-        names = rng.sample(NAMES, n_given + n_steps + n_dist)
-        rels: dict[str, Relation] = {}
-        values: dict[str, int] = {}
-        for n in names[:n_given]:
-            rels[n] = ("const", rng.randint(1, 20), None)
-            values[n] = rels[n][1]
+        n_given, n_steps, n_dist, names, rels, values = _draw_givens(rng, spec)
         ok = True
         for n in names[n_given:]:
             rel = _draw_relation(rng, list(rels), values)
@@ -185,6 +177,21 @@ def make_problem(rng: random.Random, spec: CotSpec = CotSpec()) -> tuple[dict[st
         return kept, order, target
 
 
+def _draw_givens(rng: random.Random, spec: CotSpec) -> tuple[int, int, int, list[str], dict[str, Relation], dict[str, int]]:
+    """The sizes of a problem (givens, steps, distractors), its people, and the givens' counts
+    (the first draws of every problem layout, in this order, so a seed gives the same people)."""
+    n_given = rng.randint(*spec.givens)
+    n_steps = rng.randint(*spec.steps)
+    n_dist = rng.randint(*spec.distractors)
+    names = rng.sample(NAMES, n_given + n_steps + n_dist)
+    rels: dict[str, Relation] = {}
+    values: dict[str, int] = {}
+    for n in names[:n_given]:
+        rels[n] = ("const", rng.randint(1, 20), None)
+        values[n] = rels[n][1]
+    return n_given, n_steps, n_dist, names, rels, values
+
+
 def _make_ordered_problem(rng: random.Random, spec: CotSpec) -> tuple[dict[str, Relation], list[str], str]:
     """A problem stated in dependency order (see :class:`CotSpec`): the givens, the needed
     people (each after the people it uses; the asked one, which needs all of them, last), then
@@ -195,15 +202,7 @@ def _make_ordered_problem(rng: random.Random, spec: CotSpec) -> tuple[dict[str, 
     such loose ends), and the last one uses all that are left, so all of them end up needed by
     the asked person; a draw that cannot is redrawn."""
     while True:
-        n_given = rng.randint(*spec.givens)
-        n_steps = rng.randint(*spec.steps)
-        n_dist = rng.randint(*spec.distractors)
-        names = rng.sample(NAMES, n_given + n_steps + n_dist)
-        rels: dict[str, Relation] = {}
-        values: dict[str, int] = {}
-        for n in names[:n_given]:
-            rels[n] = ("const", rng.randint(1, 20), None)
-            values[n] = rels[n][1]
+        n_given, n_steps, n_dist, names, rels, values = _draw_givens(rng, spec)
         unused: list[str] = []  # computed people no later relation uses yet
         ok = True
         for k, n in enumerate(names[n_given : n_given + n_steps]):
