@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import paradecode  # noqa: E402
-from paradecode.bench.cot_tasks import check_final  # noqa: E402
-from paradecode.bench.runner import BASELINE, format_summary, setting_label, summarize, sweep_for, _full_options  # noqa: E402
+from paradecode.bench.cot_tasks import check_chain, check_final  # noqa: E402
+from paradecode.bench.runner import BASELINE, setting_label, summarize, sweep_for, _full_options  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 
 STRATEGIES = ("lowconf", "threshold", "prophet", "credit", "localleap", "learn2pd", "eb")
@@ -60,7 +60,7 @@ def _sync(device: torch.device) -> None:
 
 def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cache: Optional[str],
             batch_size: int, device: torch.device) -> dict[str, Any]:
-    correct = final = answer_tokens = 0
+    correct = strict = final = answer_tokens = 0
     nfe = tokens = seconds = 0.0
     for b in range(0, len(examples), batch_size):
         _sync(device)
@@ -74,10 +74,11 @@ def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cach
         chunk = examples[b : b + batch_size]
         correct += sum(task.verify(e, t) for e, t in zip(chunk, texts))
         final += sum(check_final(e.data, t.strip()) for e, t in zip(chunk, texts))
+        strict += sum(check_chain(e.data, t.strip(), strict=True) for e, t in zip(chunk, texts))
         nfe += float(out.trace.row_nfe.float().sum())
         tokens += float(out.trace.tokens_committed.float().sum())
     n = len(examples)
-    return {"accuracy": correct / n, "final_accuracy": final / n, "nfe": nfe / n,
+    return {"accuracy": correct / n, "strict_accuracy": strict / n, "final_accuracy": final / n, "nfe": nfe / n,
             "tokens_per_forward": tokens / nfe if nfe else 0.0, "seconds": seconds,
             "tokens_per_second": n * opts["gen_length"] / seconds if seconds else 0.0,
             "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0, "n": n}

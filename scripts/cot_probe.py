@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,6 +117,8 @@ def main() -> None:
     ap.add_argument("--embed-std", type=float, default=0.02, help="init std of the input embeddings")
     ap.add_argument("--givens", default="2,3")
     ap.add_argument("--distractors", default="1,2")
+    ap.add_argument("--tie", action="store_true", help="output head = input embeddings (logits scaled by 1/sqrt(d))")
+    ap.add_argument("--head-decay", type=float, default=0.1, help="weight decay of the untied output head")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     spec = ct.CotSpec(givens=tuple(int(v) for v in args.givens.split(",")), steps=(args.min_steps, args.max_steps),
@@ -129,12 +130,14 @@ def main() -> None:
                       mlp_hidden_size=3 * args.d_model, mlp_ratio=4, vocab_size=V,
                       embedding_size=(V + 15) // 16 * 16, max_sequence_length=512, rope_theta=10000.0,
                       mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+                      pad_token_id=tok.pad_token_id, weight_tying=args.tie, scale_logits=args.tie)
     model = LLaDAModel(cfg).train()
     wte = model.model.transformer["wte"].weight
     torch.nn.init.normal_(wte, std=args.embed_std)
-    rest = [p for p in model.parameters() if p is not wte]
-    opt = torch.optim.AdamW([{"params": rest, "weight_decay": 0.1}, {"params": [wte], "weight_decay": args.embed_decay}],
+    head = [] if args.tie else [model.model.transformer["ff_out"].weight]
+    rest = [p for p in model.parameters() if p is not wte and all(p is not h for h in head)]
+    opt = torch.optim.AdamW([{"params": rest, "weight_decay": 0.1}, {"params": [wte], "weight_decay": args.embed_decay},
+                             {"params": head, "weight_decay": args.head_decay}],
                             lr=args.lr, betas=(0.9, 0.95))
     P, G = args.prompt_len, args.gen_length
     rng = random.Random(f"probe/{args.seed}")

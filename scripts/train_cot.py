@@ -88,6 +88,40 @@ class CotBatches(torch.utils.data.IterableDataset):
             yield torch.tensor(rows), torch.tensor(masks)
 
 
+def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128):
+    """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``cot`` problems
+    (names, numbers, all), on the evaluated layout. It tells early whether the model reads the
+    prompt: a name is right only when looked up there (the first run stayed at chance, 1/20)."""
+    from paradecode.bench.cot_tasks import NAMES
+
+    vocab = tok.get_vocab()
+    exs = get_task("cot").examples(n, seed=EVAL_SEED + 1)
+    rows, masks, answer = [], [], []
+    for ex in exs:
+        p, a = [vocab[w] for w in ex.prompt.split(" ")], [vocab[w] for w in ex.answer.split(" ")]
+        rows.append([tok.pad_token_id] * (P - len(p)) + p + a + [tok.eos_token_id] * (G - len(a)))
+        masks.append([0] * (P - len(p)) + [1] * (len(p) + G))
+        answer.append([True] * len(a) + [False] * (G - len(a)))
+    x, am, ans = torch.tensor(rows), torch.tensor(masks), torch.tensor(answer)
+    hidden = ans & (torch.rand(ans.shape, generator=torch.Generator().manual_seed(0)) < 0.5)
+    names = torch.isin(x[:, P:], torch.tensor([vocab[w] for w in NAMES]))
+    numbers = torch.isin(x[:, P:], torch.tensor([i for w, i in vocab.items() if w.isdigit()]))
+    y = x.clone()
+    y[:, P:][hidden] = tok.mask_token_id
+    x, y, am, hidden, names, numbers = (t.to(device) for t in (x, y, am, hidden, names, numbers))
+
+    @torch.no_grad()
+    def measure(model) -> dict:
+        was_training = model.training
+        model.eval()
+        right = model(y, attention_mask=am, logits_range=(P, P + G)).argmax(-1) == x[:, P:]
+        model.train(was_training)
+        return {k: round((right & hidden & m).sum().item() / max(1, (hidden & m).sum().item()), 3)
+                for k, m in (("names", names), ("numbers", numbers), ("all", torch.ones_like(names)))}
+
+    return measure
+
+
 def save_checkpoint(model: LLaDAModel, tok, out: Path, info: dict) -> None:
     """bf16 weights + tokenizer + info.json, written to a temporary directory then moved in
     file by file, so a run killed while saving leaves the previous complete files."""
@@ -150,7 +184,21 @@ def main() -> None:
                     help="init std of the input embeddings (0.02 in the first run: names then stay nearly "
                          "alike in the residual stream and the model never learned to look them up)")
     ap.add_argument("--embed-decay", type=float, default=0.0, help="weight decay of the input embeddings")
-    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: the budget)")
+    ap.add_argument("--head-decay", type=float, default=0.1, help="weight decay of the (untied) output projection")
+    ap.add_argument("--tie-embeddings", action="store_true",
+                    help="output projection = the input embeddings (logits scaled by 1/sqrt(d_model)): copying a "
+                         "prompt word is then the identity map from input to output")
+    ap.add_argument("--warm-share", type=float, default=0.0,
+                    help="share of the training time (of the steps with --max-steps) spent first on --warm-mix "
+                         "over a --warm-canvas canvas")
+    ap.add_argument("--warm-mix", default="cot-short-train:0.7,cot-train:0.3", help="task:weight,... of the warm stage")
+    ap.add_argument("--warm-canvas", type=int, default=32,
+                    help="canvas of the warm stage (problems whose answer does not fit are redrawn)")
+    ap.add_argument("--probe-every", type=int, default=500,
+                    help="every this many steps, teacher-forced accuracy on names / numbers of held-out answers (0: off)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="stop after this many steps; the learning-rate schedule and the warm stage then run over "
+                         "steps, not time (default: the time budget)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=min(12, max(1, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--eval-n", type=int, default=500)
@@ -167,6 +215,7 @@ def main() -> None:
         args.device, args.d_model, args.layers, args.heads, args.mlp = "cpu", 32, 2, 2, 64
         args.batch_size, args.workers, args.max_steps, args.warmup = 8, 0, 6, 2
         args.eval_n, args.eval_batch, args.baseline_n, args.save_every = 6, 6, 3, 0.0
+        args.probe_every = 2 if args.probe_every else 0
     for name in ("time_budget", "batch_size", "gen_length", "prompt_len", "eval_n"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -193,6 +242,7 @@ def main() -> None:
         mlp_hidden_size=args.mlp, mlp_ratio=4, vocab_size=V, embedding_size=(V + 15) // 16 * 16,
         max_sequence_length=max(512, args.prompt_len + args.gen_length), rope_theta=10000.0,
         mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        weight_tying=args.tie_embeddings, scale_logits=args.tie_embeddings,
     )
     if args.init:  # continued training: same vocabulary and tokens, the architecture of --init
         model = LLaDAModel.from_pretrained(args.init, torch_dtype=torch.float32, device=device).train()
@@ -213,11 +263,15 @@ def main() -> None:
     print(f"model: {n_params / 1e6:.2f}M parameters (d {args.d_model}, {args.layers} layers, mlp {args.mlp}), "
           f"vocab {V}, sequence {seq} = prompt {args.prompt_len} + canvas {args.gen_length}, "
           f"batch {args.batch_size}, tasks {mix}, device {device}", flush=True)
-    wte = model.model.transformer["wte"].weight
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not wte]
+    tr = model.model.transformer
+    wte = tr["wte"].weight
+    head = [] if model.config.weight_tying else [tr["ff_out"].weight]
+    special = [wte, *head]
+    decay = [p for p in model.parameters() if p.dim() >= 2 and all(p is not q for q in special)]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0},
-                             {"params": [wte], "weight_decay": args.embed_decay}],
+                             {"params": [wte], "weight_decay": args.embed_decay},
+                             {"params": head, "weight_decay": args.head_decay}],
                             lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
     fwd = model
     if args.compile:
@@ -228,12 +282,31 @@ def main() -> None:
     if not 0 < args.full_share <= 1 or not 0 <= args.short_canvas <= args.gen_length:
         raise SystemExit(f"--full-share must lie in (0, 1] and --short-canvas in [0, --gen-length], got "
                          f"{args.full_share} and {args.short_canvas}")
-    data = CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
-                      tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share)
-    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda",
-                                         prefetch_factor=4 if args.workers else None,
-                                         persistent_workers=False)
+    if not 0 <= args.warm_share < 1 or not 0 < args.warm_canvas <= args.gen_length:
+        raise SystemExit(f"--warm-share must lie in [0, 1) and --warm-canvas in (0, --gen-length], got "
+                         f"{args.warm_share} and {args.warm_canvas}")
+    warm_mix = parse_mix(args.warm_mix) if args.warm_share > 0 else {}
+
+    def make_loader(data: CotBatches) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
+                                           pin_memory=device.type == "cuda",
+                                           prefetch_factor=4 if args.workers else None, persistent_workers=False)
+
+    def batches():
+        """The warm stage's batches (short canvas, mostly short chains) until its share of the
+        training time is spent, then the main mix's."""
+        if warm_mix:
+            warm_end = t_train + args.warm_share * (train_end - t_train)
+            for batch in make_loader(CotBatches(warm_mix, args.batch_size, args.prompt_len, args.warm_canvas,
+                                                args.seed + 1_000_003, vocab, tok.pad_token_id, tok.eos_token_id)):
+                if (step >= args.warm_share * args.max_steps) if args.max_steps else elapsed() >= warm_end:
+                    print(f"warm stage over at step {step} ({elapsed():.0f}s)", flush=True)
+                    break
+                yield batch
+        yield from make_loader(CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
+                                          tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share))
+
+    probe = make_probe(tok, args.prompt_len, args.gen_length, device) if args.probe_every else None
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     reserve = args.eval_reserve if args.eval_reserve is not None else (75.0 if device.type == "cuda" else 60.0)
@@ -257,6 +330,8 @@ def main() -> None:
                       "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
                       "embed_std": args.embed_std, "embed_decay": args.embed_decay,
                       "short_canvas": args.short_canvas, "full_share": args.full_share,
+                      "head_decay": args.head_decay, "tie_embeddings": args.tie_embeddings,
+                      "warm": {"share": args.warm_share, "mix": warm_mix, "canvas": args.warm_canvas},
                       "prompt_len": args.prompt_len, "seed": args.seed, "init": args.init, "log": log},
             **(extra or {}),
         }
@@ -266,11 +341,13 @@ def main() -> None:
     last_save = t_train
     tokens_seen = 0
     t_speed, step_speed = None, 0
-    for tokens, am in loader:
+    for tokens, am in batches():
         now = elapsed()
         if now >= train_end or (args.max_steps is not None and step >= args.max_steps):
             break
-        frac = min(1.0, (now - t_train) / max(1.0, train_end - t_train))
+        # the schedule runs over --max-steps when given (reproducible step counts), else the time
+        frac = (min(1.0, step / args.max_steps) if args.max_steps
+                else min(1.0, (now - t_train) / max(1.0, train_end - t_train)))
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -306,6 +383,11 @@ def main() -> None:
                 rate = f" {sps:.1f} steps/s {sps * args.batch_size * seq / 1e6:.2f}M tok/s"
             log.append({"step": step, "loss": round(value, 4), "lr": lr, "t": round(elapsed(), 1)})
             print(f"step {step} loss {value:.4f} (ema {ema:.4f}) lr {lr:.2e} t {elapsed():.0f}s{rate}", flush=True)
+        if probe is not None and step % args.probe_every == 0:
+            with autocast:
+                acc = probe(model)
+            log.append({"step": step, "teacher_forced": acc})
+            print(f"step {step} teacher-forced held-out accuracy {acc}", flush=True)
         if args.save_every and elapsed() - last_save >= args.save_every or (args.smoke and step == 3):
             save_checkpoint(model, tok, out, make_info(step, elapsed() - t_train, log, final=False))
             last_save = elapsed()
@@ -317,7 +399,6 @@ def main() -> None:
         rate = {"steps_per_s": round(sps, 2), "tokens_per_s": round(sps * args.batch_size * seq)}
     print(f"trained {step} steps in {train_seconds:.0f}s ({tokens_seen / 1e6:.1f}M tokens){' ' + str(rate) if rate else ''}",
           flush=True)
-    del loader
 
     # Save, then evaluate what is shipped: the bf16 weights loaded back in float32.
     model.eval()

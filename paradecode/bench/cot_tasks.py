@@ -21,7 +21,11 @@ Text is words separated by single spaces (names, numbers 0-49, operators and a f
 The verifier is exact: :func:`check_chain` replays the chain against the problem (every
 step must be a person the question needs, not yet computed, whose operands are given or
 computed earlier, with the prompt's relation and the right values), and the final line must
-give the asked value. :func:`diagnose` says what is wrong with an answer.
+give the asked value. A step is valid when every equality in it is true: a long-phrased sum
+may substitute its operands' values in either order ("cal = ann + bob = 9 + 7 = 16 ." with
+ann 7 and bob 9: ann + bob = 9 + 7 holds), which the data never writes but is not an error.
+``strict=True`` accepts only the phrasings the data writes. :func:`diagnose` says what is
+wrong with an answer.
 """
 
 from __future__ import annotations
@@ -301,6 +305,17 @@ def _step_variants(name: str, rel: Relation, values: dict[str, int]) -> list[str
     return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing
 
 
+def _true_steps(name: str, rel: Relation, values: dict[str, int]) -> list[str]:
+    """Every step computing ``name`` whose equalities all hold: the data's phrasings, plus a
+    long-phrased sum whose values come in the other order than its names."""
+    out = _step_variants(name, rel, values)
+    kind, a, b = rel
+    if kind == "sum":
+        v, va, vb = _value(rel, values), values[a], values[b]
+        out += [f"{name} = {a} + {b} = {vb} + {va} = {v} .", f"{name} = {b} + {a} = {va} + {vb} = {v} ."]
+    return list(dict.fromkeys(out))
+
+
 PROMPT_ORDER_SHARE = 0.7  # the share of training steps that take the first ready person of the prompt
 
 
@@ -349,8 +364,9 @@ def _parse_steps(text: str) -> tuple[list[list[str]], Optional[list[str]]]:
     return steps, final
 
 
-def diagnose(data: dict, answer: str) -> Optional[str]:
-    """None if ``answer`` is a valid chain with the right final line, else what is wrong."""
+def diagnose(data: dict, answer: str, strict: bool = False) -> Optional[str]:
+    """None if ``answer`` is a valid chain with the right final line, else what is wrong
+    (``strict``: a step must be one of the phrasings the data writes)."""
     rels = {n: tuple(r) for n, r in data["relations"].items()}
     target = data["target"]
     values = evaluate_all(rels)
@@ -370,7 +386,7 @@ def diagnose(data: dict, answer: str) -> Optional[str]:
         missing = [u for u in _uses(rels[name]) if rels[u][0] != "const" and u not in done]
         if missing:
             return f"step {k + 1} ({name}) uses {missing} before computing them"
-        if " ".join(words) not in _step_variants(name, rels[name], values):
+        if " ".join(words) not in (_step_variants if strict else _true_steps)(name, rels[name], values):
             return f"step {k + 1} is not a valid computation of {name}: {' '.join(words)!r}"
         done.add(name)
     if done != needed:
@@ -382,9 +398,9 @@ def diagnose(data: dict, answer: str) -> Optional[str]:
     return None
 
 
-def check_chain(data: dict, answer: str) -> bool:
+def check_chain(data: dict, answer: str, strict: bool = False) -> bool:
     """The whole answer is valid: every step and the final line (see :func:`diagnose`)."""
-    return diagnose(data, answer) is None
+    return diagnose(data, answer, strict) is None
 
 
 def check_final(data: dict, answer: str) -> bool:
