@@ -25,7 +25,7 @@ def test_available_lists_models_with_complete_directories():
         d = zoo.model_dir(name)
         for f in ("config.json", "model.safetensors", "tokenizer.json", "info.json"):
             assert (d / f).exists(), f"{name} lacks {f}"
-        assert (d / "model.safetensors").stat().st_size < 13 * 2**20
+        assert (d / "model.safetensors").stat().st_size < 16 * 2**20  # one file back from the GPU machine
         info = zoo.info(name)
         assert info["tasks"] and info["gen_length"] % info["block_length"] == 0
         for t in info["tasks"]:
