@@ -124,6 +124,19 @@ def test_a_dream_checkpoint_gets_dreams_model_and_recipe(lm, checkpoint):
     assert lm.tok_encode("ab", add_special_tokens=False) == lm.tokenizer.encode("ab")
 
 
+def test_no_bos_before_a_chat_template_unless_asked(checkpoint):
+    """Dream's base evaluation writes BOS (add_bos_token=true); its instruct evaluation applies the
+    chat template and writes none."""
+    chat = [{"role": "user", "content": "ab"}]
+    for asked, bos in [(None, False), (True, True)]:
+        lm = ParadecodeLM(pretrained=str(checkpoint), device="cpu", add_bos_token=asked)
+        lm.tokenizer.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+        assert lm.add_bos_token
+        context = lm.apply_chat_template(chat)
+        assert context == "[ab]"
+        assert lm.tok_encode(context) == lm.tokenizer.encode((BOS if bos else "") + "[ab]")
+
+
 def test_recipe_arguments_are_checked(checkpoint):
     with pytest.raises(ValueError, match="recipe must be one of"):
         ParadecodeLM(pretrained=str(checkpoint), recipe="mdlm", device="cpu")

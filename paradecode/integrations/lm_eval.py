@@ -52,7 +52,9 @@ Dream's own evaluation (DreamLM/Dream ``eval/eval.py``; Fast-dLLM's ``dream/eval
 same), the ``recipe=dream`` defaults (``recipe=llada`` / ``recipe=dream`` overrides the choice):
 
 * ``add_bos_token=True``: the tokenizer's BOS is written before every context, as all of
-  Dream's published runs pass (Dream's tokenizer adds none itself);
+  Dream's published base-model runs pass (Dream's tokenizer adds none itself); with
+  ``--apply_chat_template`` it defaults to False, as Dream's instruct evaluation
+  (``eval_instruct``, which has no such option) writes none;
 * loglikelihood by :func:`~paradecode.likelihood.dream_mc_loglikelihood`: the continuation with
   EOS appended and visible, Bernoulli masks at noise level ``(1 - sampling_eps) t + sampling_eps``
   (``sampling_eps=1e-3``), cross-entropy divided by that level; ``mc_num=128`` as LLaDA;
@@ -244,6 +246,7 @@ class ParadecodeLM(TemplateLM):
                              f"is scored by LLaDA's, which has no such option.")
         self.is_check_greedy = defaults["is_check_greedy"] if is_check_greedy is None else is_check_greedy
         self.add_bos_token = defaults["add_bos_token"] if add_bos_token is None else add_bos_token
+        self._bos_by_default = add_bos_token is None
         if self.add_bos_token and getattr(tok, "bos_token", None) is None:
             raise ValueError(f"{OWNER}: add_bos_token=True, but the tokenizer of {pretrained!r} has no BOS token; "
                              f"pass add_bos_token=False.")
@@ -319,6 +322,11 @@ class ParadecodeLM(TemplateLM):
         return self.tokenizer(string, add_special_tokens=add_special_tokens)["input_ids"]
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The tokenizer's chat template. lm-eval calls it while it builds the requests, before
+        any is run; from then on ``add_bos_token`` left at its default is off (Dream's instruct
+        evaluation writes no BOS before the template)."""
+        if self._bos_by_default:
+            self.add_bos_token = False
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(
                 f"{OWNER}: the tokenizer of {self.pretrained!r} has no chat template; drop --apply_chat_template "
