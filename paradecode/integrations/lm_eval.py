@@ -200,7 +200,8 @@ class ParadecodeLM(TemplateLM):
         add_bos_token = c("add_bos_token", add_bos_token, Optional[bool])
         self.sampling_eps = c("sampling_eps", sampling_eps, Optional[float])
         if recipe is not None and recipe not in RECIPES:
-            raise ValueError(f"{OWNER}: recipe must be one of {sorted(RECIPES)} (default: by the model's type), got {recipe!r}.")
+            raise ValueError(f"{OWNER}: recipe must be one of {sorted(RECIPES)} (default: by the model's type), "
+                             f"got {recipe!r}.")
         if self.sampling_eps is not None and not 0 <= self.sampling_eps < 1:
             raise ValueError(f"{OWNER}: sampling_eps must be in [0, 1) (Dream: 1e-3), got {self.sampling_eps}.")
         if self.mc_num < 1 or self.mc_num % self.batch_size:
