@@ -46,7 +46,26 @@ Data parallel: started by ``torchrun --nproc_per_node N -m paradecode.integratio
 rank its share of the requests; the results are gathered on rank 0. Scores do not depend on the
 split (each request's masks are seeded by itself).
 
-``loglikelihood_rolling`` (perplexity) raises ``NotImplementedError``, as in LLaDA's evaluation.
+Dream checkpoints (``model_type: "Dream"``, loaded as :class:`~paradecode.models.dream.DreamModel`,
+whose logits are already Dream's shifted ones, so every strategy and cache runs on them) follow
+Dream's own evaluation (DreamLM/Dream ``eval/eval.py``; Fast-dLLM's ``dream/eval.py`` is the
+same), the ``recipe=dream`` defaults (``recipe=llada`` / ``recipe=dream`` overrides the choice):
+
+* ``add_bos_token=True``: the tokenizer's BOS is written before every context, as all of
+  Dream's published base-model runs pass (Dream's tokenizer adds none itself); with
+  ``--apply_chat_template`` it defaults to False, as Dream's instruct evaluation
+  (``eval_instruct``, which has no such option) writes none;
+* loglikelihood by :func:`~paradecode.likelihood.dream_mc_loglikelihood`: the continuation with
+  EOS appended and visible, Bernoulli masks at noise level ``(1 - sampling_eps) t + sampling_eps``
+  (``sampling_eps=1e-3``), cross-entropy divided by that level; ``mc_num=128`` as LLaDA;
+  ``is_check_greedy=False``: Dream's evaluation reports every ``is_greedy`` as False (it
+  computes none); with ``is_check_greedy=True`` the continuation (without the EOS) is checked
+  as for LLaDA;
+* ``max_length=2048`` (Dream's): longer requests keep their last tokens;
+* a generation is also cut at the first EOS text, as Dream's ``_generate_batch`` cuts.
+
+``loglikelihood_rolling`` (perplexity) raises ``NotImplementedError``, as in LLaDA's and Dream's
+evaluations.
 """
 
 from __future__ import annotations
@@ -74,7 +93,7 @@ from ..api import sample
 from ..bench.real.data import truncate_at
 from ..config import build_config, check_value, generation_defaults
 from ..inputs import model_max_length
-from ..likelihood import diffusion_model, greedy_suffix_matches, mc_loglikelihood
+from ..likelihood import diffusion_model, dream_mc_loglikelihood, greedy_suffix_matches, mc_loglikelihood
 from ..models.hf import resolve_mask_token_id
 from ..models.loading import load_model_and_tokenizer
 from ..registry import get_cache_class, get_strategy_class
@@ -85,6 +104,11 @@ MODEL_NAME = "paradecode"
 _TARGET = "paradecode.integrations.lm_eval:ParadecodeLM"
 OWNER = f"lm-eval model {MODEL_NAME!r}"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# Each reference evaluation's conventions where they differ (the module docstring says how).
+RECIPES = {
+    "llada": {"add_bos_token": False, "is_check_greedy": True, "max_length": None, "stop_at_eos": False},
+    "dream": {"add_bos_token": True, "is_check_greedy": False, "max_length": 2048, "stop_at_eos": True},
+}
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +118,12 @@ def register() -> None:
     with the entry point when lm-eval's plugin discovery got there first."""
     if MODEL_NAME not in model_registry:
         model_registry.register(MODEL_NAME, target=_TARGET)
+
+
+def model_recipe(model: Any) -> str:
+    """``"dream"`` for a Dream model (its config's ``model_type``), else ``"llada"``."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    return "dream" if isinstance(kind, str) and kind.lower() == "dream" else "llada"
 
 
 def split_model_args(strategy: str, cache: Optional[str], options: dict[str, Any]) -> tuple[dict, dict]:
@@ -147,9 +177,12 @@ class ParadecodeLM(TemplateLM):
         mask_id: Optional[int] = None,
         mc_num: int = 128,
         cfg: float = 0.0,
-        is_check_greedy: bool = True,
+        is_check_greedy: Optional[bool] = None,
         seed: int = 1234,
         max_length: Optional[int] = None,
+        recipe: Optional[str] = None,
+        add_bos_token: Optional[bool] = None,
+        sampling_eps: Optional[float] = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -161,8 +194,16 @@ class ParadecodeLM(TemplateLM):
         self.batch_size = _batch_size(batch_size)
         self.mc_num = c("mc_num", mc_num, int)
         self.cfg = c("cfg", cfg, float)
-        self.is_check_greedy = c("is_check_greedy", is_check_greedy, bool)
+        is_check_greedy = c("is_check_greedy", is_check_greedy, Optional[bool])
         self.seed = c("seed", seed, int)
+        recipe = c("recipe", recipe, Optional[str])
+        add_bos_token = c("add_bos_token", add_bos_token, Optional[bool])
+        self.sampling_eps = c("sampling_eps", sampling_eps, Optional[float])
+        if recipe is not None and recipe not in RECIPES:
+            raise ValueError(f"{OWNER}: recipe must be one of {sorted(RECIPES)} (default: by the model's type), "
+                             f"got {recipe!r}.")
+        if self.sampling_eps is not None and not 0 <= self.sampling_eps < 1:
+            raise ValueError(f"{OWNER}: sampling_eps must be in [0, 1) (Dream: 1e-3), got {self.sampling_eps}.")
         if self.mc_num < 1 or self.mc_num % self.batch_size:
             raise ValueError(
                 f"{OWNER}: mc_num ({self.mc_num}) must be a positive multiple of batch_size ({self.batch_size}), "
@@ -197,13 +238,30 @@ class ParadecodeLM(TemplateLM):
             model = model.to(torch_dtype)
         self.model = model
         self.tokenizer = tok
+        self.recipe = recipe or model_recipe(model)
+        defaults = RECIPES[self.recipe]
+        if self.recipe == "dream":
+            self.sampling_eps = 1e-3 if self.sampling_eps is None else self.sampling_eps
+        elif self.sampling_eps is not None:
+            raise ValueError(f"{OWNER}: sampling_eps belongs to Dream's likelihood (recipe=dream); {pretrained!r} "
+                             f"is scored by LLaDA's, which has no such option.")
+        self.is_check_greedy = defaults["is_check_greedy"] if is_check_greedy is None else is_check_greedy
+        self.add_bos_token = defaults["add_bos_token"] if add_bos_token is None else add_bos_token
+        self._bos_by_default = add_bos_token is None
+        if self.add_bos_token and getattr(tok, "bos_token", None) is None:
+            raise ValueError(f"{OWNER}: add_bos_token=True, but the tokenizer of {pretrained!r} has no BOS token; "
+                             f"pass add_bos_token=False.")
+        self.stop_at_eos = defaults["stop_at_eos"]
         self.mask_id = resolve_mask_token_id(model, tok, c("mask_id", mask_id, Optional[int]))
         self._scorer = diffusion_model(model, self.mask_id)
         scls = get_strategy_class(self.strategy)
         resolved = generation_defaults(scls.Config, getattr(model, "generation_defaults", None) or {}, self.options)
         self.gen_length = int(build_config(scls.Config, f"{OWNER}, strategy {self.strategy!r}", resolved).gen_length)
         declared = model_max_length(model)
-        self._max_length = c("max_length", max_length, Optional[int]) or (declared[1] if declared else None)
+        fallback = declared[1] if declared else None
+        if defaults["max_length"] is not None:
+            fallback = min(defaults["max_length"], fallback or defaults["max_length"])
+        self._max_length = c("max_length", max_length, Optional[int]) or fallback
         self.pretrained = str(pretrained)
         self.stats: dict[str, float] = {}
         self._warned: set = set()
@@ -255,13 +313,21 @@ class ParadecodeLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, **kwargs: Any) -> list[int]:
         """Token ids; the tokenizer's special tokens are added unless the text already starts
-        with BOS (a chat template writes it), as lm-eval's ``hf`` model does."""
+        with BOS (a chat template writes it), as lm-eval's ``hf`` model does. With
+        ``add_bos_token`` the BOS text is written first (Dream's evaluation), unless there."""
         if add_special_tokens is None:
+            if self.add_bos_token and not string.startswith(self.tokenizer.bos_token):
+                string = self.tokenizer.bos_token + string
             bos = getattr(self.tokenizer, "bos_token", None)
             add_special_tokens = not (bos and string.startswith(bos))
         return self.tokenizer(string, add_special_tokens=add_special_tokens)["input_ids"]
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The tokenizer's chat template. lm-eval calls it while it builds the requests, before
+        any is run; from then on ``add_bos_token`` left at its default is off (Dream's instruct
+        evaluation writes no BOS before the template)."""
+        if self._bos_by_default:
+            self.add_bos_token = False
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(
                 f"{OWNER}: the tokenizer of {self.pretrained!r} has no chat template; drop --apply_chat_template "
@@ -280,10 +346,16 @@ class ParadecodeLM(TemplateLM):
         for (context, continuation), context_enc, continuation_enc in tqdm(
             requests, desc="paradecode loglikelihood", disable=disable_tqdm
         ):
-            prefix = self._fit(list(context_enc), len(continuation_enc), "loglikelihood")
             generator = torch.Generator().manual_seed(self.seed)
-            ll = mc_loglikelihood(self._scorer, prefix, continuation_enc, mask_id=self.mask_id, mc_num=self.mc_num,
-                                  batch_size=self.batch_size, cfg=self.cfg, generator=generator)
+            if self.recipe == "dream":  # the EOS Dream appends counts against the context
+                prefix = self._fit(list(context_enc), len(continuation_enc) + 1, "loglikelihood")
+                ll = dream_mc_loglikelihood(self._scorer, prefix, continuation_enc, mask_id=self.mask_id,
+                                            eos_id=self.eot_token_id, mc_num=self.mc_num, batch_size=self.batch_size,
+                                            sampling_eps=self.sampling_eps, cfg=self.cfg, generator=generator)
+            else:
+                prefix = self._fit(list(context_enc), len(continuation_enc), "loglikelihood")
+                ll = mc_loglikelihood(self._scorer, prefix, continuation_enc, mask_id=self.mask_id, mc_num=self.mc_num,
+                                      batch_size=self.batch_size, cfg=self.cfg, generator=generator)
             greedy = bool(self.is_check_greedy) and greedy_suffix_matches(
                 self._scorer, prefix, continuation_enc, mask_id=self.mask_id, cfg=self.cfg
             )
@@ -330,8 +402,11 @@ class ParadecodeLM(TemplateLM):
         return [r if r is not None else "" for r in results]
 
     def postprocess(self, text: str, until: Any) -> str:
-        """The decoded canvas cut at the earliest ``until`` string, then without special tokens."""
+        """The decoded canvas cut at the earliest ``until`` string (and EOS, for Dream), then
+        without special tokens."""
         stops = [until] if isinstance(until, str) else list(until or [])
+        if self.stop_at_eos and self.tokenizer.eos_token:
+            stops.append(self.tokenizer.eos_token)
         cut = truncate_at(text, stops)
         return self.tokenizer.decode(self.tokenizer(cut, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
 
