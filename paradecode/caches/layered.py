@@ -81,6 +81,12 @@ class LayeredCanvasCache(CanvasKVCache):
             )
         return super().forward(model, request)
 
+    def kept_index(self) -> torch.Tensor:
+        """(R, T) canvas column each fed row's state is kept under: the fed column, or the trash
+        slot ``L`` for a query-only row (:meth:`read_only`, and a shifted model's predecessors),
+        whose state the policy did not ask to keep."""
+        return self._idx if self._write is None else self._write
+
     # ---- work accounting ------------------------------------------------------------------------
     def count_rows(self, layer: int, rows: int) -> None:
         """Record that ``layer`` computes ``rows`` canvas columns (per request row) this forward."""
