@@ -30,6 +30,15 @@ their last computation (the reference's ``x = self.x_cache``). ``refresh_every``
 reference, which runs one full forward per generation) adds a full forward every that many
 forwards; 1 makes the cache exact. In a batch, rows share the refresh layer (the first at which
 some row's similarity falls below ``gamma``); the reference decodes one sequence at a time.
+
+On a shifted-logits model (Dream: a column's logits come from the output one column left),
+the reference's Dream path (``dream/model/generation_utils_elastic.py``) feeds
+``masked_position - 1``: the window masks' *predecessors* are the fed, refreshed rows whose
+attention picks the tracked columns, and the masks themselves are refreshed only where they are
+a predecessor too. Here likewise; a window mask whose predecessor is not a mask is still fed
+(the canvas cache reads a column's logits through its feed slot) but as a query only
+(:meth:`read_only`): its kept keys, values, inputs and queries stay those of its last
+computation, as in the reference.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class LayeredCanvasCache(CanvasKVCache):
         if not getattr(model, "supports_layer_hooks", False):
             raise ValueError(
                 f"cache policy {self.name!r} decides per layer through the model's layer hooks, which "
-                f"{type(model).__name__} does not have (paradecode's LLaDAModel does); use cache='dual' "
+                f"{type(model).__name__} does not have (paradecode's LLaDAModel and DreamModel do); use cache='dual' "
                 f"or 'prefix' with this model, or cache=None."
             )
         return super().forward(model, request)
