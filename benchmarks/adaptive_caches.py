@@ -18,6 +18,11 @@ workload's, not the paper's. dLLM-Cache's schedule does not depend on the weight
 
     python benchmarks/adaptive_caches.py --out results.json      # GPU, 8B shape, ~2 min
     python benchmarks/adaptive_caches.py --smoke                   # CPU, tiny model
+    python benchmarks/adaptive_caches.py --model dream --out dream.json   # Dream-v0-7B shape
+
+``--model dream`` times the same on a Dream-v0-7B-shaped ``DreamModel`` (random bf16 weights;
+shifted logits: the block caches feed each window column's predecessor, Elastic-Cache feeds
+the window masks' predecessors, as its Dream path).
 """
 
 from __future__ import annotations
@@ -29,12 +34,24 @@ import time
 import torch
 
 import paradecode
-from paradecode.models import LLaDAConfig, LLaDAModel
+from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel
 
 CACHES = [None, "dual", "elastic", "dllm-cache"]
 
 
-def make_model(smoke: bool, device: str) -> LLaDAModel:
+def make_model(smoke: bool, device: str, kind: str = "llada") -> LLaDAModel | DreamModel:
+    if kind == "dream":
+        if smoke:
+            config = DreamConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                 num_attention_heads=4, num_key_value_heads=2, mask_token_id=250,
+                                 eos_token_id=251, pad_token_id=251, bos_token_id=251)
+            torch.manual_seed(0)
+            return DreamModel(config).to(device).eval()
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device(device):
+            model = DreamModel(DreamConfig())  # Dream-v0-7B shape, random weights
+        torch.set_default_dtype(torch.float32)
+        return model.eval()
     if smoke:
         config = LLaDAConfig(d_model=64, n_heads=4, n_kv_heads=4, n_layers=4, mlp_hidden_size=128,
                              vocab_size=256, embedding_size=256, mask_token_id=250, eos_token_id=251, pad_token_id=251)
@@ -71,13 +88,15 @@ def main() -> None:
     ap.add_argument("--settings", default=None,
                     help="comma list of prompt:gen:tokens_per_step (default 512:256:2,512:1024:4; smoke 16:64:2)")
     ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--model", choices=("llada", "dream"), default="llada",
+                    help="LLaDA-8B shape (default) or Dream-v0-7B shape")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     if device == "cpu" and not args.smoke:
         raise SystemExit("no CUDA device: the 8B shape needs a GPU; use --smoke for a CPU check")
     settings = args.settings or ("16:64:2" if args.smoke else "512:256:2,512:1024:4")
-    model = make_model(args.smoke, device)
+    model = make_model(args.smoke, device, args.model)
     vocab = model.config.vocab_size
     rows = []
     with torch.inference_mode():
@@ -88,7 +107,7 @@ def main() -> None:
             base = None
             for cache in CACHES:
                 r = run_one(model, prompt, G, args.block, k, cache)
-                r.update(prompt=P, gen=G, tokens_per_step=k, device=torch.cuda.get_device_name() if device == "cuda" else "cpu")
+                r.update(model=args.model, prompt=P, gen=G, tokens_per_step=k, device=torch.cuda.get_device_name() if device == "cuda" else "cpu")
                 base = base or r["ms_per_step"]
                 r["speedup"] = base / r["ms_per_step"]
                 rows.append(r)

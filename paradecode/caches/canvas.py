@@ -91,6 +91,14 @@ class CanvasKVCache(CachePolicy):
         """(len(rows),) CPU bool: rows that refresh everything this step."""
         raise NotImplementedError
 
+    def read_only(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
+        """Optional (len(rows), L) bool: fed columns (a subset of :meth:`recompute`'s) that are
+        queries only, their fresh keys/values not kept. On a shifted-logits model a window
+        column's logits come from its predecessor, so a policy that refreshes the predecessor
+        need not refresh the column itself (Elastic-Cache's Dream path). None: every fed
+        column is kept."""
+        return None
+
     # ---- loop side ---------------------------------------------------------------------------
     def forward(self, model: Any, request: Request) -> Any:
         """Run the step's forward with this cache: plan the feed, call the model, and give
@@ -176,6 +184,10 @@ class CanvasKVCache(CachePolicy):
                 extra = torch.zeros_like(fed)
                 extra[:, : L - self._shift] = (fed & win)[:, self._shift :] & ~fed[:, : L - self._shift]
                 fed = fed | extra
+            ro = self.read_only(canvas)
+            if ro is not None:
+                ro = ro[:, :L].to(fed.device) & ~full.to(fed.device)[:, None]
+                extra = ro.repeat(reps, 1) if extra is None else extra | ro.repeat(reps, 1)
             idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
             if extra is not None:
                 read_only = extra.gather(1, idx.clamp(max=L - 1)) & (idx < L)

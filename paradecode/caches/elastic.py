@@ -30,6 +30,15 @@ their last computation (the reference's ``x = self.x_cache``). ``refresh_every``
 reference, which runs one full forward per generation) adds a full forward every that many
 forwards; 1 makes the cache exact. In a batch, rows share the refresh layer (the first at which
 some row's similarity falls below ``gamma``); the reference decodes one sequence at a time.
+
+On a shifted-logits model (Dream: a column's logits come from the output one column left),
+the reference's Dream path (``dream/model/generation_utils_elastic.py``) feeds
+``masked_position - 1``: the window masks' *predecessors* are the fed, refreshed rows whose
+attention picks the tracked columns, and the masks themselves are refreshed only where they are
+a predecessor too. Here likewise; a window mask whose predecessor is not a mask is still fed
+(the canvas cache reads a column's logits through its feed slot) but as a query only
+(:meth:`read_only`): its kept keys, values, inputs and queries stay those of its last
+computation, as in the reference.
 """
 
 from __future__ import annotations
@@ -96,6 +105,7 @@ class ElasticCache(LayeredCanvasCache):
         super().__init__(config)
         self._fresh = False
         self._since_full = 0
+        self._query_only: Optional[torch.Tensor] = None
 
     # ---- the feed -------------------------------------------------------------------------------
     def _window(self, masked: torch.Tensor, window_start: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -109,6 +119,17 @@ class ElasticCache(LayeredCanvasCache):
             return out | (after & (after.long().cumsum(-1) <= self.config.window_length))
         return out | masked
 
+    def _queries(self, window: torch.Tensor) -> torch.Tensor:
+        """The rows whose outputs give the window's logits: the window itself, or on a
+        shifted-logits model (Dream) each window column's predecessor, as the reference's Dream
+        path feeds ``masked_position - 1`` and tracks with those rows' attention."""
+        s = self._shift
+        if not s:
+            return window
+        out = torch.zeros_like(window)
+        out[:, :-s] = window[:, s:]
+        return out
+
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         every = self.config.refresh_every  # None: only the first forward (no cache yet), as the reference
         due = every is not None and self._since_full + 1 >= every
@@ -117,12 +138,18 @@ class ElasticCache(LayeredCanvasCache):
     def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
         masked = canvas.masked()
         n, L = masked.shape
-        fed = self._window(masked, canvas.window_start, canvas.window_size)
-        fed |= canvas.committed_at == canvas.step - 1
+        window = self._window(masked, canvas.window_start, canvas.window_size)
+        fed = self._queries(window) | (canvas.committed_at == canvas.step - 1)
         tracked = self._row_state.get("tracked")
         if tracked is not None:
             fed |= tracked.view(-1, n, tracked.shape[1]).any(0)[:, :L].to(fed.device)
-        return fed
+        # On a shifted model the window columns are fed for their logits' sake (read from their
+        # predecessors); those the policy does not refresh are queries only (read_only).
+        self._query_only = window & ~fed if self._shift else None
+        return fed | window
+
+    def read_only(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
+        return self._query_only
 
     def prepare(self, request: Request) -> Request:
         canvas = request.canvas
@@ -136,7 +163,7 @@ class ElasticCache(LayeredCanvasCache):
             self.reset_state()
         masked = canvas.masked().repeat(canvas.reps, 1)
         self._masked = masked
-        self._in_window = self._window(masked, self._win_start, canvas.window_size)
+        self._window_queries = self._queries(self._window(masked, self._win_start, canvas.window_size))
         self._positions = canvas.positions
         am = canvas.attention_mask
         self._mask = self._key_mask if self._key_mask is not None else (
@@ -148,7 +175,7 @@ class ElasticCache(LayeredCanvasCache):
         if not self._full:
             tracked = self._row_state["tracked"]
             safe, real = self._idx.clamp(max=L - 1), self._idx < L
-            self._slot_window = self._in_window.gather(1, safe) & real
+            self._slot_window = self._window_queries.gather(1, safe) & real
             self._slot_tracked = tracked.gather(1, safe) & real
             self._fed_rows = float(real.sum()) / R
         return out
@@ -169,7 +196,7 @@ class ElasticCache(LayeredCanvasCache):
             xs[:, :L] = x
             self.count_rows(layer, L)
             return x, None
-        scatter_rows(xs, self._idx, x)
+        scatter_rows(xs, self.kept_index(), x)
         if layer == self._refresh_from:  # the first refreshed layer: the whole canvas from kept inputs
             self.count_rows(layer, L)
             return xs[:, :L], self._positions
@@ -197,15 +224,15 @@ class ElasticCache(LayeredCanvasCache):
             self.set_layer_tensor("q", layer, qs)
         if self._full or layer >= self._refresh_from:
             qs[:, :, :L] = q
-            cols = self._in_window.any(0).nonzero()[:, 0]  # only the window rows' attention is read
+            cols = self._window_queries.any(0).nonzero()[:, 0]  # only these rows' attention is read
             probs = _attention_probs(q[:, :, cols], k, self._mask)[..., :L]
-            weight = self._in_window[:, cols]
+            weight = self._window_queries[:, cols]
         else:
             probs = _attention_probs(q, k, self._mask)[..., :L]  # (R, H, T, L)
             idx4 = self._idx[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3])
             if self._k_before is not None:
                 self._drift_test(layer, probs, qs.gather(2, idx4))
-            qs.scatter_(2, idx4, q)
+            qs.scatter_(2, self.kept_index()[:, None, :, None].expand_as(idx4), q)
             weight = self._slot_window
         # per layer, the column the fed masked window rows attend to most, masks excluded
         mass = (probs.sum(1) * weight[:, :, None].to(probs.dtype)).sum(1)

@@ -76,10 +76,16 @@ class LayeredCanvasCache(CanvasKVCache):
         if not getattr(model, "supports_layer_hooks", False):
             raise ValueError(
                 f"cache policy {self.name!r} decides per layer through the model's layer hooks, which "
-                f"{type(model).__name__} does not have (paradecode's LLaDAModel does); use cache='dual' "
+                f"{type(model).__name__} does not have (paradecode's LLaDAModel and DreamModel do); use cache='dual' "
                 f"or 'prefix' with this model, or cache=None."
             )
         return super().forward(model, request)
+
+    def kept_index(self) -> torch.Tensor:
+        """(R, T) canvas column each fed row's state is kept under: the fed column, or the trash
+        slot ``L`` for a query-only row (:meth:`read_only`, and a shifted model's predecessors),
+        whose state the policy did not ask to keep."""
+        return self._idx if self._write is None else self._write
 
     # ---- work accounting ------------------------------------------------------------------------
     def count_rows(self, layer: int, rows: int) -> None:

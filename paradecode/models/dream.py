@@ -34,7 +34,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
-from .llada import RMSNorm, cached_attention, rope_cos_sin
+from .llada import RMSNorm, cached_attention, hooked_layers, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -162,6 +162,11 @@ class DreamDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
+        V-verify compares between steps), as ``LLaDABlock.values``."""
+        return self.self_attn.v_proj(self.input_layernorm(x))
+
 
 class _DreamBackbone(nn.Module):
     """``model.*`` of Dream's state dict."""
@@ -188,6 +193,8 @@ class DreamModel(nn.Module):
     supports_cache = True
     #: The output at column i predicts column i + logits_shift; canvas caches feed predecessors.
     logits_shift = 1
+    #: The per-layer cache hooks (interfaces.LayerHooks) exist: ``elastic`` and ``dllm-cache`` use them.
+    supports_layer_hooks = True
 
     def __init__(self, config: DreamConfig) -> None:
         super().__init__()
@@ -267,6 +274,9 @@ class DreamModel(nn.Module):
             attn_mask = attention_mask.bool()[:, None, None, :]
         if cache is not None:
             cache.begin_forward(positions)
+        if getattr(cache, "layer_hooks", False):
+            return hooked_layers(self.model.layers, x, cos, sin, attn_mask, cache, self.config.head_dim,
+                                 self.config.rope_theta)
         for layer in self.model.layers:
             x = layer(x, cos, sin, attn_mask, cache)
         if cache is not None:

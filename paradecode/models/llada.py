@@ -190,11 +190,30 @@ def cached_attention(
     q, k = rope(q, cos, sin), rope(k, cos, sin)
     if cache is not None:
         k, v, attn_mask = cache.update(layer, k, v, attn_mask)
+        if getattr(cache, "layer_hooks", False):
+            cache.layer_queries(layer, q, k)
     rep = q.shape[1] // k.shape[1]
     if rep != 1:
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+
+
+def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  attn_mask: Optional[torch.Tensor], cache: Any, head_dim: int, rope_theta: float) -> torch.Tensor:
+    """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`),
+    shared by every model that offers them: before each layer the cache may record its input and
+    change the rows it computes (a subset of the canvas, or the whole canvas from cached inputs;
+    the RoPE tables follow the returned positions), and after it map the output back; inside,
+    the layer hands the cache its queries. Each layer is called ``layer(x, cos, sin, mask, cache)``
+    and has ``values(x)``."""
+    for i, layer in enumerate(layers):
+        x, positions = cache.layer_input(i, x, layer)
+        if positions is not None:
+            cos, sin = rope_cos_sin(positions, head_dim, rope_theta)
+        x = cache.layer_output(i, layer(x, cos, sin, attn_mask, cache))
+    cache.end_forward()
+    return x
 
 
 # The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
@@ -466,25 +485,11 @@ class LLaDAModel(nn.Module):
         if cache is not None:
             cache.begin_forward(positions)
         if getattr(cache, "layer_hooks", False):
-            return self._hooked_layers(x, cos, sin, attn_mask, cache)
+            return hooked_layers(tr["blocks"], x, cos, sin, attn_mask, cache, self.config.head_dim, self.config.rope_theta)
         for block in tr["blocks"]:
             x = block(x, cos, sin, attn_mask, cache)
         if cache is not None:
             cache.end_forward()
-        return x
-
-    def _hooked_layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                       attn_mask: Optional[torch.Tensor], cache: Any) -> torch.Tensor:
-        """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`):
-        before each layer the cache may record its input and change the rows it computes (a
-        subset of the canvas, or the whole canvas from cached inputs), and after it map the
-        output back; inside, it sees the layer's queries."""
-        for i, block in enumerate(self.model.transformer["blocks"]):
-            x, positions = cache.layer_input(i, x, block)
-            if positions is not None:
-                cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
-            x = cache.layer_output(i, block(x, cos, sin, attn_mask, cache))
-        cache.end_forward()
         return x
 
     def lm_head(self, x: torch.Tensor) -> torch.Tensor:
