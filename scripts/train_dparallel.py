@@ -12,7 +12,7 @@ One shot inside a wall-time budget (``--time-budget`` seconds from the start of 
 3. the final evaluation on held-out prompts of each task (seed ``--eval-seed``; training
    prompts that coincide with the evaluation's or ``paradecode bench``'s seed-0 problems are
    dropped): accuracy and mean NFE per prompt of teacher and student with dParallel's decoding
-   rule (``entropy-threshold`` at ``--threshold``, 0.5 as the reference's evaluation), and
+   rule (``dparallel``: an entropy threshold, ``--threshold``, 0.5 as the reference's evaluation), and
    their accuracy with LLaDA's baseline at full steps.
 
 The reference's training defaults and ours (see the dev note, docs/dev-notes/issue-18-dparallel.md):
@@ -48,7 +48,7 @@ from paradecode.models import LLaDAModel  # noqa: E402
 
 T0 = time.perf_counter()
 BENCH_SEED = 0  # `paradecode bench`'s default problems: kept out of training too
-DECODING = "entropy-threshold"
+DECODING = "dparallel"  # the entropy-threshold rule of the reference's evaluation
 
 
 def elapsed() -> float:
@@ -62,7 +62,7 @@ def model_path(name_or_dir: str) -> Path:
 
 @torch.no_grad()
 def evaluate(model, tok, tasks, n, seed, threshold, batch=500) -> dict:
-    """Per task: accuracy and mean NFE per prompt with ``entropy-threshold`` at ``threshold``,
+    """Per task: accuracy and mean NFE per prompt with ``dparallel`` (entropy threshold ``threshold``),
     and accuracy (NFE = gen_length) with ``lowconf`` at full steps."""
     model.eval()
     out = {}

@@ -1,4 +1,4 @@
-"""dParallel: the ``entropy-threshold`` decoding rule against a restated reference rule, and
+"""dParallel: its decoding rule (``dparallel``, an entropy threshold) against a restated reference rule, and
 the certainty-forcing distillation (``paradecode/bench/dparallel_training.py``,
 ``scripts/train_dparallel.py``): block-wise masking, the entropy term's defining behaviour,
 seeded trajectories, and the script's ``--smoke`` run end to end."""
@@ -20,7 +20,7 @@ from paradecode.models import LLaDAConfig, LLaDAModel
 from paradecode.registry import get_strategy_class
 from paradecode.samplers.base import BlockView
 from paradecode.samplers.eb import token_entropy
-from paradecode.samplers.entropy_threshold import EntropyThreshold, entropy_threshold_mask
+from paradecode.samplers.dparallel import EntropyThreshold, entropy_threshold_mask
 
 from .conftest import MASK, make_tiny_model
 
@@ -71,7 +71,7 @@ def test_select_reads_the_entropy_of_the_step_logits():
 
 
 def test_default_and_bad_threshold():
-    cls = get_strategy_class("entropy-threshold")
+    cls = get_strategy_class("dparallel")
     assert cls.Config().threshold == 0.5  # the reference's evaluation (LLaDA: GSM8K, MATH, HumanEval)
     for bad in (-0.1, float("nan")):
         with pytest.raises(ValueError, match="threshold"):
@@ -81,13 +81,13 @@ def test_default_and_bad_threshold():
 def test_threshold_limits_on_a_model():
     model = make_tiny_model()
     prompts = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(1))
-    one = paradecode.sample(model, prompts, "entropy-threshold", threshold=0.0, **GEO)
+    one = paradecode.sample(model, prompts, "dparallel", threshold=0.0, **GEO)
     assert one.trace.row_nfe.tolist() == [16, 16, 16]  # nothing is certain: one token per step
-    allin = paradecode.sample(model, prompts, "entropy-threshold", threshold=1e9, **GEO)
+    allin = paradecode.sample(model, prompts, "dparallel", threshold=1e9, **GEO)
     assert allin.trace.row_nfe.tolist() == [2, 2, 2]
     first = paradecode.sample(model, prompts, "threshold", threshold=0.0, **GEO)  # whole block at its first step
     assert torch.equal(allin.sequences, first.sequences)
-    nfe = [paradecode.sample(model, prompts, "entropy-threshold", threshold=t, **GEO).trace.nfe for t in (0.0, 0.5, 1.5, 3.0)]
+    nfe = [paradecode.sample(model, prompts, "dparallel", threshold=t, **GEO).trace.nfe for t in (0.0, 0.5, 1.5, 3.0)]
     assert nfe == sorted(nfe, reverse=True) and nfe[0] > nfe[-1]
 
 
@@ -263,18 +263,18 @@ def test_smoke_run_writes_a_loadable_model(tmp_path):
     for f in ("config.json", "model.safetensors", "tokenizer.json", "info.json"):
         assert (out / f).is_file()
     info = json.loads((out / "info.json").read_text())
-    assert info["decoding"] == {"strategy": "entropy-threshold", "threshold": 0.5}
+    assert info["decoding"] == {"strategy": "dparallel", "threshold": 0.5}
     assert info["train"]["steps"] > 0 and info["train"]["trajectories"]["per_task"]["add"]["kept"] > 0
     for who in ("teacher", "student"):
         for task in ("words", "add"):
             r = info["eval"][who][task]
-            assert 0 <= r["entropy-threshold"]["accuracy"] <= 1 and 1 <= r["entropy-threshold"]["mean_nfe"] <= 32
+            assert 0 <= r["dparallel"]["accuracy"] <= 1 and 1 <= r["dparallel"]["mean_nfe"] <= 32
             assert r["lowconf_full"]["mean_nfe"] == 32
     from transformers import PreTrainedTokenizerFast
 
     model = LLaDAModel.from_pretrained(out, torch_dtype=torch.float32)
     assert next(iter(model.state_dict().values())).dtype == torch.float32
     tok = PreTrainedTokenizerFast.from_pretrained(str(out))
-    gen = paradecode.sample(model, [tok.encode("1+2=")], "entropy-threshold", gen_length=32, block_length=32)
+    gen = paradecode.sample(model, [tok.encode("1+2=")], "dparallel", gen_length=32, block_length=32)
     assert gen.generated.shape == (1, 32) and not (gen.generated == tok.mask_token_id).any()
     assert math.isfinite(info["train"]["log"][-1]["loss"])

@@ -1,4 +1,4 @@
-"""dParallel's decoding rule: entropy threshold (Chen et al., 2025, arXiv 2509.26488,
+"""dParallel's decoding rule (``dparallel``): an entropy threshold (Chen et al., 2025, arXiv 2509.26488,
 "dParallel: Learnable Parallel Decoding for dLLMs"; reference: github czg1225/dParallel,
 ``LLaDA/generate.py`` ``get_transfer_index_entropy``, and ``alg="entropy_threshold"`` of its
 Dream code).
@@ -61,7 +61,7 @@ def entropy_threshold_mask(entropy: torch.Tensor, mask: torch.Tensor, threshold:
 
 
 class EntropyThreshold(BlockDiffusionStrategy):
-    name = "entropy-threshold"
+    name = "dparallel"
     description = ("dParallel: commit every masked block position whose entropy is at most a threshold "
                    "(at least the lowest-entropy one)")
     Config = EntropyThresholdConfig
