@@ -250,6 +250,10 @@ def main(argv=None) -> None:
             print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     train_seconds = elapsed() - t_train
     print(f"trained {step} steps in {train_seconds:.0f}s (stopped by {stopped})", flush=True)
+    if step == 0:
+        print("WARNING: no training step fit in --time-budget after the teacher's evaluation and the "
+              "trajectories; the saved model is the teacher. Raise --time-budget or lower --prompts-per-task.",
+              flush=True)
 
     # 4. save (bf16), then evaluate what is saved
     student.eval()
