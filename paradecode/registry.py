@@ -23,6 +23,7 @@ _STRATEGIES: dict[str, Union[str, type]] = {
     "localleap": "paradecode.samplers.localleap:LocalLeap",
     "learn2pd": "paradecode.samplers.learn2pd:Learn2PD",
     "eb": "paradecode.samplers.eb:EntropyBounded",
+    "dparallel": "paradecode.samplers.dparallel:EntropyThreshold",
     "editing": "paradecode.samplers.editing:Editing",
     "wino": "paradecode.samplers.wino:WINO",
     "speculative": "paradecode.speculative.strategy:SpeculativeDecoding",

@@ -25,6 +25,7 @@ RUNS = {
     "localleap": ("dllm", dict(GEO, threshold=0.7, relaxed_threshold=0.4)),
     "learn2pd": ("dllm", dict(GEO, steps=16)),
     "eb": ("dllm", dict(GEO, gamma=0.5)),
+    "dparallel": ("dllm", dict(GEO, threshold=0.5)),
     "editing": ("dllm", dict(GEO, threshold=0.5, editing_threshold=0.3, max_post_edit_steps=3)),
     "wino": ("dllm", dict(GEO, threshold=0.6, threshold_back=0.9)),
     "speculative": ("causal", dict(max_new_tokens=6, num_draft_tokens=2)),

@@ -209,6 +209,7 @@ CASES = [
     ("prophet", {"base": "lowconf", "base_options": {}, **prophet_exits(1.0)}),
     ("learn2pd", {"steps": STEPS, "eos_token_id": EOS, "filter": "FILTER"}),
     ("editing", {"threshold": 0.7, "editing_threshold": 0.5}),  # post-edit steps hold full blocks open
+    ("dparallel", {"threshold": 0.5}),
 ]
 
 

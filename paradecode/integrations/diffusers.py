@@ -7,7 +7,8 @@
 Every diffusion strategy has a scheduler class here, written out with its options as
 ``__init__`` arguments (``@register_to_config``): :class:`LowConfScheduler`,
 :class:`ThresholdScheduler`, :class:`CreditScheduler`, :class:`LocalLeapScheduler`,
-:class:`ProphetScheduler`, :class:`Learn2PDScheduler`, :class:`EBScheduler`, :class:`EditingScheduler`; ``scheduler(name, **config)`` picks one
+:class:`ProphetScheduler`, :class:`Learn2PDScheduler`, :class:`EBScheduler`, :class:`EditingScheduler`,
+:class:`DParallelScheduler`; ``scheduler(name, **config)`` picks one
 by the strategy's registry name. A test checks that each class's arguments are its strategy's
 config fields, so a new strategy option cannot be forgotten here.
 
@@ -59,7 +60,7 @@ from ..samplers.block_decoder import BlockDecoder
 __all__ = [
     "ParadecodeScheduler", "ParadecodeSchedulerOutput", "scheduler", "scheduler_class", "scheduler_names",
     "LowConfScheduler", "ThresholdScheduler", "CreditScheduler", "LocalLeapScheduler", "ProphetScheduler",
-    "Learn2PDScheduler", "EBScheduler", "EditingScheduler",
+    "Learn2PDScheduler", "EBScheduler", "EditingScheduler", "DParallelScheduler",
 ]
 
 # Strategy config fields a scheduler does not take in its config: the pipeline decides them
@@ -520,10 +521,29 @@ class EditingScheduler(ParadecodeScheduler):
         self._setup()
 
 
+class DParallelScheduler(ParadecodeScheduler):
+    """dParallel's decoding rule (``dparallel``): every masked block position whose entropy is at
+    most ``threshold`` (nats), and at least the lowest-entropy one (see
+    ``paradecode/samplers/dparallel.py``); the pipeline's own ``threshold`` is ignored."""
+
+    strategy_name = "dparallel"
+
+    @register_to_config
+    def __init__(
+        self,
+        block_length: int = 32,
+        num_inference_steps: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        logits_eos_inf: bool = False,
+        threshold: float = 0.5,
+    ) -> None:
+        self._setup()
+
+
 SCHEDULERS: dict[str, type[ParadecodeScheduler]] = {
     cls.strategy_name: cls
     for cls in (LowConfScheduler, ThresholdScheduler, CreditScheduler, LocalLeapScheduler, ProphetScheduler,
-                Learn2PDScheduler, EBScheduler, EditingScheduler)
+                Learn2PDScheduler, EBScheduler, EditingScheduler, DParallelScheduler)
 }
 
 

@@ -38,6 +38,7 @@ STRATEGIES = {
     "eb": {},
     "editing": {},
     "wino": {},
+    "dparallel": {},
 }
 UNCACHEABLE = {"wino"}  # its forward carries a verification block no cache policy plans
 CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy", "elastic", "dllm-cache"]
