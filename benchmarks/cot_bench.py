@@ -39,8 +39,9 @@ from paradecode.bench.cot_tasks import check_chain, check_final  # noqa: E402
 from paradecode.bench.runner import BASELINE, setting_label, summarize, sweep_for, _full_options  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 
-STRATEGIES = ("lowconf", "threshold", "prophet", "credit", "localleap", "learn2pd", "eb")
-CACHES = ("none", "dual", "prefix")
+STRATEGIES = ("lowconf", "threshold", "prophet", "credit", "localleap", "learn2pd", "eb", "editing", "wino",
+              "dparallel")
+CACHES = ("none", "dual", "prefix", "elastic", "dllm-cache")
 # What each paper reports against LLaDA-8B decoding at full steps (the list).
 PAPERS = {
     "threshold": "Fast-dLLM: threshold 0.9 parallel decoding (+ prefix/dual cache) on GSM8K-256",
@@ -49,6 +50,9 @@ PAPERS = {
     "localleap": "LocalLeap: steps down to 14.2% (7.0x)",
     "learn2pd": "Learn2PD: 22.6x with End-of-Text Prediction",
     "eb": "EB-Sampler: 2-3x without loss on math and code (entropy bound gamma)",
+    "editing": "LLaDA2.1 draft-and-edit (SGLang JointThreshold defaults 0.5 / 0.0)",
+    "wino": "WINO: 6x fewer steps on GSM8K with +2.58% accuracy (LLaDA)",
+    "dparallel": "dParallel: 256 -> 30 steps on GSM8K (8.5x) after certainty-forcing distillation",
     "lowconf": "LLaDA: steps = gen_length (the reference)",
 }
 
@@ -218,6 +222,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         paradecode.registry.get_strategy_class(s)
     device = torch.device(args.device)
     model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        from paradecode import zoo
+
+        if args.model in zoo.available():  # a shipped model's name
+            model_dir = zoo.model_dir(args.model)
     if "learn2pd" in strategies:
         ensure_learn2pd_filter(model_dir, args.device, args.learn2pd_n, args.learn2pd_epochs)
     from paradecode.models.loading import load_model_and_tokenizer
