@@ -317,8 +317,9 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
 
 # ---- Fast-dLLM's own loops ----------------------------------------------------------------------
 def fast_dllm_rows(model: LLaDAModel, make_prompt, batches: list[int], args, device: str,
-                   ours: dict[str, Any], t_start: float) -> dict[str, Any]:
-    """Fast-dLLM's loops on ``model``'s weights, one row per (batch, cache) beside ours."""
+                   ours: dict[str, Any], t_start: float, limit: Callable[[list], float]) -> dict[str, Any]:
+    """Fast-dLLM's loops on ``model``'s weights, one row per (batch, cache) beside ours;
+    ``limit`` gives the limit seconds of a list of forwards' (tokens, keys, logits)."""
     gen_mod = fast_dllm_ref.load(args.fast_dllm_dir)
     switches = fast_dllm_ref.sdpa_switches()  # their model class flips torch's SDPA switches
     out: dict[str, Any] = {"dir": str(args.fast_dllm_dir), "reps": args.fast_dllm_reps, "rows": {},
@@ -331,7 +332,8 @@ def fast_dllm_rows(model: LLaDAModel, make_prompt, batches: list[int], args, dev
             for batch in batches:
                 key = f"{batch}/{cache}"
                 try:
-                    r = time_fast_dllm(gen_mod, theirs, cache, make_prompt(batch, args.prompt), args, device)
+                    r = time_fast_dllm(gen_mod, theirs, cache, make_prompt(batch, args.prompt), args, device,
+                                       limit)
                 except Exception as exc:  # their loops hold one row: batches above 1 fail there
                     r = {"error": f"their loop failed at batch {batch}: {exc!r}"[:300]}
                     log(f"  Fast-dLLM batch {batch:2d} {cache:10s} {r['error']}"[:200])
@@ -339,8 +341,8 @@ def fast_dllm_rows(model: LLaDAModel, make_prompt, batches: list[int], args, dev
                     mine = ours.get(key, {}).get("tokens_per_s")
                     if mine:
                         r["ours_over_theirs"] = mine / r["tokens_per_s"]
-                    log(f"  Fast-dLLM batch {batch:2d} {cache:10s} {r['tokens_per_s']:9.1f} tok/s  "
-                        f"step {r['mean_step_ms']:.2f} ms  ours/theirs "
+                    log(f"  Fast-dLLM batch {batch:2d} {cache:10s} {r['tokens_per_s']:9.1f} tok/s  limit "
+                        f"{r['limit_tokens_per_s']:9.1f}  x{r['x_limit']:.2f}  step {r['mean_step_ms']:.2f} ms  ours/theirs "
                         f"{r.get('ours_over_theirs', float('nan')):.2f}  ({time.perf_counter() - t_start:.0f} s)")
                 out["rows"][key] = r
                 if device == "cuda":
@@ -350,22 +352,29 @@ def fast_dllm_rows(model: LLaDAModel, make_prompt, batches: list[int], args, dev
     return out
 
 
-def time_fast_dllm(gen_mod, theirs, cache: str, prompt: torch.Tensor, args, device: str) -> dict[str, Any]:
-    """Whole generations of their loop (the faster of ``--fast-dllm-reps``) after a one-block warm-up."""
+def time_fast_dllm(gen_mod, theirs, cache: str, prompt: torch.Tensor, args, device: str,
+                   limit: Callable[[list], float]) -> dict[str, Any]:
+    """Whole generations of their loop (the faster of ``--fast-dllm-reps``) after a one-block
+    warm-up, with the limit of the forwards their loop ran (counted as ours are)."""
     mask_id = theirs.config.mask_token_id
     tps = args.tokens_per_step
     fast_dllm_ref.run(gen_mod, theirs, cache, prompt, args.block, args.block, tps, mask_id)
     secs, nfe = [], 0
     for _ in range(args.fast_dllm_reps):
-        sync(device)
-        t = time.perf_counter()
-        _, nfe = fast_dllm_ref.run(gen_mod, theirs, cache, prompt, args.gen, args.block, tps, mask_id)
-        sync(device)
-        secs.append(time.perf_counter() - t)
-    s = min(secs)
-    batch = prompt.shape[0]
-    return {"batch": batch, "cache": cache, "generation_seconds": s, "tokens_per_s": batch * args.gen / s,
-            "forwards": nfe, "mean_step_ms": 1e3 * s / nfe, "all_seconds": secs}
+        work = fast_dllm_ref.ForwardWork(theirs)
+        try:
+            sync(device)
+            t = time.perf_counter()
+            _, nfe = fast_dllm_ref.run(gen_mod, theirs, cache, prompt, args.gen, args.block, tps, mask_id)
+            sync(device)
+            secs.append(time.perf_counter() - t)
+        finally:
+            work.close()
+    s, lim = min(secs), limit(work.work)
+    tokens = prompt.shape[0] * args.gen
+    return {"batch": prompt.shape[0], "cache": cache, "generation_seconds": s, "tokens_per_s": tokens / s,
+            "limit_seconds": lim, "limit_tokens_per_s": tokens / lim, "x_limit": s / lim,
+            "forwards": nfe, "mean_step_ms": 1e3 * s / nfe, "all_seconds": secs, "fed": [w[0] for w in work.work]}
 
 
 def same_tokens_smoke(gen_mod, args) -> dict[str, Any]:
@@ -391,13 +400,16 @@ def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
     """Lines for Fast-dLLM's rows: tokens/s (ours / theirs), or why they are missing."""
     if "rows" not in fd:
         return [f"Fast-dLLM rows: {fd['error']}"] if fd else []
-    lines = ["Fast-dLLM's own loops, same weights/prompt/blocks/k (eager, threshold=None); tokens/s (ours / theirs):"]
+    lines = ["Fast-dLLM's own loops, same weights/prompt/blocks/k (eager, threshold=None); tokens/s "
+             "(limit, x of limit; ours / theirs):"]
     for cache in fast_dllm_ref.LOOPS:
         cells = []
         for b in batches:
             r = fd["rows"].get(f"{b}/{cache}", {})
-            cells.append(f"{r['tokens_per_s']:.0f} ({r['ours_over_theirs']:.2f}x)" if "ours_over_theirs" in r
-                         else f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r
+            cells.append(f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x; ours "
+                         f"{r['ours_over_theirs']:.2f}x)" if "ours_over_theirs" in r
+                         else f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x)"
+                         if "tokens_per_s" in r
                          else "1 row only" if "failed at batch" in r.get("error", "") else "-")
         lines.append(f"| Fast-dLLM {cache} | " + " | ".join(cells) + " |")
     for cache, r in fd.get("same_tokens", {}).items():
@@ -538,7 +550,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         elif over_budget():
             res["fast_dllm"] = {"error": "skipped: --budget-s reached"}
         else:
-            res["fast_dllm"] = fast_dllm_rows(model, make_prompt, batches, args, device, res["throughput"], t_start)
+            res["fast_dllm"] = fast_dllm_rows(model, make_prompt, batches, args, device, res["throughput"], t_start,
+                                              lambda work: limit_seconds(work, costs, *rates))
         save(res, partial=True)
     if "long" not in skip and not over_budget():
         res["mean_vs_median"] = mean_vs_median(graphed, make_prompt, args, device)

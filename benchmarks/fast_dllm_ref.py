@@ -105,3 +105,25 @@ def same_tokens(gen_mod: ModuleType, ours: torch.nn.Module, theirs: torch.nn.Mod
                       "our_steps": int(o.trace.steps), "distinct_tokens": int(gen_ours.unique().numel()),
                       "differing_positions": int((x.cpu() != o.sequences.cpu()).sum())}
     return out
+
+
+class ForwardWork:
+    """Notes (tokens, keys, logits) of each forward of their model, as the benchmark's limit
+    counts work: fed tokens (all rows), the positions they attend to, positions given logits
+    (their model returns logits for every fed position). With ``replace_position`` (dual
+    cache) the fed block overwrites its own columns of the cache; otherwise it extends it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.work: list[tuple[int, int, int]] = []
+        self._handle = model.register_forward_pre_hook(self._note, with_kwargs=True)
+
+    def _note(self, module, args, kwargs) -> None:
+        ids = args[0] if args else kwargs["input_ids"]
+        rows, fed = ids.shape
+        past = kwargs.get("past_key_values")
+        cached = past[0][0].shape[-2] if past else 0
+        keys = cached if kwargs.get("replace_position") is not None else cached + fed
+        self.work.append((rows * fed, keys, rows * fed))
+
+    def close(self) -> None:
+        self._handle.remove()
