@@ -64,7 +64,12 @@ def their_model(gen_mod: ModuleType, ours: torch.nn.Module) -> torch.nn.Module:
     inner_cfg.init_device = "meta"
     inner = modeling.LLaDAModel(inner_cfg, init_params=False)
     model = modeling.LLaDAModelLM(cfg, model=inner)
-    model.load_state_dict(ours.state_dict(), strict=True, assign=True)
+    sd = ours.state_dict()
+    model.load_state_dict(sd, strict=True, assign=True)
+    theirs = model.state_dict()
+    copied = [k for k, v in sd.items() if theirs[k].data_ptr() != v.data_ptr()]
+    if copied:  # at the 8B shape a copy would be another 16 GB on the device
+        raise RuntimeError(f"Fast-dLLM's model did not take our tensors as they are ({copied[:3]} ...).")
     return model.eval()
 
 
