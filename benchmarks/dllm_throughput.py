@@ -18,13 +18,22 @@ rule would not be a fixed workload). The run measures:
   head on the logits window; weight bytes of everything but the embedding table;
 * the dual cache's mean and median step over a whole P1024/G1024 generation at batch 1;
 * the sampler's share of a step at batch 1 for every block rule, with no cache and with the
-  dual cache: 1 - (bare forwards, timed alone with syncs around them) / (steps, timed without).
+  dual cache: 1 - (bare forwards, timed alone with syncs around them) / (steps, timed without);
+* with ``--fast-dllm-dir`` (a checkout of NVlabs/Fast-dLLM's ``llada/``, never part of this
+  repo), Fast-dLLM's own ``generate`` / ``generate_with_prefix_cache`` /
+  ``generate_with_dual_cache`` on the same weights (our state dict loaded into their class),
+  prompt, block and 4 tokens per step (their ``threshold=None`` fixed-k path, which is our
+  ``lowconf``): whole timed generations, eager as published, after a one-block warm-up; their
+  loops hold one row, so batches above 1 are recorded as failing there. ``--smoke`` then also
+  checks that their loops and ours give the same tokens. Without the flag these rows are
+  skipped with the reason printed.
 
 Writes ``benchmarks/results/dllm_throughput_<date>_<machine>.json`` and ``.txt`` (or
 ``--out-dir``). ``--smoke`` runs a tiny model on CPU through the same code.
 
     python benchmarks/dllm_throughput.py                      # GPU, ~2-3 minutes
     python benchmarks/dllm_throughput.py --smoke              # CPU check of the script
+    python benchmarks/dllm_throughput.py --fast-dllm-dir .gpu/fast-dllm   # with Fast-dLLM's rows
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ from paradecode.loop import ModelCaller, Trace
 from paradecode.models import LLaDAConfig, LLaDAModel
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.registry import build_config, get_cache_class, get_strategy_class, strategies
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fast_dllm_ref  # noqa: E402  (benchmarks/ sibling: Fast-dLLM's loops, loaded from outside the repo)
 
 CACHES = ("none", "prefix", "dual", "dkv-decode")
 # block indices timed per cache (others interpolated); none and dual cost the same at every block
@@ -303,7 +315,108 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
     return res
 
 
+# ---- Fast-dLLM's own loops ----------------------------------------------------------------------
+def fast_dllm_rows(model: LLaDAModel, make_prompt, batches: list[int], args, device: str,
+                   ours: dict[str, Any], t_start: float, limit: Callable[[list], float]) -> dict[str, Any]:
+    """Fast-dLLM's loops on ``model``'s weights, one row per (batch, cache) beside ours;
+    ``limit`` gives the limit seconds of a list of forwards' (tokens, keys, logits)."""
+    gen_mod = fast_dllm_ref.load(args.fast_dllm_dir)
+    switches = fast_dllm_ref.sdpa_switches()  # their model class flips torch's SDPA switches
+    out: dict[str, Any] = {"dir": str(args.fast_dllm_dir), "reps": args.fast_dllm_reps, "rows": {},
+                           "setting": "their threshold=None fixed-k path, low_confidence, temperature 0, eager"}
+    try:
+        theirs = fast_dllm_ref.their_model(gen_mod, model)
+        if args.smoke:  # the speed rows compare equal work only if the loops agree token for token
+            out["same_tokens"] = same_tokens_smoke(gen_mod, args)
+        for cache in fast_dllm_ref.LOOPS:
+            for batch in batches:
+                key = f"{batch}/{cache}"
+                try:
+                    r = time_fast_dllm(gen_mod, theirs, cache, make_prompt(batch, args.prompt), args, device,
+                                       limit)
+                except Exception as exc:  # their loops hold one row: batches above 1 fail there
+                    r = {"error": f"their loop failed at batch {batch}: {exc!r}"[:300]}
+                    log(f"  Fast-dLLM batch {batch:2d} {cache:10s} {r['error']}"[:200])
+                else:
+                    mine = ours.get(key, {}).get("tokens_per_s")
+                    if mine:
+                        r["ours_over_theirs"] = mine / r["tokens_per_s"]
+                    log(f"  Fast-dLLM batch {batch:2d} {cache:10s} {r['tokens_per_s']:9.1f} tok/s  limit "
+                        f"{r['limit_tokens_per_s']:9.1f}  x{r['x_limit']:.2f}  step {r['mean_step_ms']:.2f} ms  ours/theirs "
+                        f"{r.get('ours_over_theirs', float('nan')):.2f}  ({time.perf_counter() - t_start:.0f} s)")
+                out["rows"][key] = r
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+    finally:
+        fast_dllm_ref.restore_sdpa(switches)
+    return out
+
+
+def time_fast_dllm(gen_mod, theirs, cache: str, prompt: torch.Tensor, args, device: str,
+                   limit: Callable[[list], float]) -> dict[str, Any]:
+    """Whole generations of their loop (the faster of ``--fast-dllm-reps``) after a one-block
+    warm-up, with the limit of the forwards their loop ran (counted as ours are)."""
+    mask_id = theirs.config.mask_token_id
+    tps = args.tokens_per_step
+    fast_dllm_ref.run(gen_mod, theirs, cache, prompt, args.block, args.block, tps, mask_id)
+    secs, nfe = [], 0
+    for _ in range(args.fast_dllm_reps):
+        work = fast_dllm_ref.ForwardWork(theirs)
+        try:
+            sync(device)
+            t = time.perf_counter()
+            _, nfe = fast_dllm_ref.run(gen_mod, theirs, cache, prompt, args.gen, args.block, tps, mask_id)
+            sync(device)
+            secs.append(time.perf_counter() - t)
+        finally:
+            work.close()
+    s, lim = min(secs), limit(work.work)
+    tokens = prompt.shape[0] * args.gen
+    return {"batch": prompt.shape[0], "cache": cache, "generation_seconds": s, "tokens_per_s": tokens / s,
+            "limit_seconds": lim, "limit_tokens_per_s": tokens / lim, "x_limit": s / lim,
+            "forwards": nfe, "mean_step_ms": 1e3 * s / nfe, "all_seconds": secs, "fed": [w[0] for w in work.work]}
+
+
+def same_tokens_smoke(gen_mod, args) -> dict[str, Any]:
+    """Tiny fp32 model with weights spread wide enough that greedy tokens vary by position (the
+    default init gives nearly one token everywhere, which would agree by accident)."""
+    model = build_model("cpu", smoke=True)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    prompt = torch.randint(0, 400, (1, args.prompt), generator=g)
+    res = fast_dllm_ref.same_tokens(gen_mod, model, fast_dllm_ref.their_model(gen_mod, model), prompt,
+                                    args.gen, args.block, args.tokens_per_step)
+    for cache, r in res.items():
+        log(f"  Fast-dLLM vs ours, {cache}: same tokens {r['equal']} ({r['distinct_tokens']} distinct generated "
+            f"tokens, their forwards {r['their_forwards']}, our steps {r['our_steps']})")
+    return res
+
+
 # ---- report ----------------------------------------------------------------------------------
+def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
+    """Lines for Fast-dLLM's rows: tokens/s (ours / theirs), or why they are missing."""
+    if "rows" not in fd:
+        return [f"Fast-dLLM rows: {fd['error']}"] if fd else []
+    lines = ["Fast-dLLM's own loops, same weights/prompt/blocks/k (eager, threshold=None); tokens/s "
+             "(limit, x of limit; ours / theirs):"]
+    for cache in fast_dllm_ref.LOOPS:
+        cells = []
+        for b in batches:
+            r = fd["rows"].get(f"{b}/{cache}", {})
+            cells.append(f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x; ours "
+                         f"{r['ours_over_theirs']:.2f}x)" if "ours_over_theirs" in r
+                         else f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x)"
+                         if "tokens_per_s" in r
+                         else "1 row only" if "failed at batch" in r.get("error", "") else "-")
+        lines.append(f"| Fast-dLLM {cache} | " + " | ".join(cells) + " |")
+    for cache, r in fd.get("same_tokens", {}).items():
+        lines.append(f"  same tokens as ours ({cache}, smoke model): {r['equal']}")
+    return lines
+
+
 def report(res: dict[str, Any]) -> str:
     lines = [f"dllm_throughput {res['date']} on {res['device']} (torch {res['torch']}), {res['shape']}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
@@ -319,6 +432,7 @@ def report(res: dict[str, Any]) -> str:
             cells.append(f"{r['tokens_per_s']:.0f} ({r['limit_tokens_per_s']:.0f}, {r['x_limit']:.2f}x)"
                          if "tokens_per_s" in r else ("skipped" if "skipped" in r.get("error", "") else "error"))
         lines.append(f"| {cache} | " + " | ".join(cells) + " |")
+    lines += fast_dllm_report(res.get("fast_dllm", {}), res["batches"])
     m = res.get("mean_vs_median")
     if m:
         lines.append(f"dual P{m['prompt']}/G{m['gen']} batch 1: mean step {1e3 * m['mean_step_s']:.2f} ms, "
@@ -342,9 +456,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--tokens-per-step", type=int, default=4)
     ap.add_argument("--none-steps", type=int, default=3, help="steps timed for no cache (each is one full forward)")
     ap.add_argument("--long", default="1024x1024", help="promptxgen of the dual mean-vs-median generation")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,long,sampler")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,fast-dllm,long,sampler")
     ap.add_argument("--budget-s", type=float, default=160.0,
                     help="seconds after which parts not yet started are skipped (recorded as such)")
+    ap.add_argument("--fast-dllm-dir", default=None,
+                    help="checkout of NVlabs/Fast-dLLM's llada/ (generate.py, model/): adds its loops' rows")
+    ap.add_argument("--fast-dllm-reps", type=int, default=1, help="timed generations per Fast-dLLM row")
     ap.add_argument("--machine", default="h200", help="machine name in the results file name")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
@@ -425,6 +542,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             graphed.release()  # this batch's buffers and graphs: memory for the next batch
             if device == "cuda":
                 torch.cuda.empty_cache()
+    if "fast-dllm" not in skip:
+        if not args.fast_dllm_dir:
+            reason = "skipped: no --fast-dllm-dir (a checkout of NVlabs/Fast-dLLM's llada/)"
+            log(f"  Fast-dLLM rows {reason}")
+            res["fast_dllm"] = {"error": reason}
+        elif over_budget():
+            res["fast_dllm"] = {"error": "skipped: --budget-s reached"}
+        else:
+            res["fast_dllm"] = fast_dllm_rows(model, make_prompt, batches, args, device, res["throughput"], t_start,
+                                              lambda work: limit_seconds(work, costs, *rates))
+        save(res, partial=True)
     if "long" not in skip and not over_budget():
         res["mean_vs_median"] = mean_vs_median(graphed, make_prompt, args, device)
         m = res["mean_vs_median"]
@@ -435,6 +563,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if "sampler" not in skip and not over_budget():
         res["sampler_share"] = sampler_share(graphed, make_prompt, args, device)
     save(res, partial=False)
+    differ = [c for c, r in res.get("fast_dllm", {}).get("same_tokens", {}).items() if not r["equal"]]
+    if differ:
+        sys.exit(f"error: Fast-dLLM's loops and ours gave different tokens ({', '.join(differ)}) on the same "
+                 "weights: their speed rows would not measure the same work.")
     return res
 
 

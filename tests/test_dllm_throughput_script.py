@@ -54,4 +54,84 @@ def test_smoke_run_writes_every_figure(tmp_path):
     assert data["mean_vs_median"]["steps"] == 4  # G16 at 4 tokens per step, a whole generation
     assert "lowconf/dual" in data["sampler_share"] and "step_ms" in data["sampler_share"]["lowconf/dual"]
     assert data["graph_replays"] > 0  # the smoke run walks the graph wrapper's replay paths
-    assert "tokens/s" in (tmp_path / f"dllm_throughput_{res['date']}_cpu-smoke.txt").read_text()
+    text = (tmp_path / f"dllm_throughput_{res['date']}_cpu-smoke.txt").read_text()
+    assert "tokens/s" in text
+    # no Fast-dLLM checkout given: its rows are skipped, and the run says why
+    assert data["fast_dllm"]["error"].startswith("skipped: no --fast-dllm-dir")
+    assert "Fast-dLLM rows: skipped: no --fast-dllm-dir" in text
+
+
+def test_fast_dllm_dir_without_its_files_is_a_clear_error(tmp_path):
+    bench = _script()
+    (tmp_path / "generate.py").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"lacks model/__init__.py.*llada/ directory"):
+        bench.fast_dllm_ref.load(tmp_path)
+
+
+def test_fast_dllm_rows_sit_beside_ours_and_record_what_their_loops_cannot_run(monkeypatch):
+    """The rows' plumbing with a stand-in for Fast-dLLM's loops (its code is not in the repo):
+    every (batch, cache) gets a row, a loop that fails at batch > 1 (theirs hold one row) is
+    recorded as such, ours/theirs is taken against our row, and torch's SDPA switches that
+    their model class flips are restored."""
+    bench = _script()
+    ref = bench.fast_dllm_ref
+    model = bench.build_model("cpu", smoke=True)
+    calls = []
+
+    def fake_model(gen_mod, ours):
+        torch.backends.cuda.enable_mem_efficient_sdp(False)  # as their LLaDAModel.__init__ does
+        return ours
+
+    def fake_run(gen_mod, theirs, cache, prompt, gen, block, tps, mask_id):
+        calls.append((cache, prompt.shape[0], gen, block, tps, mask_id))
+        if prompt.shape[0] != 1:
+            raise RuntimeError("the expanded size of the tensor (1) must match")
+        for _ in range(gen // tps):  # one forward per step, as their no-cache loop runs
+            theirs(prompt)
+        return prompt, gen // tps
+
+    monkeypatch.setattr(ref, "load", lambda d: object())
+    monkeypatch.setattr(ref, "their_model", fake_model)
+    monkeypatch.setattr(ref, "run", fake_run)
+    before = ref.sdpa_switches()
+    args = type("A", (), dict(fast_dllm_dir="x", fast_dllm_reps=2, smoke=False, prompt=8, gen=16, block=8,
+                              tokens_per_step=4))()
+    ours = {"1/dual": {"tokens_per_s": 1e12}}
+    out = bench.fast_dllm_rows(model, lambda b, n: torch.zeros(b, n, dtype=torch.long), [1, 2], args, "cpu",
+                               ours, 0.0, lambda work: 1e-3 * sum(t * k for t, k, _ in work))
+    assert ref.sdpa_switches() == before
+    assert set(out["rows"]) == {f"{b}/{c}" for b in (1, 2) for c in ref.LOOPS}
+    for cache in ref.LOOPS:
+        one, two = out["rows"][f"1/{cache}"], out["rows"][f"2/{cache}"]
+        assert one["forwards"] == 4 and one["tokens_per_s"] > 0 and len(one["all_seconds"]) == 2
+        # the limit counts the forwards of one timed generation: 4 x 8 tokens over 8 keys
+        assert one["fed"] == [8] * 4 and one["limit_seconds"] == pytest.approx(4 * 64e-3)
+        assert "failed at batch 2" in two["error"]
+    assert out["rows"]["1/dual"]["ours_over_theirs"] > 1 and "ours_over_theirs" not in out["rows"]["1/none"]
+    # a one-block warm-up, then whole generations at the run's settings, greedy k per step
+    assert ("dual", 1, 8, 8, 4, model.config.mask_token_id) in calls
+    assert calls.count(("dual", 1, 16, 8, 4, model.config.mask_token_id)) == 2
+    lines = bench.fast_dllm_report(out, [1, 2])
+    assert any(ln.startswith("| Fast-dLLM dual | ") and ln.endswith("x) | 1 row only |") for ln in lines)
+
+
+
+def test_fast_dllm_forward_work_counts_keys_as_their_caches_use_them():
+    """No cache: keys = fed; prefix: the cached prefix plus the fed suffix; dual: the fed block
+    overwrites its columns of the whole-canvas cache (``replace_position``)."""
+    bench = _script()
+
+    class Theirs(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None, use_cache=False, replace_position=None):
+            return input_ids
+
+    model = Theirs()
+    work = bench.fast_dllm_ref.ForwardWork(model)
+    kv = [(torch.zeros(2, 4, 20, 8), torch.zeros(2, 4, 20, 8))]
+    model(torch.zeros(2, 30, dtype=torch.long))
+    model(torch.zeros(2, 10, dtype=torch.long), past_key_values=kv, use_cache=True)
+    model(torch.zeros(2, 5, dtype=torch.long), past_key_values=kv, use_cache=True,
+          replace_position=torch.ones(2, 20, dtype=torch.bool))
+    work.close()
+    model(torch.zeros(1, 3, dtype=torch.long))  # after close: not counted
+    assert work.work == [(60, 30, 60), (20, 30, 20), (10, 20, 10)]
