@@ -53,8 +53,8 @@ _DEVICE_PROPERTY = torch._C.TensorBase.device
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "rand", "randn", "randint", "tensor", "as_tensor",
              "linspace", "eye", "zeros_like", "ones_like", "full_like", "empty_like", "rand_like"}
 READS = {"cpu", "tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy", "equal"}
-NO_KERNEL = {"empty", "empty_like", "empty_strided", "_local_scalar_dense", "lift_fresh", "detach", "alias",
-             "set_", "resize_", "_to_copy", "copy_"}  # copies are counted where they cross devices
+NO_KERNEL = {"empty", "empty_like", "empty_strided", "_local_scalar_dense", "lift_fresh", "detach", "detach_", "alias",
+             "set_", "resize_"}
 
 
 class Taint:
@@ -209,6 +209,8 @@ class Propagate(TorchDispatchMode):
                     print("   launch", func, _site())
             else:
                 c.host_ops += 1
+                if DEBUG:
+                    print("   host", func, _site())
         return out
 
 
@@ -280,6 +282,9 @@ def one_step(strat, state, call) -> None:
 
 
 def count(model, prompt, rule, cache, args) -> dict[str, Any]:
+    from paradecode import interfaces
+
+    getattr(interfaces, "_DEVICE_COPIES", {}).clear()  # kept device copies: made (and counted) anew
     taint = Taint()
     counter = Counter(taint)
     fwd = Forward(model, counter)

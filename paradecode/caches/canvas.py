@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..interfaces import CanvasRequest, Request
+from ..interfaces import CanvasRequest, Request, to_device
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
@@ -175,7 +175,7 @@ class CanvasKVCache(CachePolicy):
             fed[full.to(fed.device)] = True
             fed = fed.repeat(reps, 1)
             col = torch.arange(L, device=x.device)[None, :]
-            ws = win_start.to(x.device)[:, None]
+            ws = to_device(win_start, x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
             extra = None
             if self._shift:
@@ -233,7 +233,7 @@ class CanvasKVCache(CachePolicy):
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
         idx_win = self._idx[:, : self._t_win]
-        slot = idx_win - self._win_start.to(idx_win.device)[:, None]
+        slot = idx_win - to_device(self._win_start, idx_win.device)[:, None]
         slot = torch.where((idx_win < self._L) & (slot >= 0) & (slot < W), slot, W)
         V = output.shape[-1]
         self._logits.scatter_(1, slot[:, :, None].expand(-1, -1, V), output.to(self._logits.dtype))
@@ -355,7 +355,7 @@ class CanvasKVCache(CachePolicy):
         W = self._W
         if output.shape[1] == W:
             return output
-        cols = self._win_start.to(output.device)[:, None] + torch.arange(W, device=output.device)[None, :]
+        cols = to_device(self._win_start, output.device)[:, None] + torch.arange(W, device=output.device)[None, :]
         return output[torch.arange(output.shape[0], device=output.device)[:, None], cols]
 
     def _store_logits(self, window_logits: torch.Tensor, W: int) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..interfaces import to_device
 from .base import BlockView, RuleState
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
 from .lowconf import LowConfConfig, LowConfidence, LowConfState
@@ -63,7 +64,7 @@ class Learn2PDConfig(LowConfConfig):
 class Learn2PDState(LowConfState):
     """Per row, the canvas column after which end-of-text prediction ended the text."""
 
-    cut: Optional[torch.Tensor] = None  # (batch,) CPU long; the canvas length = no cut yet
+    cut: Optional[torch.Tensor] = None  # (batch,) long on the device; the canvas length = no cut yet
 
 
 class Learn2PD(LowConfidence):
@@ -138,9 +139,9 @@ class Learn2PD(LowConfidence):
             return None
         eos = state.eos_id
         L = view.canvas_length
-        if state.cut is None:
-            state.cut = torch.full((state.batch_size,), L, dtype=torch.long)
         cols = view.block_columns
+        if state.cut is None or state.cut.device != cols.device:
+            state.cut = torch.full((state.batch_size,), L, dtype=torch.long, device=cols.device)
         # 1. the filter accepted an end-of-text prediction: the first one in the block
         hit = self._accepted(view) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
@@ -150,7 +151,8 @@ class Learn2PD(LowConfidence):
         masked[:, : view.gen_start] = False  # a mask id inside the prompt is not a place to end
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
         best_conf, best = eot_conf.max(-1)
-        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best, L)).cpu()
-        cut = torch.minimum(cut, state.cut[view.rows])
-        state.cut[view.rows] = cut
-        return cut
+        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best, L))
+        rows = to_device(view.rows, cut.device)
+        cut = torch.minimum(cut, state.cut[rows])
+        state.cut[rows] = cut
+        return cut  # on the device: the step's one sync reads it
