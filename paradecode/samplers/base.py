@@ -88,6 +88,9 @@ class DiffusionState:
     origin: int  # column where block 0 starts (prompt_length under the "llada" layout)
     num_blocks: int  # blocks to decode; rows with block == num_blocks are finished
     rule: RuleState
+    # this step's rows, their block starts (CPU) and the shared block start (None: rows differ),
+    # worked out once by request() for apply()
+    plan: Optional[tuple] = dataclasses.field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -242,11 +245,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             kwargs["positions"] = positions
         if am is not None:
             kwargs["attention_mask"] = am
-        starts = self.block_start(state, rows)
-        shared = bool((starts == starts[0]).all())
-        if shared and not self.needs_full_logits:
-            s = int(starts[0])
-            kwargs["logits_range"] = (s, s + c.block_length)
+        starts, shared = self._plan(state, rows)
+        if shared is not None and not self.needs_full_logits:
+            kwargs["logits_range"] = (shared, shared + c.block_length)
+        self.block_columns(state, rows)  # a new block's columns go to the device now, not after the forward
 
         # Built only if a cache policy reads them (no device work per step without one).
         def all_positions() -> torch.Tensor:
@@ -285,14 +287,18 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if c.cfg_scale > 0:
             cond, uncond = logits.chunk(2)
             logits = uncond + (c.cfg_scale + 1) * (cond - uncond)
-        cols = self.block_columns(state, rows)
+        starts, shared = self._plan(state, rows)
+        cols = block_columns(starts, c.block_length, state.x.device)
         bl = c.block_length
         full_logits = None
         if logits.shape[1] == bl and not self.needs_full_logits:
             block_logits = logits  # the block range, or each row's own block (a cache policy)
         else:
             full_logits = logits
-            block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
+            if shared is not None:
+                block_logits = logits[:, shared : shared + bl]
+            else:
+                block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
         dev_rows = to_device(rows, state.x.device)
         view = BlockView(
             rows=rows,
@@ -300,7 +306,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             tokens=state.x[dev_rows[:, None], cols],
             mask=None,  # type: ignore[arg-type]  (block_step sets it)
             step_in_block=state.step_in_block[rows],
-            block_start=self.block_start(state, rows),
+            block_start=starts,
             full_logits=full_logits,
             canvas=state.x[dev_rows, : logits.shape[1]] if full_logits is not None else None,
             gen_start=state.prompt_length,
@@ -322,9 +328,9 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.rule.extras["revised"] = out.revised.sum(-1)
             # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
             commits = commits - remasked.sum(-1)
-        span = self._shared_block(state, rows, view.block_start)
-        if span is not None:  # every row in play, all in one block: plain slices, in-place fills
-            s, e = span
+        if shared is not None and len(rows) == state.batch_size:
+            # every row in play, all in one block: plain slices, in-place fills
+            s, e = shared, shared + bl
             state.x[:, s:e] = out.tokens
             steps_at = state.commit_step[:, s - state.origin : e - state.origin]
             if remasked is not None:
@@ -373,13 +379,17 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             self._skip_finished_blocks(state, rows)
         return committed
 
-    def _shared_block(self, state: DiffusionState, rows: torch.Tensor, starts: torch.Tensor) -> Optional[tuple[int, int]]:
-        """The block's columns ``(start, end)`` when every row of the batch is in play and all
-        are in the same block (the canvas writes are then slices), else None."""
-        if len(rows) != state.batch_size or not bool((starts == starts[0]).all()):
-            return None
-        s = int(starts[0])
-        return s, s + self.config.block_length
+    def _plan(self, state: DiffusionState, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[int]]:
+        """(len(rows),) CPU block starts of ``rows`` and their common start (None when rows are in
+        different blocks); worked out once per step (request, then apply)."""
+        plan = state.plan
+        if plan is not None and plan[0] is rows:
+            return plan[1], plan[2]
+        starts = self.block_start(state, rows)
+        first = starts[:1].tolist()
+        shared = first[0] if starts.tolist() == first * len(rows) else None
+        state.plan = (rows, starts, shared)
+        return starts, shared
 
     def _visible_width(self, state: DiffusionState, rows: torch.Tensor) -> int:
         """Columns the model saw this step: the canvas, or (llada2) up to the block's end."""
@@ -391,7 +401,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         self, state: DiffusionState, rows: torch.Tensor, still_masked: Optional[torch.Tensor], left: Optional[torch.Tensor] = None
     ) -> None:
         """Move rows whose block is finished to their next block."""
-        state.step_in_block[rows] += 1
+        if len(rows) == state.batch_size:
+            state.step_in_block += 1  # every row in play (rows are distinct)
+        else:
+            state.step_in_block[rows] += 1
         if self.fixed_schedule:
             finished = state.step_in_block[rows] >= self.steps_per_block
             if self.config.layout == "llada2":  # a prompt-filled first block runs out of masks early

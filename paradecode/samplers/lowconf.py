@@ -75,20 +75,21 @@ class LowConfidence(BlockDiffusionStrategy):
         if state.counts is None or state.counts.device != dev:
             state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long, device=dev)
         rows = to_device(view.rows, dev)
-        starting = view.step_in_block == 0  # host
-        if bool(starting.any()):
+        steps = view.step_in_block.tolist()  # host
+        if 0 in steps:
             if self.config.layout == "llada2":
                 masks = torch.full((n,), self.config.block_length, dtype=torch.long, device=dev)
             else:
                 masks = view.mask.sum(-1)
             schedule = num_transfer_schedule(masks, self.steps_per_block)
-            if not bool(starting.all()):
-                schedule = torch.where(to_device(starting, dev)[:, None], schedule, state.counts[rows])
+            if any(steps):  # some rows are inside their block: they keep their counts
+                starting = to_device(view.step_in_block == 0, dev)
+                schedule = torch.where(starting[:, None], schedule, state.counts[rows])
             state.counts[rows] = schedule
-        steps = view.step_in_block.clamp(max=self.steps_per_block - 1)
-        if bool((steps == steps[0]).all()):
-            return state.counts[rows, int(steps[0])]
-        return state.counts[rows, to_device(steps, dev)]
+        last = self.steps_per_block - 1
+        if steps == steps[:1] * len(steps):
+            return state.counts[rows, min(steps[0], last)]
+        return state.counts[rows, to_device(view.step_in_block.clamp(max=last), dev)]
 
 
 @dataclass
