@@ -96,7 +96,7 @@ class BlockView:
     visible: int = 0
     noise: Optional[StepNoise] = None
     fixed: Optional[torch.Tensor] = None
-    _full: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    _full: Optional[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = None
 
     @property
     def revisable(self) -> torch.Tensor:
@@ -110,16 +110,22 @@ class BlockView:
         """(n, W) canvas columns of each row's block (on the logits' device)."""
         return block_columns(self.block_start, self.tokens.shape[1], self.tokens.device)
 
-    def full_predictions(self, state: "RuleState", config: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, confidence) over the visible canvas from ``full_logits``, with the same draws
-        as the block's predictions (LLaDA's step predicts the whole canvas at once)."""
-        if self._full is None:
-            logits = self.full_logits
+    def full_predictions(self, state: "RuleState", config: Any, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, confidence) over the visible canvas from column ``start`` on, from ``full_logits``,
+        with the same draws as the block's predictions (LLaDA's step predicts the whole canvas
+        at once). Each column's prediction is its own, so a rule that reads only the columns
+        from ``start`` (where masks can be) pays for those alone."""
+        if self._full is None or self._full[0] != start:
+            logits = self.full_logits[:, start:]
             if config.logits_eos_inf:
                 logits = forbid_token(logits, state.eos_id)
             remasking = getattr(config, "remasking", "low_confidence")
-            self._full = predict(logits, config.temperature, remasking, state.generator, state.mask_id, self.noise)
-        return self._full
+            noise = self.noise
+            if noise is not None and start:
+                noise = StepNoise(None if noise.gumbel is None else noise.gumbel[:, start:],
+                                  None if noise.remask is None else noise.remask[:, start:])
+            self._full = (start, predict(logits, config.temperature, remasking, state.generator, state.mask_id, noise))
+        return self._full[1]
 
 
 @dataclass

@@ -145,13 +145,16 @@ class Learn2PD(LowConfidence):
         # 1. the filter accepted an end-of-text prediction: the first one in the block
         hit = self._accepted(view) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
-        # 2. otherwise the most confident end-of-text prediction among the generation's masked positions
-        x_all, conf_all = view.full_predictions(state, self.config)
-        masked = view.canvas == state.mask_id  # the positions the model scored (llada2: up to the block)
-        masked[:, : view.gen_start] = False  # a mask id inside the prompt is not a place to end
+        # 2. otherwise the most confident end-of-text prediction among the generation's masked
+        # positions: those from the earliest current block on (earlier blocks are finished, their
+        # masks filled or cut), so only those columns are predicted.
+        lo = int(view.block_start.min())
+        x_all, conf_all = view.full_predictions(state, self.config, lo)
+        masked = view.canvas[:, lo:] == state.mask_id  # the positions the model scored (llada2: up to the block)
+        masked[:, : max(0, view.gen_start - lo)] = False  # a mask id inside the prompt is not a place to end
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
         best_conf, best = eot_conf.max(-1)
-        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best, L))
+        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best + lo, L))
         rows = to_device(view.rows, cut.device)
         cut = torch.minimum(cut, state.cut[rows])
         state.cut[rows] = cut
