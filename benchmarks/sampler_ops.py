@@ -303,10 +303,11 @@ def count(model, prompt, rule, cache, args) -> dict[str, Any]:
             per_step.append((counter.launches, counter.host_ops, dict(counter.syncs)))
             sites.update(counter.sites)
     n = len(per_step)
+    blocks = min(int(state.block.max()) + 1, state.num_blocks)  # blocks the counted steps entered
     syncs = collections.Counter()
     for _, _, s in per_step:
         syncs.update(s)
-    return {"steps": n, "launches": sum(p[0] for p in per_step) / n, "host_ops": sum(p[1] for p in per_step) / n,
+    return {"steps": n, "blocks": blocks, "launches": sum(p[0] for p in per_step) / n, "host_ops": sum(p[1] for p in per_step) / n,
             "syncs": sum(syncs.values()) / n, "syncs_by_kind": {k: v / n for k, v in sorted(syncs.items())},
             "sites": {k: v / n for k, v in sites.most_common()}}
 
