@@ -12,7 +12,8 @@ random ``LLaDAModel``, this counts per step (the first ``--steps`` steps of a ge
   (``nonzero``, boolean indexing) and host->device copies (``.to(device)`` of a host tensor,
   ``torch.tensor(..., device=)``, indexing a device tensor with a host index), which PyTorch
   issues as ``cudaMemcpyAsync`` followed by a stream synchronize;
-* **CPU ms**: wall time per step minus the forward's (run without the counters).
+* **CPU ms**: CPU time of this thread per step minus the forward's (run without the counters;
+  thread time, so that other processes on a shared machine do not count).
 
 Which tensors would live on the device is tracked from their origin: the canvas, the model's
 outputs and everything made with an explicit ``device=`` (or ``.to(device)``) are device
@@ -236,11 +237,11 @@ class Forward(torch.nn.Module):
     def forward(self, input_ids, **kw):
         if self.counter is not None:
             self.counter.in_forward = True
-        t = time.perf_counter()
+        t = time.thread_time()
         try:
             return self.inner(input_ids, **kw)
         finally:
-            self.seconds += time.perf_counter() - t
+            self.seconds += time.thread_time() - t
             if self.counter is not None:
                 self.counter.in_forward = False
 
@@ -313,17 +314,18 @@ def count(model, prompt, rule, cache, args) -> dict[str, Any]:
 
 
 def cpu_time(model, prompt, rule, cache, args) -> dict[str, float]:
-    """Per step: wall ms, forward ms, and their difference (the sampler's), best of --repeats."""
+    """Per step: thread CPU ms of the step, of its forward, and their difference (the sampler's),
+    best of --repeats."""
     best = None
     for _ in range(args.repeats):
         fwd = Forward(model)
         with torch.inference_mode():
             strat, state, call = driver(fwd, prompt, rule, cache, args.gen, args.block, args.tokens_per_step)
-            n, t0 = 0, time.perf_counter()
+            n, t0 = 0, time.thread_time()
             while n < args.steps and not strat.done(state):
                 one_step(strat, state, call)
                 n += 1
-            wall = time.perf_counter() - t0
+            wall = time.thread_time() - t0
         row = {"step_ms": 1e3 * wall / n, "forward_ms": 1e3 * fwd.seconds / n, "sampler_ms": 1e3 * (wall - fwd.seconds) / n}
         if best is None or row["sampler_ms"] < best["sampler_ms"]:
             best = row
