@@ -21,6 +21,7 @@ tensors, and what is computed from them; the rest (rows, block indices) is host 
 ``sites`` lists where each sync happens (file:line).
 
     PYTHONPATH=. python benchmarks/sampler_ops.py [--out ops.json]
+    PYTHONPATH=. python benchmarks/sampler_ops.py --cuda-syncs   # on a GPU: the syncs as CUDA sees them
 """
 
 from __future__ import annotations
@@ -332,6 +333,50 @@ def cpu_time(model, prompt, rule, cache, args) -> dict[str, float]:
     return best
 
 
+class _SyncsOff(torch.nn.Module):
+    """The model with CUDA's sync debug mode off inside its forward (only the sampler's count)."""
+
+    supports_cache = True
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def mask_token_id(self):
+        return self.inner.mask_token_id
+
+    def forward(self, input_ids, **kw):
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return self.inner(input_ids, **kw)
+        finally:
+            torch.cuda.set_sync_debug_mode("warn")
+
+
+def cuda_syncs(model, prompt, rule, cache, args) -> float:
+    """Synchronizing CUDA calls per step outside the forward, as PyTorch's sync debug mode
+    reports them on a real device (each one is a warning; the counted steps only)."""
+    strat, state, call = driver(_SyncsOff(model), prompt, rule, cache, args.gen, args.block, args.tokens_per_step)
+    n = total = 0
+    with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while n < args.steps and not strat.done(state):
+            del caught[:]
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                one_step(strat, state, call)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            total += sum("synchroniz" in str(w.message) for w in caught)
+            n += 1
+    return total / n
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompt", type=int, default=64)
@@ -343,8 +388,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--rules", default="", help="comma list (default: every registered diffusion-LM rule)")
     ap.add_argument("--caches", default="none,dual")
     ap.add_argument("--sites", action="store_true", help="print where the syncs happen")
+    ap.add_argument("--cuda-syncs", action="store_true",
+                    help="also count, on a CUDA device, the synchronizing calls per step (PyTorch's sync debug mode)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.cuda_syncs and not torch.cuda.is_available():
+        sys.exit("error: --cuda-syncs needs a CUDA device; without it the counts are the CPU proxy.")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model(2, "cpu", torch.float32, small=True)
@@ -359,14 +408,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             try:
                 row = count(model, prompt, rule, cache, args)
                 row.update(cpu_time(model, prompt, rule, cache, args))
+                if args.cuda_syncs:
+                    row["cuda_syncs"] = cuda_syncs(model.cuda(), prompt.cuda(), rule, cache, args)
+                    model.cpu()
             except Exception as exc:  # e.g. a rule no canvas cache can plan (WINO)
                 res["rows"][key] = {"error": repr(exc)[:200]}
                 print(f"{key:20s} skipped: {exc!r}"[:160])
                 continue
             res["rows"][key] = row
             kinds = " ".join(f"{k} {v:.2f}" for k, v in row["syncs_by_kind"].items())
+            cuda = f"  CUDA syncs {row['cuda_syncs']:.2f}" if "cuda_syncs" in row else ""
             print(f"{key:20s} {row['launches']:9.1f} {row['host_ops']:9.1f} {row['syncs']:6.2f}  "
-                  f"{row['sampler_ms']:14.3f}  {kinds}")
+                  f"{row['sampler_ms']:14.3f}  {kinds}{cuda}")
             if args.sites:
                 for site, v in row["sites"].items():
                     print(f"      {v:5.2f}  {site}")
