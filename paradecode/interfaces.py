@@ -15,21 +15,60 @@ caches, strategies and the loop can all speak in its terms without importing eac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 
-__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "LayerHooks", "FAMILIES", "block_columns"]
+__all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "LayerHooks", "FAMILIES", "block_columns",
+           "to_device"]
 
 #: Model families a strategy belongs to and a cache policy may serve.
 FAMILIES = ("dllm", "var", "causal-lm")
 
 
+_DEVICE_COPIES: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_DEVICE_COPIES_KEPT = 64
+_DEVICE_COPY_MAX = 4096  # elements: larger tensors are copied every time
+
+
+def _kept(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The tensor ``make()`` gave for ``key`` (made on the first call, kept among the last
+    ``_DEVICE_COPIES_KEPT`` keys used)."""
+    hit = _DEVICE_COPIES.get(key)
+    if hit is None:
+        hit = _DEVICE_COPIES[key] = make()
+        if len(_DEVICE_COPIES) > _DEVICE_COPIES_KEPT:
+            _DEVICE_COPIES.popitem(last=False)
+    else:
+        _DEVICE_COPIES.move_to_end(key)
+    return hit
+
+
+def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``index.to(device)`` for a small host index (rows in play, block columns), kept while its
+    values repeat. PyTorch copies a pageable host tensor to a GPU and then waits for the whole
+    stream, so a per-step copy would wait for the step's forward; rows and blocks change once
+    per block, so the copy is made once. **Read-only**: never write into the result."""
+    if index.numel() > _DEVICE_COPY_MAX or index.device.type != "cpu":
+        return index.to(device)
+
+    def make() -> torch.Tensor:
+        out = index.to(device)
+        return out.clone() if out.data_ptr() == index.data_ptr() else out  # not an alias of a host tensor
+
+    return _kept((str(device), index.dtype, tuple(index.shape), tuple(index.flatten().tolist())), make)
+
+
 def block_columns(block_start: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
-    """(n, width) canvas columns of blocks starting at ``block_start`` (n,), on ``device``."""
-    return (block_start[:, None] + torch.arange(width)[None, :]).to(device)
+    """(n, width) canvas columns of blocks starting at ``block_start`` (n,), on ``device``
+    (kept while the blocks do not move: see :func:`to_device`; read-only)."""
+    if block_start.device.type != "cpu":
+        return (block_start[:, None] + torch.arange(width, device=block_start.device)[None, :]).to(device)
+    key = ("block_columns", str(device), width, tuple(block_start.tolist()))
+    return _kept(key, lambda: (block_start[:, None] + torch.arange(width)[None, :]).to(device))
 
 
 @dataclass

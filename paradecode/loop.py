@@ -47,7 +47,7 @@ class Trace:
     # -- recording (the loop calls these) --------------------------------------------------
     def count_forward(self, role: str, rows: Optional[torch.Tensor]) -> None:
         self._pending_nfe[role] = self._pending_nfe.get(role, 0) + 1
-        if rows is None:
+        if rows is None or len(rows) == self.batch_size:  # every row (rows are distinct)
             self.row_nfe += 1
         else:
             self.row_nfe[rows] += 1  # rows is a CPU index: no device sync

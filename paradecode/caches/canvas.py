@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..interfaces import CanvasRequest, Request
+from ..interfaces import CanvasRequest, Request, to_device
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
@@ -122,7 +122,10 @@ class CanvasKVCache(CachePolicy):
         am = kwargs.pop("attention_mask", None)
         kwargs.pop("positions", None)
         positions = canvas.positions
-        req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * canvas.batch_size
+        if reps == 1:
+            req_rows = rows
+        else:
+            req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * canvas.batch_size
         full = self.full_rows(canvas)
         have = bool(self._k) and self._k[0] is not None and self._k[0].shape[2] == L + 1
         if self._rows is None or not have:
@@ -134,7 +137,7 @@ class CanvasKVCache(CachePolicy):
         self._rows = req_rows
         # The request's window: each row's current block, or the whole canvas.
         W = canvas.window_size
-        win_start = canvas.window_start.repeat(reps)
+        win_start = canvas.window_start.repeat(reps) if reps > 1 else canvas.window_start
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
         self._idx, self._contig, self._key_mask, self._write = None, None, None, None
@@ -149,10 +152,9 @@ class CanvasKVCache(CachePolicy):
         bucket = self._bucket(x)
         # A shifted-logits model also needs each window column's predecessor fed: no range fast path.
         ranges = None if bool(full.any()) or self._shift else self.recompute_range(canvas)
-        if ranges is not None:
-            ranges = ranges.clamp(max=L)  # the request may show only the canvas up to the block (LLaDA2)
-        if ranges is not None and bool((ranges == ranges[0]).all()):
-            s, e = (int(v) for v in ranges[0])
+        spans = None if ranges is None else ranges.clamp(max=L).tolist()  # LLaDA2: the canvas up to the block
+        if spans is not None and spans == spans[:1] * len(spans):
+            s, e = spans[0]
             ws = int(win_start[0])
             if W == L:
                 t_win, complete = e - s, e - s == W
@@ -172,10 +174,10 @@ class CanvasKVCache(CachePolicy):
             ranges = None
         if ranges is None:
             fed = self.recompute(canvas)[:, :L]
-            fed[full.to(fed.device)] = True
+            fed[to_device(full, fed.device)] = True
             fed = fed.repeat(reps, 1)
             col = torch.arange(L, device=x.device)[None, :]
-            ws = win_start.to(x.device)[:, None]
+            ws = to_device(win_start, x.device)[:, None]
             win = (col >= ws) & (col < ws + W)
             extra = None
             if self._shift:
@@ -233,7 +235,7 @@ class CanvasKVCache(CachePolicy):
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
         idx_win = self._idx[:, : self._t_win]
-        slot = idx_win - self._win_start.to(idx_win.device)[:, None]
+        slot = idx_win - to_device(self._win_start, idx_win.device)[:, None]
         slot = torch.where((idx_win < self._L) & (slot >= 0) & (slot < W), slot, W)
         V = output.shape[-1]
         self._logits.scatter_(1, slot[:, :, None].expand(-1, -1, V), output.to(self._logits.dtype))
@@ -355,7 +357,7 @@ class CanvasKVCache(CachePolicy):
         W = self._W
         if output.shape[1] == W:
             return output
-        cols = self._win_start.to(output.device)[:, None] + torch.arange(W, device=output.device)[None, :]
+        cols = to_device(self._win_start, output.device)[:, None] + torch.arange(W, device=output.device)[None, :]
         return output[torch.arange(output.shape[0], device=output.device)[:, None], cols]
 
     def _store_logits(self, window_logits: torch.Tensor, W: int) -> None:

@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import nn
 
-from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns
+from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns, to_device
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
-from .block import BlockStep, BlockView, NonFiniteLogitsError, Revision, RuleState, block_step
+from .block import BlockStep, BlockView, NonFiniteLogitsError, Revision, RuleState, block_step, finish_step
 
 __all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "Revision", "RuleState"]
 
@@ -88,6 +88,9 @@ class DiffusionState:
     origin: int  # column where block 0 starts (prompt_length under the "llada" layout)
     num_blocks: int  # blocks to decode; rows with block == num_blocks are finished
     rule: RuleState
+    # this step's rows, their block starts (CPU) and the shared block start (None: rows differ),
+    # worked out once by request() for apply()
+    plan: Optional[tuple] = dataclasses.field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -225,8 +228,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             x, am = x[:, :end], am[:, :end]
             positions = torch.arange(end, device=x.device).expand(len(rows), end)
         if len(rows) < state.batch_size:
-            x = x[rows.to(x.device)]
-            am = am[rows.to(am.device)] if am is not None else None
+            x = x[to_device(rows, x.device)]
+            am = am[to_device(rows, am.device)] if am is not None else None
         reps = 1
         if c.cfg_scale > 0:
             # LLaDA's unsupervised CFG: a second pass with the prompt masked out.
@@ -242,11 +245,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             kwargs["positions"] = positions
         if am is not None:
             kwargs["attention_mask"] = am
-        starts = self.block_start(state, rows)
-        shared = bool((starts == starts[0]).all())
-        if shared and not self.needs_full_logits:
-            s = int(starts[0])
-            kwargs["logits_range"] = (s, s + c.block_length)
+        starts, shared = self._plan(state, rows)
+        if shared is not None and not self.needs_full_logits:
+            kwargs["logits_range"] = (shared, shared + c.block_length)
+        self.block_columns(state, rows)  # a new block's columns go to the device now, not after the forward
 
         # Built only if a cache policy reads them (no device work per step without one).
         def all_positions() -> torch.Tensor:
@@ -258,7 +260,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
         def committed_at() -> torch.Tensor:
             out = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
-            out[:, state.origin :] = state.commit_step[rows.to(x.device), : L - state.origin]
+            out[:, state.origin :] = state.commit_step[to_device(rows, x.device), : L - state.origin]
             return out
 
         canvas = CanvasRequest(
@@ -285,45 +287,66 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if c.cfg_scale > 0:
             cond, uncond = logits.chunk(2)
             logits = uncond + (c.cfg_scale + 1) * (cond - uncond)
-        cols = self.block_columns(state, rows)
+        starts, shared = self._plan(state, rows)
+        cols = block_columns(starts, c.block_length, state.x.device)
         bl = c.block_length
         full_logits = None
         if logits.shape[1] == bl and not self.needs_full_logits:
             block_logits = logits  # the block range, or each row's own block (a cache policy)
         else:
             full_logits = logits
-            block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
-        dev_rows = rows.to(state.x.device)
+            if shared is not None:
+                block_logits = logits[:, shared : shared + bl]
+            else:
+                block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
+        dev_rows = to_device(rows, state.x.device)
         view = BlockView(
             rows=rows,
             logits=block_logits,
             tokens=state.x[dev_rows[:, None], cols],
             mask=None,  # type: ignore[arg-type]  (block_step sets it)
             step_in_block=state.step_in_block[rows],
-            block_start=self.block_start(state, rows),
+            block_start=starts,
             full_logits=full_logits,
             canvas=state.x[dev_rows, : logits.shape[1]] if full_logits is not None else None,
             gen_start=state.prompt_length,
             canvas_length=state.x.shape[1],
             visible=self._visible_width(state, rows),
         )
-        out = block_step(self, state.rule, view)
+        # The step's device writes are launched before its one host read (finish_step), so the
+        # host does not wait for the device between them.
+        out = block_step(self, state.rule, view, finish=False)
         transfer = out.transfer
-        state.x[dev_rows[:, None], cols] = out.tokens
-        gen_cols = cols - state.origin
-        prev = state.commit_step[dev_rows[:, None], gen_cols]
+        commits = out.commits if out.commits is not None else transfer.sum(-1)
         written = transfer
+        remasked = None
         if out.revised is not None:
             # A revised token is a fresh commit for the caches (dKV recomputes it next step, as any
             # token decoded now); a re-masked one is uncommitted again (-1).
             remasked = out.revised & (out.tokens == state.mask_id)
             written = transfer | (out.revised & ~remasked)
-            prev = torch.where(remasked, torch.full_like(prev, -1), prev)
             state.rule.extras["revised"] = out.revised.sum(-1)
-        state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
-        committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
-        # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
-        committed[dev_rows] = transfer.sum(-1) if out.revised is None else transfer.sum(-1) - remasked.sum(-1)
+            # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
+            commits = commits - remasked.sum(-1)
+        if shared is not None and len(rows) == state.batch_size:
+            # every row in play, all in one block: plain slices, in-place fills
+            s, e = shared, shared + bl
+            state.x[:, s:e] = out.tokens
+            steps_at = state.commit_step[:, s - state.origin : e - state.origin]
+            if remasked is not None:
+                steps_at.masked_fill_(remasked, -1)
+            steps_at.masked_fill_(written, state.steps)
+            committed = commits
+        else:
+            state.x[dev_rows[:, None], cols] = out.tokens
+            gen_cols = cols - state.origin
+            prev = state.commit_step[dev_rows[:, None], gen_cols]
+            if remasked is not None:
+                prev = torch.where(remasked, torch.full_like(prev, -1), prev)
+            state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
+            committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
+            committed[dev_rows] = commits
+        finish_step(out)
         still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
         stopped = None
@@ -356,6 +379,18 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             self._skip_finished_blocks(state, rows)
         return committed
 
+    def _plan(self, state: DiffusionState, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[int]]:
+        """(len(rows),) CPU block starts of ``rows`` and their common start (None when rows are in
+        different blocks); worked out once per step (request, then apply)."""
+        plan = state.plan
+        if plan is not None and plan[0] is rows:
+            return plan[1], plan[2]
+        starts = self.block_start(state, rows)
+        first = starts[:1].tolist()
+        shared = first[0] if starts.tolist() == first * len(rows) else None
+        state.plan = (rows, starts, shared)
+        return starts, shared
+
     def _visible_width(self, state: DiffusionState, rows: torch.Tensor) -> int:
         """Columns the model saw this step: the canvas, or (llada2) up to the block's end."""
         if self.config.layout == "llada2":
@@ -366,7 +401,10 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         self, state: DiffusionState, rows: torch.Tensor, still_masked: Optional[torch.Tensor], left: Optional[torch.Tensor] = None
     ) -> None:
         """Move rows whose block is finished to their next block."""
-        state.step_in_block[rows] += 1
+        if len(rows) == state.batch_size:
+            state.step_in_block += 1  # every row in play (rows are distinct)
+        else:
+            state.step_in_block[rows] += 1
         if self.fixed_schedule:
             finished = state.step_in_block[rows] >= self.steps_per_block
             if self.config.layout == "llada2":  # a prompt-filled first block runs out of masks early
@@ -386,12 +424,12 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         """Write end-of-text after each row's cut (never into the prompt); returns the block's
         positions still masked and the rows with masks left."""
         L, dev = state.x.shape[1], state.x.device
-        cut = out.cut.cpu()
+        cut = out.cut_host if out.cut_host is not None else out.cut.cpu()
         if bool((cut >= L).all()):
-            return still_masked, (still_masked.any(-1).cpu() if out.left is not None else None)
+            return still_masked, self._left_before_cut(out, still_masked)
         cols = torch.arange(L, device=dev)[None, :]
-        after = (cols > cut.to(dev)[:, None]) & (cols >= state.prompt_length)
-        dev_rows = rows.to(dev)
+        after = (cols > out.cut.to(dev)[:, None]) & (cols >= state.prompt_length)
+        dev_rows = to_device(rows, dev)
         x = state.x[dev_rows]
         committed[dev_rows] += (after & (x == state.mask_id)).sum(-1)
         eos = state.rule.eos_id
@@ -405,7 +443,17 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             am = state.attention_mask[dev_rows]
             state.attention_mask[dev_rows] = torch.where(after, torch.zeros_like(am), am)
         still_masked = still_masked & ~after.gather(1, self.block_columns(state, rows))
-        return still_masked, (still_masked.any(-1).cpu() if out.left is not None else None)
+        return still_masked, self._left_before_cut(out, still_masked)
+
+    @staticmethod
+    def _left_before_cut(out: BlockStep, still_masked: torch.Tensor) -> Optional[torch.Tensor]:
+        """(n,) CPU: rows with masks left before their cut (None for a rule whose schedule says
+        it): read in the step's sync when the step made one, else from the device."""
+        if out.left is None:
+            return None
+        if out.cut_left is None:
+            return still_masked.any(-1).cpu()
+        return out.cut_left & ~out.stop.cpu() if out.stop is not None else out.cut_left
 
     def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
         """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""

@@ -23,7 +23,8 @@ import torch
 from ..interfaces import block_columns
 from .common import StepNoise, demote_tokens, forbid_token, predict
 
-__all__ = ["RuleState", "BlockView", "BlockStep", "Revision", "NoProgressError", "NonFiniteLogitsError", "block_step"]
+__all__ = ["RuleState", "BlockView", "BlockStep", "Revision", "NoProgressError", "NonFiniteLogitsError", "block_step",
+           "finish_step"]
 
 
 class NoProgressError(RuntimeError):
@@ -95,7 +96,7 @@ class BlockView:
     visible: int = 0
     noise: Optional[StepNoise] = None
     fixed: Optional[torch.Tensor] = None
-    _full: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    _full: Optional[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = None
 
     @property
     def revisable(self) -> torch.Tensor:
@@ -109,16 +110,22 @@ class BlockView:
         """(n, W) canvas columns of each row's block (on the logits' device)."""
         return block_columns(self.block_start, self.tokens.shape[1], self.tokens.device)
 
-    def full_predictions(self, state: "RuleState", config: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, confidence) over the visible canvas from ``full_logits``, with the same draws
-        as the block's predictions (LLaDA's step predicts the whole canvas at once)."""
-        if self._full is None:
-            logits = self.full_logits
+    def full_predictions(self, state: "RuleState", config: Any, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, confidence) over the visible canvas from column ``start`` on, from ``full_logits``,
+        with the same draws as the block's predictions (LLaDA's step predicts the whole canvas
+        at once). Each column's prediction is its own, so a rule that reads only the columns
+        from ``start`` (where masks can be) pays for those alone."""
+        if self._full is None or self._full[0] != start:
+            logits = self.full_logits[:, start:]
             if config.logits_eos_inf:
                 logits = forbid_token(logits, state.eos_id)
             remasking = getattr(config, "remasking", "low_confidence")
-            self._full = predict(logits, config.temperature, remasking, state.generator, state.mask_id, self.noise)
-        return self._full
+            noise = self.noise
+            if noise is not None and start:
+                noise = StepNoise(None if noise.gumbel is None else noise.gumbel[:, start:],
+                                  None if noise.remask is None else noise.remask[:, start:])
+            self._full = (start, predict(logits, config.temperature, remasking, state.generator, state.mask_id, noise))
+        return self._full[1]
 
 
 @dataclass
@@ -148,6 +155,8 @@ class BlockStep:
     ``left`` (n,) CPU bool: rows whose block is not finished after the step: masks left (re-masked
     ones included) or held open by the rule's revision (None when the rule's schedule says it
     without a device sync). ``revised`` (n, W): committed positions the step rewrote (None: none).
+    ``cut_host`` / ``cut_left`` (n,) CPU: ``cut``, and the rows with masks left before their cut
+    (read in the step's one sync; None when not read there).
     """
 
     tokens: torch.Tensor
@@ -161,16 +170,22 @@ class BlockStep:
     hide_cut: bool = False
     left: Optional[torch.Tensor] = None
     revised: Optional[torch.Tensor] = None
+    commits: Optional[torch.Tensor] = None  # (n,) transfer.sum(-1) on the device, when the step made it
+    cut_host: Optional[torch.Tensor] = None
+    cut_left: Optional[torch.Tensor] = None
+    _finish: Optional[Any] = field(default=None, repr=False)  # the pending host read (finish_step)
 
 
-def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
+def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True) -> BlockStep:
     """One step of ``rule`` on each row's block: predict, select, and the rule's exits.
 
     Enforces the one invariant every non-fixed rule shares: a row whose block has a mask
     commits at least one masked position (else :class:`NoProgressError`). Revisions of
     committed positions come on top of that commit; a rule that re-masks (WINO) or holds a
     full block open (post-edit steps) bounds its own steps per block (``post_block_steps``),
-    and the loop's step bound stops any rule that does not.
+    and the loop's step bound stops any rule that does not. ``finish=False`` leaves the step's
+    one host read to :func:`finish_step`, so that a caller can launch its own device writes
+    before the host waits for the device.
     """
     c = rule.config
     mask = view.tokens == state.mask_id
@@ -213,10 +228,43 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
         state.nonfinite.append(bad.any())
         return out
     # The step's one sync: per row, masks before, tokens committed (transfer is within mask),
-    # masks after (re-masking adds some) and the rule's hold on a full block.
-    after = (out.tokens == state.mask_id).sum(-1) if revision is not None else mask.sum(-1) - transfer.sum(-1)
-    held = hold.to(mask.device).long() if hold is not None else torch.zeros_like(after)
-    masks, commits, nonfinite, left, held = torch.stack([mask.sum(-1), transfer.sum(-1), bad, after, held]).tolist()
+    # masks after (re-masking adds some), the rule's hold on a full block, and with an
+    # end-of-text cut the cut and the masks left before it. Launched now, read by
+    # :func:`finish_step` (here, or later by a caller that launches its writes first).
+    n_masks, n_commits = mask.sum(-1), transfer.sum(-1)
+    after = (out.tokens == state.mask_id).sum(-1) if revision is not None else n_masks - n_commits
+    out.commits = n_commits
+    read = [n_masks, n_commits, bad, after]
+    if hold is not None:
+        read.append(hold.to(mask.device).long())
+    if cut is not None:
+        cols = view.block_columns
+        before_cut = (cols <= cut[:, None]) | (cols < view.gen_start)  # what the cut leaves of the block
+        read += [cut, ((out.tokens == state.mask_id) & before_cut).sum(-1)]
+    flags = torch.stack(read)
+    out._finish = lambda: _read_flags(rule, view, out, flags, hold is not None, cut is not None)
+    if finish:
+        finish_step(out)
+    return out
+
+
+def finish_step(out: BlockStep) -> BlockStep:
+    """Read the step's flags (its one device->host sync) and raise what they show; sets
+    ``out.left`` (and ``cut_host`` / ``cut_left``). A no-op when read already or when the rule's
+    fixed schedule needs no read."""
+    pending, out._finish = out._finish, None
+    if pending is not None:
+        pending()
+    return out
+
+
+def _read_flags(rule: Any, view: BlockView, out: BlockStep, flags: torch.Tensor, has_hold: bool, has_cut: bool) -> None:
+    values = flags.tolist()
+    masks, commits, nonfinite, left = values[:4]
+    held = values[4] if has_hold else [0] * len(masks)
+    if has_cut:
+        out.cut_host = torch.tensor(values[-2])
+        out.cut_left = torch.tensor([v > 0 for v in values[-1]])
     if any(nonfinite):
         raise NonFiniteLogitsError()
     stopped = out.stop.tolist() if out.stop is not None else [False] * len(masks)
@@ -228,4 +276,3 @@ def block_step(rule: Any, state: RuleState, view: BlockView) -> BlockStep:
                 f"a rule must commit at least one masked position per step (e.g. the most confident one)."
             )
     out.left = torch.tensor([a > 0 or h > 0 for a, h in zip(left, held)])
-    return out

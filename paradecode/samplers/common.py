@@ -147,7 +147,7 @@ def num_transfer_schedule(mask_count: torch.Tensor, steps: int) -> torch.Tensor:
 
 def masked_confidence(conf: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Confidence with committed positions at -inf, so they are never selected again."""
-    return torch.where(mask, conf, torch.full_like(conf, NEG_INF))
+    return torch.where(mask, conf, NEG_INF)
 
 
 def topk_mask(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -160,7 +160,7 @@ def topk_mask(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     k = k.to(confidence.device).long().clamp(max=L)
     order = torch.topk(confidence, L, dim=-1).indices  # descending, topk's tie order
     ranked = torch.arange(L, device=confidence.device)[None, :] < k[:, None]
-    return torch.zeros_like(ranked).scatter(-1, order, ranked)
+    return torch.empty_like(ranked).scatter_(-1, order, ranked)  # order is a permutation: every entry written
 
 
 def threshold_mask(confidence: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:

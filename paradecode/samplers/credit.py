@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence
 
@@ -82,7 +83,7 @@ class CreditDecoding(BlockDiffusionStrategy):
             credit = torch.zeros(B, c.block_length, V, dtype=torch.float32, device=logits.device)
             state.credit = credit
         mask = view.mask
-        dev_rows = view.rows.to(credit.device)
+        dev_rows = to_device(view.rows, credit.device)
         row_credit = credit[dev_rows] * c.decay_beta
         top_p, top_i = torch.softmax(logits.float(), dim=-1).max(dim=-1)
         boost = top_p.pow(c.boost_gamma) * mask  # only masked positions gather credit
@@ -96,4 +97,4 @@ class CreditDecoding(BlockDiffusionStrategy):
     def on_block_end(self, state: CreditState, rows: torch.Tensor) -> None:
         credit = state.credit
         if credit is not None:
-            credit[rows.to(credit.device)] = 0.0
+            credit[to_device(rows, credit.device)] = 0.0

@@ -57,6 +57,7 @@ from typing import Optional
 
 import torch
 
+from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, Revision, RuleState
 from .common import masked_confidence, topk_mask
 
@@ -117,7 +118,7 @@ class Editing(BlockDiffusionStrategy):
         edits = edit_mask(view.tokens, view.x0, view.confidence, view.revisable, self.config.editing_threshold)
         # Post-edit steps (SGLang): a step on a full block counts one; the block stays open after
         # a step that changed something while the next post-edit step is within the budget.
-        rows = view.rows.to(state.post_edits.device)
+        rows = to_device(view.rows, state.post_edits.device)
         state.post_edits[rows] += (~view.mask.any(-1)).long()
         changed = (transfer | edits).any(-1)
         budget = self.config.max_post_edit_steps if self.config.editing_threshold < 1 else 0  # no edit can fire
@@ -125,4 +126,4 @@ class Editing(BlockDiffusionStrategy):
         return Revision(edits, view.x0, hold)
 
     def on_block_end(self, state: EditingState, rows: torch.Tensor) -> None:
-        state.post_edits[rows.to(state.post_edits.device)] = 0
+        state.post_edits[to_device(rows, state.post_edits.device)] = 0

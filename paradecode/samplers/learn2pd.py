@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..interfaces import to_device
 from .base import BlockView, RuleState
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
 from .lowconf import LowConfConfig, LowConfidence, LowConfState
@@ -63,7 +64,7 @@ class Learn2PDConfig(LowConfConfig):
 class Learn2PDState(LowConfState):
     """Per row, the canvas column after which end-of-text prediction ended the text."""
 
-    cut: Optional[torch.Tensor] = None  # (batch,) CPU long; the canvas length = no cut yet
+    cut: Optional[torch.Tensor] = None  # (batch,) long on the device; the canvas length = no cut yet
 
 
 class Learn2PD(LowConfidence):
@@ -138,19 +139,23 @@ class Learn2PD(LowConfidence):
             return None
         eos = state.eos_id
         L = view.canvas_length
-        if state.cut is None:
-            state.cut = torch.full((state.batch_size,), L, dtype=torch.long)
         cols = view.block_columns
+        if state.cut is None or state.cut.device != cols.device:
+            state.cut = torch.full((state.batch_size,), L, dtype=torch.long, device=cols.device)
         # 1. the filter accepted an end-of-text prediction: the first one in the block
         hit = self._accepted(view) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
-        # 2. otherwise the most confident end-of-text prediction among the generation's masked positions
-        x_all, conf_all = view.full_predictions(state, self.config)
-        masked = view.canvas == state.mask_id  # the positions the model scored (llada2: up to the block)
-        masked[:, : view.gen_start] = False  # a mask id inside the prompt is not a place to end
+        # 2. otherwise the most confident end-of-text prediction among the generation's masked
+        # positions: those from the earliest current block on (earlier blocks are finished, their
+        # masks filled or cut), so only those columns are predicted.
+        lo = int(view.block_start.min())
+        x_all, conf_all = view.full_predictions(state, self.config, lo)
+        masked = view.canvas[:, lo:] == state.mask_id  # the positions the model scored (llada2: up to the block)
+        masked[:, : max(0, view.gen_start - lo)] = False  # a mask id inside the prompt is not a place to end
         eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
         best_conf, best = eot_conf.max(-1)
-        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best, L)).cpu()
-        cut = torch.minimum(cut, state.cut[view.rows])
-        state.cut[view.rows] = cut
-        return cut
+        cut = torch.where(first < L, first, torch.where(best_conf >= 0, best + lo, L))
+        rows = to_device(view.rows, cut.device)
+        cut = torch.minimum(cut, state.cut[rows])
+        state.cut[rows] = cut
+        return cut  # on the device: the step's one sync reads it

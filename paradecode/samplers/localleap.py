@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence, topk_mask
 
@@ -59,7 +60,7 @@ class LocalLeap(BlockDiffusionStrategy):
         anchors = (conf >= c.threshold) & mask
         near = anchor_neighbourhood(anchors, c.radius)
         counts = torch.zeros(state.batch_size, dtype=torch.long, device=anchors.device)
-        counts[rows.to(anchors.device)] = anchors.sum(-1)
+        counts[to_device(rows, anchors.device)] = anchors.sum(-1)
         state.extras["localleap_anchors"] = counts
         top1 = topk_mask(conf, mask.any(-1).long())
         bar = torch.where(near, c.relaxed_threshold, c.threshold)

@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 import torch
 
+from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
 from .common import masked_confidence, num_transfer_schedule, topk_mask
 
@@ -62,32 +63,37 @@ class LowConfidence(BlockDiffusionStrategy):
         return LowConfState(batch_size, mask_id, eos_id, generator)
 
     def select(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
-        counts = self.block_counts(view, state)
-        steps = view.step_in_block.clamp(max=self.steps_per_block - 1)
-        k = counts[view.rows, steps]  # on the host: one small copy to the device in topk_mask
-        return topk_mask(masked_confidence(view.confidence, view.mask), k)
+        return topk_mask(masked_confidence(view.confidence, view.mask), self.step_counts(view, state))
 
-    def block_counts(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
-        """(batch, steps per block) CPU tokens each step of a row's current block commits: the
-        block's masks at its first step spread evenly over the steps, remainder first (LLaDA's
-        ``get_num_transfer_tokens``; one sync per block start). The llada2 layout spreads
-        ``block_length`` instead, as LLaDA2's ``generate`` and diffusers' scheduler do (a block
-        the prompt partly fills then finishes early; no sync)."""
-        if state.counts is None:
-            state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long)
-        starting = [i for i, s in enumerate(view.step_in_block.tolist()) if s == 0]
-        if starting:
-            idx = torch.tensor(starting)
+    def step_counts(self, view: BlockView, state: "LowConfState") -> torch.Tensor:
+        """(n,) tokens each row commits in this step, on the device: its block's masks at the
+        block's first step spread evenly over the block's steps, remainder first (LLaDA's
+        ``get_num_transfer_tokens``). The llada2 layout spreads ``block_length`` instead, as
+        LLaDA2's ``generate`` and diffusers' scheduler do (a block the prompt partly fills then
+        finishes early). Kept on the device: no host read, no copy per step."""
+        dev, n = view.mask.device, len(view.rows)
+        if state.counts is None or state.counts.device != dev:
+            state.counts = torch.zeros(state.batch_size, self.steps_per_block, dtype=torch.long, device=dev)
+        rows = to_device(view.rows, dev)
+        steps = view.step_in_block.tolist()  # host
+        if 0 in steps:
             if self.config.layout == "llada2":
-                masks = torch.full((len(starting),), self.config.block_length, dtype=torch.long)
+                masks = torch.full((n,), self.config.block_length, dtype=torch.long, device=dev)
             else:
-                masks = view.mask[idx.to(view.mask.device)].sum(-1).cpu()
-            state.counts[view.rows[idx]] = num_transfer_schedule(masks, self.steps_per_block)
-        return state.counts
+                masks = view.mask.sum(-1)
+            schedule = num_transfer_schedule(masks, self.steps_per_block)
+            if any(steps):  # some rows are inside their block: they keep their counts
+                starting = to_device(view.step_in_block == 0, dev)
+                schedule = torch.where(starting[:, None], schedule, state.counts[rows])
+            state.counts[rows] = schedule
+        last = self.steps_per_block - 1
+        if steps == steps[:1] * len(steps):
+            return state.counts[rows, min(steps[0], last)]
+        return state.counts[rows, to_device(view.step_in_block.clamp(max=last), dev)]
 
 
 @dataclass
 class LowConfState(RuleState):
     """Per row, the tokens each step of its current block commits (set at the block's first step)."""
 
-    counts: Optional[torch.Tensor] = None  # (batch, steps per block) long, on the host
+    counts: Optional[torch.Tensor] = None  # (batch, steps per block) long, on the device

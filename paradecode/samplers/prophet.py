@@ -191,7 +191,7 @@ class Prophet(BlockDiffusionStrategy):
             return None  # no noise drawn: without an exit the run equals the base's, seed for seed
         # The generation's predictions from this step's own draws, as the reference fills
         # every mask with the step's x0.
-        return stop, view.full_predictions(state, self.config)[0][:, view.gen_start :]
+        return stop, view.full_predictions(state, self.config, view.gen_start)[0]
 
 
 def _base_class(name: str) -> type:

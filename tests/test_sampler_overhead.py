@@ -1,0 +1,73 @@
+"""The block loop's per-step cost outside the forward: kept device copies, and (counted on CPU
+by benchmarks/sampler_ops.py) at most one device->host read per step and no host->device copy
+inside a block."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from paradecode.interfaces import block_columns, to_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_to_device_keeps_one_copy_per_value_and_never_aliases_the_host_tensor():
+    rows = torch.tensor([0, 2, 3])
+    a = to_device(rows, torch.device("cpu"))
+    assert torch.equal(a, rows) and a.data_ptr() != rows.data_ptr()
+    rows[0] = 1  # the caller's host tensor changes: the kept copy does not
+    assert a.tolist() == [0, 2, 3]
+    assert to_device(torch.tensor([0, 2, 3]), torch.device("cpu")) is a  # same values: the same copy
+    b = to_device(rows, torch.device("cpu"))
+    assert b is not a and b.tolist() == [1, 2, 3]
+    assert to_device(torch.tensor([0, 2, 3], dtype=torch.int32), torch.device("cpu")) is not a  # dtype is part of the key
+
+
+def test_block_columns_are_each_rows_block_and_kept_while_blocks_stay():
+    cols = block_columns(torch.tensor([4, 8]), 3, torch.device("cpu"))
+    assert cols.tolist() == [[4, 5, 6], [8, 9, 10]]
+    assert block_columns(torch.tensor([4, 8]), 3, torch.device("cpu")) is cols
+    assert block_columns(torch.tensor([8, 8]), 3, torch.device("cpu")).tolist() == [[8, 9, 10], [8, 9, 10]]
+
+
+def _sampler_ops():
+    spec = importlib.util.spec_from_file_location("sampler_ops", ROOT / "benchmarks" / "sampler_ops.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_counter_sees_a_device_read_a_copy_in_and_a_boolean_index():
+    ops = _sampler_ops()
+    taint = ops.Taint()
+    counter = ops.Counter(taint)
+    x = torch.arange(6)
+    taint.add(x)
+    with counter, ops.Propagate(counter):
+        rows = torch.tensor([0, 1])
+        dev_rows = rows.to(x.device)  # host -> device
+        y = x[dev_rows] * 2
+        y.tolist()  # device -> host
+        x[x > 2]  # data-dependent shape
+        torch.zeros(2) + 1  # host bookkeeping: no kernel
+    assert counter.syncs == {"h2d": 1, "d2h": 1, "shape": 1}
+    assert counter.launches >= 3 and counter.host_ops >= 2
+
+
+@pytest.mark.slow
+def test_every_block_rule_reads_the_device_at_most_once_per_step_inside_a_block():
+    ops = _sampler_ops()
+    res = ops.main(["--steps", "6", "--repeats", "1", "--prompt", "16", "--gen", "64"])
+    rows = res["rows"]
+    assert {"lowconf/none", "threshold/dual", "learn2pd/dual", "editing/none"} <= set(rows)
+    for key, row in rows.items():
+        assert "error" not in row, key
+        sites = row["sites"]
+        # copies in happen when rows or blocks change (a new block), not per step
+        copies = row["steps"] * sum(v for k, v in sites.items() if k.startswith("h2d"))
+        assert copies <= 2 * row["blocks"] + 1e-9, (key, row["blocks"], sites)  # rows and columns, per block
+        reads = sum(v for k, v in sites.items() if not k.startswith("h2d"))
+        allowed = 0 if key.startswith("lowconf/") else 1  # lowconf's schedule needs no read at all
+        assert reads <= allowed + 1e-9, (key, sites)
