@@ -16,6 +16,8 @@ rule would not be a fixed workload). The run measures:
   limit sums, over the forwards the timed steps ran, max(FLOPs / matmul rate, weight bytes /
   copy rate): FLOPs of the fed tokens' matmuls, their attention over the canvas and the LM
   head on the logits window; weight bytes of everything but the embedding table;
+* first, whether the graphed model gives the eager model's tokens for each cache (batch 2,
+  two blocks): what the figures time is what the model computes;
 * the dual cache's mean and median step over a whole P1024/G1024 generation at batch 1;
 * the sampler's share of a step at batch 1 for every block rule, with no cache and with the
   dual cache: 1 - (bare forwards, timed alone with syncs around them) / (steps, timed without);
@@ -34,6 +36,14 @@ Writes ``benchmarks/results/dllm_throughput_<date>_<machine>.json`` and ``.txt``
     python benchmarks/dllm_throughput.py                      # GPU, ~2-3 minutes
     python benchmarks/dllm_throughput.py --smoke              # CPU check of the script
     python benchmarks/dllm_throughput.py --fast-dllm-dir .gpu/fast-dllm   # with Fast-dLLM's rows
+    python benchmarks/dllm_throughput.py --model dream --fuse --skip sampler   # Dream-7B's shape
+
+``--model dream`` runs a Dream-v0-7B-shaped ``DreamModel`` (28 layers, hidden 3584, MLP 18944,
+28 query / 4 key-value heads, q/k/v biases, vocabulary 152064) the same way; its logits are
+shifted (column i read from the output at i - 1), so every cached step also feeds the block's
+predecessor column as a query. Fast-dLLM's rows are LLaDA's loops and are skipped for it.
+``--fuse`` computes q/k/v and the SwiGLU input projections as one matmul each
+(``fuse_projections``), as ``gsm8k_realsize.py`` does.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from paradecode.loop import ModelCaller, Trace
-from paradecode.models import LLaDAConfig, LLaDAModel
+from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.registry import build_config, get_cache_class, get_strategy_class, strategies
 
@@ -72,11 +82,19 @@ def sync(device: str) -> None:
 
 
 # ---- model and rates -------------------------------------------------------------------------
-def build_model(device: str, smoke: bool) -> LLaDAModel:
-    sizes = dict(d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=512,
-                 embedding_size=512, mask_token_id=500, eos_token_id=501, pad_token_id=501) if smoke else {}
+def build_model(device: str, smoke: bool, name: str = "llada") -> torch.nn.Module:
+    """LLaDA-8B's (``name='llada'``) or Dream-v0-7B's shape with random weights (tiny for ``smoke``)."""
+    if name == "dream":
+        sizes = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                     intermediate_size=128, vocab_size=512, max_position_embeddings=4096, mask_token_id=500,
+                     eos_token_id=501, pad_token_id=501, bos_token_id=501) if smoke else {}
+        cls, config = DreamModel, DreamConfig(**sizes)
+    else:
+        sizes = dict(d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=512,
+                     embedding_size=512, mask_token_id=500, eos_token_id=501, pad_token_id=501) if smoke else {}
+        cls, config = LLaDAModel, LLaDAConfig(**sizes)
     with torch.device("meta"):
-        model = LLaDAModel(LLaDAConfig(**sizes))
+        model = cls(config)
     model = model.to_empty(device=device).to(torch.bfloat16 if device == "cuda" else torch.float32)
     torch.manual_seed(0)
     model.reset_parameters()
@@ -112,17 +130,25 @@ def copy_rate(device: str, nbytes: int, reps: int) -> float:
     return 2 * nbytes * reps / (time.perf_counter() - t)
 
 
+def model_parts(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module, int, int]:
+    """(embedding table, LM head weight, the layers, hidden size, layer count) of LLaDA or Dream."""
+    c = model.config
+    if isinstance(model, DreamModel):
+        emb = model.model.embed_tokens.weight
+        head = emb if c.tie_word_embeddings else model.lm_head.weight
+        return emb, head, model.model.layers, c.hidden_size, c.num_hidden_layers
+    emb = model.model.transformer["wte"].weight
+    head = model.model.transformer["ff_out"].weight if not c.weight_tying else emb
+    return emb, head, model.model.transformer["blocks"], c.d_model, c.n_layers
+
+
 class Costs:
     """FLOPs and weight bytes of one forward of this model."""
 
-    def __init__(self, model: LLaDAModel) -> None:
-        c = model.config
-        emb = model.model.transformer["wte"].weight
-        head = model.model.transformer["ff_out"].weight if not c.weight_tying else emb
-        blocks = model.model.transformer["blocks"]
+    def __init__(self, model: torch.nn.Module) -> None:
+        emb, head, blocks, self.d, self.layers = model_parts(model)
         self.body_params = sum(p.numel() for p in blocks.parameters() if p.dim() == 2)
         self.head_params = head.numel()
-        self.d, self.layers = c.d_model, c.n_layers
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) - emb.numel() * emb.element_size()
 
     def flops(self, tokens: int, keys: int, logits: int) -> float:
@@ -152,10 +178,20 @@ class Recorder(torch.nn.Module):
     def mask_token_id(self) -> Optional[int]:
         return self.inner.mask_token_id
 
-    def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
+    @property
+    def logits_shift(self) -> int:
+        """The model's (Dream: 1); the caches plan the feed by it."""
+        return int(getattr(self.inner, "logits_shift", 0))
+
+    def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None,
+                logits_from=None):
         rows, fed = input_ids.shape
         keys = getattr(cache, "_L", fed) if cache is not None else fed
-        logits = rows * (fed if logits_range is None else logits_range[1] - logits_range[0])
+        if logits_from is not None:
+            logits = rows * logits_from.shape[1]
+        else:
+            logits = rows * (fed if logits_range is None else logits_range[1] - logits_range[0])
+        head = {} if logits_from is None else {"logits_from": logits_from}
         # the cache's fed columns (padding to a graph bucket = column ``keys``) are counted
         # after the run: no device sync inside the timed steps
         idx = cache.graph_index() if cache is not None and hasattr(cache, "graph_index") else None
@@ -164,7 +200,7 @@ class Recorder(torch.nn.Module):
             sync(self.device_name)
             t = time.perf_counter()
         out = self.inner(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
-                         logits_range=logits_range)
+                         logits_range=logits_range, **head)
         if self.timed:
             sync(self.device_name)
             self.seconds.append(time.perf_counter() - t)
@@ -269,6 +305,26 @@ def mean_vs_median(graphed, make_prompt, args, device) -> dict[str, Any]:
     mean, median = statistics.mean(times), statistics.median(times)
     return {"prompt": P, "gen": G, "steps": len(times), "mean_step_s": mean, "median_step_s": median,
             "mean_over_median": mean / median, "tokens_per_s": G / sum(times)}
+
+
+def graph_vs_eager(graphed, model, make_prompt, args, device) -> dict[str, Any]:
+    """Whether the graphed model gives the eager model's tokens (batch 2, one prompt length,
+    two blocks of lowconf) per cache: a check that capture and replay compute what the model
+    does on this device, before its speed is read."""
+    import paradecode
+
+    prompt = make_prompt(2, args.prompt)
+    opts = dict(gen_length=2 * args.block, block_length=args.block, steps=2 * args.block // args.tokens_per_step)
+    res = {}
+    for cache in CACHES:
+        c = None if cache == "none" else cache
+        with torch.inference_mode():
+            ref = paradecode.sample(model, prompt, "lowconf", cache=c, **opts).sequences
+            replays = graphed.replays
+            out = paradecode.sample(graphed, prompt, "lowconf", cache=c, **opts).sequences
+        res[cache] = {"equal": bool(torch.equal(out, ref)), "replays": graphed.replays - replays}
+    graphed.release()
+    return res
 
 
 def block_rules() -> list[str]:
@@ -433,6 +489,10 @@ def report(res: dict[str, Any]) -> str:
                          if "tokens_per_s" in r else ("skipped" if "skipped" in r.get("error", "") else "error"))
         lines.append(f"| {cache} | " + " | ".join(cells) + " |")
     lines += fast_dllm_report(res.get("fast_dllm", {}), res["batches"])
+    gve = res.get("graph_vs_eager")
+    if gve:
+        lines.append("graphs vs eager tokens (batch 2, two blocks): " + ", ".join(
+            f"{c} {'equal' if r['equal'] else 'DIFFER'} ({r['replays']} replays)" for c, r in gve.items()))
     m = res.get("mean_vs_median")
     if m:
         lines.append(f"dual P{m['prompt']}/G{m['gen']} batch 1: mean step {1e3 * m['mean_step_s']:.2f} ms, "
@@ -449,6 +509,9 @@ def report(res: dict[str, Any]) -> str:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: a check of the script, not a figure")
+    ap.add_argument("--model", choices=("llada", "dream"), default="llada",
+                    help="LLaDA-8B's shape (default) or Dream-v0-7B's (shifted logits)")
+    ap.add_argument("--fuse", action="store_true", help="fuse_projections: one q/k/v and one gate/up matmul")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
@@ -456,7 +519,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--tokens-per-step", type=int, default=4)
     ap.add_argument("--none-steps", type=int, default=3, help="steps timed for no cache (each is one full forward)")
     ap.add_argument("--long", default="1024x1024", help="promptxgen of the dual mean-vs-median generation")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: throughput,fast-dllm,long,sampler")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: check,throughput,fast-dllm,long,sampler")
     ap.add_argument("--budget-s", type=float, default=160.0,
                     help="seconds after which parts not yet started are skipped (recorded as such)")
     ap.add_argument("--fast-dllm-dir", default=None,
@@ -470,7 +533,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     def save(res: dict[str, Any], partial: bool) -> None:
-        stem = out / f"dllm_throughput_{res['date']}_{args.machine}"
+        tag = "" if args.model == "llada" else f"{args.model}_"
+        stem = out / f"dllm_throughput_{tag}{res['date']}_{args.machine}"
         res["graph_captures"], res["graph_replays"] = graphed.captures, graphed.replays
         res["wall_s"], res["complete"] = time.perf_counter() - t_start, not partial
         stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -494,7 +558,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         args.machine = "cpu-smoke"
     args.long = tuple(int(v) for v in args.long.split("x"))
     skip = set(filter(None, args.skip.split(",")))
-    model = build_model(device, args.smoke)
+    model = build_model(device, args.smoke, args.model)
+    if args.fuse:
+        model.fuse_projections()
     # capture on first sight: the warm-up runs then leave every timed forward a replay (the
     # default, capture_after=1, only differs in which early forwards of a first call run eagerly)
     graphed = CUDAGraphModel(model, max_graphs=256, capture_after=0)
@@ -515,7 +581,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     res: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
-        "torch": torch.__version__, "shape": "LLaDA-8B random bf16" if not args.smoke else "tiny fp32 (smoke)",
+        "torch": torch.__version__, "model": args.model, "fused": args.fuse,
+        "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
+                  + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,
         "batches": batches, "matmul_n": n, "matmul_tflops": flops_per_s / 1e12, "copy_GBps": bytes_per_s / 1e9,
         "weight_bytes": costs.weight_bytes, "weight_floor_ms": 1e3 * costs.weight_bytes / bytes_per_s,
@@ -523,6 +591,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     }
     log(f"rates: matmul {flops_per_s / 1e12:.1f} TFLOP/s, copy {bytes_per_s / 1e9:.0f} GB/s, "
         f"floor {res['weight_floor_ms']:.2f} ms ({time.perf_counter() - t_start:.0f} s)")
+    if "check" not in skip:
+        res["graph_vs_eager"] = gve = graph_vs_eager(graphed, model, make_prompt, args, device)
+        log("  graphs vs eager tokens: " + ", ".join(f"{c} {r['equal']}" for c, r in gve.items()))
+        save(res, partial=True)
     if "throughput" not in skip:
         for batch in batches:
             for cache in CACHES:
@@ -543,7 +615,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             if device == "cuda":
                 torch.cuda.empty_cache()
     if "fast-dllm" not in skip:
-        if not args.fast_dllm_dir:
+        if args.model != "llada":
+            reason = "skipped: Fast-dLLM's llada/ loops run LLaDA only"
+            log(f"  Fast-dLLM rows {reason}")
+            res["fast_dllm"] = {"error": reason}
+        elif not args.fast_dllm_dir:
             reason = "skipped: no --fast-dllm-dir (a checkout of NVlabs/Fast-dLLM's llada/)"
             log(f"  Fast-dLLM rows {reason}")
             res["fast_dllm"] = {"error": reason}

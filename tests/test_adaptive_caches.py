@@ -161,5 +161,5 @@ def test_block_values_are_the_v_projection_fused_or_not(tiny_model):
     want = block.v_proj(block.attn_norm(x))
     torch.testing.assert_close(block.values(x), want)
     tiny_model.fuse_projections()
-    assert block._fused_weights() is not None
+    assert block.fused_groups() is not None
     torch.testing.assert_close(block.values(x), want, rtol=1e-5, atol=1e-5)

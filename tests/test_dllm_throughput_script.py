@@ -25,15 +25,19 @@ def test_interpolate_sums_a_linear_cost_exactly_and_holds_flat_outside():
     assert bench.interpolate({2: 1.0, 4: 3.0}, 6) == pytest.approx(1 + 1 + 1 + 2 + 3 + 3)
 
 
-def test_costs_count_every_matmul_weight_once():
+@pytest.mark.parametrize("name", ["llada", "dream"])
+def test_costs_count_every_matmul_weight_once(name):
     bench = _script()
-    model = bench.build_model("cpu", smoke=True)
+    model = bench.build_model("cpu", smoke=True, name=name)
     costs = bench.Costs(model)
-    c = model.config
+    _, _, _, d, layers = bench.model_parts(model)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert costs.body_params + costs.head_params == linear
     # one token, one key, no logits: the body's matmuls plus q.k and a.v
-    assert costs.flops(1, 1, 0) == 2 * (costs.body_params + 2 * c.n_layers * c.d_model)
+    assert costs.flops(1, 1, 0) == 2 * (costs.body_params + 2 * layers * d)
+    if name == "dream":
+        return
+    c = model.config
     assert costs.flops(6, 5, 4) == 2 * (costs.body_params * 6 + 2 * c.n_layers * c.d_model * 30
                                         + costs.head_params * 4)
     # a forward's limit: the slower of computing and reading the weights
@@ -59,6 +63,19 @@ def test_smoke_run_writes_every_figure(tmp_path):
     # no Fast-dLLM checkout given: its rows are skipped, and the run says why
     assert data["fast_dllm"]["error"].startswith("skipped: no --fast-dllm-dir")
     assert "Fast-dLLM rows: skipped: no --fast-dllm-dir" in text
+
+
+@pytest.mark.slow
+def test_dream_smoke_run_checks_graphs_against_eager_and_times_every_cache(tmp_path):
+    bench = _script()
+    res = bench.main(["--smoke", "--model", "dream", "--fuse", "--skip", "sampler,long", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / f"dllm_throughput_dream_{res['date']}_cpu-smoke.json").read_text())
+    assert data["model"] == "dream" and data["fused"]
+    assert all(r["equal"] for r in data["graph_vs_eager"].values())
+    assert set(data["graph_vs_eager"]) == set(bench.CACHES)
+    assert all(row["tokens_per_s"] > 0 for row in data["throughput"].values())
+    assert data["fast_dllm"]["error"].startswith("skipped: Fast-dLLM's llada/")
+    assert data["graph_replays"] > 0
 
 
 def test_fast_dllm_dir_without_its_files_is_a_clear_error(tmp_path):

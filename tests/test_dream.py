@@ -186,13 +186,6 @@ def test_dream_generation_defaults_and_ids(dream):
     assert DreamConfig().mask_token_id == 151666 and DreamConfig().pad_token_id == 151643
 
 
-def test_cuda_graphs_refuse_shifted_logits(dream):
-    from paradecode.models.graphs import CUDAGraphModel
-
-    with pytest.raises(ValueError, match="shifted-logits"):
-        CUDAGraphModel(dream)
-
-
 def _save_dream_layout(model: DreamModel, path) -> None:
     """A checkpoint as Dream-v0 ships it: sharded safetensors with an index, Dream's config.json."""
     model.save_pretrained(path, max_shard_bytes=60_000)

@@ -25,7 +25,7 @@ def test_fused_projections_equal_separate_ones(bias):
         keys = {k: v.clone() for k, v in model.state_dict().items()}
         model.fuse_projections()
         out = model(ids)
-    assert model.model.transformer["blocks"][0]._fused_weights() is not None  # the fused path ran
+    assert model.model.transformer["blocks"][0].fused_groups() is not None  # the fused path ran
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     fused_state = model.state_dict()
     assert set(fused_state) == set(keys)  # same names, same values: checkpoints unaffected
@@ -42,7 +42,7 @@ def test_fused_model_saves_loads_and_survives_a_move(tmp_path):
         torch.testing.assert_close(again(ids), ref, rtol=1e-5, atol=1e-5)
         moved = model.to(torch.float64)  # parameters no longer view the joined tensor
         out = moved(ids.clone())
-    assert moved.model.transformer["blocks"][0]._fused_weights() is None  # fell back, did not use stale weights
+    assert moved.model.transformer["blocks"][0].fused_groups() is None  # fell back, did not use stale weights
     torch.testing.assert_close(out.float(), ref, rtol=1e-4, atol=1e-4)
 
 

@@ -299,15 +299,23 @@ class CanvasKVCache(CachePolicy):
         if self._idx is None:
             return None
         masked = None if self._key_mask is None else tuple(self._key_mask.shape)
-        return (type(self).__name__, tuple(self._idx.shape), masked, self._token)
+        # A separate write index (query-only rows, e.g. a shifted model's predecessors) is a
+        # static input of its own: graphs with and without one are not interchangeable.
+        return (type(self).__name__, tuple(self._idx.shape), masked, self._write is not None, self._token)
 
     def graph_index(self) -> Optional[torch.Tensor]:
         """The (rows, T) fed columns this forward writes into the cache (None: a refresh)."""
         return self._idx
 
-    def bind_index(self, idx: torch.Tensor) -> None:
-        """Read the fed columns from ``idx`` (a captured graph's static tensor) from now on."""
-        self._idx, self._contig, self._write = idx, None, None
+    def graph_write_index(self) -> Optional[torch.Tensor]:
+        """The (rows, T) columns the fed rows' keys/values are written to when some are query
+        only (sent to the trash slot ``L``); None: each fed row writes its own column."""
+        return self._write
+
+    def bind_index(self, idx: torch.Tensor, write: Optional[torch.Tensor] = None) -> None:
+        """Read the fed columns from ``idx`` and the write index from ``write`` (a captured
+        graph's static tensors) from now on."""
+        self._idx, self._contig, self._write = idx, None, write
 
     def graph_key_mask(self) -> Optional[torch.Tensor]:
         """The key-padding mask a partial forward of a padded batch attends with (None: no padding)."""

@@ -34,7 +34,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
-from .llada import RMSNorm, cached_attention, hooked_layers, rope_cos_sin
+from .llada import FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -113,8 +113,11 @@ class DreamConfig(PretrainedConfig):
             )
 
 
-class DreamAttention(nn.Module):
-    """Qwen2 attention projections with Dream's names (biases on q/k/v only)."""
+class DreamAttention(FusableProjections, nn.Module):
+    """Qwen2 attention projections with Dream's names (biases on q/k/v only); q/k/v fuse into
+    one matmul, biases joined too (:class:`~paradecode.models.llada.FusableProjections`)."""
+
+    FUSE_GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj")}
 
     def __init__(self, config: DreamConfig, layer_idx: int) -> None:
         super().__init__()
@@ -129,14 +132,20 @@ class DreamAttention(nn.Module):
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
         B, T, _ = h.shape
-        q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        fused = self.fused_groups()
+        q, k, v = fused["qkv"](h) if fused else (self.q_proj(h), self.k_proj(h), self.v_proj(h))
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         att = cached_attention(self.layer_idx, q, k, v, cos, sin, attn_mask, cache)
         return self.o_proj(att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
-class DreamMLP(nn.Module):
+class DreamMLP(FusableProjections, nn.Module):
+    """SwiGLU; gate and up fuse into one matmul."""
+
+    FUSE_GROUPS = {"gate_up": ("gate_proj", "up_proj")}
+
     def __init__(self, config: DreamConfig) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -144,7 +153,9 @@ class DreamMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        fused = self.fused_groups()
+        gate, up = fused["gate_up"](x) if fused else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DreamDecoderLayer(nn.Module):
@@ -232,7 +243,19 @@ class DreamModel(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
+    def fuse_projections(self) -> "DreamModel":
+        """One matmul (bias included) for q/k/v and one for gate/up in every layer (same weights,
+        same names; see :class:`~paradecode.models.llada.FusedLinears`). Call after ``.to(device, dtype)``."""
+        for layer in self.model.layers:
+            layer.self_attn.fuse_projections()
+            layer.mlp.fuse_projections()
+        return self
+
     # ---- forward ---------------------------------------------------------------------------
+    #: Dream's positions are LLaDA's: 0.. per row, or with a padding mask and no cache the count
+    #: of real tokens before each position (what Dream's ``diffusion_generate`` computes).
+    default_positions = staticmethod(LLaDAModel.default_positions)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -244,13 +267,8 @@ class DreamModel(nn.Module):
     ) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        B, T = input_ids.shape
         if positions is None:
-            if attention_mask is not None and cache is None:
-                # Dream's positions: count real tokens (padding positions are never read).
-                positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            else:
-                positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            positions = self.default_positions(input_ids, attention_mask, cache)
         if positions.shape != input_ids.shape:
             raise ValueError(
                 f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."

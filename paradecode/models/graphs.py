@@ -15,6 +15,11 @@ key-padding mask. The wrapper lends caches its :class:`KVBufferStore`, so succes
 ``sample()`` calls of the same shapes write the same K/V buffers and replay the graphs the
 first call captured instead of capturing anew. CPU models run eagerly, unchanged.
 
+Shifted-logits models (``DreamModel``: column i read from the output at i - 1) are served the
+same way: the cache's ``logits_from`` (which fed row gives each requested column's logits) goes
+to the eager head, and the cache's write index (its query-only predecessor rows sent to the
+trash slot) is a static input of the graph like the fed columns.
+
     graphed = CUDAGraphModel(model)
     paradecode.sample(graphed, prompt_ids, "lowconf", cache="dual", ...)
 
@@ -150,12 +155,13 @@ class _Captured:
     mask: Optional[torch.Tensor]  # attention mask (padded batch, full forwards)
     idx: Optional[torch.Tensor]  # the cache's fed columns (partial forwards)
     key_mask: Optional[torch.Tensor]  # the cache's key-padding mask (padded batch, partial forwards)
+    write: Optional[torch.Tensor]  # where the fed rows' keys/values go, when not all to their columns
     out: torch.Tensor  # the captured body's output (hidden states of the fed positions)
 
 
 class CUDAGraphModel(nn.Module):
-    """Wraps a cache-capable model with ``hidden_states``/``lm_head`` (``LLaDAModel``); same
-    call, same results.
+    """Wraps a cache-capable model with ``hidden_states``/``logits_of`` (``LLaDAModel``,
+    ``DreamModel``); same call, same results.
 
     Args:
         model: the model to wrap.
@@ -183,15 +189,10 @@ class CUDAGraphModel(nn.Module):
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
                  reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4) -> None:
         super().__init__()
-        if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "lm_head")):
+        if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "logits_of")):
             raise ValueError(
                 "CUDAGraphModel wraps a model that takes cache policies and splits its forward into "
-                "hidden_states + lm_head (paradecode's LLaDAModel)."
-            )
-        if getattr(model, "logits_shift", 0):
-            raise ValueError(
-                f"CUDAGraphModel does not serve shifted-logits models ({type(model).__name__}: column i is read "
-                f"from the output at i - 1) yet; run the model without graphs."
+                "hidden_states + logits_of (paradecode's LLaDAModel, DreamModel)."
             )
         self.model = model
         self.config = getattr(model, "config", None)
@@ -219,6 +220,16 @@ class CUDAGraphModel(nn.Module):
         return getattr(self.model, "mask_token_id", None)
 
     @property
+    def logits_shift(self) -> int:
+        """The wrapped model's (caches feed each requested column's predecessor when it is 1)."""
+        return int(getattr(self.model, "logits_shift", 0))
+
+    @property
+    def generation_defaults(self) -> Optional[dict]:
+        """The wrapped model's canvas defaults (``sample`` reads them from the model it is given)."""
+        return getattr(self.model, "generation_defaults", None)
+
+    @property
     def supports_layer_hooks(self) -> bool:
         """The wrapped model's (a layer-adaptive cache runs it eagerly: no graph signature)."""
         return bool(getattr(self.model, "supports_layer_hooks", False))
@@ -238,7 +249,9 @@ class CUDAGraphModel(nn.Module):
         cache: Any = None,
         attention_mask: Optional[torch.Tensor] = None,
         logits_range: Optional[tuple[int, int]] = None,
+        logits_from: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        head = {} if logits_from is None else {"logits_from": logits_from}  # only shifted models take it
         if cache is not None and self.store is not None and getattr(cache, "_store", False) is None:
             use = getattr(cache, "use_buffer_store", None)
             if use is not None and self._graphable(input_ids):
@@ -246,7 +259,7 @@ class CUDAGraphModel(nn.Module):
         key = self._key(input_ids, positions, cache, attention_mask)
         if key is None:
             return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
-                              logits_range=logits_range)
+                              logits_range=logits_range, **head)
         positions = self._positions(input_ids, positions, cache, attention_mask)
         entry = self._graphs.get(key)
         if entry is None:
@@ -254,7 +267,7 @@ class CUDAGraphModel(nn.Module):
             if len(self._graphs) >= self.max_graphs or seen < self.capture_after:
                 self._seen[key] = seen + 1
                 return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
-                                  logits_range=logits_range)
+                                  logits_range=logits_range, **head)
             entry = self._capture(key, input_ids, positions, cache, attention_mask)
         else:
             self._graphs.move_to_end(key)
@@ -264,14 +277,15 @@ class CUDAGraphModel(nn.Module):
                 entry.mask.copy_(attention_mask)
             if entry.idx is not None:
                 entry.idx.copy_(cache.graph_index())
-                cache.bind_index(entry.idx)
+                if entry.write is not None:
+                    entry.write.copy_(cache.graph_write_index())
+                cache.bind_index(entry.idx, entry.write)
             if entry.key_mask is not None:
                 entry.key_mask.copy_(cache.graph_key_mask())
                 cache.bind_key_mask(entry.key_mask)
             entry.graph.replay()
             self.replays += 1
-        hidden = entry.out if logits_range is None else entry.out[:, logits_range[0] : logits_range[1]]
-        return self.model.lm_head(hidden)  # eager: the logits window may move between steps
+        return self.model.logits_of(entry.out, logits_range, **head)  # eager: the logits window may move between steps
 
     # ---- keys -----------------------------------------------------------------------------
     def _graphable(self, input_ids: torch.Tensor) -> bool:
@@ -325,19 +339,21 @@ class CUDAGraphModel(nn.Module):
         """Capture the model's body (``hidden_states``) for this key; the LM head stays eager."""
         ids, pos = input_ids.clone(), positions.clone()
         mask = attention_mask.clone() if attention_mask is not None else None
-        idx = key_mask = None
+        idx = key_mask = write = None
         if cache is not None:
             idx = cache.graph_index()
             if idx is not None:
                 idx = idx.clone()
-                cache.bind_index(idx)
+                write = getattr(cache, "graph_write_index", lambda: None)()
+                write = write.clone() if write is not None else None
+                cache.bind_index(idx, write)
             key_mask = getattr(cache, "graph_key_mask", lambda: None)()
             if key_mask is not None:
                 key_mask = key_mask.clone()
                 cache.bind_key_mask(key_mask)
         kind = "full" if key[0] == "full" else ("cached" if _on_store(key) else "private")
         graph, out = self._record(self.model.hidden_states, (ids, pos, cache, mask), kind)
-        entry = _Captured(graph, ids, pos, mask, idx, key_mask, out)
+        entry = _Captured(graph, ids, pos, mask, idx, key_mask, write, out)
         self._graphs[key] = entry
         self.captures += 1
         if kind == "full":

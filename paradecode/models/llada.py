@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
 
-__all__ = ["LLaDAConfig", "LLaDAModel", "compile_elementwise"]
+__all__ = ["FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 # config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
 _POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
@@ -182,7 +182,7 @@ def cached_attention(
 ) -> torch.Tensor:
     """Bidirectional attention of (B, heads, T, hd) queries over (B, kv_heads, T, hd) keys/values
     with RoPE at the fed positions, the cache hook and grouped-query heads: the attention core
-    every model with paradecode's cache hook shares (DreamModel; LLaDABlock has it inline).
+    every model with paradecode's cache hook shares (LLaDABlock, DreamAttention).
 
     A cache (the ``LayerKV`` protocol) merges this forward's keys/values of ``layer`` with the
     kept ones and returns the key mask that goes with them."""
@@ -216,6 +216,63 @@ def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Te
     return x
 
 
+class FusedLinears:
+    """Several ``nn.Linear`` that read the same input, computed as one matmul.
+
+    The weights (and biases) move into one concatenated tensor and each module's parameters
+    become views of it, so state-dict names, checkpoints and memory stay as they were. Moving
+    the modules afterwards (``.to``) separates the views: :meth:`fresh` turns False and the
+    caller must fall back to the separate matmuls (correct, just unfused): fuse after moving.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear]) -> None:
+        self.linears = list(linears)
+        self.sizes = [m.weight.shape[0] for m in self.linears]
+        self.weight = self._join("weight")
+        has_bias = [m.bias is not None for m in self.linears]
+        if any(has_bias) and not all(has_bias):
+            raise ValueError("FusedLinears joins linears that all have a bias or none do.")
+        self.bias = self._join("bias") if all(has_bias) else None
+        self._ptrs = [m.weight.data_ptr() for m in self.linears]
+
+    def _join(self, kind: str) -> torch.Tensor:
+        parts = [getattr(m, kind) for m in self.linears]
+        joined = torch.cat([p.detach() for p in parts])
+        offset = 0
+        for m, p in zip(self.linears, parts):
+            setattr(m, kind, nn.Parameter(joined[offset : offset + p.shape[0]], requires_grad=p.requires_grad))
+            offset += p.shape[0]
+        return joined
+
+    def fresh(self) -> bool:
+        """Whether every module's weight is still the view of the joined tensor it was made."""
+        return all(m.weight.data_ptr() == p for m, p in zip(self.linears, self._ptrs))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+
+
+class FusableProjections:
+    """Mixin for a module whose ``nn.Linear`` children in each group of ``FUSE_GROUPS`` read the
+    same input: :meth:`fuse_projections` joins each group (:class:`FusedLinears`), and
+    :meth:`fused_groups` gives the joined groups to compute with, or None (not fused, or moved
+    since: the separate matmuls are then the right ones)."""
+
+    FUSE_GROUPS: dict[str, tuple[str, ...]] = {}
+
+    def fuse_projections(self) -> None:
+        self._fused = {g: FusedLinears([getattr(self, n) for n in names]) for g, names in self.FUSE_GROUPS.items()}
+
+    def fused_groups(self) -> Optional[dict[str, FusedLinears]]:
+        fused = getattr(self, "_fused", None)
+        if not fused:
+            return None
+        if not all(f.fresh() for f in fused.values()):
+            self._fused = None  # the parameters were moved or replaced: the joined copy is stale
+            return None
+        return fused
+
+
 # The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
 _KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope}
 
@@ -237,8 +294,13 @@ def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
         _KERNELS.update(rms_norm=rms_norm, rope=apply_rope)
 
 
-class LLaDABlock(nn.Module):
-    """One LLaDA 'llama' block: pre-norm attention and SwiGLU MLP with LLaDA's parameter names."""
+class LLaDABlock(FusableProjections, nn.Module):
+    """One LLaDA 'llama' block: pre-norm attention and SwiGLU MLP with LLaDA's parameter names.
+
+    :meth:`fuse_projections` computes q/k/v and the two SwiGLU input projections as one matmul
+    each (:class:`FusableProjections`)."""
+
+    FUSE_GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("ff_proj", "up_proj")}
 
     def __init__(self, config: LLaDAConfig, layer_id: int) -> None:
         super().__init__()
@@ -266,81 +328,22 @@ class LLaDABlock(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         h = self.attn_norm(x)
-        fused = self._fused_weights()
-        if fused is not None:
-            qkv = F.linear(h, fused["qkv"], fused.get("qkv_bias"))
-            q, k, v = qkv.split([C, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
-        else:
-            q, k, v = self.q_proj(h), self.k_proj(h), self.v_proj(h)
+        fused = self.fused_groups()
+        q, k, v = fused["qkv"](h) if fused else (self.q_proj(h), self.k_proj(h), self.v_proj(h))
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        rope = _KERNELS["rope"]
-        q, k = rope(q, cos, sin), rope(k, cos, sin)
-        if cache is not None:
-            # The cache policy returns the keys/values to attend to (cached ones merged with
-            # the fresh ones of the fed positions) and the matching key-padding mask.
-            k, v, attn_mask = cache.update(self.layer_id, k, v, attn_mask)
-            if getattr(cache, "layer_hooks", False):
-                cache.layer_queries(self.layer_id, q, k)
-        if self.n_kv != self.n_heads:
-            rep = self.n_heads // self.n_kv
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache)
         x = x + self.attn_out(att.transpose(1, 2).reshape(B, T, C))
         h = self.ff_norm(x)
-        if fused is not None:
-            gate, up = F.linear(h, fused["gate_up"], fused.get("gate_up_bias")).chunk(2, dim=-1)
-        else:
-            gate, up = self.ff_proj(h), self.up_proj(h)
+        gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
         return x + self.ff_out(F.silu(gate) * up)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
-        V-verify compares between steps; exposed so a cache needs no knowledge of the weights)."""
-        fused = self._fused_weights()
-        h = self.attn_norm(x)
-        if fused is None:
-            return self.v_proj(h)
-        C, kv = x.shape[-1], self.n_kv * self.head_dim
-        bias = fused.get("qkv_bias")
-        return F.linear(h, fused["qkv"][C + kv :], bias[C + kv :] if bias is not None else None)
-
-    # ---- fused projections ---------------------------------------------------------------
-    _GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("ff_proj", "up_proj")}
-
-    def fuse_projections(self) -> None:
-        """Compute q/k/v and the two SwiGLU input projections as one matmul each.
-
-        The weights move into one concatenated tensor per group and the original parameters
-        become views of it, so state-dict names, checkpoints and memory stay as they were.
-        Moving the model afterwards (``.to``) separates the views; the forward notices and
-        falls back to the separate matmuls (correct, just unfused): fuse after moving.
-        """
-        self._fused = {}
-        for group, names in self._GROUPS.items():
-            mods = [getattr(self, n) for n in names]
-            for kind, suffix in (("weight", ""), ("bias", "_bias")):
-                parts = [getattr(m, kind) for m in mods]
-                if parts[0] is None:
-                    continue
-                joined = torch.cat([p.detach() for p in parts])
-                offset = 0
-                for m, p in zip(mods, parts):
-                    n = p.shape[0]
-                    setattr(m, kind, nn.Parameter(joined[offset : offset + n], requires_grad=p.requires_grad))
-                    offset += n
-                self._fused[group + suffix] = joined
-
-    def _fused_weights(self) -> Optional[dict[str, torch.Tensor]]:
-        fused = getattr(self, "_fused", None)
-        if not fused:
-            return None
-        if fused["qkv"].data_ptr() != self.q_proj.weight.data_ptr() or fused["gate_up"].data_ptr() != self.ff_proj.weight.data_ptr():
-            self._fused = None  # the parameters were moved or replaced: the joined copy is stale
-            return None
-        return fused
+        V-verify compares between steps; exposed so a cache needs no knowledge of the weights).
+        Fused or not, ``v_proj``'s weight is the right one (a view of the joined tensor)."""
+        return self.v_proj(self.attn_norm(x))
 
 
 class _Backbone(nn.Module):
@@ -422,7 +425,7 @@ class LLaDAModel(nn.Module):
 
     def fuse_projections(self) -> "LLaDAModel":
         """One matmul for q/k/v and one for the SwiGLU inputs in every block (same weights,
-        same names; see :meth:`LLaDABlock.fuse_projections`). Call after ``.to(device, dtype)``."""
+        same names; see :class:`FusedLinears`). Call after ``.to(device, dtype)``."""
         for block in self.model.transformer["blocks"]:
             block.fuse_projections()
         return self
@@ -444,10 +447,7 @@ class LLaDAModel(nn.Module):
             raise ValueError(
                 f"positions {tuple(positions.shape)} must match input_ids {tuple(input_ids.shape)}."
             )
-        x = self.hidden_states(input_ids, positions, cache, attention_mask)
-        if logits_range is not None:
-            x = x[:, logits_range[0] : logits_range[1]]
-        return self.lm_head(x)
+        return self.logits_of(self.hidden_states(input_ids, positions, cache, attention_mask), logits_range)
 
     @staticmethod
     def default_positions(
@@ -491,6 +491,14 @@ class LLaDAModel(nn.Module):
         if cache is not None:
             cache.end_forward()
         return x
+
+    def logits_of(self, hidden: torch.Tensor, logits_range: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """Logits of the ``logits_range`` columns of ``hidden_states``' output (all by default):
+        the part of the forward after the body (:class:`~paradecode.models.graphs.CUDAGraphModel`
+        runs it eagerly after a replay)."""
+        if logits_range is not None:
+            hidden = hidden[:, logits_range[0] : logits_range[1]]
+        return self.lm_head(hidden)
 
     def lm_head(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of hidden states: ``ln_f``, the output projection, optional scaling."""
