@@ -14,7 +14,6 @@ lm-eval's command line end to end, offline.
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch

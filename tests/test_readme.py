@@ -15,7 +15,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
