@@ -272,7 +272,10 @@ def build_config(config_cls: type, owner: str, options: dict[str, Any]) -> Any:
         raise ValueError(f"{owner} got unknown option(s) {unknown}; valid options: {sorted(fields)}")
     hints = type_hints(config_cls)
     checked = {k: check_value(k, v, hints.get(k, Any), owner) for k, v in options.items()}
-    instance = config_cls(**checked)
+    try:
+        instance = config_cls(**checked)
+    except (ValueError, TypeError) as e:  # a range check of __post_init__: say whose option it is
+        raise type(e)(f"{owner}: {e}") from None
     validate_config(instance)
     return instance
 

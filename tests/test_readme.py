@@ -88,9 +88,15 @@ def test_extending():
     """The README's new strategy and new cache policy register and decode on the shipped model."""
     import paradecode
 
-    run_section("Extending paradecode")
-    assert "top-k-example" in paradecode.strategies()
-    assert "dual-every-2-example" in paradecode.cache_policies()
+    from paradecode import registry
+
+    try:
+        run_section("Extending paradecode")
+        assert "top-k-example" in paradecode.strategies()
+        assert "dual-every-2-example" in paradecode.cache_policies()
+    finally:  # the examples are the README's, not the package's: later tests see the built-ins only
+        registry._STRATEGIES.pop("top-k-example", None)
+        registry._CACHES.pop("dual-every-2-example", None)
 
 
 def test_weight_blocks_are_marked_and_compile():

@@ -40,6 +40,18 @@ __all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
 SCHEDULES = ("constant", "heuristic")
 
 
+def _token_ids(vocabtrim: object) -> torch.Tensor:
+    """A kept-token list given as a tensor or a sequence of ints, as a long tensor (a clear error otherwise)."""
+    try:
+        ids = torch.as_tensor(vocabtrim)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"vocabtrim must be a VocabTrim (VocabTrim.load(path)) or a 1-D list of token ids, "
+                        f"got {type(vocabtrim).__name__}: {e}") from None
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"vocabtrim must hold integer token ids, got dtype {ids.dtype}.")
+    return ids.long()
+
+
 @dataclass
 class SpeculativeConfig:
     """Hyper-parameters (defaults: k = 5 as gpt-fast's ``speculate_k``; the rest as
@@ -199,7 +211,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if dev_t != dev_d:
                 raise ValueError(f"target is on {dev_t} but the draft on {dev_d}; move the draft with draft_model.to({str(dev_t)!r}).")
             if vocabtrim is not None:
-                keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else torch.as_tensor(vocabtrim, dtype=torch.long)
+                keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
             models["draft"] = CausalLM.of(draft_model, keep)
         for lm in models.values():
