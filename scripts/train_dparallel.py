@@ -128,7 +128,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output model directory")
     ap.add_argument("--teacher", default="tasks-6m", help="zoo name or model directory to distil")
-    ap.add_argument("--tasks", default=None, help="comma-separated tasks (default: the teacher's)")
+    ap.add_argument("--tasks", default=None, help="comma-separated tasks evaluated (default: the teacher's)")
+    ap.add_argument("--train-tasks", default=None,
+                    help="comma-separated tasks whose prompts the teacher answers for training (default: --tasks); "
+                         "e.g. cot-train for cot-8m, whose 'cot' task draws only held-out prompts")
     ap.add_argument("--time-budget", type=float, default=230.0,
                     help="seconds from the start of the script to the end of the final evaluation")
     ap.add_argument("--prompts-per-task", type=int, default=8192, help="training prompts the teacher answers, per task")
@@ -170,7 +173,8 @@ def main(argv=None) -> None:
     teacher_dir = model_path(args.teacher)
     teacher_info = json.loads((teacher_dir / "info.json").read_text())
     tasks = [t.strip() for t in (args.tasks or ",".join(teacher_info["tasks"])).split(",") if t.strip()]
-    for t in tasks:
+    train_tasks = [t.strip() for t in args.train_tasks.split(",") if t.strip()] if args.train_tasks else tasks
+    for t in tasks + train_tasks:
         get_task(t)
     from transformers import PreTrainedTokenizerFast
 
@@ -182,7 +186,8 @@ def main(argv=None) -> None:
     log: list[dict] = []
 
     # 1. held-out problems out of training; the teacher's evaluation (it also times the final one)
-    exclude, not_held_out = held_out_prompts(tasks, args.prompts_per_task, args.traj_seed, args.eval_n, args.eval_seed)
+    exclude, not_held_out = held_out_prompts(train_tasks, args.prompts_per_task, args.traj_seed, args.eval_n,
+                                             args.eval_seed)
     if not_held_out:
         print(f"tasks whose prompt space is too small to hold the evaluation's prompts out of training: "
               f"{not_held_out}", flush=True)
@@ -193,14 +198,14 @@ def main(argv=None) -> None:
 
     # 2. the teacher's own answers
     t_traj = elapsed()
-    traj = teacher_trajectories(teacher, tok, tasks, args.prompts_per_task, args.traj_seed,
+    traj = teacher_trajectories(teacher, tok, train_tasks, args.prompts_per_task, args.traj_seed,
                                 prompt_len=args.prompt_len, batch_size=args.gen_batch, exclude=exclude, keep=args.keep)
     traj_seconds = elapsed() - t_traj
     print(f"trajectories: {len(traj)} kept answers in {traj_seconds:.1f}s: {json.dumps(traj.stats)}", flush=True)
     if not len(traj):
         raise SystemExit("the teacher answered no training prompt correctly: nothing to distil")
     groups = {G: (t.to(device), a.to(device)) for G, (t, a) in traj.groups.items()}
-    block_of = {G: next(get_task(t).block_length for t in tasks if get_task(t).gen_length == G) for G in groups}
+    block_of = {G: next(get_task(t).block_length for t in train_tasks if get_task(t).gen_length == G) for G in groups}
 
     # 3. certainty-forcing distillation
     student = LLaDAModel.from_pretrained(teacher_dir, torch_dtype=torch.float32, device=device).train()
@@ -276,7 +281,7 @@ def main(argv=None) -> None:
         "decoding": {"strategy": DECODING, "threshold": args.threshold},
         "train": {"script": "scripts/train_dparallel.py",
                   "command": "python scripts/train_dparallel.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "teacher": str(args.teacher), "steps": step, "stopped_by": stopped,
+                  "teacher": str(args.teacher), "train_tasks": train_tasks, "steps": step, "stopped_by": stopped,
                   "seconds": round(train_seconds, 1), "wall_seconds": round(elapsed(), 1),
                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   "trajectories": {"seed": args.traj_seed, "per_task": traj.stats, "keep": args.keep,

@@ -278,3 +278,15 @@ def test_smoke_run_writes_a_loadable_model(tmp_path):
     gen = paradecode.sample(model, [tok.encode("1+2=")], "dparallel", gen_length=32, block_length=32)
     assert gen.generated.shape == (1, 32) and not (gen.generated == tok.mask_token_id).any()
     assert math.isfinite(info["train"]["log"][-1]["loss"])
+
+
+@pytest.mark.slow
+def test_training_prompts_can_come_from_another_task_than_the_evaluation(tmp_path):
+    """--train-tasks: the teacher answers only those prompts (cot-8m's 'cot' draws held-out prompts
+    only, so its student trains on 'cot-train'), while the evaluation stays on --tasks."""
+    out = tmp_path / "student"
+    _script().main(["--out", str(out), "--smoke", "--tasks", "words", "--train-tasks", "add"])
+    info = json.loads((out / "info.json").read_text())
+    assert info["train"]["train_tasks"] == ["add"] and info["tasks"] == ["words"]
+    assert set(info["train"]["trajectories"]["per_task"]) == {"add"}
+    assert set(info["eval"]["student"]) == {"words"}
