@@ -223,10 +223,9 @@ def limit_seconds(work, costs: Costs, flops_per_s: float, bytes_per_s: float) ->
 
 
 # ---- running steps ---------------------------------------------------------------------------
-def run_steps(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule: str, cache: str,
-              max_steps: Optional[int], device: str) -> list[float]:
-    """Seconds of each step (synced) of a generation driven as ``paradecode.sample`` does, stopped
-    after ``max_steps`` steps (None: the whole generation)."""
+def driver(model, prompt: torch.Tensor, rule: str, cache: str, gen: int, block: int, tps: int):
+    """(strategy, state, call) ready to step, as ``paradecode.sample`` builds them (``tps``
+    tokens per step for rules with ``steps``). Also used by sampler_ops.py."""
     cls = get_strategy_class(rule)
     opts = dict(gen_length=gen, block_length=block)
     if "steps" in getattr(cls.Config, "__dataclass_fields__", {}):
@@ -238,7 +237,14 @@ def run_steps(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule:
         ccls = get_cache_class(cache)
         caches.update(ccls(build_config(ccls.Config, cache, {})).caches_for(strat, models))
     state = strat.start(prompt, attention_mask=None, generator=None, **ctx)
-    call = ModelCaller(models, caches, Trace(prompt.shape[0]), strat.name)
+    return strat, state, ModelCaller(models, caches, Trace(prompt.shape[0]), strat.name)
+
+
+def run_steps(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule: str, cache: str,
+              max_steps: Optional[int], device: str) -> list[float]:
+    """Seconds of each step (synced) of a generation driven as ``paradecode.sample`` does, stopped
+    after ``max_steps`` steps (None: the whole generation)."""
+    strat, state, call = driver(model, prompt, rule, cache, gen, block, tps)
     times: list[float] = []
     with torch.inference_mode():
         sync(device)

@@ -42,10 +42,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dllm_throughput import driver as throughput_driver  # noqa: E402
 from step_overhead import build_model  # noqa: E402
 
-from paradecode.loop import ModelCaller, Trace  # noqa: E402
-from paradecode.registry import build_config, get_cache_class, get_strategy_class, strategies  # noqa: E402
+from paradecode.registry import get_strategy_class, strategies  # noqa: E402
 
 DEBUG = False
 # The device of a device tensor, as the code reads it (``x.device``): one object, so that a
@@ -255,21 +255,10 @@ def block_rules() -> list[str]:
 
 
 def driver(model, prompt, rule: str, cache: str, gen: int, block: int, tps: int):
-    """(strategy, state, call) ready to step, as ``paradecode.sample`` builds them."""
-    cls = get_strategy_class(rule)
-    opts = dict(gen_length=gen, block_length=block)
-    if "steps" in getattr(cls.Config, "__dataclass_fields__", {}):
-        opts["steps"] = gen // tps
-    strat = cls(build_config(cls.Config, rule, opts))
+    """dllm_throughput's driver, quiet: learn2pd warns that a random model has no filter."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # learn2pd without a filter for a random model
-        models, ctx = strat.setup(model)
-    caches = dict(strat.default_caches(models))
-    if cache != "none":
-        ccls = get_cache_class(cache)
-        caches.update(ccls(build_config(ccls.Config, cache, {})).caches_for(strat, models))
-    state = strat.start(prompt, attention_mask=None, generator=None, **ctx)
-    return strat, state, ModelCaller(models, caches, Trace(prompt.shape[0]), strat.name)
+        warnings.simplefilter("ignore")
+        return throughput_driver(model, prompt, rule, cache, gen, block, tps)
 
 
 def one_step(strat, state, call) -> None:
