@@ -15,6 +15,15 @@ trained first (scripts/train_learn2pd.py on ``cot-train`` prompts, seed 123).
     python benchmarks/cot_bench.py --model $OUT/cot-10m --device cuda --n 500 --seed 4242 --out $OUT/cot-bench
     python benchmarks/cot_bench.py --smoke --out /tmp/cot-bench-smoke        # CPU, tiny random model
 
+A sweep too long for one call can run as several processes (e.g. one per ``--caches`` entry, on
+one GPU at once: accuracy and NFE do not depend on the load, wall times do), merged afterwards;
+then ``--only-iso`` re-runs just the baseline and each iso-quality setting alone, so the table's
+tokens/s come from one unloaded run, and ``--timing`` puts those into the merged table:
+
+    python benchmarks/cot_bench.py --merge A/cot_bench.json B/cot_bench.json --out M
+    python benchmarks/cot_bench.py --model cot-8m --only-iso M/cot_bench.json --out T
+    python benchmarks/cot_bench.py --merge M/cot_bench.json --timing T/cot_bench.json --out FINAL
+
 Results are written after every strategy (a run cut off by a timeout keeps what it finished);
 ``--time-limit`` stops starting new runs after that many seconds (the order: no cache, dual,
 prefix), and lists what it skipped.
@@ -55,6 +64,9 @@ PAPERS = {
     "dparallel": "dParallel: 256 -> 30 steps on GSM8K (8.5x) after certainty-forcing distillation",
     "lowconf": "LLaDA: steps = gen_length (the reference)",
 }
+
+
+TIMING_FIELDS = ("seconds", "tokens_per_second", "answer_tokens_per_second")
 
 
 def _sync(device: torch.device) -> None:
@@ -152,12 +164,29 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def iso_quality(rows: list[dict]) -> list[dict]:
-    """``summarize`` against the no-cache full-step baseline, per strategy and cache."""
-    base = [r for r in rows if r["cache"] == "none" and r["strategy"] == BASELINE
-            and r["options"]["steps"] == r["options"]["gen_length"]]
+def _is_baseline(r: dict) -> bool:
+    return (r["cache"] == "none" and r["strategy"] == BASELINE
+            and r["options"].get("steps") == r["options"]["gen_length"])
+
+
+def iso_quality(rows: list[dict], timing: Optional[list[dict]] = None) -> list[dict]:
+    """``summarize`` against the no-cache full-step baseline, per strategy and cache.
+
+    ``timing``: rows of an ``--only-iso`` run; where one has the same (strategy, cache, setting),
+    its wall time replaces the sweep's (the sweep may have shared the GPU with other processes).
+    """
+    base = [r for r in rows if _is_baseline(r)]
     if not base:
         return []
+    if timing:
+        timed = {(t["strategy"], t["cache"], t["setting"]): t for t in timing}
+        retimed = []
+        for r in rows:
+            t = timed.get((r["strategy"], r["cache"], r["setting"]))
+            retimed.append(dict(r, **{k: t[k] for k in TIMING_FIELDS}, timed_alone=True) if t else
+                           dict(r, timed_alone=False))
+        rows = retimed
+        base = [r for r in rows if _is_baseline(r)]
     labelled = [dict(base[0], strategy=BASELINE)] + [
         dict(r, strategy=f"{r['strategy']}+{r['cache']}") for r in rows]
     out = []
@@ -169,23 +198,81 @@ def iso_quality(rows: list[dict]) -> list[dict]:
                     and r["setting"] == s["setting"]), None)
         out.append(dict(s, strategy=strategy, cache=cache, tokens_per_second=row["tokens_per_second"] if row else None,
                         answer_tokens_per_second=row["answer_tokens_per_second"] if row else None,
-                        baseline_tokens_per_second=base[0]["tokens_per_second"], paper=PAPERS.get(strategy, "")))
+                        baseline_tokens_per_second=base[0]["tokens_per_second"], paper=PAPERS.get(strategy, ""),
+                        timed_alone=row.get("timed_alone") if row else None))
     return out
 
 
 def format_iso(table: list[dict]) -> str:
-    head = (f"{'strategy':10s} {'cache':7s} {'setting (within 1 pt)':34s} {'acc':>6s} {'NFE':>6s} {'x NFE':>6s} "
+    head = (f"{'strategy':10s} {'cache':10s} {'setting (within 1 pt)':40s} {'acc':>6s} {'NFE':>6s} {'x NFE':>6s} "
             f"{'x time':>6s} {'tok/s':>8s} {'ans t/s':>7s}  paper")
     lines = [head, "-" * (len(head) + 30)]
     for s in table:
         if s["setting"] is None:
-            lines.append(f"{s['strategy']:10s} {s['cache']:7s} {'(none within 1 point)':34s} {'':>6s} {'':>6s} "
+            lines.append(f"{s['strategy']:10s} {s['cache']:10s} {'(none within 1 point)':40s} {'':>6s} {'':>6s} "
                          f"{'':>6s} {'':>6s} {'':>8s} {'':>7s}  {s['paper']}")
             continue
-        lines.append(f"{s['strategy']:10s} {s['cache']:7s} {s['setting'][:34]:34s} {s['accuracy']:6.1%} {s['nfe']:6.1f} "
+        lines.append(f"{s['strategy']:10s} {s['cache']:10s} {s['setting'][:40]:40s} {s['accuracy']:6.1%} {s['nfe']:6.1f} "
                      f"{s['speedup_nfe']:6.2f} {s['speedup_time'] or 0:6.2f} {s['tokens_per_second']:8.0f} "
                      f"{s['answer_tokens_per_second']:7.0f}  {s['paper']}")
     return "\n".join(lines)
+
+
+def report(result: dict, out_dir: Path, name: str, t_start: float) -> None:
+    """The plot and the printed iso-quality table of a written ``result``."""
+    title = f"{name}: accuracy vs forwards (N={result['n']}, seed {result['seed']})"
+    try:
+        plot(result["rows"], out_dir / "cot_bench.png", title)
+    except ImportError:
+        print("matplotlib missing: no plot", flush=True)
+    print("\nFewest forwards within 1 point of LLaDA's baseline at full steps (no cache):")
+    print(format_iso(result["iso_quality"]))
+    if result["skipped"]:
+        print(f"\nskipped (time limit): {len(result['skipped'])} runs, e.g. {result['skipped'][:3]}")
+    if result["errors"]:
+        print(f"errors: {len(result['errors'])} runs, e.g. {result['errors'][:2]}")
+    print(f"\nwrote {out_dir / 'cot_bench.json'} and {out_dir / 'cot_bench.png'}; {time.perf_counter() - t_start:.0f}s")
+
+
+def iso_plan(previous: dict, strategies: list[str], caches: list[str]) -> list[tuple[str, str, dict, str]]:
+    """(cache, strategy, full options, label) of each iso-quality setting of a previous result."""
+    plan = []
+    for s in previous["iso_quality"]:
+        if s["setting"] is None or s["strategy"] not in strategies or s["cache"] not in caches:
+            continue
+        row = next(r for r in previous["rows"] if (r["strategy"], r["cache"], r["setting"]) ==
+                   (s["strategy"], s["cache"], s["setting"]))
+        plan.append((s["cache"], s["strategy"], row["options"], s["setting"]))
+    return plan
+
+
+def merge(paths: list[str], timing_path: Optional[str], out_dir: Path, argv: Optional[list[str]]) -> int:
+    """One result from several runs of the same problems (the first run of a setting wins)."""
+    t_start = time.perf_counter()
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    keys = {(p["task"], p["n"], p["seed"]) for p in parts}
+    if len(keys) != 1:
+        raise SystemExit(f"--merge: the files are not runs of the same problems (task, N, seed): {sorted(keys)}")
+    rows, seen = [], set()
+    for part in parts:
+        for r in part["rows"]:
+            key = (r["strategy"], r["cache"], r["setting"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    done = {(r["strategy"], r["cache"], r["setting"]) for r in rows}
+    timing = json.loads(Path(timing_path).read_text())["rows"] if timing_path else None
+    result = dict(parts[0], rows=rows, iso_quality=iso_quality(rows, timing),
+                  skipped=[s for p in parts for s in p["skipped"]
+                           if (s["strategy"], s["cache"], s["setting"]) not in done],
+                  errors=[e for p in parts for e in p["errors"]], merged_from=[p.get("command") for p in parts],
+                  timing_from=json.loads(Path(timing_path).read_text()).get("command") if timing_path else None,
+                  seconds=sum(p.get("seconds", 0.0) for p in parts),
+                  command="python benchmarks/cot_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    (out_dir / "cot_bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    name = (result.get("model_info") or {}).get("name") or Path(result["model"]).name
+    report(result, out_dir, f"{name} on {result['task']}", t_start)
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -199,14 +286,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--caches", default=",".join(CACHES), help="comma-separated: none, dual, prefix")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--time-limit", type=float, default=330.0, help="start no new run after this many seconds")
+    ap.add_argument("--matmul-precision", default="high", choices=("highest", "high", "medium"),
+                    help="float32 matmuls on cuda: 'high' = TF32, as scripts/train_cot.py evaluates its models")
     ap.add_argument("--learn2pd-n", type=int, default=200, help="prompts for the Learn2PD filter (if missing)")
     ap.add_argument("--learn2pd-epochs", type=int, default=3000)
     ap.add_argument("--out", required=True, help="output directory: cot_bench.json, cot_bench.png")
     ap.add_argument("--smoke", action="store_true", help="CPU: a tiny random model, N=4, two settings per sweep")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="no run: merge these cot_bench.json files (same task, N and seed) into --out")
+    ap.add_argument("--timing", default=None, metavar="JSON",
+                    help="with --merge: an --only-iso run's cot_bench.json whose wall times replace the sweep's")
+    ap.add_argument("--only-iso", default=None, metavar="JSON",
+                    help="run only the baseline and the iso-quality settings of this cot_bench.json, one by one")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args.merge, args.timing, out_dir, argv)
     if args.smoke:
         args.device, args.n, args.batch_size, args.learn2pd_n, args.learn2pd_epochs = "cpu", 4, 4, 4, 20
         if args.model is None:
@@ -221,6 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for s in strategies:
         paradecode.registry.get_strategy_class(s)
     device = torch.device(args.device)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         from paradecode import zoo
@@ -241,14 +339,18 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"seed {args.seed}, device {device}, batch {args.batch_size}", flush=True)
 
     # the baseline first, then every strategy's sweep, cache by cache
-    plan = [("none", BASELINE, {"steps": gen})] if "none" in caches else []
-    for cache in caches:
-        for s in strategies:
-            for st in sweep_for(s, gen, block):
-                if args.smoke and st not in sweep_for(s, gen, block)[:2]:
-                    continue
-                if (cache, s, st) not in plan:
-                    plan.append((cache, s, st))
+    plan = [("none", BASELINE, {"steps": gen}, setting_label({"steps": gen}))] if "none" in caches or args.only_iso else []
+    if args.only_iso:
+        plan += iso_plan(json.loads(Path(args.only_iso).read_text()), strategies, caches)
+        caches = list(dict.fromkeys(c for c, _, _, _ in plan))
+    else:
+        for cache in caches:
+            for s in strategies:
+                for st in sweep_for(s, gen, block):
+                    if args.smoke and st not in sweep_for(s, gen, block)[:2]:
+                        continue
+                    if (cache, s, st, setting_label(st)) not in plan:
+                        plan.append((cache, s, st, setting_label(st)))
     for cache in caches:  # warm-up: kernels and allocator, once per cache
         paradecode.sample(model, prompts[:8], "lowconf", cache=None if cache == "none" else cache, timing=False,
                           gen_length=gen, block_length=block, steps=gen // block * 2)
@@ -259,46 +361,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         result.update(model=str(model_dir), model_info={k: info.get(k) for k in ("name", "parameters", "train", "eval")},
                       task=args.task, n=args.n, seed=args.seed, device=str(device),
                       gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      batch_size=args.batch_size, rows=rows, skipped=skipped, errors=errors,
+                      batch_size=args.batch_size, matmul_precision=args.matmul_precision, rows=rows, skipped=skipped, errors=errors,
                       iso_quality=iso_quality(rows), command="python benchmarks/cot_bench.py " + " ".join(
                           argv if argv is not None else sys.argv[1:]),
                       seconds=round(time.perf_counter() - t_start, 1))
         (out_dir / "cot_bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     last = None
-    for cache, strategy, setting in plan:
-        label = setting_label(setting)
+    for cache, strategy, setting, label in plan:
         if time.perf_counter() - t_start > args.time_limit:
             skipped.append({"strategy": strategy, "cache": cache, "setting": label})
             continue
-        opts = _full_options(strategy, setting, gen, block)
+        opts = setting if "gen_length" in setting else _full_options(strategy, setting, gen, block)
         try:
             r = run_one(model, tok, task, examples, prompts, strategy, opts,
                         None if cache == "none" else cache, args.batch_size, device)
         except (ValueError, TypeError, NotImplementedError) as e:  # an unsupported combination: recorded
             errors.append({"strategy": strategy, "cache": cache, "setting": label, "error": f"{type(e).__name__}: {e}"})
-            print(f"{strategy:10s} {cache:7s} {label:34s} ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
+            print(f"{strategy:10s} {cache:10s} {label[:40]:40s} ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)
             continue
         rows.append({"strategy": strategy, "cache": cache, "setting": label, "task": args.task, **r, "options": opts})
-        print(f"{strategy:10s} {cache:7s} {label[:34]:34s} acc {r['accuracy']:6.1%} final {r['final_accuracy']:6.1%} "
+        print(f"{strategy:10s} {cache:10s} {label[:40]:40s} acc {r['accuracy']:6.1%} final {r['final_accuracy']:6.1%} "
               f"NFE {r['nfe']:6.1f} tok/fwd {r['tokens_per_forward']:5.2f} {r['seconds']:6.2f}s "
               f"{r['tokens_per_second']:8.0f} tok/s {r['answer_tokens_per_second']:7.0f} ans tok/s  [{time.perf_counter() - t_start:.0f}s]", flush=True)
         if last is not None and (strategy, cache) != last:
             save()
         last = (strategy, cache)
     save()
-    title = f"{info.get('name', model_dir.name)} on {args.task}: accuracy vs forwards (N={args.n}, seed {args.seed})"
-    try:
-        plot(rows, out_dir / "cot_bench.png", title)
-    except ImportError:
-        print("matplotlib missing: no plot", flush=True)
-    print("\nFewest forwards within 1 point of LLaDA's baseline at full steps (no cache):")
-    print(format_iso(result["iso_quality"]))
-    if skipped:
-        print(f"\nskipped (time limit {args.time_limit:.0f}s): {len(skipped)} runs, e.g. {skipped[:3]}")
-    if errors:
-        print(f"errors: {len(errors)} runs, e.g. {errors[:2]}")
-    print(f"\nwrote {out_dir / 'cot_bench.json'} and {out_dir / 'cot_bench.png'}; {time.perf_counter() - t_start:.0f}s")
+    report(result, out_dir, f"{info.get('name', model_dir.name)} on {args.task}", t_start)
     return 0
 
 

@@ -170,3 +170,13 @@ def test_parse_options():
         "steps": 64, "threshold": 0.9, "remasking": "random", "base_options": {"steps": 8}}
     with pytest.raises(ValueError, match="--cache-option"):
         parse_options(["oops"], "--cache-option")
+
+
+def test_python_dash_m_paradecode_runs_the_command_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "paradecode", "bench", "--help"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0 and "--strategies" in out.stdout
