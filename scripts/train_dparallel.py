@@ -5,10 +5,11 @@ One shot inside a wall-time budget (``--time-budget`` seconds from the start of 
 1. the teacher (default the shipped ``tasks-6m``) answers ``--prompts-per-task`` training
    prompts of each of its tasks with LLaDA's baseline at full steps; only verified answers
    are kept (the reference filters out wrong answers too);
-2. a full fine-tune of a copy of the teacher on those answers with the reference's loss
+2. a fine-tune of a copy of the teacher on those answers with the reference's loss
    (``paradecode/bench/dparallel_training.py``: semi-AR block masking at ratio 0.5 with the
    complementary mask, cross-entropy on the block's masked positions, plus 2 x the entropy
-   at temperature 0.5 on the masked positions already predicted right);
+   at temperature 0.5 on the masked positions already predicted right): all weights, or with
+   ``--lora-rank R`` LoRA adapters only (the reference's way; ``paradecode/models/lora.py``);
 3. the final evaluation on held-out prompts of each task (seed ``--eval-seed``; training
    prompts that coincide with the evaluation's or ``paradecode bench``'s seed-0 problems are
    dropped): accuracy and mean NFE per prompt of teacher and student with dParallel's decoding
@@ -17,14 +18,21 @@ One shot inside a wall-time budget (``--time-budget`` seconds from the start of 
 
 The reference's training defaults and ours (see the dev note, docs/dev-notes/issue-18-dparallel.md):
 6 epochs, 64 sequences per optimizer step, AdamW with weight decay 0.01 and betas (0.9, 0.999),
-constant learning rate 2e-5, no warm-up, gradient clipping at 1 (all kept), but on all weights
-instead of LoRA adapters.
+constant learning rate 2e-5, no warm-up, gradient clipping at 1 (all kept). The reference
+trains LoRA adapters (r = alpha = 128, no dropout, lr 2e-5; on LLaDA its target list matches
+q_proj, k_proj, v_proj and up_proj, see ``paradecode.models.lora``): ``--lora-rank R`` does that
+(alpha defaults to R, the reference's scale 1), without it every weight trains.
 
     python scripts/train_dparallel.py --out $OUT/tasks-6m-dparallel --time-budget 230   # one H200
     python scripts/train_dparallel.py --out /tmp/dparallel-smoke --smoke                # CPU, < 1 minute
+    python scripts/train_dparallel.py --out /tmp/dparallel-lora-smoke --smoke --lora-rank 4
 
 ``--out`` gets config.json, model.safetensors (bf16), tokenizer.json (+ config) and info.json
-(the command, the train log, the evaluation, the decoding rule to use).
+(the command, the train log, the evaluation, the decoding rule to use). With ``--lora-rank`` it
+gets adapter_config.json + adapter_model.safetensors (bf16) and info.json with ``"base"`` (the
+teacher's zoo name or directory) instead: ``paradecode.zoo`` and ``load_model_and_tokenizer``
+load it as the teacher with the adapter merged in (and the teacher's tokenizer), and the
+evaluation runs on exactly that.
 """
 
 from __future__ import annotations
@@ -45,10 +53,12 @@ from paradecode import zoo  # noqa: E402
 from paradecode.bench.dparallel_training import dparallel_loss, teacher_trajectories  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 from paradecode.models import LLaDAModel  # noqa: E402
+from paradecode.models import lora  # noqa: E402
 
 T0 = time.perf_counter()
 BENCH_SEED = 0  # `paradecode bench`'s default problems: kept out of training too
 DECODING = "dparallel"  # the entropy-threshold rule of the reference's evaluation
+FULL_FT_LR = 2e-5  # all weights: the reference's LoRA rate, kept (docs/dev-notes/issue-18-dparallel.md)
 
 
 def elapsed() -> float:
@@ -93,6 +103,14 @@ def format_eval(label: str, ev: dict) -> str:
         a, b = r[DECODING], r["lowconf_full"]
         lines.append(f"  {name:10s} {a['accuracy']:.3f}  {a['mean_nfe']:6.2f}  {b['accuracy']:.3f} ({b['mean_nfe']:.0f})")
     return "\n".join(lines)
+
+
+def teacher_base(teacher: str) -> str:
+    """What an adapter's info.json names as its base: the zoo name, or the teacher directory's
+    absolute path (an adapter directory may move; the base stays where it is)."""
+    if not Path(teacher).is_dir() and teacher in zoo.available():
+        return teacher
+    return str(model_path(teacher).resolve())
 
 
 def held_out_prompts(tasks, n, traj_seed, eval_n, eval_seed) -> tuple[dict[str, set], list[str]]:
@@ -141,7 +159,19 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt-len", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=6, help="passes over the kept answers (reference: 6)")
     ap.add_argument("--batch-size", type=int, default=64, help="sequences per optimizer step (reference: 8 GPUs x 8 accumulation)")
-    ap.add_argument("--lr", type=float, default=2e-5, help="constant (the reference's 2e-5, there on LoRA adapters)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help=f"constant; default {lora.REFERENCE_LR:g} with --lora-rank (the reference's LoRA rate), "
+                         f"{FULL_FT_LR:g} for all weights")
+    ap.add_argument("--lora-rank", type=int, default=None,
+                    help=f"train LoRA adapters of this rank only, base frozen (reference: {lora.REFERENCE_RANK}); "
+                         f"default: all weights")
+    ap.add_argument("--lora-alpha", type=float, default=None,
+                    help="LoRA alpha (default: the rank, i.e. the reference's alpha / r = 128 / 128 = 1)")
+    ap.add_argument("--lora-dropout", type=float, default=lora.REFERENCE_DROPOUT, help="reference: 0")
+    ap.add_argument("--lora-targets", default="reference",
+                    help="comma-separated module names; 'reference' = " + ",".join(lora.REFERENCE_TARGETS)
+                         + " (what the reference's list matches on LLaDA), 'all' = every block projection; "
+                           "Llama names o_proj/gate_proj/down_proj map to attn_out/ff_proj/ff_out")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--entropy-weight", type=float, default=2.0, help="reference: 2 for LLaDA, 1 for Dream")
     ap.add_argument("--temperature", type=float, default=0.5, help="of the certainty-forcing entropy")
@@ -156,6 +186,20 @@ def main(argv=None) -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="CPU check: two tasks, a few prompts, a few steps, a small evaluation")
     args = ap.parse_args(argv)
+    use_lora = args.lora_rank is not None
+    if args.lr is None:
+        args.lr = lora.REFERENCE_LR if use_lora else FULL_FT_LR
+    if not use_lora and (args.lora_alpha is not None or args.lora_targets != "reference"):
+        raise SystemExit("--lora-alpha / --lora-targets need --lora-rank R (the LoRA rank; the reference's is 128)")
+    if use_lora:
+        try:
+            lora_targets = lora.resolve_targets(args.lora_targets)
+            lora.check_lora_settings(args.lora_rank, args.lora_rank if args.lora_alpha is None else args.lora_alpha,
+                              args.lora_dropout)
+        except ValueError as e:
+            raise SystemExit(f"bad LoRA option: {e}")
+        if (Path(args.out) / "config.json").exists():
+            raise SystemExit(f"{args.out} already holds a full model (config.json); give --lora-rank runs a fresh --out")
     if args.smoke:
         args.device, args.tasks = "cpu", args.tasks or "words,add"
         args.prompts_per_task, args.batch_size, args.max_steps, args.epochs = 12, 6, 3, 1
@@ -209,8 +253,14 @@ def main(argv=None) -> None:
 
     # 3. certainty-forcing distillation
     student = LLaDAModel.from_pretrained(teacher_dir, torch_dtype=torch.float32, device=device).train()
-    decay = [p for p in student.parameters() if p.dim() >= 2]
-    no_decay = [p for p in student.parameters() if p.dim() < 2]
+    if use_lora:
+        wrapped = lora.add_lora(student, args.lora_rank, args.lora_alpha, args.lora_dropout, lora_targets)
+        print(f"LoRA r={args.lora_rank} alpha={student._lora['lora_alpha']:g} on {len(wrapped)} modules "
+              f"({','.join(lora_targets)}): {sum(p.numel() for p in lora.lora_parameters(student))} trainable "
+              f"parameters; base frozen", flush=True)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, fused=device.type == "cuda")
     gen = torch.Generator(device).manual_seed(args.seed)
@@ -241,7 +291,7 @@ def main(argv=None) -> None:
                                          mask_ratio=args.mask_ratio)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         for k, v in {"loss": loss.detach(), **parts}.items():
@@ -260,19 +310,32 @@ def main(argv=None) -> None:
               "trajectories; the saved model is the teacher. Raise --time-budget or lower --prompts-per-task.",
               flush=True)
 
-    # 4. save (bf16), then evaluate what is saved
+    # 4. save (bf16), then evaluate what is saved (an adapter: merged into the teacher, as it loads)
     student.eval()
-    student.to(torch.bfloat16).save_pretrained(out)
-    tok.save_pretrained(out)
-    shipped = LLaDAModel.from_pretrained(out, torch_dtype=torch.float32, device=device).eval()
+    base = teacher_base(args.teacher)
+    if use_lora:
+        lora.save_adapter(student, out, base=base, dtype=torch.bfloat16)
+        shipped, _ = zoo.load_dir(out, device=device)
+    else:
+        student.to(torch.bfloat16).save_pretrained(out)
+        tok.save_pretrained(out)
+        shipped = LLaDAModel.from_pretrained(out, torch_dtype=torch.float32, device=device).eval()
     student_eval = evaluate(shipped, tok, tasks, args.eval_n, args.eval_seed, args.threshold)
     print(format_eval("student (dParallel)", student_eval), flush=True)
     n_params = sum(p.numel() for p in shipped.parameters())
+    adapter = {}
+    if use_lora:
+        adapter = {"base": base,
+                   "adapter": {**{k: v for k, v in student._lora.items()},
+                               "parameters": sum(p.numel() for p in lora.lora_parameters(student)),
+                               "bytes": (out / lora.ADAPTER_WEIGHTS).stat().st_size}}
     info = {
         "name": out.name,
         "description": f"{teacher_info.get('name', teacher_dir.name)} after dParallel certainty-forcing distillation "
-                       f"(arXiv 2509.26488) on its own verified answers; decode with {DECODING} "
-                       f"(threshold {args.threshold})",
+                       f"(arXiv 2509.26488) on its own verified answers"
+                       f"{f', as a rank-{args.lora_rank} LoRA adapter merged into it on load' if use_lora else ''}; "
+                       f"decode with {DECODING} (threshold {args.threshold})",
+        **adapter,
         "tasks": tasks,
         **{k: teacher_info[k] for k in ("gen_length", "block_length") if k in teacher_info},
         "task_gen_length": {t: get_task(t).gen_length for t in tasks},

@@ -21,7 +21,8 @@ LAYERS = [
     {"paradecode.bench", "paradecode.cli", "paradecode.integrations", "paradecode.diffusers"},
 ]
 # Modules of a family's package that sit above its strategies: its entry point and its demos.
-ABOVE = {"paradecode.vision.api": 4, "paradecode.vision.demo": 5, "paradecode.vision.cli": 5}
+ABOVE = {"paradecode.vision.api": 4, "paradecode.vision.demo": 5, "paradecode.vision.cli": 5,
+         "paradecode.__main__": 5}  # `python -m paradecode`: the CLI entry point
 
 
 def module_name(path: Path) -> str:

@@ -23,10 +23,16 @@ def test_available_lists_models_with_complete_directories():
     assert names, "no model shipped under paradecode/zoo/"
     for name in names:
         d = zoo.model_dir(name)
-        for f in ("config.json", "model.safetensors", "tokenizer.json", "info.json"):
-            assert (d / f).exists(), f"{name} lacks {f}"
-        assert (d / "model.safetensors").stat().st_size < 16 * 2**20  # one file back from the GPU machine
         info = zoo.info(name)
+        if "base" in info:  # a LoRA adapter (scripts/train_dparallel.py --lora-rank): merged into its base on load
+            for f in ("adapter_config.json", "adapter_model.safetensors"):
+                assert (d / f).exists(), f"{name} lacks {f}"
+            assert zoo.adapter_base(d).is_dir() and not (d / "config.json").exists()
+            assert (d / "adapter_model.safetensors").stat().st_size < 16 * 2**20
+        else:
+            for f in ("config.json", "model.safetensors", "tokenizer.json", "info.json"):
+                assert (d / f).exists(), f"{name} lacks {f}"
+            assert (d / "model.safetensors").stat().st_size < 16 * 2**20  # one file back from the GPU machine
         assert info["tasks"] and info["gen_length"] % info["block_length"] == 0
         for t in info["tasks"]:
             get_task(t)

@@ -12,6 +12,9 @@ and never a class:
 * anything else: ``transformers.AutoModel`` behind :class:`~.hf.HFDiffusionAdapter` (no caches;
   remote code only with ``trust_remote_code=True``).
 
+A directory holding a LoRA adapter instead (``adapter_config.json``, no ``config.json``; see
+:mod:`.lora`) loads as its base (``paradecode.zoo.load_dir``) with the adapter merged in.
+
 A hub id is looked up in the local Hugging Face cache first and is then read offline; only a
 missing snapshot is downloaded, and never when ``HF_HUB_OFFLINE`` is set. Nothing here touches
 the network at import time.
@@ -29,6 +32,7 @@ import torch
 
 from .checkpoint import read_config_json
 from .llada import LLaDAModel
+from .lora import is_adapter_dir
 
 __all__ = ["load_tokenizer", "load_model_and_tokenizer", "resolve_checkpoint", "model_type", "parse_dtype", "DTYPES"]
 
@@ -134,6 +138,11 @@ def _native_class(kind: str) -> type:
 
 
 def _load_directory(path: Path, device: str, dtype: Optional[torch.dtype], trust_remote_code: bool) -> tuple[Any, Any]:
+    if is_adapter_dir(path):  # a LoRA adapter: its base (info.json "base") with the adapter merged in
+        from .. import zoo  # resolves the base by shipped-model name or directory; the models' layer
+
+        model, tok = zoo.load_dir(path, device=device)
+        return (model.to(dtype) if dtype is not None else model), tok
     kind = model_type(path)
     tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
     if kind == "llada":
