@@ -98,3 +98,14 @@ def test_text_demo_runs():
                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "lowconf" in res.stdout and "threshold" in res.stdout and "accuracy" in res.stdout
+
+
+def test_each_shipped_dllm_finds_its_own_learn2pd_filter_and_the_fallback_is_the_default_models():
+    from paradecode.samplers.learn2pd_filter import find_filter, shipped_filter
+
+    for name in ("tasks-6m", "cot-8m"):
+        model, _ = zoo.load(name)
+        found = find_filter(model)
+        assert found is not None and found.parent.name == name
+        assert json.loads((found / "config.json").read_text())["block_length"] == 32
+    assert shipped_filter(32).parent.name == zoo.available()[0]
