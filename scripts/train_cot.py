@@ -36,7 +36,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paradecode.bench.confidence import confidence_summary, decode_with_confidences  # noqa: E402
+from paradecode.bench.confidence import confidence_summary, decode_with_confidences, model_confidences  # noqa: E402
 from paradecode.bench.cot_tasks import cot_vocabulary  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 from paradecode.bench.tokenizer import build_word_tokenizer  # noqa: E402
@@ -140,20 +140,7 @@ def save_checkpoint(model: LLaDAModel, tok, out: Path, info: dict) -> None:
 
 def baseline_confidences(name: str, n: int, device: torch.device, batch: int) -> dict:
     """The same measurement for a shipped model on its own tasks (all committed tokens pooled)."""
-    from paradecode import zoo
-
-    model, tok = zoo.load(name, device=str(device))
-    info = zoo.info(name)
-    confs, toks, acc = [], [], {}
-    for t in info["tasks"]:
-        task = get_task(t)
-        res = decode_with_confidences(model, tok, task, task.examples(n, seed=EVAL_SEED), batch_size=batch,
-                                      gen_length=info["task_gen_length"][t], block_length=info["task_block_length"][t])
-        confs.append(res["confidence"])
-        toks.append(res["token"])
-        acc[t] = sum(res["correct"]) / n
-    summary = confidence_summary(torch.cat(confs), torch.cat(toks), tok.eos_token_id)
-    return {"model": name, "n_per_task": n, "accuracy": acc, **summary}
+    return model_confidences(name, n, EVAL_SEED, device=str(device), batch_size=batch)
 
 
 def main() -> None:

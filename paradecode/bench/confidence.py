@@ -18,7 +18,7 @@ from ..api import sample
 from ..samplers.lowconf import LowConfConfig, LowConfidence
 from .tasks import Task
 
-__all__ = ["decode_with_confidences", "confidence_summary", "BINS"]
+__all__ = ["decode_with_confidences", "confidence_summary", "model_confidences", "BINS"]
 
 BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -74,3 +74,23 @@ def confidence_summary(confidence: torch.Tensor, token: torch.Tensor | None = No
         out["share_in_band_without_eos"] = share(confidence[keep])
         out["n_without_eos"] = int(keep.sum())
     return out
+
+
+def model_confidences(name: str, n: int, seed: int, device: str = "cpu", batch_size: int = 256) -> dict[str, Any]:
+    """:func:`confidence_summary` of a shipped model (zoo name) on each of its own tasks, all
+    committed tokens pooled, plus the accuracy per task (``n`` problems each, ``seed``)."""
+    from .. import zoo
+    from .tasks import get_task
+
+    model, tok = zoo.load(name, device=device)
+    info = zoo.info(name)
+    confs, toks, acc = [], [], {}
+    for t in info["tasks"]:
+        task = get_task(t)
+        res = decode_with_confidences(model, tok, task, task.examples(n, seed=seed), batch_size=batch_size,
+                                      gen_length=info["task_gen_length"][t], block_length=info["task_block_length"][t])
+        confs.append(res["confidence"])
+        toks.append(res["token"])
+        acc[t] = sum(res["correct"]) / n
+    summary = confidence_summary(torch.cat(confs), torch.cat(toks), tok.eos_token_id)
+    return {"model": name, "n_per_task": n, "seed": seed, "accuracy": acc, **summary}
