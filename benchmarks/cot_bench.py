@@ -203,9 +203,31 @@ def iso_quality(rows: list[dict], timing: Optional[list[dict]] = None) -> list[d
     return out
 
 
-def format_iso(table: list[dict]) -> str:
+def iso_quality_per_cache(rows: list[dict], timing: Optional[list[dict]] = None) -> list[dict]:
+    """Per cache: each strategy against that cache's own full-step baseline.
+
+    A cache that already loses points at full steps has no setting within a point of the no-cache
+    baseline; this table says how much parallelism each rule keeps at the cache's own quality.
+    ``speedup_time_vs_no_cache`` compares the wall time with the no-cache full-step baseline's.
+    """
+    plain = [r for r in rows if _is_baseline(r)]
+    out = []
+    for cache in dict.fromkeys(r["cache"] for r in rows):
+        if cache == "none":
+            continue
+        mine = [dict(r, cache="none") for r in rows if r["cache"] == cache]
+        timed = [dict(t, cache="none") for t in timing or [] if t["cache"] == cache] or None
+        for s in iso_quality(mine, timed):
+            t = s["tokens_per_second"]
+            out.append(dict(s, cache=cache, speedup_time_vs_no_cache=(
+                t / plain[0]["tokens_per_second"] if plain and t else None)))
+    return out
+
+
+def format_iso(table: list[dict], vs_no_cache: bool = False) -> str:
+    extra = f" {'x no-cache':>10s}" if vs_no_cache else ""
     head = (f"{'strategy':10s} {'cache':10s} {'setting (within 1 pt)':40s} {'acc':>6s} {'NFE':>6s} {'x NFE':>6s} "
-            f"{'x time':>6s} {'tok/s':>8s} {'ans t/s':>7s}  paper")
+            f"{'x time':>6s} {'tok/s':>8s} {'ans t/s':>7s}{extra}  paper")
     lines = [head, "-" * (len(head) + 30)]
     for s in table:
         if s["setting"] is None:
@@ -214,7 +236,8 @@ def format_iso(table: list[dict]) -> str:
             continue
         lines.append(f"{s['strategy']:10s} {s['cache']:10s} {s['setting'][:40]:40s} {s['accuracy']:6.1%} {s['nfe']:6.1f} "
                      f"{s['speedup_nfe']:6.2f} {s['speedup_time'] or 0:6.2f} {s['tokens_per_second']:8.0f} "
-                     f"{s['answer_tokens_per_second']:7.0f}  {s['paper']}")
+                     f"{s['answer_tokens_per_second']:7.0f}"
+                     + (f" {s.get('speedup_time_vs_no_cache') or 0:10.2f}" if vs_no_cache else "") + f"  {s['paper']}")
     return "\n".join(lines)
 
 
@@ -227,6 +250,10 @@ def report(result: dict, out_dir: Path, name: str, t_start: float) -> None:
         print("matplotlib missing: no plot", flush=True)
     print("\nFewest forwards within 1 point of LLaDA's baseline at full steps (no cache):")
     print(format_iso(result["iso_quality"]))
+    if result.get("iso_quality_per_cache"):
+        print("\nThe same within each cache, against that cache's own full-step lowconf row "
+              "(x time: over that row; x no-cache: tokens/s over the no-cache baseline's):")
+        print(format_iso(result["iso_quality_per_cache"], vs_no_cache=True))
     if result["skipped"]:
         print(f"\nskipped (time limit): {len(result['skipped'])} runs, e.g. {result['skipped'][:3]}")
     if result["errors"]:
@@ -263,6 +290,7 @@ def merge(paths: list[str], timing_path: Optional[str], out_dir: Path, argv: Opt
     done = {(r["strategy"], r["cache"], r["setting"]) for r in rows}
     timing = json.loads(Path(timing_path).read_text())["rows"] if timing_path else None
     result = dict(parts[0], rows=rows, iso_quality=iso_quality(rows, timing),
+                  iso_quality_per_cache=iso_quality_per_cache(rows, timing),
                   skipped=[s for p in parts for s in p["skipped"]
                            if (s["strategy"], s["cache"], s["setting"]) not in done],
                   errors=[e for p in parts for e in p["errors"]], merged_from=[p.get("command") for p in parts],
@@ -362,7 +390,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       task=args.task, n=args.n, seed=args.seed, device=str(device),
                       gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       batch_size=args.batch_size, matmul_precision=args.matmul_precision, rows=rows, skipped=skipped, errors=errors,
-                      iso_quality=iso_quality(rows), command="python benchmarks/cot_bench.py " + " ".join(
+                      iso_quality=iso_quality(rows), iso_quality_per_cache=iso_quality_per_cache(rows), command="python benchmarks/cot_bench.py " + " ".join(
                           argv if argv is not None else sys.argv[1:]),
                       seconds=round(time.perf_counter() - t_start, 1))
         (out_dir / "cot_bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
