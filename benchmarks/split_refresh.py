@@ -98,20 +98,22 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="cot-8m", help="a shipped model's name or a model directory")
     ap.add_argument("--task", default="cot")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--n", type=int, default=None, help="prompts (default 500; --smoke: 8)")
+    ap.add_argument("--batch-size", type=int, default=None, help="rows per generation (default: --n, at most 500)")
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--runs", default="lowconf:steps=256,threshold:threshold=0.95",
                     help="strategy:option=value[;option=value] items, comma separated")
     ap.add_argument("--caches", default="none,dual,prefix")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per setting (the fastest is kept)")
     ap.add_argument("--matmul-precision", default="high", choices=("highest", "high", "medium"))
-    ap.add_argument("--smoke", action="store_true", help="CPU, 8 prompts, threshold only, one timed run")
+    ap.add_argument("--smoke", action="store_true", help="CPU, threshold only, dual and prefix, one timed run")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.device, args.n, args.batch_size, args.repeat = "cpu", 8, 8, 1
+        args.device, args.repeat, args.n = "cpu", 1, args.n or 8
         args.runs, args.caches = "threshold:threshold=0.95", "dual,prefix"
+    args.n = args.n or 500
+    args.batch_size = args.batch_size or min(args.n, 500)
     from paradecode.bench.tasks import get_task
     from paradecode.models.loading import load_model_and_tokenizer
 

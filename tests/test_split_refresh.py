@@ -82,3 +82,20 @@ def test_split_steps_with_classifier_free_guidance(model, monkeypatch):
     split, _, splits = _run(model, prompts, "dual", True, monkeypatch, threshold=0.6, cfg_scale=1.0)
     assert splits and all(n % 2 == 0 for n in splits)  # cond and uncond rows refresh together
     assert torch.equal(mixed.sequences, split.sequences)
+
+
+@pytest.mark.parametrize("cache", ["dual", "prefix"])
+def test_a_step_splits_only_when_its_two_forwards_feed_fewer_tokens(model, monkeypatch, cache):
+    prompts = PROMPTS["same length"]
+    L = len(prompts[0]) + GEN
+    _, fed, splits = _run(model, prompts, cache, True, monkeypatch, threshold=0.6)
+    assert splits
+    share = _BlockCache.split_max_share
+    for n in splits:  # (rows, width) of the partial forward, then (n, L) of the refresh
+        i = fed.index((n, L), 1)
+        rows, width = fed[i - 1]
+        assert rows * width + n * L <= share * rows * L
+        fed = fed[i + 1 :]
+    monkeypatch.setattr(CanvasKVCache, "split_max_share", 0.0)  # a split never pays: mixed steps
+    _, _, none = _run(model, prompts, cache, True, monkeypatch, threshold=0.6)
+    assert not none

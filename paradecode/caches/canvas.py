@@ -154,7 +154,7 @@ class CanvasKVCache(CachePolicy):
         self._full = bool(full.all())
         self._idx, self._contig, self._key_mask, self._write = None, None, None, None
         self._refresh = None
-        if not self._full and bool(full.any()) and self._can_split(W, L):
+        if not self._full and bool(full.any()) and self._split_pays(canvas, full, W, L):
             self._refresh = self._refresh_request(x, positions, am, full.repeat(reps), win_start, W, L)
             full = torch.zeros_like(full)  # the partial forward plans every row as not refreshing
         if self._full:
@@ -363,11 +363,26 @@ class CanvasKVCache(CachePolicy):
         return {"cache_bytes": float(held), **self._stats}
 
     # ---- split refresh (rows that refresh while others do not) --------------------------------------
-    def _can_split(self, W: int, L: int) -> bool:
+    #: A split step runs when its two forwards feed at most this share of the mixed step's
+    #: tokens (rows x canvas): the second forward has a fixed cost of its own (launches).
+    split_max_share: float = 0.8
+
+    def _split_pays(self, canvas: CanvasRequest, full: torch.Tensor, W: int, L: int) -> bool:
         """Whether a step where some rows refresh runs as two forwards (see ``split_refresh``):
-        the policy opts in and its partial steps need no kept window logits (``may_skip_window``,
-        a window that is the whole canvas) nor a shifted model's predecessors."""
-        return self.split_refresh and not self.may_skip_window and W < L and not self._shift
+        the policy opts in, its partial steps need no kept window logits (``may_skip_window``, a
+        window that is the whole canvas) nor a shifted model's predecessors, its partial feed
+        is known on the host (``recompute_range``), and the split feeds fewer tokens: the partial
+        forward is as wide as its widest row (prefix: the block + suffix of the row in the
+        earliest block), plus the refreshing rows' canvas."""
+        if not self.split_refresh or self.may_skip_window or W >= L or self._shift:
+            return False
+        ranges = self.recompute_range(canvas)
+        if ranges is None:
+            return False
+        ranges = ranges.clamp(max=L)
+        width = int((ranges[:, 1] - ranges[:, 0]).max())
+        n, n_full = len(full), int(full.sum())
+        return n * width + n_full * L <= self.split_max_share * n * L
 
     def _refresh_request(self, x: torch.Tensor, positions: torch.Tensor, am: Optional[torch.Tensor],
                          full: torch.Tensor, win_start: torch.Tensor, W: int, L: int) -> tuple:
