@@ -83,7 +83,7 @@ class CanvasKVCache(CachePolicy):
         self._store: Any = None  # optional K/V buffer store lent by a CUDA-graph wrapper
         self._shift = 0  # the model's logits_shift (Dream: 1, column i read from the output at i - 1)
         self._write: Optional[torch.Tensor] = None  # _idx with query-only columns sent to the trash slot
-        self._refresh: Optional[tuple] = None  # (rows, Request) a split step refreshes after its partial forward
+        self._refresh: Optional[tuple] = None  # (rows, Request, idx, key mask) a split step refreshes after its partial forward
         self._refresh_buffers: Optional[dict] = None  # during that refresh forward: its rows' own K/V buffers
 
     # ---- the policy's decision ---------------------------------------------------------------
@@ -386,8 +386,9 @@ class CanvasKVCache(CachePolicy):
 
     def _refresh_request(self, x: torch.Tensor, positions: torch.Tensor, am: Optional[torch.Tensor],
                          full: torch.Tensor, win_start: torch.Tensor, W: int, L: int) -> tuple:
-        """(feed rows, Request) of the refresh forward: the refreshing rows' whole canvas, fed as a
-        mixed step feeds them (window columns first, so only the window's logits are computed)."""
+        """(feed rows on the device, Request, fed columns, key mask) of the refresh forward: the
+        refreshing rows' whole canvas, fed as a mixed step feeds them (window columns first, so
+        only the window's logits are computed)."""
         sub = torch.nonzero(full).flatten()  # CPU: positions of the refreshing rows in the feed
         dev = to_device(sub, x.device)
         col = torch.arange(L, device=x.device)[None, :]
