@@ -46,6 +46,7 @@ class _BlockCache(CanvasKVCache):
     Config = BlockCacheConfig
     exact_options = {"refresh_every": 1}
     feeds_suffix: bool = False
+    split_refresh = True  # rows at a block's first step refresh alone; the others feed their block
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         i = canvas.step_in_block

@@ -18,7 +18,10 @@ keys/values are reused from the cache. :class:`CanvasKVCache` does the rest:
 A step where every row recomputes everything is a plain full forward (the strategy's request
 unchanged) that also fills the cache. Rows that must refresh while others do not (rows in
 different blocks of a batch) are fed everything in the same forward, so each row follows the
-policy exactly as it would alone.
+policy exactly as it would alone. A policy with ``split_refresh`` instead runs such a step as two
+forwards: every row fed what the policy feeds it at a partial step, then the refreshing rows
+alone over the whole canvas; the width of the first is the block's, not the canvas's (rows
+that finish blocks at different steps, as under threshold rules, refresh at nearly every step).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ class CanvasKVCache(CachePolicy):
     #: set shrinks step by step or block by block (dKV, prefix) repeat a few shapes that CUDA
     #: graphs can replay instead of capturing a new one each time.
     graph_bucket: int = 0
+    #: When some rows refresh and others do not, run the others' partial feed for every row and
+    #: then one forward of the refreshing rows alone, instead of feeding every row the whole
+    #: canvas (a policy whose window is fully fed at every partial step: Fast-dLLM's caches).
+    split_refresh: bool = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -76,6 +83,8 @@ class CanvasKVCache(CachePolicy):
         self._store: Any = None  # optional K/V buffer store lent by a CUDA-graph wrapper
         self._shift = 0  # the model's logits_shift (Dream: 1, column i read from the output at i - 1)
         self._write: Optional[torch.Tensor] = None  # _idx with query-only columns sent to the trash slot
+        self._refresh: Optional[tuple] = None  # (rows, Request, idx, key mask) a split step refreshes after its partial forward
+        self._refresh_buffers: Optional[dict] = None  # during that refresh forward: its rows' own K/V buffers
 
     # ---- the policy's decision ---------------------------------------------------------------
     def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
@@ -107,7 +116,10 @@ class CanvasKVCache(CachePolicy):
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
         self._shift = int(getattr(model, "logits_shift", 0))
         feed = self.prepare(request)
-        return self.restore(model(feed.inputs, **feed.kwargs), feed)
+        out = self.restore(model(feed.inputs, **feed.kwargs), feed)
+        if self._refresh is not None:
+            out = self._run_refresh(model, out)
+        return out
 
     def prepare(self, request: Request) -> Request:
         """The request to run: the fed positions only, with ``cache=self`` attached."""
@@ -141,6 +153,10 @@ class CanvasKVCache(CachePolicy):
         self._W, self._reps, self._win_start = W, reps, win_start
         self._full = bool(full.all())
         self._idx, self._contig, self._key_mask, self._write = None, None, None, None
+        self._refresh = None
+        if not self._full and bool(full.any()) and self._split_pays(canvas, full, W, L):
+            self._refresh = self._refresh_request(x, positions, am, full.repeat(reps), win_start, W, L)
+            full = torch.zeros_like(full)  # the partial forward plans every row as not refreshing
         if self._full:
             # A plain forward over the whole canvas fills the cache; the request is unchanged.
             kwargs.update(positions=positions, cache=self)
@@ -204,6 +220,11 @@ class CanvasKVCache(CachePolicy):
             key_valid[:, L] = False
             key_valid[:, :L] = am.bool()
             self._key_mask = key_valid[:, None, None, :]
+        if self._refresh is not None:
+            if not (self._complete and self._t_win == W):
+                raise RuntimeError(f"cache policy {self.name!r} sets split_refresh but skips window positions at a partial step.")
+            n_full = len(self._refresh[0])
+            self._stats = {"reuse_rate": (1.0 - n_full / R) * self._stats["reuse_rate"]}
         self._idx = idx
         if self._contig is not None:
             s, e = self._contig
@@ -261,6 +282,8 @@ class CanvasKVCache(CachePolicy):
             kb[:, :, :L] = k
             vb[:, :, :L] = v
             return k, v, attn_mask
+        if self._refresh_buffers is not None:
+            return self._refresh_update(layer, k, v)
         kb, vb = self._k[layer], self._v[layer]
         if self._contig is not None:
             s, e = self._contig
@@ -286,6 +309,8 @@ class CanvasKVCache(CachePolicy):
         refreshes into existing buffers. The allocation token of the buffers is part of the
         key: a graph never outlives its buffers.
         """
+        if self._refresh_buffers is not None:
+            return None  # a split step's refresh of a few rows: eager (its row count varies step by step)
         if self._full and (not self._k or self._k[0] is None) and self._store is not None:
             self._adopt_store_buffers()
         if not self._k or self._k[0] is None:
@@ -336,6 +361,77 @@ class CanvasKVCache(CachePolicy):
         if self._logits is not None:
             held += self._logits.numel() * self._logits.element_size()
         return {"cache_bytes": float(held), **self._stats}
+
+    # ---- split refresh (rows that refresh while others do not) --------------------------------------
+    #: A split step runs when its two forwards feed at most this share of the mixed step's
+    #: tokens (rows x canvas): the second forward has a fixed cost of its own (launches).
+    split_max_share: float = 0.8
+
+    def _split_pays(self, canvas: CanvasRequest, full: torch.Tensor, W: int, L: int) -> bool:
+        """Whether a step where some rows refresh runs as two forwards (see ``split_refresh``):
+        the policy opts in, its partial steps need no kept window logits (``may_skip_window``, a
+        window that is the whole canvas) nor a shifted model's predecessors, its partial feed
+        is known on the host (``recompute_range``), and the split feeds fewer tokens: the partial
+        forward is as wide as its widest row (prefix: the block + suffix of the row in the
+        earliest block), plus the refreshing rows' canvas."""
+        if not self.split_refresh or self.may_skip_window or W >= L or self._shift:
+            return False
+        ranges = self.recompute_range(canvas)
+        if ranges is None:
+            return False
+        ranges = ranges.clamp(max=L)
+        width = int((ranges[:, 1] - ranges[:, 0]).max())
+        n, n_full = len(full), int(full.sum())
+        return n * width + n_full * L <= self.split_max_share * n * L
+
+    def _refresh_request(self, x: torch.Tensor, positions: torch.Tensor, am: Optional[torch.Tensor],
+                         full: torch.Tensor, win_start: torch.Tensor, W: int, L: int) -> tuple:
+        """(feed rows on the device, Request, fed columns, key mask) of the refresh forward: the
+        refreshing rows' whole canvas, fed as a mixed step feeds them (window columns first, so
+        only the window's logits are computed)."""
+        sub = torch.nonzero(full).flatten()  # CPU: positions of the refreshing rows in the feed
+        dev = to_device(sub, x.device)
+        col = torch.arange(L, device=x.device)[None, :]
+        ws = to_device(win_start[sub], x.device)[:, None]
+        win = (col >= ws) & (col < ws + W)
+        idx, _, t_win = self._order(torch.ones(len(sub), L, dtype=torch.bool, device=x.device), win, L)
+        tokens, pos = x[dev].gather(1, idx), positions[dev].gather(1, idx)
+        key_mask = None
+        if am is not None:
+            key_valid = torch.ones(len(sub), L + 1, dtype=torch.bool, device=x.device)
+            key_valid[:, L] = False
+            key_valid[:, :L] = am[dev].bool()
+            key_mask = key_valid[:, None, None, :]
+        kwargs = {"positions": pos, "cache": self, "logits_range": (0, t_win)}
+        return dev, Request(tokens, kwargs=kwargs), idx, key_mask
+
+    def _run_refresh(self, model: Any, out: torch.Tensor) -> torch.Tensor:
+        """The refresh forward of a split step: its rows' window logits replace theirs in ``out``
+        (the partial forward's) and their K/V buffers are rewritten whole."""
+        rows, feed, idx, key_mask = self._refresh
+        self._refresh = None
+        self._refresh_buffers = {"rows": rows, "idx": idx, "key_mask": key_mask}
+        try:
+            logits = model(feed.inputs, **feed.kwargs)
+        finally:
+            self._refresh_buffers = None
+        return out.index_copy(0, rows, logits.to(out.dtype))
+
+    def _refresh_update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """``update`` in a split step's refresh forward: its rows' keys/values in buffers of their
+        own (canvas order, trash slot last), copied into the cache's rows; attention as in a mixed step."""
+        r = self._refresh_buffers
+        L, idx = self._L, r["idx"]
+        kb, vb = self._k[layer], self._v[layer]
+        kr = k.new_zeros(k.shape[0], k.shape[1], L + 1, k.shape[3])
+        vr = v.new_zeros(v.shape[0], v.shape[1], L + 1, v.shape[3])
+        kr.scatter_(2, idx[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3]), k)
+        vr.scatter_(2, idx[:, None, :, None].expand(-1, v.shape[1], -1, v.shape[3]), v)
+        kb.index_copy_(0, r["rows"], kr)
+        vb.index_copy_(0, r["rows"], vr)
+        if r["key_mask"] is None:
+            return kr[:, :, :L], vr[:, :, :L], None
+        return kr, vr, r["key_mask"]
 
     # ---- helpers -----------------------------------------------------------------------------
     def _allocate(self, layer: int, shape: tuple, like: torch.Tensor, which: str = "k") -> torch.Tensor:
