@@ -216,10 +216,7 @@ class CanvasKVCache(CachePolicy):
         # the keys (sliced to :L) leave out. Only real padding of the canvas (left-padded
         # prompts) does; the mask then also hides the trash slot.
         if am is not None:
-            key_valid = torch.ones(R, L + 1, dtype=torch.bool, device=x.device)
-            key_valid[:, L] = False
-            key_valid[:, :L] = am.bool()
-            self._key_mask = key_valid[:, None, None, :]
+            self._key_mask = _padding_key_mask(am, L)
         if self._refresh is not None:
             if not (self._complete and self._t_win == W):
                 raise RuntimeError(f"cache policy {self.name!r} sets split_refresh but skips window positions at a partial step.")
@@ -396,12 +393,7 @@ class CanvasKVCache(CachePolicy):
         win = (col >= ws) & (col < ws + W)
         idx, _, t_win = self._order(torch.ones(len(sub), L, dtype=torch.bool, device=x.device), win, L)
         tokens, pos = x[dev].gather(1, idx), positions[dev].gather(1, idx)
-        key_mask = None
-        if am is not None:
-            key_valid = torch.ones(len(sub), L + 1, dtype=torch.bool, device=x.device)
-            key_valid[:, L] = False
-            key_valid[:, :L] = am[dev].bool()
-            key_mask = key_valid[:, None, None, :]
+        key_mask = None if am is None else _padding_key_mask(am[dev], L)
         kwargs = {"positions": pos, "cache": self, "logits_range": (0, t_win)}
         return dev, Request(tokens, kwargs=kwargs), idx, key_mask
 
@@ -524,3 +516,11 @@ class CanvasKVCache(CachePolicy):
         if self._logits is not None:
             self._logits = self._logits.index_select(0, keep)
         return True
+
+
+def _padding_key_mask(am: torch.Tensor, L: int) -> torch.Tensor:
+    """(rows, 1, 1, L + 1) keys a query may attend: the canvas's real (unpadded) positions, never
+    the trash slot L that padded queries write."""
+    key_valid = torch.zeros(am.shape[0], L + 1, dtype=torch.bool, device=am.device)
+    key_valid[:, :L] = am.bool()
+    return key_valid[:, None, None, :]
