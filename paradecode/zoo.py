@@ -98,8 +98,9 @@ def adapter_base(directory: str | Path) -> Path:
     if not base:
         raise ValueError(f"{path} holds a LoRA adapter but names no base model; add \"base\": <shipped model name "
                          f"or directory> to its info.json.")
-    if base in _dirs():
-        return _dirs()[base]
+    shipped = _dirs()
+    if base in shipped:
+        return shipped[base]
     for candidate in (path / base, Path(base)):
         if candidate.is_dir() and ((candidate / "config.json").exists() or is_adapter_dir(candidate)):
             if candidate.resolve() == path.resolve():

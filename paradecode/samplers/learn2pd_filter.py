@@ -119,15 +119,12 @@ def find_filter(model: Any) -> Optional[Path]:
 def shipped_filter(block_length: int) -> Optional[Path]:
     """A filter shipped with paradecode for this block length (next to a zoo model), or None.
 
-    Models are tried best first, in ``paradecode.zoo.available()``'s order (their info.json
-    ``rank``), so a newly shipped model's filter does not displace the default model's."""
-    zoo = Path(__file__).resolve().parent.parent / "zoo"
+    Models are tried best first, in ``paradecode.zoo.available()``'s order, so a newly shipped
+    model's filter does not displace the default model's."""
+    from .. import zoo
 
-    def rank(cand: Path) -> tuple[int, str]:
-        info = cand.parent.parent / "info.json"
-        return (json.loads(info.read_text()).get("rank", 100) if info.exists() else 100, cand.parent.parent.name)
-
-    for cand in sorted(zoo.glob(f"*/{FILTER_DIRNAME}/config.json"), key=rank):
-        if json.loads(cand.read_text()).get("block_length") == block_length:
+    for name in zoo.available():
+        cand = zoo.model_dir(name) / FILTER_DIRNAME / "config.json"
+        if cand.exists() and json.loads(cand.read_text()).get("block_length") == block_length:
             return cand.parent
     return None
