@@ -132,6 +132,11 @@ def make_smoke_model(directory: Path) -> Path:
     return directory
 
 
+def _is_baseline(r: dict) -> bool:
+    return (r["cache"] == "none" and r["strategy"] == BASELINE
+            and r["options"].get("steps") == r["options"]["gen_length"])
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -141,8 +146,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     caches = list(dict.fromkeys(r["cache"] for r in rows))
     fig, axes = plt.subplots(1, len(caches), figsize=(5.2 * len(caches), 4.2), squeeze=False)
     markers = "osD^v<>p*h"
-    base = next((r for r in rows if r["cache"] == "none" and r["strategy"] == BASELINE
-                 and r["options"]["steps"] == r["options"]["gen_length"]), None)
+    base = next((r for r in rows if _is_baseline(r)), None)
     for ax, cache in zip(axes.flat, caches):
         for i, s in enumerate(dict.fromkeys(r["strategy"] for r in rows)):
             pts = sorted((r["nfe"], 100 * r["accuracy"]) for r in rows if r["cache"] == cache and r["strategy"] == s)
@@ -164,9 +168,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _is_baseline(r: dict) -> bool:
-    return (r["cache"] == "none" and r["strategy"] == BASELINE
-            and r["options"].get("steps") == r["options"]["gen_length"])
+def _retimed(rows: list[dict], timing: Optional[list[dict]]) -> list[dict]:
+    """``rows`` with the wall times of the ``timing`` rows of the same (strategy, cache, setting)."""
+    if not timing:
+        return rows
+    timed = {(t["strategy"], t["cache"], t["setting"]): t for t in timing}
+    out = []
+    for r in rows:
+        t = timed.get((r["strategy"], r["cache"], r["setting"]))
+        out.append(dict(r, **{k: t[k] for k in TIMING_FIELDS}, timed_alone=True) if t else dict(r, timed_alone=False))
+    return out
 
 
 def iso_quality(rows: list[dict], timing: Optional[list[dict]] = None) -> list[dict]:
@@ -175,18 +186,10 @@ def iso_quality(rows: list[dict], timing: Optional[list[dict]] = None) -> list[d
     ``timing``: rows of an ``--only-iso`` run; where one has the same (strategy, cache, setting),
     its wall time replaces the sweep's (the sweep may have shared the GPU with other processes).
     """
+    rows = _retimed(rows, timing)
     base = [r for r in rows if _is_baseline(r)]
     if not base:
         return []
-    if timing:
-        timed = {(t["strategy"], t["cache"], t["setting"]): t for t in timing}
-        retimed = []
-        for r in rows:
-            t = timed.get((r["strategy"], r["cache"], r["setting"]))
-            retimed.append(dict(r, **{k: t[k] for k in TIMING_FIELDS}, timed_alone=True) if t else
-                           dict(r, timed_alone=False))
-        rows = retimed
-        base = [r for r in rows if _is_baseline(r)]
     labelled = [dict(base[0], strategy=BASELINE)] + [
         dict(r, strategy=f"{r['strategy']}+{r['cache']}") for r in rows]
     out = []
@@ -210,14 +213,13 @@ def iso_quality_per_cache(rows: list[dict], timing: Optional[list[dict]] = None)
     baseline; this table says how much parallelism each rule keeps at the cache's own quality.
     ``speedup_time_vs_no_cache`` compares the wall time with the no-cache full-step baseline's.
     """
+    rows = _retimed(rows, timing)
     plain = [r for r in rows if _is_baseline(r)]
     out = []
     for cache in dict.fromkeys(r["cache"] for r in rows):
         if cache == "none":
             continue
-        mine = [dict(r, cache="none") for r in rows if r["cache"] == cache]
-        timed = [dict(t, cache="none") for t in timing or [] if t["cache"] == cache] or None
-        for s in iso_quality(mine, timed):
+        for s in iso_quality([dict(r, cache="none") for r in rows if r["cache"] == cache]):
             t = s["tokens_per_second"]
             out.append(dict(s, cache=cache, speedup_time_vs_no_cache=(
                 t / plain[0]["tokens_per_second"] if plain and t else None)))

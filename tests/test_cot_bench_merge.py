@@ -76,3 +76,13 @@ def test_only_iso_plans_the_tables_settings_with_their_full_options():
     assert all(s != "credit" for _, s, _, _ in plan)  # no setting within a point: nothing to time
     assert cot_bench.iso_plan(_result(rows), ["credit"], ["none", "dual"]) == []
 
+
+
+def test_per_cache_table_compares_with_the_retimed_no_cache_baseline():
+    rows = [BASE, _row("lowconf", "dual", "steps=256", 0.80, 256.0, 4.0),
+            _row("threshold", "dual", "threshold=0.9", 0.80, 30.0, 2.0, TH)]
+    timing = [_row("lowconf", "none", "steps=256", 0.0, 1.0, 8.0), _row("threshold", "dual", "threshold=0.9", 0.0, 1.0, 1.0, TH)]
+    (s,) = [s for s in cot_bench.iso_quality_per_cache(rows, timing) if s["strategy"] == "threshold"]
+    assert s["cache"] == "dual" and s["timed_alone"] is True
+    assert s["speedup_time"] == pytest.approx(4.0)  # the dual full-step row's 4 s over the retimed 1 s
+    assert s["speedup_time_vs_no_cache"] == pytest.approx(8.0)  # the retimed baseline: 8 s, not the sweep's 10 s
