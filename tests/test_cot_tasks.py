@@ -280,7 +280,7 @@ def test_a_sum_may_substitute_its_values_in_either_order_but_nothing_else_is_rel
 
 @pytest.mark.slow
 def test_shipped_cot_model_decodes_held_out_prompts_on_cpu():
-    """cot-8m (85% chain and answer at full steps, N = 500 on the GPU) under Fast-dLLM's
+    """cot-8m (93% chain and answer at full steps, N = 500 on the GPU) under Fast-dLLM's
     threshold rule at 0.9, no cache: at least 12 of 16 held-out prompts of a seed no run used
     get a valid chain and the right final line, in a few dozen forwards per 256-word canvas."""
     import paradecode

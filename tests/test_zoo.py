@@ -109,3 +109,18 @@ def test_each_shipped_dllm_finds_its_own_learn2pd_filter_and_the_fallback_is_the
         assert found is not None and found.parent.name == name
         assert json.loads((found / "config.json").read_text())["block_length"] == 32
     assert shipped_filter(32).parent.name == zoo.available()[0]
+
+
+def test_shipped_adapter_changes_its_base_only_at_its_target_modules():
+    """cot-8m-dparallel (a LoRA adapter) loads as cot-8m with the low-rank deltas merged into the
+    q/k/v/up projections it names; every other weight is the base's."""
+    adapters = [n for n in zoo.available() if "base" in zoo.info(n)]
+    assert adapters, "no adapter shipped"
+    for name in adapters:
+        merged, _ = zoo.load(name)
+        base, _ = zoo.load(zoo.info(name)["base"])
+        targets = set(json.loads((zoo.model_dir(name) / "adapter_config.json").read_text())["target_modules"])
+        base_params = dict(base.named_parameters())
+        changed = {n for n, p in merged.named_parameters() if not torch.equal(p, base_params[n])}
+        assert changed, f"{name}: the adapter changed nothing"
+        assert all(n.split(".")[-2] in targets for n in changed), sorted(changed)[:5]
