@@ -50,6 +50,11 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetens
 _PREFIX = "base_model.model."  # peft's key prefix in adapter_model.safetensors
 
 
+def _delta(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``(alpha / r) B A`` in float32: what merging an adapter adds to its weight."""
+    return (lora_B.float() @ lora_A.float()) * scaling
+
+
 class LoRALinear(nn.Linear):
     """An ``nn.Linear`` plus a trainable low-rank update; built by :func:`add_lora` from an
     existing linear, whose weight and bias it keeps (the same tensors, frozen)."""
@@ -72,7 +77,7 @@ class LoRALinear(nn.Linear):
 
     def delta(self) -> torch.Tensor:
         """``(alpha / r) B A`` in float32: what merging adds to the weight."""
-        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
+        return _delta(self.lora_A, self.lora_B, self.scaling)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha}"
@@ -272,6 +277,5 @@ def load_adapter(model: nn.Module, directory: Union[str, Path]) -> nn.Module:
                              f"on{hint}.")
         updates.append((m, A, B))
     for m, A, B in updates:  # in place: a fused (joined) weight, whose views these are, stays in sync
-        delta = (B.to(m.weight.device, torch.float32) @ A.to(m.weight.device, torch.float32)) * scaling
-        m.weight.add_(delta.to(m.weight.dtype))
+        m.weight.add_(_delta(A.to(m.weight.device), B.to(m.weight.device), scaling).to(m.weight.dtype))
     return model
