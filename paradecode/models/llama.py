@@ -16,7 +16,8 @@ At batch 1 a decode forward is launch-bound (~18 small kernels per layer), so
 ``fuse_projections=True`` trades kernels for nothing: q/k/v in one matmul and gate/up in one
 (:class:`~paradecode.models.llada.FusedLinears`), RoPE of q and k in one call of the shared
 elementwise kernel (one fused kernel under :func:`~paradecode.models.llada.compile_elementwise`),
-and grouped-query attention without copying the repeated keys/values.
+grouped-query attention without copying the repeated keys/values, and the key mask made
+additive once per forward.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def gqa_mode(n_heads: int, n_kv: int, head_dim: int, dtype: torch.dtype, device:
         return "expand"  # nothing is repeated
     q = torch.zeros(1, n_heads, 2, head_dim, dtype=dtype, device=device)
     kv = torch.zeros(1, n_kv, 8, head_dim, dtype=dtype, device=device)
-    mask = torch.ones(1, 1, 2, 8, dtype=torch.bool, device=device)
+    mask = torch.zeros(1, 1, 2, 8, dtype=dtype, device=device)  # the additive mask the fused forward passes
     try:
         if device.type == "cuda":
             from torch.backends.cuda import SDPAParams, can_use_efficient_attention
@@ -132,6 +133,14 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[to
         a = F.scaled_dot_product_attention(qp, k, v, attn_mask=packed_mask, scale=scale)
         return a.unflatten(2, (rep, T)).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
     return a.transpose(1, 2).reshape(B, T, H * D)
+
+
+def _additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The boolean key mask as the additive one (0 / -inf) SDPA would convert it to in every
+    layer (two kernels each); built once per forward instead."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.where(mask, 0.0, float("-inf")).to(dtype)
 
 
 def _pack_mask(mask: Optional[torch.Tensor], rep: int) -> Optional[torch.Tensor]:
@@ -262,7 +271,8 @@ class LlamaLM(nn.Module):
         return self._head(x, num_logits)
 
     def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: Any, num_logits: int) -> torch.Tensor:
-        """:meth:`forward` with the joined matmuls, one RoPE call for q and k and copy-free GQA."""
+        """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
+        the key mask made additive once per forward (not by SDPA in every layer)."""
         B, T = input_ids.shape
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         x = self.hf_model.model.embed_tokens(input_ids)
@@ -271,7 +281,7 @@ class LlamaLM(nn.Module):
         cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
         cache.begin_forward(positions)
         mask_src: Any = ()
-        packed = None
+        bias = None
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
             h = _rms_norm(x, layer.input_layernorm)
             y = F.linear(h, qkv.weight, qkv.bias)  # (B, T, (H + 2 Hkv) D)
@@ -279,9 +289,10 @@ class LlamaLM(nn.Module):
             q, k = qk[:, :H], qk[:, H:]
             v = y[..., (H + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
             k, v, mask = cache.update(i, k, v, None)
-            if self.gqa == "pack" and mask is not mask_src:  # one packed mask per forward
-                mask_src, packed = mask, _pack_mask(mask, H // Hkv)
-            a = _attend(q, k, v, mask, self.scaling, self.gqa, packed)
+            if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
+                mask_src, bias = mask, _additive_mask(mask, q.dtype)
+                packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
+            a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
             x = x + layer.self_attn.o_proj(a)
             h = _rms_norm(x, layer.post_attention_layernorm)
             g, u = gate_up(h)
