@@ -272,6 +272,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     res: dict[str, Any] = {
         "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": k, "prompt_lookup_tokens": args.lookup_k,
         "path": path, "graphs": paths,
+        "forward": {role: {"fused_projections": wrapper(m, args).lm.fused, "gqa": wrapper(m, args).lm.gqa}
+                    for role, m in (("target", target), ("draft", draft))},
         "seconds": {m: round(s, 4) for m, s in seconds.items()},
         "ms_per_token": {m: round(1000 * s / n_tok, 3) for m, s in seconds.items()},
         "outputs_equal_target_greedy": {m: f"{equal[m]}/{len(prompts)}" for m in methods},
@@ -318,6 +320,7 @@ def targets(res: dict) -> dict:
 def text_report(result: dict) -> str:
     r = result["batch1"]
     lines = [f"speculative decoding, batch 1: {result['info']}", f"path: {r['path']} {r['graphs']}",
+             f"forward: {r['forward']}",
              f"{'method':<14} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
     for m in r["seconds"]:
         acc = r["mean_accepted_drafts_per_step"].get(m, "")

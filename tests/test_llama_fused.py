@@ -2,8 +2,11 @@
 the unfused forward's logits and the target's greedy outputs, share one joined copy per model,
 cost no memory, and fall back cleanly when the model moves."""
 
+from collections import Counter
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import paradecode
 from paradecode.caches.static_kv import StaticKVCache
@@ -142,3 +145,51 @@ def test_fused_speculative_greedy_equals_target_greedy_with_and_without_vocabtri
     assert CausalLM.of(draft, keep, fuse_projections=True).lm.fused
     accepted = torch.stack(out.trace.extra("accepted"))
     assert accepted.sum() > 0  # the draft's tokens were taken, not just the target's
+
+
+def test_fused_vocabtrim_head_gives_the_kept_rows_of_the_full_logits():
+    m = model("qwen2")
+    keep = torch.tensor([7, 3, 60, 11, 0, 42])
+    ref = run_feeds(LlamaLM(m))
+    got = run_feeds(LlamaLM(m, keep_ids=keep, fuse_projections=True))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b[..., keep], rtol=1e-5, atol=1e-5)
+
+
+class OpCount(TorchDispatchMode):
+    """The aten ops a forward dispatches, views and reshapes excluded (what would be kernels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func._schema.returns or not func._schema.returns[0].alias_info or func._schema.is_mutable:
+            if func.__name__ != "_unsafe_view.default":
+                self.ops[func.__name__] += 1
+        return out
+
+
+@pytest.mark.parametrize("T", [1, 6])
+def test_fused_decode_forward_launches_fewer_kernels(T):
+    """Per layer: 4 matmuls instead of 7, no copy of the repeated keys/values (native GQA), one
+    RoPE call instead of two, and the mask converted once per forward instead of per layer."""
+    m = model("gqa")
+    L = m.config.num_hidden_layers
+    counts = {}
+    for fuse in (False, True):
+        lm = LlamaLM(m, fuse_projections=fuse)
+        cache = StaticKVCache.for_model(lm, 1, 64)
+        with torch.no_grad():
+            lm(torch.ones(1, 8, dtype=torch.long), cache.positions(8), cache, 1)
+            cache.advance(8)
+            with OpCount() as c:
+                lm(torch.ones(1, T, dtype=torch.long), cache.positions(T), cache, T)
+        counts[fuse] = c.ops
+    plain, fused = counts[False], counts[True]
+    assert plain["mm.default"] == 7 * L + 1 and fused["mm.default"] == 4 * L + 1
+    assert plain["clone.default"] == 2 * L and fused["clone.default"] == 0  # repeat_kv's K/V copies
+    assert plain["neg.default"] == 2 * L and fused["neg.default"] == L  # rotate-half of q and k together
+    assert plain["where.self"] == L and fused["where.self"] == 1  # bool -> additive mask
+    assert sum(fused.values()) <= sum(plain.values()) - 8 * L
