@@ -12,7 +12,7 @@ so the cache decides what each layer attends to.
 Llama-architecture models qualify: ``llama``, ``mistral`` without a sliding window, ``qwen2``
 (q/k/v biases) — see :func:`check_supported`.
 
-At batch 1 a decode forward is launch-bound (~18 small kernels per layer), so
+At batch 1 a decode forward is launch-bound (~30 small kernels per layer on a GPU), so
 ``fuse_projections=True`` trades kernels for nothing: q/k/v in one matmul and gate/up in one
 (:class:`~paradecode.models.llada.FusedLinears`), RoPE of q and k in one call of the shared
 elementwise kernel (one fused kernel under :func:`~paradecode.models.llada.compile_elementwise`),
@@ -92,8 +92,8 @@ def gqa_mode(n_heads: int, n_kv: int, head_dim: int, dtype: torch.dtype, device:
     """How grouped-query attention runs, decided once per model (no per-call check or sync).
 
     ``native``: ``F.scaled_dot_product_attention(enable_gqa=True)``, where this torch has it and,
-    on CUDA, its memory-efficient kernel (the one that takes our boolean mask) accepts it —
-    otherwise SDPA would fall back to its unfused math kernel. ``pack``: the ``rep`` query heads
+    on CUDA, its memory-efficient kernel (flash takes no mask; this one takes our additive mask)
+    accepts it — otherwise SDPA would fall back to its unfused math kernel. ``pack``: the ``rep`` query heads
     that share a key/value head become ``rep`` times more queries of that head (the
     FlashDecoding layout): any kernel, no copy of the keys/values. ``expand`` (transformers'
     ``repeat_kv``, copying K and V to every query head) is what the unfused forward keeps.
@@ -281,7 +281,7 @@ class LlamaLM(nn.Module):
         cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
         cache.begin_forward(positions)
         mask_src: Any = ()
-        bias = None
+        bias = packed = None
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
             h = _rms_norm(x, layer.input_layernorm)
             y = F.linear(h, qkv.weight, qkv.bias)  # (B, T, (H + 2 Hkv) D)
