@@ -29,6 +29,10 @@ Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
 
     python benchmarks/speculative.py --smoke --out-dir /tmp
     python benchmarks/speculative.py --random 8b-1b --device cuda --dtype bfloat16
+
+``--fuse-projections`` runs every paradecode method (the target alone included) with joined q/k/v
+and gate/up matmuls, one RoPE call and copy-free GQA (``paradecode.models.llama.LlamaLM``); the
+default tag then ends in ``-fuse``.
 """
 
 from __future__ import annotations
@@ -174,8 +178,13 @@ def copy_rate(device: torch.device, nbytes: int) -> float:
     return 2 * nbytes / best
 
 
-def graph_counts(model) -> dict:
-    lm = CausalLM.of(model)
+def wrapper(model, args) -> CausalLM:
+    """The CausalLM the strategy uses for ``model`` (no VocabTrim) under this run's options."""
+    return CausalLM.of(model, fuse_projections=args.fuse_projections)
+
+
+def graph_counts(model, args) -> dict:
+    lm = wrapper(model, args)
     return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
 
 
@@ -186,12 +195,13 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     methods = ["hf_target", "target", "ours", "ours_trim", "prompt_lookup"] + (["ours_eager"] if cuda and graphs else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
-                cuda_graphs=graphs)
+                cuda_graphs=graphs, fuse_projections=args.fuse_projections)
     variants = {
         "ours": spec,
         "ours_trim": dict(spec, vocabtrim=trim),
         "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
-                              max_new_tokens=N, timing=False, cuda_graphs=graphs),
+                              max_new_tokens=N, timing=False, cuda_graphs=graphs,
+                              fuse_projections=args.fuse_projections),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
     traces: dict[str, Any] = {}
@@ -202,7 +212,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         if method == "hf_assisted":
             return hf_generate(target, ids, N, assistant=draft, k=k)[0, ids.shape[1]:]
         if method == "target":
-            return greedy_decode(CausalLM.of(target), ids, N, cuda_graphs=graphs)[0]
+            return greedy_decode(wrapper(target, args), ids, N, cuda_graphs=graphs)[0]
         out = paradecode.sample(target, ids, **variants[method])
         traces[method] = out.trace
         return out.generated[0]
@@ -213,7 +223,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         run(m, ids0)
         if m not in ("hf_target", "hf_assisted"):
             run(m, ids0)
-    before = {"target": graph_counts(target), "draft": graph_counts(draft)}
+    before = {"target": graph_counts(target, args), "draft": graph_counts(draft, args)}
     seconds = {m: 0.0 for m in methods}
     pad = target.generation_config.pad_token_id or 0
     equal = {m: 0 for m in methods}
@@ -232,7 +242,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
                 tokens[m][1] += traces[m].nfe_by_role["target"]
         equal_ours_target += int(same(outs["target"], outs["hf_target"], pad))
         print(f"prompt {i}: seconds {times}", flush=True)
-    after = {"target": graph_counts(target), "draft": graph_counts(draft)}
+    after = {"target": graph_counts(target, args), "draft": graph_counts(draft, args)}
     paths = {role: {"graph_replays_in_timed_runs": after[role]["replays"] - before[role]["replays"],
                     "graphs_captured": after[role]["captures"], "capture_error": after[role]["error"]}
              for role in after}
@@ -262,6 +272,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     res: dict[str, Any] = {
         "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": k, "prompt_lookup_tokens": args.lookup_k,
         "path": path, "graphs": paths,
+        "forward": {role: {"fused_projections": wrapper(m, args).lm.fused, "gqa": wrapper(m, args).lm.gqa}
+                    for role, m in (("target", target), ("draft", draft))},
         "seconds": {m: round(s, 4) for m, s in seconds.items()},
         "ms_per_token": {m: round(1000 * s / n_tok, 3) for m, s in seconds.items()},
         "outputs_equal_target_greedy": {m: f"{equal[m]}/{len(prompts)}" for m in methods},
@@ -280,10 +292,10 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     return res
 
 
-def floor_figures(target, device, res: dict, nbytes: int) -> dict:
+def floor_figures(target, device, res: dict, nbytes: int, args) -> dict:
     """The target's time per token against its weight-read floor, both from this run."""
     rate = copy_rate(device, nbytes)
-    weight_bytes = CausalLM.of(target).lm.weight_bytes()
+    weight_bytes = wrapper(target, args).lm.weight_bytes()
     floor_ms = 1000 * weight_bytes / rate
     return {"copy_rate_GBps": round(rate / 1e9, 1), "target_weight_bytes": weight_bytes,
             "weight_read_floor_ms_per_token": round(floor_ms, 3),
@@ -308,6 +320,7 @@ def targets(res: dict) -> dict:
 def text_report(result: dict) -> str:
     r = result["batch1"]
     lines = [f"speculative decoding, batch 1: {result['info']}", f"path: {r['path']} {r['graphs']}",
+             f"forward: {r['forward']}",
              f"{'method':<14} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
     for m in r["seconds"]:
         acc = r["mean_accepted_drafts_per_step"].get(m, "")
@@ -344,7 +357,9 @@ def main() -> None:
     ap.add_argument("--calib-tokens", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs anywhere (the fallback path)")
     ap.add_argument("--compile-norm", action="store_true",
-                    help="fuse the float32 RMSNorm with torch.compile (paradecode.models.llada.compile_elementwise)")
+                    help="fuse the float32 RMSNorm and RoPE with torch.compile (paradecode.models.llada.compile_elementwise)")
+    ap.add_argument("--fuse-projections", action="store_true",
+                    help="joined q/k/v and gate/up matmuls, one RoPE call, copy-free GQA (LlamaLM fuse_projections)")
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
@@ -381,11 +396,12 @@ def main() -> None:
     print("vocabtrim", trim.size, trim.meta, f"{time.time() - t0:.1f}s", flush=True)
     result: dict[str, Any] = {"info": info, "args": vars(args)}
     res = bench(target, draft, prompts, args, device, trim)
-    res["floor"] = floor_figures(target, device, res, args.copy_bytes)
+    res["floor"] = floor_figures(target, device, res, args.copy_bytes, args)
     res["targets"] = targets(res)
     result["batch1"] = res
     result["wall_seconds"] = round(time.time() - t0, 1)
     tag = args.tag or ("smoke" if args.smoke else (f"random-{args.random.replace('-', '')}" if args.random else "pair"))
+    tag += "-fuse" if args.fuse_projections and not args.tag else ""
     stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))

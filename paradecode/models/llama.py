@@ -11,6 +11,13 @@ so the cache decides what each layer attends to.
 
 Llama-architecture models qualify: ``llama``, ``mistral`` without a sliding window, ``qwen2``
 (q/k/v biases) — see :func:`check_supported`.
+
+At batch 1 a decode forward is launch-bound (~30 small kernels per layer on a GPU), so
+``fuse_projections=True`` trades kernels for nothing: q/k/v in one matmul and gate/up in one
+(:class:`~paradecode.models.llada.FusedLinears`), RoPE of q and k in one call of the shared
+elementwise kernel (one fused kernel under :func:`~paradecode.models.llada.compile_elementwise`),
+grouped-query attention without copying the repeated keys/values, and the key mask made
+additive once per forward.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llada import _KERNELS
+from .llada import _KERNELS, FusedLinears
 
-__all__ = ["LlamaLM", "check_supported", "SUPPORTED_TYPES"]
+__all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 _STATIC_ROPE = ("default", "llama3", "linear", "yarn")  # inv_freq fixed at load time
@@ -78,15 +85,95 @@ def _repeat_kv(t: torch.Tensor, rep: int) -> torch.Tensor:
     return t[:, :, None].expand(B, H, rep, S, D).reshape(B, H * rep, S, D)
 
 
+GQA_MODES = ("expand", "native", "pack")
+
+
+def gqa_mode(n_heads: int, n_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> str:
+    """How grouped-query attention runs, decided once per model (no per-call check or sync).
+
+    ``native``: ``F.scaled_dot_product_attention(enable_gqa=True)``, where this torch has it and,
+    on CUDA, its memory-efficient kernel (flash takes no mask; this one takes our additive mask)
+    accepts it — otherwise SDPA would fall back to its unfused math kernel. ``pack``: the ``rep`` query heads
+    that share a key/value head become ``rep`` times more queries of that head (the
+    FlashDecoding layout): any kernel, no copy of the keys/values. ``expand`` (transformers'
+    ``repeat_kv``, copying K and V to every query head) is what the unfused forward keeps.
+    """
+    if n_kv == n_heads:
+        return "expand"  # nothing is repeated
+    q = torch.zeros(1, n_heads, 2, head_dim, dtype=dtype, device=device)
+    kv = torch.zeros(1, n_kv, 8, head_dim, dtype=dtype, device=device)
+    mask = torch.zeros(1, 1, 2, 8, dtype=dtype, device=device)  # the additive mask the fused forward passes
+    try:
+        if device.type == "cuda":
+            from torch.backends.cuda import SDPAParams, can_use_efficient_attention
+
+            return "native" if can_use_efficient_attention(SDPAParams(q, kv, kv, mask, 0.0, False, True), False) else "pack"
+        F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask, enable_gqa=True)
+        return "native"
+    except (ImportError, TypeError, RuntimeError):  # an older torch: no enable_gqa / SDPAParams arity
+        return "pack"
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], scale: float,
+            mode: str, packed_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """SDPA of (B, H, T, hd) queries over (B, H_kv, S, hd) keys/values, as (B, T, H * hd).
+
+    ``packed_mask`` (mode ``pack`` only) is ``mask`` with its query rows repeated per head of a
+    group (:func:`_pack_mask`, built once per forward)."""
+    B, H, T, D = q.shape
+    rep = H // k.shape[1]
+    if rep == 1 or mode == "expand":
+        if rep != 1:
+            k, v = _repeat_kv(k, rep), _repeat_kv(v, rep)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    elif mode == "native":
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    else:  # pack: query head kv * rep + r is row r * T + t of key/value head kv
+        qp = q.reshape(B, H // rep, rep * T, D)
+        a = F.scaled_dot_product_attention(qp, k, v, attn_mask=packed_mask, scale=scale)
+        return a.unflatten(2, (rep, T)).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+    return a.transpose(1, 2).reshape(B, T, H * D)
+
+
+def _additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The boolean key mask as the additive one (0 / -inf) SDPA would convert it to in every
+    layer (two kernels each); built once per forward instead."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.where(mask, 0.0, float("-inf")).to(dtype)
+
+
+def _pack_mask(mask: Optional[torch.Tensor], rep: int) -> Optional[torch.Tensor]:
+    """(B, 1, T, S) key mask -> (B, 1, rep * T, S), the rows of :func:`_attend`'s packed queries
+    (a view without a copy for one-token forwards)."""
+    if mask is None:
+        return None
+    B, one, T, S = mask.shape
+    return mask[:, :, None].expand(B, one, rep, T, S).reshape(B, one, rep * T, S)
+
+
 class LlamaLM(nn.Module):
     """``(input_ids, positions, cache, num_logits) -> logits`` over ``hf_model``'s parameters.
 
     ``keep_ids`` (VocabTrim) restricts the LM head to those rows: the logits come back over
     ``len(keep_ids)`` tokens in that order, and the head reads K x d weights instead of V x d.
     The module holds references to the Hugging Face modules, not copies.
+
+    ``fuse_projections`` (off by default; off, the forward is unchanged) takes the fast path:
+    each layer's q/k/v and gate/up ``nn.Linear`` are joined into one weight (and bias) per group
+    by :class:`~paradecode.models.llada.FusedLinears`, which rebinds the Hugging Face modules'
+    parameters as views of the joined tensor — no extra memory (a copy would add every q/k/v and
+    gate/up weight again: ~9.1 GB at Llama-3.1-8B in bf16), same state-dict names, and
+    :meth:`weight_bytes` unchanged. Moving the model afterwards separates the views; the forward
+    then notices and runs the separate matmuls (correct, unfused). q and k are rotated in one
+    call of ``_KERNELS["rope"]`` (LLaDA's RoPE: the rotation in float32 as Meta's Llama and
+    gpt-fast do, where transformers rounds it in bf16, so bf16 logits differ from the unfused
+    ones by rounding; float32 ones agree), and grouped-query attention runs as
+    :func:`gqa_mode` picks (no copy of the repeated keys/values).
     """
 
-    def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
+                 fuse_projections: bool = False) -> None:
         super().__init__()
         check_supported(hf_model)
         self.hf_model = hf_model
@@ -113,10 +200,25 @@ class LlamaLM(nn.Module):
         self.register_buffer("head_weight", weight, persistent=False)
         self.register_buffer("head_bias", bias, persistent=False)
         self._softcap = getattr(self.config, "final_logit_softcapping", None)
+        self.fuse_projections = bool(fuse_projections)
+        self._fused: Optional[list[tuple[FusedLinears, FusedLinears]]] = None
+        self.gqa = "expand"  # see gqa_mode; tests may set another mode
+        if self.fuse_projections:
+            with torch.inference_mode(False):  # plain parameters, usable by the model's own forward later
+                self._fused = _joined_projections(hf_model)
+            self.gqa = gqa_mode(self.n_heads, self.n_kv, self.head_dim, weight.dtype, weight.device)
 
     @property
     def device(self) -> torch.device:
         return self.head_weight.device
+
+    @property
+    def fused(self) -> bool:
+        """Whether the joined q/k/v and gate/up weights are in use (``fuse_projections`` and the
+        parameters not moved since: a moved model runs the separate matmuls)."""
+        if self._fused and not all(a.fresh() and b.fresh() for a, b in self._fused):
+            self._fused = None  # stale copy: the modules' parameters are no longer its views
+        return bool(self._fused)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -145,6 +247,8 @@ class LlamaLM(nn.Module):
         ``cache`` gets ``begin_forward(positions)``, one ``update(layer, k, v, None)`` per layer
         (it returns the keys/values to attend to and the boolean key mask) and ``end_forward()``.
         """
+        if self.fused:
+            return self._forward_fused(input_ids, positions, cache, num_logits)
         B, T = input_ids.shape
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, x.dtype)
@@ -164,8 +268,70 @@ class LlamaLM(nn.Module):
             h = _rms_norm(x, layer.post_attention_layernorm)
             x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
         cache.end_forward()
+        return self._head(x, num_logits)
+
+    def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: Any, num_logits: int) -> torch.Tensor:
+        """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
+        the key mask made additive once per forward (not by SDPA in every layer)."""
+        B, T = input_ids.shape
+        H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        x = self.hf_model.model.embed_tokens(input_ids)
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # float32 tables: LLaDA's RoPE rotates in float32
+        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        cache.begin_forward(positions)
+        mask_src: Any = ()
+        bias = packed = None
+        for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
+            h = _rms_norm(x, layer.input_layernorm)
+            y = F.linear(h, qkv.weight, qkv.bias)  # (B, T, (H + 2 Hkv) D)
+            qk = _KERNELS["rope"](y[..., : (H + Hkv) * D].view(B, T, H + Hkv, D).transpose(1, 2), cos, sin)
+            q, k = qk[:, :H], qk[:, H:]
+            v = y[..., (H + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
+            k, v, mask = cache.update(i, k, v, None)
+            if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
+                mask_src, bias = mask, _additive_mask(mask, q.dtype)
+                packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
+            a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
+            x = x + layer.self_attn.o_proj(a)
+            h = _rms_norm(x, layer.post_attention_layernorm)
+            g, u = gate_up(h)
+            x = x + layer.mlp.down_proj(F.silu(g) * u)
+        cache.end_forward()
+        return self._head(x, num_logits)
+
+    def _head(self, x: torch.Tensor, num_logits: int) -> torch.Tensor:
         x = _rms_norm(x[:, -num_logits:], self.hf_model.model.norm)
         logits = F.linear(x, self.head_weight, self.head_bias)
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
+
+
+_JOINED = "_paradecode_joined_projections"
+
+
+def _joined_projections(hf_model: nn.Module) -> list[tuple[FusedLinears, FusedLinears]]:
+    """Each layer's joined (q/k/v, gate/up) linears, kept on ``hf_model`` so every wrapper of one
+    model (the draft with and without VocabTrim) shares them: joining again would rebind the
+    parameters and leave the other wrappers' joined copies stale."""
+    joined = hf_model.__dict__.get(_JOINED)
+    if joined is None or not all(a.fresh() and b.fresh() for a, b in joined):
+        joined = hf_model.__dict__[_JOINED] = [_fuse_layer(i, layer) for i, layer in enumerate(hf_model.model.layers)]
+    return joined
+
+
+def _fuse_layer(i: int, layer: nn.Module) -> tuple[FusedLinears, FusedLinears]:
+    """Join layer ``i``'s q/k/v and gate/up linears (a clear error where they cannot be joined)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    groups = ([attn.q_proj, attn.k_proj, attn.v_proj], [mlp.gate_proj, mlp.up_proj])
+    for group in groups:
+        ws = [m.weight for m in group]
+        if not all(isinstance(m, nn.Linear) for m in group) or len({(w.device, w.dtype) for w in ws}) != 1:
+            raise ValueError(
+                f"fuse_projections joins each layer's q/k/v and gate/up nn.Linear weights into one tensor, but in "
+                f"layer {i} they are {[type(m).__name__ for m in group]} on {sorted({str(w.device) for w in ws})} "
+                f"in {sorted({str(w.dtype) for w in ws})}; put the model on one device and dtype "
+                "(no quantised or split layers) or leave fuse_projections off."
+            )
+    return FusedLinears(groups[0]), FusedLinears(groups[1])

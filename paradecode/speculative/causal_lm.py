@@ -46,11 +46,15 @@ class CausalLM:
         keep_ids: VocabTrim's kept token ids: the head covers only those (logits in that order).
         graphs: replay repeated CUDA forwards as graphs (ignored on a CPU).
         max_graphs: cap on captured shapes; past it, new shapes run eagerly.
+        fuse_projections: joined q/k/v and gate/up matmuls, one RoPE call and copy-free GQA
+            (:class:`~paradecode.models.llama.LlamaLM`; rebinds ``hf_model``'s projection weights
+            as views of the joined ones, no extra memory).
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
-                 max_graphs: int = 32) -> None:
-        self.lm = LlamaLM(hf_model, keep_ids)
+                 max_graphs: int = 32, fuse_projections: bool = False) -> None:
+        self.lm = LlamaLM(hf_model, keep_ids, fuse_projections=fuse_projections)
+        self.fuse_projections = bool(fuse_projections)
         self.hf_model = hf_model
         self._source = hf_model.lm_head.weight.data_ptr()  # a copied or moved model gets a new wrapper
         self.config = hf_model.config
@@ -67,16 +71,19 @@ class CausalLM:
         self.graph_error: Optional[str] = None
 
     @classmethod
-    def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None) -> "CausalLM":
-        """The wrapper kept on ``hf_model`` for these ``keep_ids`` (made on first use), so caches
-        and captured graphs survive from one ``sample`` call to the next. A copy of the model
-        (``copy.deepcopy``) or a model moved to another device gets a fresh one."""
+    def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
+           fuse_projections: bool = False) -> "CausalLM":
+        """The wrapper kept on ``hf_model`` for these ``keep_ids`` and ``fuse_projections`` (made
+        on first use), so caches and captured graphs survive from one ``sample`` call to the
+        next. A copy of the model (``copy.deepcopy``) or a model moved to another device gets a
+        fresh one; so does a fused wrapper whose joined weights went stale (the model was moved)."""
         stash = hf_model.__dict__.setdefault(_STASH, {})
-        key = None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes())
+        key = (None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes()), bool(fuse_projections))
         lm = stash.get(key)
         stale = lm is None or lm.hf_model is not hf_model or lm._source != hf_model.lm_head.weight.data_ptr()
+        stale = stale or (fuse_projections and not lm.lm.fused)
         if stale or (keep_ids is not None and not torch.equal(lm.keep_ids.cpu(), keep_ids.cpu())):
-            lm = stash[key] = cls(hf_model, keep_ids)
+            lm = stash[key] = cls(hf_model, keep_ids, fuse_projections=fuse_projections)
         return lm
 
     @property

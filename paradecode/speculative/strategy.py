@@ -71,6 +71,7 @@ class SpeculativeConfig:
     drafter: str = "model"
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
+    fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -198,7 +199,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if getattr(m.config, "is_encoder_decoder", False):
                 raise ValueError(f"{name} is an encoder-decoder model; speculative decoding here needs decoder-only causal LMs.")
         vt = vocab_size(model)
-        models = {"target": CausalLM.of(model)}
+        fuse = self.config.fuse_projections
+        models = {"target": CausalLM.of(model, fuse_projections=fuse)}
         keep = None
         if not lookup:
             vd = vocab_size(draft_model)
@@ -213,7 +215,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if vocabtrim is not None:
                 keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
-            models["draft"] = CausalLM.of(draft_model, keep)
+            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse)
         for lm in models.values():
             lm.graphs = self.config.cuda_graphs
         cfg = model.config
