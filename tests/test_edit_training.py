@@ -245,3 +245,17 @@ def test_train_cot_rejects_bad_edit_options(monkeypatch, tmp_path, flag, value):
     with pytest.raises(SystemExit, match=flag):
         mod.main()
     assert not (tmp_path / "m").exists()  # refused before anything is written
+
+
+@pytest.mark.slow  # ~4-15 s: the script's --smoke run
+def test_train_cot_smoke_with_edit_noise_records_it(monkeypatch, tmp_path):
+    import json
+
+    out = tmp_path / "m"
+    monkeypatch.setattr(sys, "argv", ["train_cot.py", "--out", str(out), "--smoke", "--edit-noise", "0.2",
+                                      "--baseline", "", "--eval-n", "2", "--eval-batch", "2"])
+    _script("train_cot").main()
+    info = json.loads((out / "info.json").read_text())
+    assert info["complete"] and info["train"]["edit"] == {"noise": 0.2, "weight": 1.0,
+                                                          "excluded": ["<pad>", "<mask>", "<unk>"]}
+    assert all(math.isfinite(e["loss"]) for e in info["train"]["log"] if "loss" in e)
