@@ -98,7 +98,8 @@ def test_only_visible_canvas_positions_are_corrupted_never_into_specials_at_the_
     tokens, am = _batch(B, seed=1)
     spy = Spy(B)
     torch.manual_seed(11)
-    train_dllm.diffusion_loss(spy, tokens, am, P, MASK, edit_noise=rate, edit_vocab=noise_vocabulary(V, (PAD, MASK, UNK)))
+    vocab = noise_vocabulary(V, (PAD, MASK, UNK))
+    train_dllm.diffusion_loss(spy, tokens, am, P, MASK, edit_noise=rate, edit_vocab=vocab)
     x = spy.seen
     assert torch.equal(x[:, :P], tokens[:, :P])  # the prompt is never touched
     canvas, clean = x[:, P:], tokens[:, P:]
