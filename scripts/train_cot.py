@@ -5,7 +5,8 @@ script: data, training, checkpoint and the final evaluation), with LLaDA's SFT o
 (``diffusion_loss`` of scripts/train_dllm.py: the prompt is never masked, the loss is on the
 answer canvas = the chain, the final line, then ``<eos>`` up to 256 words) plus label
 smoothing (and, with ``--edit-noise``, LLaDA2.1's token-to-token stream), bf16 autocast on
-cuda, a word-level tokenizer, and a checkpoint written every ``--save-every`` seconds so a killed run still leaves a model.
+cuda, a word-level tokenizer, and a checkpoint written every ``--save-every`` seconds so a
+killed run still leaves a model.
 
 At the end it prints: the held-out accuracy of LLaDA's baseline at full steps (lowconf, one
 token per step; chain and final line verified), the share of committed-token confidences in
