@@ -4,8 +4,9 @@ One shot on one GPU inside a wall-time budget (``--time-budget`` seconds from th
 script: data, training, checkpoint and the final evaluation), with LLaDA's SFT objective
 (``diffusion_loss`` of scripts/train_dllm.py: the prompt is never masked, the loss is on the
 answer canvas = the chain, the final line, then ``<eos>`` up to 256 words) plus label
-smoothing, bf16 autocast on cuda, a word-level tokenizer, and a checkpoint written every
-``--save-every`` seconds so a killed run still leaves a model.
+smoothing (and, with ``--edit-noise``, LLaDA2.1's token-to-token stream), bf16 autocast on
+cuda, a word-level tokenizer, and a checkpoint written every ``--save-every`` seconds so a
+killed run still leaves a model.
 
 At the end it prints: the held-out accuracy of LLaDA's baseline at full steps (lowconf, one
 token per step; chain and final line verified), the share of committed-token confidences in
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paradecode.bench.confidence import confidence_summary, decode_with_confidences, model_confidences  # noqa: E402
 from paradecode.bench.cot_tasks import cot_vocabulary  # noqa: E402
+from paradecode.bench.edit_training import noise_vocabulary  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 from paradecode.bench.tokenizer import build_word_tokenizer  # noqa: E402
 from paradecode.models import LLaDAConfig, LLaDAModel  # noqa: E402
@@ -167,6 +169,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=200, help="optimizer steps of linear warm-up")
     ap.add_argument("--label-smoothing", type=float, default=0.02)
+    ap.add_argument("--edit-noise", type=float, default=0.0,
+                    help="LLaDA2.1's token-to-token training stream: share of the visible canvas tokens replaced by "
+                         "random tokens (never <pad>/<mask>/<unk>), with the loss also on every visible canvas "
+                         "position, so the model learns to edit (paradecode/bench/edit_training.py); 0: off")
+    ap.add_argument("--edit-weight", type=float, default=1.0,
+                    help="weight of that visible-position loss beside the masked-diffusion loss (with --edit-noise)")
     ap.add_argument("--embed-std", type=float, default=0.5,
                     help="init std of the input embeddings (0.02 in the first run: names then stay nearly "
                          "alike in the residual stream and the model never learned to look them up)")
@@ -208,6 +216,12 @@ def main() -> None:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.label_smoothing < 1:
         raise SystemExit(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    if not 0 <= args.edit_noise < 1:  # (not nan: a nan fails both comparisons)
+        raise SystemExit(f"--edit-noise must lie in [0, 1) (the share of visible canvas tokens replaced by random "
+                         f"tokens; e.g. 0.1), got {args.edit_noise}")
+    if not 0 < args.edit_weight < math.inf:
+        raise SystemExit(f"--edit-weight must be a positive number (1 = the masked-diffusion loss's weight), "
+                         f"got {args.edit_weight}")
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -224,6 +238,7 @@ def main() -> None:
     for t in eval_tasks:
         get_task(t)
     V = len(tok)
+    edit_vocab = noise_vocabulary(V, (tok.pad_token_id, tok.mask_token_id, tok.unk_token_id))
     config = LLaDAConfig(
         d_model=args.d_model, n_heads=args.heads, n_kv_heads=args.heads, n_layers=args.layers,
         mlp_hidden_size=args.mlp, mlp_ratio=4, vocab_size=V, embedding_size=(V + 15) // 16 * 16,
@@ -315,6 +330,8 @@ def main() -> None:
                       "seconds": round(train_seconds, 1),
                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
+                      "edit": {"noise": args.edit_noise, "weight": args.edit_weight if args.edit_noise else None,
+                               "excluded": ["<pad>", "<mask>", "<unk>"] if args.edit_noise else None},
                       "embed_std": args.embed_std, "embed_decay": args.embed_decay,
                       "short_canvas": args.short_canvas, "full_share": args.full_share,
                       "head_decay": args.head_decay, "tie_embeddings": args.tie_embeddings,
@@ -323,6 +340,8 @@ def main() -> None:
             **(extra or {}),
         }
 
+    loss_options = dict(label_smoothing=args.label_smoothing, edit_noise=args.edit_noise, edit_vocab=edit_vocab,
+                        edit_weight=args.edit_weight)
     step, log, ema = 0, [], None
     t_train = elapsed()
     last_save = t_train
@@ -341,16 +360,14 @@ def main() -> None:
         tokens, am = tokens.to(device, non_blocking=True), am.to(device, non_blocking=True)
         try:
             with autocast:
-                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id,
-                                      label_smoothing=args.label_smoothing)
+                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id, **loss_options)
         except Exception as e:  # noqa: BLE001
             if fwd is model:
                 raise
             print(f"torch.compile failed at the first step ({type(e).__name__}: {str(e)[:300]}); eager", flush=True)
             fwd = model
             with autocast:
-                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id,
-                                      label_smoothing=args.label_smoothing)
+                loss = diffusion_loss(fwd, tokens, am, args.prompt_len, tok.mask_token_id, **loss_options)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

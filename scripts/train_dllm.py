@@ -30,6 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paradecode  # noqa: E402
+from paradecode.bench.edit_training import corrupt_visible, visible_loss  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 from paradecode.bench.tokenizer import build_tokenizer, char_ids  # noqa: E402
 from paradecode.models import LLaDAConfig, LLaDAModel  # noqa: E402
@@ -84,9 +85,15 @@ class Batches(torch.utils.data.IterableDataset):
             yield tokens, am, G
 
 
-def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3, label_smoothing=0.0):
+def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3, label_smoothing=0.0, edit_noise=0.0,
+                   edit_vocab=None, edit_weight=1.0):
     """LLaDA's masked-diffusion SFT loss on the canvas (columns P:) of a batch
-    (``label_smoothing`` > 0 caps the target probability: scripts/train_cot.py uses it)."""
+    (``label_smoothing`` > 0 caps the target probability: scripts/train_cot.py uses it).
+
+    ``edit_noise`` > 0 adds LLaDA2.1's token-to-token stream (paradecode/bench/edit_training.py):
+    that share of the visible canvas tokens is replaced by random tokens of ``edit_vocab`` and the
+    loss also covers every visible canvas position, weighted by ``edit_weight``. At 0 nothing
+    changes, not even the random numbers drawn."""
     B, T = tokens.shape
     G = T - P
     t = torch.rand(B, 1, device=tokens.device)
@@ -94,11 +101,17 @@ def diffusion_loss(model, tokens, am, P, mask_id, eps=1e-3, label_smoothing=0.0)
     masked = torch.rand(B, G, device=tokens.device) < p
     x = tokens.clone()
     x[:, P:] = torch.where(masked, mask_id, tokens[:, P:])
+    if edit_noise > 0:
+        if edit_vocab is None:
+            raise ValueError("edit_noise > 0 needs edit_vocab (paradecode.bench.edit_training.noise_vocabulary)")
+        x[:, P:], _ = corrupt_visible(x[:, P:], ~masked, edit_noise, edit_vocab)
     logits = model(x, attention_mask=am, logits_range=(P, T)).float()
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, P:].reshape(-1), reduction="none",
-                         label_smoothing=label_smoothing)
-    ce = ce.view(B, G) * masked / p
-    return ce.sum(1).div(G).mean()
+                         label_smoothing=label_smoothing).view(B, G)
+    loss = (ce * masked / p).sum(1).div(G).mean()
+    if edit_noise > 0:
+        loss = loss + visible_loss(ce, ~masked, edit_weight)
+    return loss
 
 
 @torch.no_grad()
