@@ -170,6 +170,18 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def write_kv(
+    k_buf: torch.Tensor, v_buf: torch.Tensor, index: tuple[torch.Tensor, ...], k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """A static cache's write of one layer: ``k`` and ``v`` into ``k_buf`` / ``v_buf`` at
+    ``index`` (advanced indices into the buffers, one entry per written element of ``k``).
+
+    ``index_put_``, not ``scatter_``: compiled, inductor writes both buffers in place in one
+    kernel over the new slots only, where a ``scatter_`` becomes a copy of the whole buffer."""
+    k_buf.index_put_(index, k)
+    v_buf.index_put_(index, v)
+
+
 def rope_cos_sin(
     positions: torch.Tensor, head_dim: int, theta: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,13 +308,14 @@ class FusableProjections:
 # The elementwise kernels the models (LLaDA, Dream, the Llama forward) call, eager by default;
 # :func:`compile_elementwise` swaps in fused ones.
 EAGER_KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope, "swiglu": swiglu,
-                                 "add_rms_norm": add_rms_norm}
+                                 "add_rms_norm": add_rms_norm, "write_kv": write_kv}
 _KERNELS: dict[str, Any] = dict(EAGER_KERNELS)
 
 
 def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
     """Fuse each elementwise kernel of :data:`EAGER_KERNELS` (float32 RMSNorm, RoPE, SwiGLU's
-    ``silu(gate) * up``, residual add + RMSNorm) into one kernel with ``torch.compile``.
+    ``silu(gate) * up``, residual add + RMSNorm, a static cache's k and v write) into one
+    kernel with ``torch.compile``.
 
     In eager mode RMSNorm and RoPE are ~7 elementwise kernels each that read and write float32
     copies of the activations; at batch 1 a forward is launch-bound, so every kernel counts.
