@@ -17,7 +17,9 @@ At batch 1 a decode forward is launch-bound (~30 small kernels per layer on a GP
 (:class:`~paradecode.models.llada.FusedLinears`), RoPE of q and k in one call of the shared
 elementwise kernel (one fused kernel under :func:`~paradecode.models.llada.compile_elementwise`),
 grouped-query attention without copying the repeated keys/values, and the key mask made
-additive once per forward.
+additive once per forward. Both forwards call the shared table for SwiGLU and for each residual
+add with the RMSNorm that reads it next (the MLP's with the next layer's input norm), so
+``compile_elementwise`` makes each of those one kernel too (eager: the same arithmetic).
 """
 
 from __future__ import annotations
