@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from ..models.llada import _KERNELS
+
 __all__ = ["StaticKVCache"]
 
 
@@ -32,7 +34,9 @@ class StaticKVCache:
         self.length = torch.zeros(batch, dtype=torch.long, device=device)
         self.start = torch.zeros(batch, dtype=torch.long, device=device)
         self._slots = torch.arange(max_len, device=device)
-        self._index: Optional[torch.Tensor] = None
+        self._rows = torch.arange(batch, device=device)[:, None, None]
+        self._heads = torch.arange(kv_heads, device=device)[None, :, None]
+        self._index: Optional[tuple[torch.Tensor, ...]] = None
         self._mask: Optional[torch.Tensor] = None
 
     @classmethod
@@ -60,7 +64,7 @@ class StaticKVCache:
         """Write index and key mask of this forward, built once for all layers."""
         m = positions.shape[1]
         q_slot = self.length[:, None] + torch.arange(m, device=self.length.device)  # (B, m)
-        self._index = q_slot
+        self._index = (self._rows, self._heads, q_slot[:, None, :])  # element [b, h, i] -> slot q_slot[b, i]
         s, q = self._slots[None, None, :], q_slot[:, :, None]
         # A padding query attends to itself only (finite values in slots nobody else reads).
         mask = ((s >= self.start[:, None, None]) & (s <= q)) | (s == q)  # (B, m, max_len)
@@ -69,9 +73,8 @@ class StaticKVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        idx = self._index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        self.k[layer].scatter_(2, idx, k)
-        self.v[layer].scatter_(2, idx, v)
+        # One kernel for both under compile_elementwise (paradecode.models.llada.write_kv).
+        _KERNELS["write_kv"](self.k[layer], self.v[layer], self._index, k, v)
         return self.k[layer], self.v[layer], self._mask
 
     def end_forward(self) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
-from .llada import FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, rope_cos_sin
+from .llada import _KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, rope_cos_sin
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -155,7 +155,7 @@ class DreamMLP(FusableProjections, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self.fused_groups()
         gate, up = fused["gate_up"](x) if fused else (self.gate_proj(x), self.up_proj(x))
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(_KERNELS["swiglu"](gate, up))
 
 
 class DreamDecoderLayer(nn.Module):
@@ -170,8 +170,9 @@ class DreamDecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        att = self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache)
+        x, h = self.post_attention_layernorm.residual(x, att)
+        return x + self.mlp(h)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's

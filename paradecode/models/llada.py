@@ -21,7 +21,7 @@ from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
 
-__all__ = ["FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
+__all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 # config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
 _POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
@@ -142,12 +142,44 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _KERNELS["rms_norm"](x, self.weight, self.bias, self.eps)
 
+    def residual(self, x: torch.Tensor, update: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x + update, self(x + update))``: a block's residual add and the next norm, one
+        kernel under :func:`compile_elementwise` (eager: the same two steps as before)."""
+        return _KERNELS["add_rms_norm"](x, update, self.weight, self.bias, self.eps)
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
     """LLaDA's RMSNorm: normalise in float32, cast back, then scale (and shift)."""
     x32 = x.float()
     x = weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
     return x + bias if bias is not None else x
+
+
+def add_rms_norm(
+    x: torch.Tensor, update: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual add (in the activation dtype) and :func:`rms_norm` of its result; both are
+    returned, since the sum is the next residual."""
+    x = x + update
+    return x, rms_norm(x, weight, bias, eps)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's activation ``silu(gate) * up`` in the activation dtype (LLaDA's ``SiLU`` act then
+    the product, as LLaDA's ``LLaMABlock`` computes it; Llama's and Qwen2's MLP too)."""
+    return F.silu(gate) * up
+
+
+def write_kv(
+    k_buf: torch.Tensor, v_buf: torch.Tensor, index: tuple[torch.Tensor, ...], k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """A static cache's write of one layer: ``k`` and ``v`` into ``k_buf`` / ``v_buf`` at
+    ``index`` (advanced indices into the buffers, one entry per written element of ``k``).
+
+    ``index_put_``, not ``scatter_``: compiled, inductor writes both buffers in place in one
+    kernel over the new slots only, where a ``scatter_`` becomes a copy of the whole buffer."""
+    k_buf.index_put_(index, k)
+    v_buf.index_put_(index, v)
 
 
 def rope_cos_sin(
@@ -273,25 +305,30 @@ class FusableProjections:
         return fused
 
 
-# The elementwise kernels the model calls; :func:`compile_elementwise` swaps in fused ones.
-_KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope}
+# The elementwise kernels the models (LLaDA, Dream, the Llama forward) call, eager by default;
+# :func:`compile_elementwise` swaps in fused ones.
+EAGER_KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope, "swiglu": swiglu,
+                                 "add_rms_norm": add_rms_norm, "write_kv": write_kv}
+_KERNELS: dict[str, Any] = dict(EAGER_KERNELS)
 
 
 def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
-    """Fuse LLaDA's float32 RMSNorm and RoPE into one kernel each with ``torch.compile``.
+    """Fuse each elementwise kernel of :data:`EAGER_KERNELS` (float32 RMSNorm, RoPE, SwiGLU's
+    ``silu(gate) * up``, residual add + RMSNorm, a static cache's k and v write) into one
+    kernel with ``torch.compile``.
 
-    In eager mode each is ~7 elementwise kernels that read and write float32 copies of the
-    activations; at the 8B shape they are most of a full step's non-matmul time. The
-    arithmetic is the same (outputs match eager up to float rounding). Process-wide, since
-    the kernels are module functions; ``compile_elementwise(False)`` restores eager ones.
+    In eager mode RMSNorm and RoPE are ~7 elementwise kernels each that read and write float32
+    copies of the activations; at batch 1 a forward is launch-bound, so every kernel counts.
+    The arithmetic is the same (outputs match eager up to float rounding: a compiled kernel
+    keeps bf16 intermediates in float32). Process-wide, since the kernels are module functions;
+    ``compile_elementwise(False)`` restores every eager one.
     Pair it with :class:`paradecode.models.graphs.CUDAGraphModel`: called eagerly, the
     compiled functions' guard checks (~130 calls per forward) cost more than they save.
     """
     if enable:
-        _KERNELS["rms_norm"] = torch.compile(rms_norm, dynamic=True, backend=backend)
-        _KERNELS["rope"] = torch.compile(apply_rope, dynamic=True, backend=backend)
+        _KERNELS.update({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in EAGER_KERNELS.items()})
     else:
-        _KERNELS.update(rms_norm=rms_norm, rope=apply_rope)
+        _KERNELS.update(EAGER_KERNELS)
 
 
 class LLaDABlock(FusableProjections, nn.Module):
@@ -334,10 +371,9 @@ class LLaDABlock(FusableProjections, nn.Module):
         k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache)
-        x = x + self.attn_out(att.transpose(1, 2).reshape(B, T, C))
-        h = self.ff_norm(x)
+        x, h = self.ff_norm.residual(x, self.attn_out(att.transpose(1, 2).reshape(B, T, C)))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
-        return x + self.ff_out(F.silu(gate) * up)
+        return x + self.ff_out(_KERNELS["swiglu"](gate, up))
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's

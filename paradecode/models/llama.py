@@ -17,7 +17,9 @@ At batch 1 a decode forward is launch-bound (~30 small kernels per layer on a GP
 (:class:`~paradecode.models.llada.FusedLinears`), RoPE of q and k in one call of the shared
 elementwise kernel (one fused kernel under :func:`~paradecode.models.llada.compile_elementwise`),
 grouped-query attention without copying the repeated keys/values, and the key mask made
-additive once per forward.
+additive once per forward. Both forwards call the shared table for SwiGLU and for each residual
+add with the RMSNorm that reads it next (the MLP's with the next layer's input norm), so
+``compile_elementwise`` makes each of those one kernel too (eager: the same arithmetic).
 """
 
 from __future__ import annotations
@@ -68,11 +70,22 @@ def check_supported(hf_model: nn.Module) -> None:
         raise ValueError(f"{what} uses rope_type {rope!r}, whose frequencies change with length; not supported.")
 
 
+def _eps(norm: nn.Module) -> float:
+    return getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+
+
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     """LlamaRMSNorm (normalise in float32, cast back, then scale): LLaDA's ``rms_norm`` is the
     same arithmetic, so :func:`paradecode.models.llada.compile_elementwise` fuses both models'."""
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-    return _KERNELS["rms_norm"](x, norm.weight, None, eps)
+    return _KERNELS["rms_norm"](x, norm.weight, None, _eps(norm))
+
+
+def _residual(x: torch.Tensor, update: torch.Tensor, norm: Optional[nn.Module]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``x + update`` and, when ``norm`` (the norm that reads it next) is given, its output: one
+    kernel under ``compile_elementwise`` (LLaDA's ``add_rms_norm``; eager, the same add then norm)."""
+    if norm is None:
+        return x + update, None
+    return _KERNELS["add_rms_norm"](x, update, norm.weight, None, _eps(norm))
 
 
 def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -180,6 +193,9 @@ class LlamaLM(nn.Module):
         self.config = hf_model.config
         body = hf_model.model
         self.layers = list(body.layers)
+        # The norm that reads each layer's output next (the next layer's input norm; the head
+        # normalises the last rows itself): the MLP's residual add and that norm are one call.
+        self._next_norm: list[Optional[nn.Module]] = [layer.input_layernorm for layer in self.layers[1:]] + [None]
         first = self.layers[0].self_attn
         self.head_dim = int(getattr(first, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads)
         self.n_heads = int(self.config.num_attention_heads)
@@ -253,9 +269,9 @@ class LlamaLM(nn.Module):
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, x.dtype)
         cache.begin_forward(positions)
+        h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, layer in enumerate(self.layers):
             attn, mlp = layer.self_attn, layer.mlp
-            h = _rms_norm(x, layer.input_layernorm)
             q = attn.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -264,9 +280,8 @@ class LlamaLM(nn.Module):
             if self.n_kv != self.n_heads:  # GQA as transformers' repeat_kv (expand, no host sync)
                 k, v = _repeat_kv(k, self.n_heads // self.n_kv), _repeat_kv(v, self.n_heads // self.n_kv)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-            x = x + attn.o_proj(a.transpose(1, 2).reshape(B, T, -1))
-            h = _rms_norm(x, layer.post_attention_layernorm)
-            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+            x, h = _residual(x, attn.o_proj(a.transpose(1, 2).reshape(B, T, -1)), layer.post_attention_layernorm)
+            x, h = _residual(x, mlp.down_proj(_KERNELS["swiglu"](mlp.gate_proj(h), mlp.up_proj(h))), self._next_norm[i])
         cache.end_forward()
         return self._head(x, num_logits)
 
@@ -282,8 +297,8 @@ class LlamaLM(nn.Module):
         cache.begin_forward(positions)
         mask_src: Any = ()
         bias = packed = None
+        h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
-            h = _rms_norm(x, layer.input_layernorm)
             y = F.linear(h, qkv.weight, qkv.bias)  # (B, T, (H + 2 Hkv) D)
             qk = _KERNELS["rope"](y[..., : (H + Hkv) * D].view(B, T, H + Hkv, D).transpose(1, 2), cos, sin)
             q, k = qk[:, :H], qk[:, H:]
@@ -293,10 +308,8 @@ class LlamaLM(nn.Module):
                 mask_src, bias = mask, _additive_mask(mask, q.dtype)
                 packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
             a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
-            x = x + layer.self_attn.o_proj(a)
-            h = _rms_norm(x, layer.post_attention_layernorm)
-            g, u = gate_up(h)
-            x = x + layer.mlp.down_proj(F.silu(g) * u)
+            x, h = _residual(x, layer.self_attn.o_proj(a), layer.post_attention_layernorm)
+            x, h = _residual(x, layer.mlp.down_proj(_KERNELS["swiglu"](*gate_up(h))), self._next_norm[i])
         cache.end_forward()
         return self._head(x, num_logits)
 
