@@ -55,10 +55,10 @@ def make_model(tiny: bool, device: str) -> LLaDAModel:
 
 @contextlib.contextmanager
 def plain_elementwise():
-    """Eager runs use LLaDA's plain RMSNorm/RoPE even with ``--fuse``: compiled functions
+    """Eager runs use LLaDA's plain elementwise kernels even with ``--fuse``: compiled functions
     called eagerly pay guard checks on every call (~130 per forward), which only graphs hide."""
     saved = dict(llada._KERNELS)
-    llada._KERNELS.update(rms_norm=llada.rms_norm, rope=llada.apply_rope)
+    llada._KERNELS.update(llada.EAGER_KERNELS)
     try:
         yield
     finally:

@@ -357,7 +357,8 @@ def main() -> None:
     ap.add_argument("--calib-tokens", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs anywhere (the fallback path)")
     ap.add_argument("--compile-norm", action="store_true",
-                    help="fuse the float32 RMSNorm and RoPE with torch.compile (paradecode.models.llada.compile_elementwise)")
+                    help="torch.compile the elementwise kernels: RMSNorm, RoPE, SwiGLU, add + norm, the KV write "
+                         "(paradecode.models.llada.compile_elementwise)")
     ap.add_argument("--fuse-projections", action="store_true",
                     help="joined q/k/v and gate/up matmuls, one RoPE call, copy-free GQA (LlamaLM fuse_projections)")
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")

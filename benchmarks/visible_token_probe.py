@@ -14,6 +14,8 @@ not the visible token, and how sure the model is there.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -24,8 +26,11 @@ from paradecode.bench.tasks import get_task
 
 @torch.no_grad()
 def probe(model_name: str, task_name: str, n: int, seed: int, thresholds: tuple[float, ...]) -> dict:
-    model, tok = zoo.load(model_name)
-    info = zoo.info(model_name)
+    from paradecode.models.loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(model_name)  # a shipped model's name or a model directory
+    info_file = Path(model_name) / "info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else zoo.info(model_name)
     task = get_task(task_name)
     gen = info.get("task_gen_length", {}).get(task_name, task.gen_length)
     differ = total = 0
@@ -48,7 +53,7 @@ def probe(model_name: str, task_name: str, n: int, seed: int, thresholds: tuple[
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="cot-8m")
+    ap.add_argument("--model", default="cot-8m", help="a shipped model's name or a model directory")
     ap.add_argument("--task", default="cot")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--seed", type=int, default=4242)
