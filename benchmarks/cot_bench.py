@@ -349,10 +349,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         paradecode.registry.get_strategy_class(s)
     device = torch.device(args.device)
     torch.set_float32_matmul_precision(args.matmul_precision)
+    from paradecode import zoo
+
     model_dir = Path(args.model)
     if not model_dir.is_dir():
-        from paradecode import zoo
-
         if args.model in zoo.available():  # a shipped model's name
             model_dir = zoo.model_dir(args.model)
     if "learn2pd" in strategies:
@@ -360,7 +360,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from paradecode.models.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(model_dir), device=args.device)
-    info = json.loads((model_dir / "info.json").read_text()) if (model_dir / "info.json").exists() else {}
+    info = zoo.info(model_dir)
     task = get_task(args.task)
     gen, block = task.gen_length, task.block_length
     examples = task.examples(args.n, seed=args.seed)

@@ -14,8 +14,6 @@ not the visible token, and how sure the model is there.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -29,8 +27,7 @@ def probe(model_name: str, task_name: str, n: int, seed: int, thresholds: tuple[
     from paradecode.models.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(model_name)  # a shipped model's name or a model directory
-    info_file = Path(model_name) / "info.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else zoo.info(model_name)
+    info = zoo.info(model_name)
     task = get_task(task_name)
     gen = info.get("task_gen_length", {}).get(task_name, task.gen_length)
     differ = total = 0

@@ -58,23 +58,22 @@ def _info(path: str) -> dict[str, Any]:
     return json.loads((Path(path) / "info.json").read_text())
 
 
-def info(name: str) -> dict[str, Any]:
+def info(name_or_dir: str | Path) -> dict[str, Any]:
     """The model's info.json: ``tasks`` (main task first), ``gen_length`` and ``block_length``
     for its main task, ``task_gen_length`` / ``task_block_length`` per task, training command,
-    held-out accuracy."""
-    return dict(_info(str(model_dir(name))))
+    held-out accuracy. Of a shipped model (by name) or of a model directory (read afresh, since
+    training scripts rewrite theirs; ``{}`` when the directory has none)."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return json.loads((path / "info.json").read_text()) if (path / "info.json").is_file() else {}
+    return dict(_info(str(model_dir(str(name_or_dir)))))
 
 
 def generation_defaults(name_or_dir: str | Path) -> dict[str, int]:
     """``{"gen_length": ..., "block_length": ...}`` of the model's main task, read from the
     info.json of a shipped model (by name) or of a checkpoint directory; ``{}`` when there is
     no info.json or it names neither length."""
-    path = Path(name_or_dir)
-    if not path.is_dir():
-        path = model_dir(str(name_or_dir))
-    if not (path / "info.json").is_file():
-        return {}
-    meta = _info(str(path))
+    meta = info(name_or_dir)
     return {k: int(meta[k]) for k in ("gen_length", "block_length") if k in meta}
 
 
@@ -93,8 +92,7 @@ def adapter_base(directory: str | Path) -> Path:
     from .models.lora import is_adapter_dir, read_adapter_config
 
     path = Path(directory)
-    meta = json.loads((path / "info.json").read_text()) if (path / "info.json").is_file() else {}
-    base = meta.get("base") or read_adapter_config(path).get("base_model_name_or_path")
+    base = info(path).get("base") or read_adapter_config(path).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{path} holds a LoRA adapter but names no base model; add \"base\": <shipped model name "
                          f"or directory> to its info.json.")

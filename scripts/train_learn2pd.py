@@ -50,7 +50,7 @@ def main(argv=None) -> int:
 
         model_dir = Path(name)
         model, tok = load_model_and_tokenizer(str(model_dir), device=args.device)
-        info = json.loads((model_dir / "info.json").read_text()) if (model_dir / "info.json").exists() else {}
+        info = zoo.info(model_dir)
     else:
         model_dir = zoo.model_dir(name)
         model, tok = zoo.load(name, device=args.device)

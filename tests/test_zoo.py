@@ -124,3 +124,13 @@ def test_shipped_adapter_changes_its_base_only_at_its_target_modules():
         changed = {n for n, p in merged.named_parameters() if not torch.equal(p, base_params[n])}
         assert changed, f"{name}: the adapter changed nothing"
         assert all(n.split(".")[-2] in targets for n in changed), sorted(changed)[:5]
+
+
+def test_info_reads_a_shipped_name_or_a_model_directory(tmp_path):
+    """zoo.info takes a directory too (what the scripts and the bench runner pass): the same
+    dict as by name for a shipped model's directory, {} for a directory without info.json."""
+    name = zoo.available()[0]
+    assert zoo.info(zoo.model_dir(name)) == zoo.info(name)
+    assert zoo.info(tmp_path) == {}
+    (tmp_path / "info.json").write_text(json.dumps({"gen_length": 64, "block_length": 32}))
+    assert zoo.info(tmp_path)["gen_length"] == 64 and zoo.generation_defaults(tmp_path) == {"gen_length": 64, "block_length": 32}

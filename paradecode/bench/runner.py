@@ -123,7 +123,7 @@ def _load(model: Any, tokenizer: Any, device: str, dtype: Any = None,
         path = Path(model)
         m, tok = load_model_and_tokenizer(str(model), device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         if path.is_dir():
-            info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else {}
+            info = zoo.info(path)
             return m, tok, info, info.get("name", path.name)
         return m, tok, (zoo.info(str(model)) if str(model) in zoo.available() else {}), str(model)
     if tokenizer is None:

@@ -291,9 +291,7 @@ class LlamaLM(nn.Module):
         B, T = input_ids.shape
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         x = self.hf_model.model.embed_tokens(input_ids)
-        freqs = positions[..., None].float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # float32 tables: LLaDA's RoPE rotates in float32
-        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
         cache.begin_forward(positions)
         mask_src: Any = ()
         bias = packed = None

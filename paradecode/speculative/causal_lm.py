@@ -54,7 +54,6 @@ class CausalLM:
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
                  max_graphs: int = 32, fuse_projections: bool = False) -> None:
         self.lm = LlamaLM(hf_model, keep_ids, fuse_projections=fuse_projections)
-        self.fuse_projections = bool(fuse_projections)
         self.hf_model = hf_model
         self._source = hf_model.lm_head.weight.data_ptr()  # a copied or moved model gets a new wrapper
         self.config = hf_model.config
