@@ -183,6 +183,11 @@ class Recorder(torch.nn.Module):
         """The model's (Dream: 1); the caches plan the feed by it."""
         return int(getattr(self.inner, "logits_shift", 0))
 
+    @property
+    def supports_pair_mask(self) -> bool:
+        """The model's: WINO's shadow-block forward needs a per-query attention mask."""
+        return bool(getattr(self.inner, "supports_pair_mask", False))
+
     def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None,
                 logits_from=None):
         rows, fed = input_ids.shape
@@ -353,6 +358,9 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
     for rule in block_rules():
         for cache in ("none", "dual"):
             key = f"{rule}/{cache}"
+            if cache != "none" and not getattr(get_strategy_class(rule), "cacheable", True):
+                res[key] = {"skipped": "the method has no cached form (cacheable = False)"}
+                continue
             try:
                 run = lambda m: run_steps(m, prompt, args.gen, args.block, args.tokens_per_step, rule, cache,  # noqa: E731
                                           steps, device)
@@ -507,7 +515,8 @@ def report(res: dict[str, Any]) -> str:
     lines.append("sampler share of a step at batch 1 (first block; 1 - bare forwards / steps):")
     for key, r in res.get("sampler_share", {}).items():
         lines.append(f"  {key:22s} " + (f"step {r['step_ms']:.2f} ms, forward {r['forward_ms']:.2f} ms, "
-                                        f"share {100 * r['sampler_share']:.1f}%" if "step_ms" in r else r["error"]))
+                                        f"share {100 * r['sampler_share']:.1f}%" if "step_ms" in r
+                                        else r.get("error") or f"skipped: {r['skipped']}"))
     lines.append(f"graph captures {res['graph_captures']}, replays {res['graph_replays']}; wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 
