@@ -292,6 +292,58 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     return res
 
 
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
+def profile_ours(target, draft, prompt, args, device) -> dict:
+    """Where a speculative step's time goes: one prompt's generation by ``ours`` (as the bench
+    runs it, after two warm-up runs) timed alone, then again under ``torch.profiler``. Per target
+    step: wall ms (unprofiled), device kernel ms by class, the device's idle ms (wall - kernels),
+    graph launches and host<->device waits (CUDA runtime calls that block the host)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kernel_breakdown import kernel_class
+
+    spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
+                timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections)
+    ids = torch.tensor([prompt], device=device)
+    for _ in range(2):
+        paradecode.sample(target, ids, **spec)
+    out, wall = timed(lambda: paradecode.sample(target, ids, **spec), device)
+    steps = out.trace.nfe_by_role["target"]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        paradecode.sample(target, ids, **spec)
+        sync(device)
+    kernels: dict[str, float] = {}
+    runtime: dict[str, list] = {}
+    cuda = torch.autograd.DeviceType.CUDA
+    for e in prof.key_averages():
+        if e.device_type == cuda and e.self_device_time_total > 0:
+            cls = kernel_class(e.key)
+            kernels[cls] = kernels.get(cls, 0.0) + e.self_device_time_total / 1e3 / steps
+        elif e.key.startswith("cuda") and e.device_type != cuda:
+            runtime[e.key] = [e.count / steps, e.cpu_time_total / 1e3 / steps]
+    wall_ms = 1e3 * wall / steps
+    kernel_ms = sum(kernels.values())
+    return {"prompt_tokens": len(prompt), "new_tokens": int(out.trace.tokens_committed.sum()), "target_steps": steps,
+            "wall_ms_per_step": wall_ms, "kernel_ms_per_step": kernel_ms, "idle_ms_per_step": wall_ms - kernel_ms,
+            "kernel_ms_by_class": kernels,
+            "host_waits_per_step": {k: v for k, v in runtime.items() if k.startswith(SYNC_CALLS)},
+            "graph_launches_per_step": runtime.get("cudaGraphLaunch", [0.0])[0],
+            "kernel_launches_per_step": runtime.get("cudaLaunchKernel", [0.0])[0]}
+
+
+def profile_report(p: dict) -> str:
+    classes = ", ".join(f"{c} {ms:.3f}" for c, ms in sorted(p["kernel_ms_by_class"].items(), key=lambda kv: -kv[1]))
+    waits = ", ".join(f"{k} x{n:.2f} ({ms:.3f} ms)" for k, (n, ms) in p["host_waits_per_step"].items()) or "none"
+    return (f"ours, one prompt, {p['new_tokens']} tokens in {p['target_steps']} target steps; per step: "
+            f"wall {p['wall_ms_per_step']:.3f} ms, device kernels {p['kernel_ms_per_step']:.3f} ms ({classes}), "
+            f"device idle {p['idle_ms_per_step']:.3f} ms; graph launches {p['graph_launches_per_step']:.1f}, "
+            f"kernel launches {p['kernel_launches_per_step']:.1f}; host waits: {waits}\n")
+
+
 def floor_figures(target, device, res: dict, nbytes: int, args) -> dict:
     """The target's time per token against its weight-read floor, both from this run."""
     rate = copy_rate(device, nbytes)
@@ -364,6 +416,9 @@ def main() -> None:
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
+    ap.add_argument("--profile", action="store_true",
+                    help="no timed bench: profile one prompt's generation by ours (kernel time by class, device "
+                         "idle time, host waits per target step) -> speculative_profile_*.json/.txt")
     args = ap.parse_args()
     if args.smoke:
         args.random, args.device, args.dtype = "tiny", "cpu", "float32"
@@ -393,6 +448,16 @@ def main() -> None:
                 torch=torch.__version__, target_params=sum(p.numel() for p in target.parameters()),
                 draft_params=sum(p.numel() for p in draft.parameters()), batch=1)
     print(info, flush=True)
+    if args.profile:
+        prof = profile_ours(target, draft, prompts[0], args, device)
+        tag = ("smoke" if args.smoke else f"random-{args.random.replace('-', '')}" if args.random else "pair") + (
+            "-fuse" if args.fuse_projections else "")
+        stem = Path(args.out_dir) / f"speculative_profile_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps({"info": info, "args": vars(args), "profile": prof}, indent=1))
+        stem.with_suffix(".txt").write_text(profile_report(prof))
+        print(profile_report(prof) + f"wrote {stem}.json/.txt", flush=True)
+        return
     trim = calibrate(target, calib, args.trim or V // 4, max_new_tokens=args.calib_tokens, do_sample=True)
     print("vocabtrim", trim.size, trim.meta, f"{time.time() - t0:.1f}s", flush=True)
     result: dict[str, Any] = {"info": info, "args": vars(args)}

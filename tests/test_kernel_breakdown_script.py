@@ -1,0 +1,49 @@
+"""benchmarks/kernel_breakdown.py: its kernel classes, its per-forward sums, and its CPU smoke run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling dllm_throughput
+    spec = importlib.util.spec_from_file_location("kernel_breakdown", ROOT / "benchmarks" / "kernel_breakdown.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("nvjet_sm90_tst_192x32_64x7_2x1_v_bz_TNT", "gemm"),
+    ("void cublasLt::splitKreduce_kernel<32, 16, int, float>", "gemm"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80", "attention"),  # a cutlass kernel, but attention's
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16", "attention"),
+    ("triton_poi_fused_mul_silu_0", "compiled"),
+    ("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>", "copy"),
+    ("void at::native::vectorized_elementwise_kernel<8, CUDAFunctor_add<c10::BFloat16>>", "other"),
+])
+def test_kernel_names_fall_in_their_class(name, cls):
+    assert _script().kernel_class(name) == cls
+
+
+def test_smoke_run_sums_each_forward_from_its_shapes(tmp_path):
+    bench = _script()
+    res = bench.main(["--smoke", "--out-dir", str(tmp_path)])
+    written = json.loads(next(tmp_path.glob("kernel_breakdown_*_cpu-smoke.json")).read_text())
+    assert written["rows"] == [1, 4]
+    per_model = written["gemm"]["cpu"]["tiny"]
+    for m in ("1", "4"):
+        shapes = bench.SMOKE_LINEARS["tiny"]
+        want = sum(per_model["shapes"][name][m]["us"] * max(layers, 1) for name, _, _, layers in shapes) / 1e3
+        assert per_model["forward"][m]["gemm_ms"] == pytest.approx(want)
+        assert per_model["shapes"]["head"][m]["rows"] == min(int(m), bench.HEAD_ROWS["tiny"])
+    for cache in ("dual", "none"):
+        prof = res["profile"][cache]
+        assert prof["steps"] == 2
+        assert prof["ms_per_step"]["gemm"] > 0  # the model's matmuls are seen and classed
+        assert prof["kernel_ms_per_step"] == pytest.approx(sum(prof["ms_per_step"].values()))
