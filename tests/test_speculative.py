@@ -308,3 +308,28 @@ def test_warping_matches_transformers_logits_warpers(temperature, top_k, top_p):
         procs.append(TopPLogitsWarper(top_p))
     ref = procs(None, logits.clone()).softmax(-1)
     torch.testing.assert_close(warp_probs(logits, temperature, top_k, top_p), ref)
+
+
+def test_device_copy_of_finished_rows_follows_the_host_one(pair, monkeypatch):
+    """The step keeps which rows are done on the device too (so it never copies the host's count
+    up): after every step, through an EOS stop and a budget stop, both copies agree."""
+    from paradecode.speculative.strategy import SpeculativeDecoding as Speculative
+
+    target, draft = pair
+    prompt = [[5, 9, 2, 31, 7], [3, 3, 8]]
+    free = paradecode.sample(target, prompt, "speculative", draft_model=draft, max_new_tokens=16)
+    t2, d2 = copy.deepcopy(target), copy.deepcopy(draft)
+    t2.generation_config.eos_token_id = int(free.generated[0, 6])  # row 0 stops early, row 1 at its budget
+    seen = []
+    accept = Speculative._accept
+
+    def checked(self, state, *args):
+        out = accept(self, state, *args)
+        assert torch.equal(state.finished_device.cpu(), state.finished)
+        seen.append(state.finished.clone())
+        return out
+
+    monkeypatch.setattr(Speculative, "_accept", checked)
+    paradecode.sample(t2, prompt, "speculative", draft_model=d2, max_new_tokens=16)
+    assert any(s.tolist() == [True, False] for s in seen)  # a step where only the EOS row was done
+    assert seen[-1].all()

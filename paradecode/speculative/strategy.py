@@ -134,6 +134,7 @@ class SpeculativeState:
     start: torch.Tensor  # (B,) device: left-padding columns per row
     n_gen: torch.Tensor  # (B,) CPU: tokens generated per row
     finished: torch.Tensor  # (B,) CPU bool
+    finished_device: torch.Tensor  # (B,) device bool: ``finished``, kept on the device by the step itself
     active: torch.Tensor  # (b,) CPU: indices of the rows not finished
     target_cache: StaticKVCache
     draft_cache: Optional[StaticKVCache]
@@ -263,6 +264,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             start=pads,
             n_gen=torch.zeros(B, dtype=torch.long),
             finished=torch.zeros(B, dtype=torch.bool),
+            finished_device=torch.zeros(B, dtype=torch.bool, device=dev),
             active=torch.arange(B),
             target_cache=caches["target"],
             draft_cache=caches.get("draft"),
@@ -290,11 +292,11 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         first = state.tokens[:, : state.prompt_length] if state.steps == 0 else state.tokens.gather(1, state.length[:, None] - 1)
         ids = torch.cat([first, drafts.tokens], dim=1) if drafts.k else first
         logits = call("target", Request(ids, kwargs=dict(cache=state.target_cache, num_logits=drafts.k + 1), rows=state.active))
-        committed = self._accept(state, drafts, logits, remaining)
+        committed = self._accept(state, drafts, logits)
         state.steps += 1
         return committed
 
-    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor) -> torch.Tensor:
         c = self.config
         k = drafts.k
         dev = state.tokens.device
@@ -307,7 +309,11 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         # Candidate text of this step: d_1..d_n then the target's token.
         cand = torch.cat([drafts.tokens, torch.zeros_like(nxt)[:, None]], dim=1)
         cand.scatter_(1, n[:, None], nxt[:, None])
-        length = torch.minimum(n + 1, remaining.to(dev, non_blocking=True))  # 0 for finished rows
+        # The budget left per row, from device tensors: copying the host's count up would be a
+        # pageable host->device copy, which waits for the verify forward before the step's own work.
+        generated = state.length - state.prompt_length
+        remaining = torch.where(state.finished_device, 0, c.max_new_tokens - generated)
+        length = torch.minimum(n + 1, remaining)  # 0 for finished rows
         j = torch.arange(k + 1, device=dev)
         hit_eos = torch.zeros_like(n, dtype=torch.bool)
         if state.eos_ids is not None:
@@ -320,6 +326,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         keep = j[None, :] < length[:, None]
         state.tokens.scatter_(1, cols, torch.where(keep, cand, state.tokens.gather(1, cols)))
         state.length += length
+        state.finished_device |= hit_eos | (state.length - state.prompt_length >= c.max_new_tokens)
         # Roll back: the target keeps every committed token but the last, the drafter likewise.
         state.target_cache.set_length(state.length - 1)
         self.drafter.accepted(state, drafts)
