@@ -157,6 +157,25 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
+def time_by_class(prof: Any, steps: int, cuda: bool) -> tuple[dict[str, float], dict[str, list]]:
+    """From a finished ``torch.profiler.profile``: ms per step by kernel class, and per kernel
+    [class, calls per step, ms per step]. On a GPU the device kernels; on CPU (``--smoke``) the
+    aten ops stand in for them."""
+    want = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    by_class: dict[str, float] = {}
+    kernels: dict[str, list] = {}
+    for e in prof.key_averages():
+        if e.device_type != want or (not cuda and not e.key.startswith("aten::")):
+            continue
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us <= 0:
+            continue
+        cls = kernel_class(e.key)
+        by_class[cls] = by_class.get(cls, 0.0) + us / 1e3 / steps
+        kernels[e.key[:120]] = [cls, e.count / steps, us / 1e3 / steps]
+    return by_class, kernels
+
+
 def profile_steps(model, prompt: torch.Tensor, cache: str, args, device: str) -> dict[str, Any]:
     """Device time per step by kernel class over the first ``args.steps`` steps (eager)."""
     from torch.profiler import ProfilerActivity, profile
@@ -167,20 +186,7 @@ def profile_steps(model, prompt: torch.Tensor, cache: str, args, device: str) ->
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=acts) as prof:
         steps = len(run())
-    by_class: dict[str, float] = {}
-    kernels: dict[str, list] = {}
-    want = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
-    for e in prof.key_averages():
-        if e.device_type != want:
-            continue
-        if device != "cuda" and not e.key.startswith("aten::"):
-            continue
-        us = e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
-        if us <= 0:
-            continue
-        cls = kernel_class(e.key)
-        by_class[cls] = by_class.get(cls, 0.0) + us / 1e3 / steps
-        kernels[e.key[:120]] = [cls, e.count / steps, us / 1e3 / steps]
+    by_class, kernels = time_by_class(prof, steps, device == "cuda")
     top = sorted(kernels.items(), key=lambda kv: -kv[1][2])[:args.top]
     return {"steps": steps, "ms_per_step": by_class, "kernel_ms_per_step": sum(by_class.values()),
             "top": [{"kernel": k, "class": c, "per_step": n, "ms_per_step": ms} for k, (c, n, ms) in top]}

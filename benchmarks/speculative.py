@@ -307,7 +307,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from kernel_breakdown import kernel_class
+    from kernel_breakdown import time_by_class
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
                 timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections)
@@ -320,15 +320,9 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     with profile(activities=acts) as prof:
         paradecode.sample(target, ids, **spec)
         sync(device)
-    kernels: dict[str, float] = {}
-    runtime: dict[str, list] = {}
-    cuda = torch.autograd.DeviceType.CUDA
-    for e in prof.key_averages():
-        if e.device_type == cuda and e.self_device_time_total > 0:
-            cls = kernel_class(e.key)
-            kernels[cls] = kernels.get(cls, 0.0) + e.self_device_time_total / 1e3 / steps
-        elif e.key.startswith("cuda") and e.device_type != cuda:
-            runtime[e.key] = [e.count / steps, e.cpu_time_total / 1e3 / steps]
+    kernels, _ = time_by_class(prof, steps, device.type == "cuda")
+    runtime = {e.key: [e.count / steps, e.cpu_time_total / 1e3 / steps] for e in prof.key_averages()
+               if e.key.startswith("cuda") and e.device_type == torch.autograd.DeviceType.CPU}  # CUDA runtime calls
     wall_ms = 1e3 * wall / steps
     kernel_ms = sum(kernels.values())
     return {"prompt_tokens": len(prompt), "new_tokens": int(out.trace.tokens_committed.sum()), "target_steps": steps,
