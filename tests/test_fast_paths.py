@@ -81,3 +81,22 @@ def test_graph_wrapper_runs_eagerly_off_gpu_and_rejects_other_models():
     assert torch.equal(ref.sequences, out.sequences)
     with pytest.raises(ValueError, match="hidden_states"):
         CUDAGraphModel(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("n_kv", [4, 2])  # LLaDA's shape (every head its own k/v), and grouped-query heads
+def test_fused_layers_rotate_q_and_k_in_one_rope_call(monkeypatch, n_kv):
+    """With fused projections each layer applies RoPE once, over q and k side by side in the
+    joined output (one kernel where two ran), and the logits are exactly the unfused ones."""
+    model = _model(n_kv_heads=n_kv, n_layers=3)
+    ids = torch.randint(0, 60, (2, 9))
+    calls = []
+    rope = llada_module._KERNELS["rope"]
+    monkeypatch.setitem(llada_module._KERNELS, "rope", lambda t, c, s: (calls.append(t.shape[1]), rope(t, c, s))[1])
+    with torch.no_grad():
+        ref = model(ids)
+        assert calls == [4, n_kv] * 3  # unfused: q, then k, per layer
+        calls.clear()
+        model.fuse_projections()
+        out = model(ids)
+    assert calls == [4 + n_kv] * 3
+    assert torch.equal(out, ref)

@@ -1,7 +1,10 @@
-"""benchmarks/kernel_breakdown.py: its kernel classes, its per-forward sums, and its CPU smoke run."""
+"""benchmarks/kernel_breakdown.py: its kernel classes, its per-forward sums, and its CPU smoke run;
+speculative.py --profile, which splits a step with the same kernel classes."""
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +50,15 @@ def test_smoke_run_sums_each_forward_from_its_shapes(tmp_path):
         assert prof["steps"] == 2
         assert prof["ms_per_step"]["gemm"] > 0  # the model's matmuls are seen and classed
         assert prof["kernel_ms_per_step"] == pytest.approx(sum(prof["ms_per_step"].values()))
+
+
+@pytest.mark.slow
+def test_profile_splits_each_target_step(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speculative.py"), "--smoke", "--profile",
+                    "--out-dir", str(tmp_path)], check=True, env=env, capture_output=True, timeout=300)
+    res = json.loads(next(tmp_path.glob("speculative_profile_*_cpu_smoke.json")).read_text())["profile"]
+    assert res["new_tokens"] == 24 and 1 <= res["target_steps"] <= 24
+    assert res["kernel_ms_by_class"]["gemm"] > 0  # the forwards' matmuls are found and classed
+    assert res["kernel_ms_per_step"] == pytest.approx(sum(res["kernel_ms_by_class"].values()))
+    assert res["idle_ms_per_step"] == pytest.approx(res["wall_ms_per_step"] - res["kernel_ms_per_step"])

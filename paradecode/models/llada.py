@@ -214,12 +214,14 @@ def cached_attention(
 ) -> torch.Tensor:
     """Bidirectional attention of (B, heads, T, hd) queries over (B, kv_heads, T, hd) keys/values
     with RoPE at the fed positions, the cache hook and grouped-query heads: the attention core
-    every model with paradecode's cache hook shares (LLaDABlock, DreamAttention).
+    every model with paradecode's cache hook shares (LLaDABlock, DreamAttention). ``cos`` None:
+    q and k come rotated already (:func:`rope_joined`).
 
     A cache (the ``LayerKV`` protocol) merges this forward's keys/values of ``layer`` with the
     kept ones and returns the key mask that goes with them."""
-    rope = _KERNELS["rope"]
-    q, k = rope(q, cos, sin), rope(k, cos, sin)
+    if cos is not None:
+        rope = _KERNELS["rope"]
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
     if cache is not None:
         k, v, attn_mask = cache.update(layer, k, v, attn_mask)
         if getattr(cache, "layer_hooks", False):
@@ -229,6 +231,18 @@ def cached_attention(
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+
+
+def rope_joined(qkv: torch.Tensor, n_heads: int, n_kv: int, head_dim: int, cos: torch.Tensor,
+                sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v) as (B, heads, T, hd) from a fused q/k/v projection's output (B, T, (H + 2 Hkv) hd),
+    with q and k rotated by one RoPE call over both (adjacent in the joined output): one kernel
+    where two ran, the same arithmetic per element. Pass ``cos=None`` to :func:`cached_attention`."""
+    B, T, _ = qkv.shape
+    qk = qkv[..., : (n_heads + n_kv) * head_dim].view(B, T, n_heads + n_kv, head_dim).transpose(1, 2)
+    qk = _KERNELS["rope"](qk, cos, sin)
+    v = qkv[..., (n_heads + n_kv) * head_dim:].view(B, T, n_kv, head_dim).transpose(1, 2)
+    return qk[:, :n_heads], qk[:, n_heads:], v
 
 
 def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -280,8 +294,12 @@ class FusedLinears:
         """Whether every module's weight is still the view of the joined tensor it was made."""
         return all(m.weight.data_ptr() == p for m, p in zip(self.linears, self._ptrs))
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The joined output: each module's output side by side in the last dimension."""
+        return F.linear(x, self.weight, self.bias)
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        return self.output(x).split(self.sizes, dim=-1)
 
 
 class FusableProjections:
@@ -335,7 +353,7 @@ class LLaDABlock(FusableProjections, nn.Module):
     """One LLaDA 'llama' block: pre-norm attention and SwiGLU MLP with LLaDA's parameter names.
 
     :meth:`fuse_projections` computes q/k/v and the two SwiGLU input projections as one matmul
-    each (:class:`FusableProjections`)."""
+    each (:class:`FusableProjections`), and RoPE as one call over q and k (:func:`rope_joined`)."""
 
     FUSE_GROUPS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("ff_proj", "up_proj")}
 
@@ -366,10 +384,13 @@ class LLaDABlock(FusableProjections, nn.Module):
         B, T, C = x.shape
         h = self.attn_norm(x)
         fused = self.fused_groups()
-        q, k, v = fused["qkv"](h) if fused else (self.q_proj(h), self.k_proj(h), self.v_proj(h))
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if fused:
+            q, k, v = rope_joined(fused["qkv"].output(h), self.n_heads, self.n_kv, self.head_dim, cos, sin)
+            cos = sin = None  # rotated
+        else:
+            q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache)
         x, h = self.ff_norm.residual(x, self.attn_out(att.transpose(1, 2).reshape(B, T, C)))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
