@@ -195,7 +195,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     cuda = device.type == "cuda"
     graphs = not args.eager
     methods = ["hf_target", "target", "ours", "ours_trim", "ours_no_prefetch", "prompt_lookup"] + (
-        ["ours_eager"] if cuda and graphs else [])
+        ["ours_eager"] if cuda and graphs and not args.skip_eager_row else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
                 cuda_graphs=graphs, fuse_projections=args.fuse_projections)
@@ -414,6 +414,8 @@ def main() -> None:
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
+    ap.add_argument("--skip-eager-row", action="store_true",
+                    help="leave out ours_eager (what CUDA graphs buy: ~35 s of a GPU run, no target depends on it)")
     ap.add_argument("--profile", action="store_true",
                     help="no timed bench: profile one prompt's generation by ours (kernel time by class, device "
                          "idle time, host waits per target step) -> speculative_profile_*.json/.txt")
