@@ -179,7 +179,7 @@ class CanvasKVCache(CachePolicy):
         spans = None if ranges is None else [(min(a, L), min(b, L)) for a, b in ranges]  # LLaDA2: the canvas up to the block
         if spans is not None and spans == spans[:1] * len(spans):
             s, e = spans[0]
-            ws = canvas.window_start[:1].tolist()[0]
+            ws = canvas.window_start.tolist()[0]
             if W == L:
                 t_win, complete = e - s, e - s == W
             elif s == ws and e >= ws + W:

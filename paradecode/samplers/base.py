@@ -386,8 +386,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if plan is not None and plan[0] is rows:
             return plan[1], plan[2]
         starts = self.block_start(state, rows)
-        first = starts[:1].tolist()
-        shared = first[0] if starts.tolist() == first * len(rows) else None
+        values = starts.tolist()
+        shared = values[0] if values and values == values[:1] * len(values) else None
         state.plan = (rows, starts, shared)
         return starts, shared
 
