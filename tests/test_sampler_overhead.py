@@ -26,6 +26,16 @@ def test_to_device_keeps_one_copy_per_value_and_never_aliases_the_host_tensor():
     assert to_device(torch.tensor([0, 2, 3], dtype=torch.int32), torch.device("cpu")) is not a  # dtype is part of the key
 
 
+def test_to_device_makes_rows_0_to_n_on_the_device_with_the_index_dtype():
+    rows = torch.arange(3)
+    a = to_device(rows, torch.device("cpu"))
+    assert a.tolist() == [0, 1, 2] and a.dtype == torch.long and a.data_ptr() != rows.data_ptr()
+    flags = to_device(torch.tensor([False, True]), torch.device("cpu"))  # equal to [0, 1], but a mask
+    assert flags.dtype == torch.bool and flags.tolist() == [False, True]
+    small = to_device(torch.tensor([0, 1], dtype=torch.int32), torch.device("cpu"))
+    assert small.dtype == torch.int32 and small.tolist() == [0, 1]
+
+
 def test_block_columns_are_each_rows_block_and_kept_while_blocks_stay():
     cols = block_columns(torch.tensor([4, 8]), 3, torch.device("cpu"))
     assert cols.tolist() == [[4, 5, 6], [8, 9, 10]]
