@@ -515,9 +515,10 @@ class CanvasKVCache(CachePolicy):
     def _compact(self, req_rows: torch.Tensor) -> bool:
         """Keep the buffers of rows still decoding; False when a row is new (refresh)."""
         pos = {r: i for i, r in enumerate(self._row_ids)}
-        if any(int(r) not in pos for r in req_rows):
+        rows = req_rows.tolist()
+        if any(r not in pos for r in rows):
             return False
-        keep = torch.tensor([pos[int(r)] for r in req_rows], device=self._k[0].device)
+        keep = to_device(torch.tensor([pos[r] for r in rows]), self._k[0].device)
 
         def kept(layer: int, t: Optional[torch.Tensor], which: str) -> Optional[torch.Tensor]:
             if t is None:
