@@ -109,7 +109,10 @@ class DiffusionState:
         return self.rule.extras
 
     def active_rows(self) -> torch.Tensor:
-        return torch.nonzero(self.block < self.num_blocks).flatten()
+        """(n,) CPU long: rows not finished (read as Python values: a step's host ops are exposed
+        while the device waits for the next forward)."""
+        n = self.num_blocks
+        return torch.tensor([r for r, b in enumerate(self.block.tolist()) if b < n], dtype=torch.long)
 
 
 class BlockDiffusionStrategy(Strategy[DiffusionState]):
@@ -508,7 +511,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     # ---- end ---------------------------------------------------------------------------------
     def done(self, state: DiffusionState) -> bool:
-        return bool((state.block >= state.num_blocks).all())
+        n = state.num_blocks
+        return all(b >= n for b in state.block.tolist())
 
     def max_steps(self, state: DiffusionState) -> int:
         # Every step commits at least one token in the block of each row it serves, and rows
