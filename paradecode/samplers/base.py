@@ -109,10 +109,7 @@ class DiffusionState:
         return self.rule.extras
 
     def active_rows(self) -> torch.Tensor:
-        """(n,) CPU long: rows not finished (read as Python values: a step's host ops are exposed
-        while the device waits for the next forward)."""
-        n = self.num_blocks
-        return torch.tensor([r for r, b in enumerate(self.block.tolist()) if b < n], dtype=torch.long)
+        return torch.nonzero(self.block < self.num_blocks).flatten()
 
 
 class BlockDiffusionStrategy(Strategy[DiffusionState]):
