@@ -11,7 +11,9 @@ random ``LLaDAModel``, this counts per step (the first ``--steps`` steps of a ge
   (``.item()``, ``bool()``, ``.tolist()``, ``.cpu()``, ``torch.equal``), data-dependent shapes
   (``nonzero``, boolean indexing) and host->device copies (``.to(device)`` of a host tensor,
   ``torch.tensor(..., device=)``, indexing a device tensor with a host index), which PyTorch
-  issues as ``cudaMemcpyAsync`` followed by a stream synchronize;
+  issues as ``cudaMemcpyAsync`` followed by a stream synchronize (``paradecode.interfaces``'s
+  kept copies, ``to_device`` and ``block_columns``, copy from pinned memory on CUDA without that
+  wait; counted here all the same, once per value they keep);
 * **CPU ms**: CPU time of this thread per step minus the forward's (run without the counters;
   thread time, so that other processes on a shared machine do not count).
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 import torch
 
 __all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "LayerHooks", "FAMILIES", "block_columns",
-           "to_device"]
+           "device_arange", "to_device"]
 
 #: Model families a strategy belongs to and a cache policy may serve.
 FAMILIES = ("dllm", "var", "causal-lm")
@@ -47,28 +47,53 @@ def _kept(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     return hit
 
 
+def _copy_in(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A device copy of a small host tensor, never an alias of it; on CUDA from pinned memory
+    with no wait (PyTorch keeps the pinned block until the copy has run)."""
+    if torch.device(device).type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    out = host.to(device)
+    return out.clone() if out.data_ptr() == host.data_ptr() else out
+
+
 def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``index.to(device)`` for a small host index (rows in play, block columns), kept while its
     values repeat. PyTorch copies a pageable host tensor to a GPU and then waits for the whole
     stream, so a per-step copy would wait for the step's forward; rows and blocks change once
-    per block, so the copy is made once. **Read-only**: never write into the result."""
+    per block, so the copy is made once, and on CUDA from pinned memory without waiting. Rows
+    ``0..n-1`` (every row in play; batch 1 always) are made on the device: no copy at all.
+    **Read-only**: never write into the result."""
     if index.numel() > _DEVICE_COPY_MAX or index.device.type != "cpu":
         return index.to(device)
+    values = index.flatten().tolist()
 
     def make() -> torch.Tensor:
-        out = index.to(device)
-        return out.clone() if out.data_ptr() == index.data_ptr() else out  # not an alias of a host tensor
+        if index.dim() == 1 and not index.dtype.is_floating_point and index.dtype != torch.bool \
+                and values == list(range(len(values))):
+            return torch.arange(len(values), dtype=index.dtype, device=device)
+        return _copy_in(index, device)
 
-    return _kept((str(device), index.dtype, tuple(index.shape), tuple(index.flatten().tolist())), make)
+    return _kept((str(device), index.dtype, tuple(index.shape), tuple(values)), make)
+
+
+def device_arange(start: int, end: int, device: torch.device) -> torch.Tensor:
+    """``torch.arange(start, end, device=device)``, kept while it repeats (the fed columns of a
+    block, the canvas's positions): made once per block instead of a launch per step.
+    **Read-only** (views of it too: ``expand`` it, never write into it)."""
+    return _kept(("arange", str(device), start, end), lambda: torch.arange(start, end, device=device))
 
 
 def block_columns(block_start: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
     """(n, width) canvas columns of blocks starting at ``block_start`` (n,), on ``device``
-    (kept while the blocks do not move: see :func:`to_device`; read-only)."""
+    (kept while the blocks do not move: see :func:`to_device`; read-only). Rows in one block
+    (batch 1 always) get them made on the device, with no host->device copy."""
     if block_start.device.type != "cpu":
         return (block_start[:, None] + torch.arange(width, device=block_start.device)[None, :]).to(device)
-    key = ("block_columns", str(device), width, tuple(block_start.tolist()))
-    return _kept(key, lambda: (block_start[:, None] + torch.arange(width)[None, :]).to(device))
+    starts = block_start.tolist()
+    if starts and starts == starts[:1] * len(starts):
+        return device_arange(starts[0], starts[0] + width, device).expand(len(starts), width)
+    key = ("block_columns", str(device), width, tuple(starts))
+    return _kept(key, lambda: _copy_in(block_start[:, None] + torch.arange(width)[None, :], device))
 
 
 @dataclass

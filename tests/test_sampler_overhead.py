@@ -2,6 +2,7 @@
 by benchmarks/sampler_ops.py) at most one device->host read per step and no host->device copy
 inside a block."""
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def test_to_device_keeps_one_copy_per_value_and_never_aliases_the_host_tensor():
     b = to_device(rows, torch.device("cpu"))
     assert b is not a and b.tolist() == [1, 2, 3]
     assert to_device(torch.tensor([0, 2, 3], dtype=torch.int32), torch.device("cpu")) is not a  # dtype is part of the key
+
+
+def test_to_device_makes_rows_0_to_n_on_the_device_with_the_index_dtype():
+    rows = torch.arange(3)
+    a = to_device(rows, torch.device("cpu"))
+    assert a.tolist() == [0, 1, 2] and a.dtype == torch.long and a.data_ptr() != rows.data_ptr()
+    flags = to_device(torch.tensor([False, True]), torch.device("cpu"))  # equal to [0, 1], but a mask
+    assert flags.dtype == torch.bool and flags.tolist() == [False, True]
+    small = to_device(torch.tensor([0, 1], dtype=torch.int32), torch.device("cpu"))
+    assert small.dtype == torch.int32 and small.tolist() == [0, 1]
 
 
 def test_block_columns_are_each_rows_block_and_kept_while_blocks_stay():
@@ -54,6 +65,24 @@ def test_the_counter_sees_a_device_read_a_copy_in_and_a_boolean_index():
         torch.zeros(2) + 1  # host bookkeeping: no kernel
     assert counter.syncs == {"h2d": 1, "d2h": 1, "shape": 1}
     assert counter.launches >= 3 and counter.host_ops >= 2
+
+
+def test_a_dual_cache_step_adds_no_copy_no_read_and_next_to_no_host_work():
+    """Batch 1, one block: the dual cache plans a step inside the block from Python values and
+    kept device tensors, so it adds no host->device copy (none at all at batch 1: the rows and
+    the block's columns are made on the device), no device read, and at most a host op and a
+    couple of launches per step (the policy's refresh test; the full-canvas window's logits kept)."""
+    ops = _sampler_ops()
+    model = ops.build_model(2, "cpu", torch.float32, small=True)
+    prompt = torch.randint(0, model.config.vocab_size - 200, (1, 16), generator=torch.Generator().manual_seed(0))
+    args = argparse.Namespace(gen=32, block=32, tokens_per_step=4, steps=8)
+    for rule in ("lowconf", "prophet"):  # a block window, and a full-canvas window (needs_full_logits)
+        none, dual = (ops.count(model, prompt, rule, cache, args) for cache in ("none", "dual"))
+        assert dual["steps"] == none["steps"] == 8 and dual["blocks"] == 1, (rule, dual)
+        assert "h2d" not in none["syncs_by_kind"] and "h2d" not in dual["syncs_by_kind"], (rule, dual["sites"])
+        assert dual["syncs_by_kind"] == none["syncs_by_kind"], (rule, dual["sites"])
+        assert dual["host_ops"] - none["host_ops"] <= 1.5, (rule, none["host_ops"], dual["host_ops"])
+        assert dual["launches"] - none["launches"] <= 2, (rule, none["launches"], dual["launches"])
 
 
 @pytest.mark.slow

@@ -53,10 +53,9 @@ class _BlockCache(CanvasKVCache):
         every = self.config.refresh_every
         return (i == 0) if every is None else (i % every == 0)
 
-    def recompute_range(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
-        start = canvas.block_start
-        end = torch.full_like(start, canvas.length) if self.feeds_suffix else start + canvas.block_length
-        return torch.stack([start, end], dim=1)
+    def recompute_range(self, canvas: CanvasRequest) -> Optional[list[tuple[int, int]]]:
+        L, bl = canvas.length, canvas.block_length
+        return [(s, L if self.feeds_suffix else s + bl) for s in canvas.block_start.tolist()]
 
     def recompute(self, canvas: CanvasRequest) -> torch.Tensor:
         cols = canvas.block_columns()

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..interfaces import CanvasRequest, Request, to_device
+from ..interfaces import CanvasRequest, Request, device_arange, to_device
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
@@ -69,12 +69,15 @@ class CanvasKVCache(CachePolicy):
         self._k: list[Optional[torch.Tensor]] = []
         self._v: list[Optional[torch.Tensor]] = []
         self._rows: Optional[torch.Tensor] = None  # request rows the buffers hold (CPU)
+        self._row_ids: list[int] = []  # the same, as Python ints
         self._logits: Optional[torch.Tensor] = None  # (R, W + 1, V) window logits
         self._logit_rows: Optional[torch.Tensor] = None
         self._stats: dict[str, float] = {}
+        self._held: Optional[tuple] = None  # (buffers' key, bytes held) for stats()
         # per-forward scratch
         self._idx: Optional[torch.Tensor] = None  # (R, T) fed canvas columns, L = padding
         self._contig: Optional[tuple[int, int]] = None  # shared contiguous feed [s, e)
+        self._span: Optional[tuple[int, int]] = None  # the same range, kept when the feed is padded or graphed
         self._key_mask: Optional[torch.Tensor] = None
         self._full = False
         self._L = 0
@@ -91,9 +94,9 @@ class CanvasKVCache(CachePolicy):
         """(len(rows), L) bool on the canvas device: positions fed this step."""
         raise NotImplementedError
 
-    def recompute_range(self, canvas: CanvasRequest) -> Optional[torch.Tensor]:
-        """Optional fast path: (len(rows), 2) CPU long ``[start, end)`` when each row's fed set
-        is one column range (known on the host, so no device sync is needed)."""
+    def recompute_range(self, canvas: CanvasRequest) -> Optional[list[tuple[int, int]]]:
+        """Optional fast path: per row, ``(start, end)`` when each row's fed set is one column
+        range (Python ints, known on the host: no device sync, no host op to test them)."""
         return None
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
@@ -138,25 +141,30 @@ class CanvasKVCache(CachePolicy):
             req_rows = rows
         else:
             req_rows = rows.repeat(reps) + torch.arange(reps).repeat_interleave(len(rows)) * canvas.batch_size
+        # The plan's tests run on Python values read once from the small host tensors (rows,
+        # refreshing rows, block starts): a step inside a block costs no host op per test.
         full = self.full_rows(canvas)
+        refresh = full.tolist()
+        row_ids = req_rows.tolist()
         have = bool(self._k) and self._k[0] is not None and self._k[0].shape[2] == L + 1
         if self._rows is None or not have:
             have = False
-        elif not torch.equal(self._rows, req_rows):
+        elif self._row_ids != row_ids:
             have = self._compact(req_rows)
         if not have:
-            full = torch.ones_like(full)
-        self._rows = req_rows
+            full, refresh = torch.ones_like(full), [True] * len(refresh)
+        self._rows, self._row_ids = req_rows, row_ids
         # The request's window: each row's current block, or the whole canvas.
         W = canvas.window_size
         win_start = canvas.window_start.repeat(reps) if reps > 1 else canvas.window_start
         self._W, self._reps, self._win_start = W, reps, win_start
-        self._full = bool(full.all())
-        self._idx, self._contig, self._key_mask, self._write = None, None, None, None
+        self._full = all(refresh)
+        self._idx, self._contig, self._span, self._key_mask, self._write = None, None, None, None, None
         self._refresh = None
-        if not self._full and bool(full.any()) and self._split_pays(canvas, full, W, L):
+        if not self._full and any(refresh) and self._split_pays(canvas, refresh, W, L):
             self._refresh = self._refresh_request(x, positions, am, full.repeat(reps), win_start, W, L)
-            full = torch.zeros_like(full)  # the partial forward plans every row as not refreshing
+            # the partial forward plans every row as not refreshing
+            full, refresh = torch.zeros_like(full), [False] * len(refresh)
         if self._full:
             # A plain forward over the whole canvas fills the cache; the request is unchanged.
             kwargs.update(positions=positions, cache=self)
@@ -167,11 +175,11 @@ class CanvasKVCache(CachePolicy):
 
         bucket = self._bucket(x)
         # A shifted-logits model also needs each window column's predecessor fed: no range fast path.
-        ranges = None if bool(full.any()) or self._shift else self.recompute_range(canvas)
-        spans = None if ranges is None else ranges.clamp(max=L).tolist()  # LLaDA2: the canvas up to the block
+        ranges = None if any(refresh) or self._shift else self.recompute_range(canvas)
+        spans = None if ranges is None else [(min(a, L), min(b, L)) for a, b in ranges]  # LLaDA2: the canvas up to the block
         if spans is not None and spans == spans[:1] * len(spans):
             s, e = spans[0]
-            ws = int(win_start[0])
+            ws = canvas.window_start.tolist()[0]
             if W == L:
                 t_win, complete = e - s, e - s == W
             elif s == ws and e >= ws + W:
@@ -179,8 +187,8 @@ class CanvasKVCache(CachePolicy):
             else:
                 ranges = None
             if ranges is not None:
-                idx = torch.arange(s, e, device=x.device).expand(R, e - s)
-                self._contig = (s, e)
+                idx = device_arange(s, e, x.device).expand(R, e - s)
+                self._contig = self._span = (s, e)
                 if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
                     pad = idx.new_full((R, bucket - (e - s) % bucket), L)
                     idx, self._contig = torch.cat([idx, pad], dim=1), None
@@ -204,7 +212,7 @@ class CanvasKVCache(CachePolicy):
                 fed = fed | extra
             ro = self.read_only(canvas)
             if ro is not None:
-                ro = ro[:, :L].to(fed.device) & ~full.to(fed.device)[:, None]
+                ro = ro[:, :L].to(fed.device) & ~to_device(full, fed.device)[:, None]
                 extra = ro.repeat(reps, 1) if extra is None else extra | ro.repeat(reps, 1)
             idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
             if extra is not None:
@@ -252,6 +260,10 @@ class CanvasKVCache(CachePolicy):
                 f"cache policy {self.name!r} skipped window positions without logits to reuse; "
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
+        if self._span is not None:  # one column range (W is the canvas): the window columns s..e - 1
+            s, e = self._span
+            self._logits[:, s:e] = output
+            return self._logits[:, :W]
         idx_win = self._idx[:, : self._t_win]
         slot = idx_win - to_device(self._win_start, idx_win.device)[:, None]
         slot = torch.where((idx_win < self._L) & (slot >= 0) & (slot < W), slot, W)
@@ -354,17 +366,23 @@ class CanvasKVCache(CachePolicy):
         self._store = store
 
     def stats(self) -> dict[str, float]:
-        held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
-        if self._logits is not None:
-            held += self._logits.numel() * self._logits.element_size()
-        return {"cache_bytes": float(held), **self._stats}
+        # The loop asks after every step; the bytes change only when buffers are (re)allocated
+        # (a new allocation token, or new window logits), so they are summed then, not per step.
+        logits = self._logits
+        key = (self._token, self._R, len(self._k), None if logits is None else (id(logits), tuple(logits.shape)))
+        if self._held is None or self._held[0] != key:
+            held = sum(t.numel() * t.element_size() for t in self._k + self._v if t is not None)
+            if logits is not None:
+                held += logits.numel() * logits.element_size()
+            self._held = (key, held)
+        return {"cache_bytes": float(self._held[1]), **self._stats}
 
     # ---- split refresh (rows that refresh while others do not) --------------------------------------
     #: A split step runs when its two forwards feed at most this share of the mixed step's
     #: tokens (rows x canvas): the second forward has a fixed cost of its own (launches).
     split_max_share: float = 0.8
 
-    def _split_pays(self, canvas: CanvasRequest, full: torch.Tensor, W: int, L: int) -> bool:
+    def _split_pays(self, canvas: CanvasRequest, refresh: list[bool], W: int, L: int) -> bool:
         """Whether a step where some rows refresh runs as two forwards (see ``split_refresh``):
         the policy opts in, its partial steps need no kept window logits (``may_skip_window``, a
         window that is the whole canvas) nor a shifted model's predecessors, its partial feed
@@ -376,9 +394,8 @@ class CanvasKVCache(CachePolicy):
         ranges = self.recompute_range(canvas)
         if ranges is None:
             return False
-        ranges = ranges.clamp(max=L)
-        width = int((ranges[:, 1] - ranges[:, 0]).max())
-        n, n_full = len(full), int(full.sum())
+        width = max(min(b, L) - min(a, L) for a, b in ranges)
+        n, n_full = len(refresh), sum(refresh)
         return n * width + n_full * L <= self.split_max_share * n * L
 
     def _refresh_request(self, x: torch.Tensor, positions: torch.Tensor, am: Optional[torch.Tensor],
@@ -497,11 +514,11 @@ class CanvasKVCache(CachePolicy):
 
     def _compact(self, req_rows: torch.Tensor) -> bool:
         """Keep the buffers of rows still decoding; False when a row is new (refresh)."""
-        old = self._rows.tolist()
-        pos = {r: i for i, r in enumerate(old)}
-        if any(int(r) not in pos for r in req_rows):
+        pos = {r: i for i, r in enumerate(self._row_ids)}
+        rows = req_rows.tolist()
+        if any(r not in pos for r in rows):
             return False
-        keep = torch.tensor([pos[int(r)] for r in req_rows], device=self._k[0].device)
+        keep = to_device(torch.tensor([pos[r] for r in rows]), self._k[0].device)
 
         def kept(layer: int, t: Optional[torch.Tensor], which: str) -> Optional[torch.Tensor]:
             if t is None:

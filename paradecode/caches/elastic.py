@@ -50,7 +50,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from ..interfaces import CanvasRequest, Request
+from ..interfaces import CanvasRequest, Request, to_device
 from .layered import LayeredCanvasCache, gather_rows, scatter_rows
 
 
@@ -112,7 +112,7 @@ class ElasticCache(LayeredCanvasCache):
         """(rows, L) masked columns the step queries: the strategy's window and the sliding window
         of the first ``window_length`` masks from its start (every mask without block caching)."""
         col = torch.arange(masked.shape[1], device=masked.device)[None, :]
-        ws = window_start.to(masked.device)[:, None]
+        ws = to_device(window_start, masked.device)[:, None]
         after = masked & (col >= ws)
         out = after & (col < ws + window_size)
         if self.config.block_caching:

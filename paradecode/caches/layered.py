@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from ..interfaces import to_device
 from .canvas import CanvasKVCache
 
 __all__ = ["LayeredCanvasCache", "gather_rows", "scatter_rows"]
@@ -64,7 +65,7 @@ class LayeredCanvasCache(CanvasKVCache):
         keep = torch.tensor([pos[int(r)] for r in req_rows])
 
         def pick(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if t is None else t.index_select(0, keep.to(t.device))
+            return None if t is None else t.index_select(0, to_device(keep, t.device))
 
         self._layer_state = {n: [pick(t) for t in ts] for n, ts in self._layer_state.items()}
         self._row_state = {n: pick(t) for n, t in self._row_state.items()}

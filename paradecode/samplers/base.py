@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import nn
 
-from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns, to_device
+from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_columns, device_arange, to_device
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
 from .block import BlockStep, BlockView, NonFiniteLogitsError, Revision, RuleState, block_step, finish_step
 
@@ -248,7 +248,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         starts, shared = self._plan(state, rows)
         if shared is not None and not self.needs_full_logits:
             kwargs["logits_range"] = (shared, shared + c.block_length)
-        self.block_columns(state, rows)  # a new block's columns go to the device now, not after the forward
+        block_columns(starts, c.block_length, x.device)  # a new block's columns go to the device now, not after the forward
 
         # Built only if a cache policy reads them (no device work per step without one).
         def all_positions() -> torch.Tensor:
@@ -256,7 +256,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
                 return positions
             if am is not None:
                 return (am.long().cumsum(-1) - 1).clamp_min(0)
-            return torch.arange(L, device=x.device).expand(x.shape[0], L)
+            return device_arange(0, L, x.device).expand(x.shape[0], L)
 
         def committed_at() -> torch.Tensor:
             out = torch.full((len(rows), L), -1, dtype=torch.long, device=x.device)
@@ -386,8 +386,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if plan is not None and plan[0] is rows:
             return plan[1], plan[2]
         starts = self.block_start(state, rows)
-        first = starts[:1].tolist()
-        shared = first[0] if starts.tolist() == first * len(rows) else None
+        values = starts.tolist()
+        shared = values[0] if values and values == values[:1] * len(values) else None
         state.plan = (rows, starts, shared)
         return starts, shared
 
@@ -411,7 +411,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
                 finished |= ~still_masked.any(-1).cpu()
         else:
             finished = ~(left if left is not None else still_masked.any(-1).cpu())
-        if bool(finished.any()):
+        if any(finished.tolist()):  # a host tensor: read as Python values (no host op)
             done_rows = rows[finished]
             state.block[done_rows] += 1
             state.step_in_block[done_rows] = 0
@@ -461,7 +461,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         moved = rows[(state.step_in_block[rows] == 0) & (state.block[rows] < nb)]
         if len(moved) == 0:
             return
-        gen = state.x[moved.to(state.x.device), state.origin :] == state.mask_id
+        gen = state.x[to_device(moved, state.x.device), state.origin :] == state.mask_id
         has_mask = gen.view(len(moved), nb, bl).any(-1).cpu()  # (rows, blocks)
         for i, r in enumerate(moved.tolist()):
             b = int(state.block[r])
@@ -508,7 +508,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     # ---- end ---------------------------------------------------------------------------------
     def done(self, state: DiffusionState) -> bool:
-        return bool((state.block >= state.num_blocks).all())
+        n = state.num_blocks
+        return all(b >= n for b in state.block.tolist())
 
     def max_steps(self, state: DiffusionState) -> int:
         # Every step commits at least one token in the block of each row it serves, and rows

@@ -41,7 +41,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..interfaces import Request
+from ..interfaces import Request, to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, Revision, RuleState
 from .common import forbid_token, masked_confidence, topk_mask
 
@@ -127,7 +127,7 @@ class WINO(BlockDiffusionStrategy):
     def request(self, state: DiffusionState) -> tuple[torch.Tensor, Request]:
         """The canvas of the rows in play with a shadow block appended (see the module docstring)."""
         rows = state.active_rows()
-        dev_rows = rows.to(state.x.device)
+        dev_rows = to_device(rows, state.x.device)
         x = state.x[dev_rows]
         n, L = x.shape
         W = self.config.block_length
@@ -159,7 +159,7 @@ class WINO(BlockDiffusionStrategy):
         if self.config.logits_eos_inf:
             shadow = forbid_token(shadow, state.rule.eos_id)
         p = torch.softmax(forbid_token(shadow, state.mask_id).double(), dim=-1)
-        current = state.x[rows.to(state.x.device)[:, None], self.block_columns(state, rows)]
+        current = state.x[to_device(rows, state.x.device)[:, None], self.block_columns(state, rows)]
         state.rule.back = p.gather(-1, current.clamp_min(0)[..., None]).squeeze(-1)
         return super().apply(state, rows, block_logits)
 
@@ -168,11 +168,11 @@ class WINO(BlockDiffusionStrategy):
         return draft_mask(view.confidence, view.mask, self.config.threshold)
 
     def revise(self, view: BlockView, state: WINOState, transfer: torch.Tensor) -> Optional[Revision]:
-        rows = view.rows.to(state.last_accept.device)
+        rows = to_device(view.rows, state.last_accept.device)
         accepted = transfer.sum(-1)
         remask = remask_mask(state.back, view.revisable, accepted, state.last_accept[rows], self.config.threshold_back)
         state.last_accept[rows] = accepted
         return Revision(remask, torch.full_like(view.tokens, state.mask_id))
 
     def on_block_end(self, state: WINOState, rows: torch.Tensor) -> None:
-        state.last_accept[rows.to(state.last_accept.device)] = FIRST_LAST_ACCEPT
+        state.last_accept[to_device(rows, state.last_accept.device)] = FIRST_LAST_ACCEPT
