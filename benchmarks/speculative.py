@@ -8,8 +8,6 @@ Methods (greedy, EOS as the model defines it):
   * ``ours_trim``     : the same with VocabTrim (calibrated on prompts disjoint from the test prompts)
   * ``prompt_lookup`` : ``drafter="prompt-lookup"`` (no draft model; ``--lookup-k`` tokens, transformers' 10)
   * ``ours_eager``    : ``ours`` with ``cuda_graphs=False`` (GPU only: what the graphs buy)
-  * ``ours_no_prefetch``: ``ours`` with ``prefetch_draft=False`` (the next step's first draft forward waits
-    for the host sync, as before: what overlapping the sync buys)
   * ``hf_assisted``   : ``target.generate(..., assistant_model=draft)``, same draft length, constant schedule
 Reported: seconds, speedups, accepted drafts per target forward, outputs equal to the target's greedy
 output, the draft's share of a step and VocabTrim's draft time per draft forward (``record_draft_time``),
@@ -194,7 +192,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     k, N = args.k, args.max_new_tokens
     cuda = device.type == "cuda"
     graphs = not args.eager
-    methods = ["hf_target", "target", "ours", "ours_trim", "ours_no_prefetch", "prompt_lookup"] + (
+    methods = ["hf_target", "target", "ours", "ours_trim", "prompt_lookup"] + (
         ["ours_eager"] if cuda and graphs and not args.skip_eager_row else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
@@ -206,7 +204,6 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
                               max_new_tokens=N, timing=False, cuda_graphs=graphs,
                               fuse_projections=args.fuse_projections),
         "ours_eager": dict(spec, cuda_graphs=False),
-        "ours_no_prefetch": dict(spec, prefetch_draft=False),  # the host sync not overlapped
     }
     traces: dict[str, Any] = {}
 
@@ -371,10 +368,10 @@ def text_report(result: dict) -> str:
     r = result["batch1"]
     lines = [f"speculative decoding, batch 1: {result['info']}", f"path: {r['path']} {r['graphs']}",
              f"forward: {r['forward']}",
-             f"{'method':<16} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
+             f"{'method':<14} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
     for m in r["seconds"]:
         acc = r["mean_accepted_drafts_per_step"].get(m, "")
-        lines.append(f"{m:<16} {r['seconds'][m]:>9.3f} {r['ms_per_token'][m]:>9.3f} {r['speedup_vs_target'][m]:>9.3f} "
+        lines.append(f"{m:<14} {r['seconds'][m]:>9.3f} {r['ms_per_token'][m]:>9.3f} {r['speedup_vs_target'][m]:>9.3f} "
                      f"{r['speedup_vs_hf_assisted'][m]:>10.3f} {str(acc):>13} {r['outputs_equal_target_greedy'][m]:>8}")
     lines.append(f"floor: {r['floor']}")
     lines.append(f"draft: {r['draft']}; VocabTrim saves {r['vocabtrim_draft_time_saving']:.1%} of a draft forward")

@@ -94,20 +94,16 @@ def test_eos_stops_a_row_and_pads(pair):
     assert int(out.trace.tokens_committed[0]) <= 7
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
 @pytest.mark.parametrize("rows", [[[3, 4, 5, 6, 7, 8, 9]], [[3, 4, 5, 6, 7, 8, 9], [10, 11, 30]]])
-def test_rollback_leaves_caches_consistent(pair, rows, prefetch):
+def test_rollback_leaves_caches_consistent(pair, rows):
     """After steps with rejections (rows of different lengths, left padding), each static cache
     at its rolled-back length plus the tokens it has not seen gives the logits of a fresh
-    forward of the committed text: a rollback is a length update, stale slots never leak.
-    With the next step's first draft prefetched, the draft cache holds the whole text and the
-    prefetched token is the draft's greedy pick after it."""
+    forward of the committed text: a rollback is a length update, stale slots never leak."""
     target, draft = pair
     draft = perturbed(target, 0.05, seed=3)  # more rejections
     strat = paradecode.registry.get_strategy_class("speculative")(
         paradecode.registry.build_config(
-            paradecode.speculative.SpeculativeConfig, "speculative",
-            dict(num_draft_tokens=4, max_new_tokens=40, prefetch_draft=prefetch)
+            paradecode.speculative.SpeculativeConfig, "speculative", dict(num_draft_tokens=4, max_new_tokens=40)
         )
     )
     models, ctx = strat.setup(target, draft_model=draft)
@@ -127,11 +123,7 @@ def test_rollback_leaves_caches_consistent(pair, rows, prefetch):
         texts = [
             row + state.tokens[b, ids.shape[1]: ids.shape[1] + int(state.n_gen[b])].tolist() for b, row in enumerate(rows)
         ]
-        if prefetch:
-            assert torch.equal(state.draft_cache.length, state.length)
-            for b, text in enumerate(texts):
-                assert int(state.prefetched[0][b]) == int(draft(torch.tensor([text])).logits[0, -1].argmax())
-        for role, lm, unseen in (("target", target, 1),) + (() if prefetch else (("draft", draft, 2),)):
+        for role, lm, unseen in (("target", target, 1), ("draft", draft, 2)):
             cache = state.target_cache if role == "target" else state.draft_cache
             assert torch.equal(cache.length, state.length - unseen)
             tail = state.tokens.gather(1, state.length[:, None] - unseen + torch.arange(unseen))
@@ -341,34 +333,3 @@ def test_device_copy_of_finished_rows_follows_the_host_one(pair, monkeypatch):
     paradecode.sample(t2, prompt, "speculative", draft_model=d2, max_new_tokens=16)
     assert any(s.tolist() == [True, False] for s in seen)  # a step where only the EOS row was done
     assert seen[-1].all()
-
-
-@pytest.mark.parametrize("opts", [dict(), dict(do_sample=True, seed=3), dict(draft_length_schedule="heuristic"),
-                                  dict(num_draft_tokens=8, draft_confidence_threshold=0.6)])
-def test_prefetched_first_draft_changes_no_token_and_wastes_no_forward(pair, opts):
-    """The next step's first draft forward runs before the host sync: the same tokens (the same
-    random draws when sampling), and without EOS exactly one draft forward per drafted token."""
-    target, draft = pair
-    rows = [[3, 4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15]]
-    run = lambda prefetch: paradecode.sample(target, rows, "speculative", draft_model=draft,  # noqa: E731
-                                             max_new_tokens=20, prefetch_draft=prefetch, **opts)
-    on, off = run(True), run(False)
-    assert torch.equal(on.sequences, off.sequences)
-    if not opts.get("do_sample"):
-        for i, ref in enumerate(greedy_reference(target, rows, 20)):
-            assert torch.equal(on.generated[i], ref), i
-    drafted = sum(on.trace.extra("draft_tokens"))
-    assert on.trace.nfe_by_role["draft"] == drafted == off.trace.nfe_by_role["draft"]
-
-
-def test_prefetch_runs_ahead_of_the_host_sync(pair, monkeypatch):
-    """Each step but the last two runs the next step's first draft forward inside ``_accept``."""
-    from paradecode.speculative.drafting import DraftModelDrafter
-
-    target, draft = pair
-    calls = []
-    prefetch = DraftModelDrafter.prefetch
-    monkeypatch.setattr(DraftModelDrafter, "prefetch", lambda self, s, c: (calls.append(s.steps), prefetch(self, s, c)))
-    out = paradecode.sample(target, [[1, 2, 3]], "speculative", draft_model=draft, num_draft_tokens=3, max_new_tokens=30)
-    assert calls and calls == list(range(len(calls)))  # from the first step on, one per step
-    assert len(calls) >= out.trace.steps - 2  # all but the steps too close to the budget

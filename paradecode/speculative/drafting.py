@@ -9,8 +9,7 @@ part):
   prompt + generated text and proposes what followed it (transformers' prompt lookup).
 
 After verification the strategy tells the drafter how far each row got (``accepted``), so a
-drafter with a cache sets its lengths back; a model drafter may then run the next step's first
-forward at once (``prefetch``), before the strategy's one host sync per step. Any rule a drafter uses to stop early depends
+drafter with a cache sets its lengths back. Any rule a drafter uses to stop early depends
 only on its own outputs, so decoding stays lossless. No drafter syncs with the host.
 """
 
@@ -65,19 +64,17 @@ class DraftModelDrafter:
 
     def propose(self, state: Any, call: ModelCall, k: int) -> Drafts:
         c = self.config
-        dev = state.tokens.device
+        cache, dev = state.draft_cache, state.tokens.device
         b = state.tokens.shape[0]
         ids = state.tokens[:, : state.prompt_length] if state.steps == 0 else _tail(state, 2)
-        first, state.prefetched = state.prefetched, None
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
         lengths = torch.zeros(b, dtype=torch.long, device=dev)
         drafting = torch.ones(b, dtype=torch.bool, device=dev)
-        for i in range(k):
-            if i == 0 and first is not None:  # run at the end of the last step (see prefetch)
-                token, q, conf = first
-            else:
-                token, q, conf = self._forward(state, call, ids)
+        for _ in range(k):
+            logits = call(self.role, Request(ids, kwargs=dict(cache=cache, num_logits=1), rows=state.active))[:, -1]
+            cache.advance(ids.shape[1])
+            token, q, conf = self._pick(state, logits)
             tokens.append(token)
             if q is not None:
                 probs.append(q)
@@ -90,19 +87,6 @@ class DraftModelDrafter:
         if not tokens:
             return Drafts(torch.zeros(b, 0, dtype=torch.long, device=dev), None, None)
         return Drafts(torch.stack(tokens, 1), torch.stack(probs, 1) if probs else None, lengths)
-
-    def _forward(self, state: Any, call: ModelCall, ids: torch.Tensor) -> tuple:
-        """One draft forward on ``ids`` against the draft cache: the picked token, q, confidence."""
-        logits = call(self.role, Request(ids, kwargs=dict(cache=state.draft_cache, num_logits=1), rows=state.active))[:, -1]
-        state.draft_cache.advance(ids.shape[1])
-        return self._pick(state, logits)
-
-    def prefetch(self, state: Any, call: ModelCall) -> None:
-        """The next step's first draft forward, run by the strategy after the roll-back and
-        before it waits for the host's counts: its input (the last two committed tokens) and
-        the rolled-back cache are on the device already, so the device drafts while the host
-        syncs and catches up. Same forward, same token, same random draw order as in ``propose``."""
-        state.prefetched = self._forward(state, call, _tail(state, 2))
 
     def _pick(self, state: Any, logits: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """The drafted token per row, q over the full vocabulary (sampling), its confidence."""

@@ -72,10 +72,6 @@ class SpeculativeConfig:
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
-    # Run the next step's first draft forward before the host reads this step's counts, so the
-    # device works while the host waits and catches up (off with record_draft_time, which times
-    # the drafting of each step on its own).
-    prefetch_draft: bool = True
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -149,7 +145,6 @@ class SpeculativeState:
     vocab_size: int
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
-    prefetched: Optional[tuple] = None  # the next step's first draft, run before the host sync
 
     @property
     def batch_size(self) -> int:
@@ -297,22 +292,11 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         first = state.tokens[:, : state.prompt_length] if state.steps == 0 else state.tokens.gather(1, state.length[:, None] - 1)
         ids = torch.cat([first, drafts.tokens], dim=1) if drafts.k else first
         logits = call("target", Request(ids, kwargs=dict(cache=state.target_cache, num_logits=drafts.k + 1), rows=state.active))
-        committed = self._accept(state, drafts, logits, call)
+        committed = self._accept(state, drafts, logits)
         state.steps += 1
         return committed
 
-    def _prefetch_next(self, state: SpeculativeState, k: int) -> bool:
-        """Whether the next step's first draft forward may run now, before the host reads this
-        step's counts: only where the host's counts so far guarantee a next step that drafts (a
-        row whose budget outlasts this step's k + 1 tokens by 2), so no forward is wasted unless
-        every row stops at EOS in this step."""
-        c = self.config
-        if not c.prefetch_draft or c.record_draft_time or self.drafter.role is None or not len(state.active):
-            return False
-        left = c.max_new_tokens - state.n_gen[state.active]  # host counts before this step's
-        return bool((left >= k + 3).any())
-
-    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor, call: ModelCall) -> torch.Tensor:
+    def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor) -> torch.Tensor:
         c = self.config
         k = drafts.k
         dev = state.tokens.device
@@ -346,8 +330,6 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         # Roll back: the target keeps every committed token but the last, the drafter likewise.
         state.target_cache.set_length(state.length - 1)
         self.drafter.accepted(state, drafts)
-        if self._prefetch_next(state, k):
-            self.drafter.prefetch(state, call)
         # One host sync per step: how far each row got.
         counts = torch.stack([n, length, hit_eos.long()] + ([drafts.lengths] if k else [])).cpu()
         n_cpu, length_cpu, eos_cpu = counts[0], counts[1], counts[2].bool()
