@@ -492,10 +492,13 @@ def report(res: dict[str, Any]) -> str:
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
-             f"CUDA graphs; tokens/s (limit, x of limit):",
-             "| cache | " + " | ".join(f"batch {b}" for b in res["batches"]) + " |",
-             "|---|" + "---|" * len(res["batches"])]
-    for cache in CACHES:
+             f"CUDA graphs; tokens/s (limit, x of limit):"]
+    if not res["throughput"]:
+        lines[-1] = lines[-1].replace("; tokens/s (limit, x of limit):", "; tokens/s not measured in this run (--skip)")
+    else:
+        lines += ["| cache | " + " | ".join(f"batch {b}" for b in res["batches"]) + " |",
+                  "|---|" + "---|" * len(res["batches"])]
+    for cache in CACHES if res["throughput"] else ():
         cells = []
         for b in res["batches"]:
             r = res["throughput"].get(f"{b}/{cache}", {})
