@@ -34,8 +34,8 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
-from .llada import (_KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, rope_cos_sin,
-                    rope_joined)
+from .llada import (_KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, qkv_heads,
+                    rope_cos_sin)
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -133,14 +133,7 @@ class DreamAttention(FusableProjections, nn.Module):
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
         B, T, _ = h.shape
-        fused = self.fused_groups()
-        if fused:
-            q, k, v = rope_joined(fused["qkv"].output(h), self.n_heads, self.n_kv, self.head_dim, cos, sin)
-            cos = sin = None  # rotated
-        else:
-            q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k, v, cos, sin = qkv_heads(self, h, cos, sin, self.fused_groups())
         att = cached_attention(self.layer_idx, q, k, v, cos, sin, attn_mask, cache)
         return self.o_proj(att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 

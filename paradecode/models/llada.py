@@ -245,6 +245,21 @@ def rope_joined(qkv: torch.Tensor, n_heads: int, n_kv: int, head_dim: int, cos: 
     return qk[:, :n_heads], qk[:, n_heads:], v
 
 
+def qkv_heads(module: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              fused: Optional[dict] = None) -> tuple[torch.Tensor, ...]:
+    """(q, k, v, cos, sin) for :func:`cached_attention` from ``module``'s ``q_proj`` / ``k_proj`` /
+    ``v_proj`` (and ``n_heads``, ``n_kv``, ``head_dim``): q/k/v as (B, heads, T, hd). With the
+    module's fused groups (``fused``), one matmul and one RoPE call (:func:`rope_joined`); cos and
+    sin then come back None, since q and k are rotated already."""
+    if fused:
+        return (*rope_joined(fused["qkv"].output(h), module.n_heads, module.n_kv, module.head_dim, cos, sin), None, None)
+    B, T, _ = h.shape
+    q = module.q_proj(h).view(B, T, module.n_heads, module.head_dim).transpose(1, 2)
+    k = module.k_proj(h).view(B, T, module.n_kv, module.head_dim).transpose(1, 2)
+    v = module.v_proj(h).view(B, T, module.n_kv, module.head_dim).transpose(1, 2)
+    return q, k, v, cos, sin
+
+
 def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   attn_mask: Optional[torch.Tensor], cache: Any, head_dim: int, rope_theta: float) -> torch.Tensor:
     """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`),
@@ -384,13 +399,7 @@ class LLaDABlock(FusableProjections, nn.Module):
         B, T, C = x.shape
         h = self.attn_norm(x)
         fused = self.fused_groups()
-        if fused:
-            q, k, v = rope_joined(fused["qkv"].output(h), self.n_heads, self.n_kv, self.head_dim, cos, sin)
-            cos = sin = None  # rotated
-        else:
-            q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = self.k_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = self.v_proj(h).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
         att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache)
         x, h = self.ff_norm.residual(x, self.attn_out(att.transpose(1, 2).reshape(B, T, C)))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
