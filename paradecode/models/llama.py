@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llada import _KERNELS, FusedLinears
+from .llada import _KERNELS, FusedLinears, rope_joined
 
 __all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
 
@@ -288,7 +288,6 @@ class LlamaLM(nn.Module):
     def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: Any, num_logits: int) -> torch.Tensor:
         """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
         the key mask made additive once per forward (not by SDPA in every layer)."""
-        B, T = input_ids.shape
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
@@ -297,10 +296,7 @@ class LlamaLM(nn.Module):
         bias = packed = None
         h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
-            y = F.linear(h, qkv.weight, qkv.bias)  # (B, T, (H + 2 Hkv) D)
-            qk = _KERNELS["rope"](y[..., : (H + Hkv) * D].view(B, T, H + Hkv, D).transpose(1, 2), cos, sin)
-            q, k = qk[:, :H], qk[:, H:]
-            v = y[..., (H + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
+            q, k, v = rope_joined(qkv.output(h), H, Hkv, D, cos, sin)
             k, v, mask = cache.update(i, k, v, None)
             if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
                 mask_src, bias = mask, _additive_mask(mask, q.dtype)
