@@ -176,6 +176,57 @@ def time_by_class(prof: Any, steps: int, cuda: bool) -> tuple[dict[str, float], 
     return by_class, kernels
 
 
+GAP_BUCKETS_US = (2.0, 5.0, 20.0, 100.0)  # launch gaps inside a graph < ~2 us; a host that lags shows > 20 us
+
+
+def device_gaps(prof: Any, steps: int, cuda: bool, worst: int = 8) -> dict[str, Any]:
+    """Where the device idles between its kernels and copies, from a finished profile.
+
+    Device events are merged where they overlap; each gap between consecutive busy spans is
+    counted per step in buckets of ``GAP_BUCKETS_US`` (graph-internal launch gaps are ~1-2 us;
+    a gap of tens of microseconds means the device waited for the host). The ``worst`` pairs
+    (kernel before, kernel after) by total gap time say where the long waits sit. On CPU there
+    are no device events: an empty result."""
+    if not cuda:
+        return {"buckets_us": list(GAP_BUCKETS_US), "count_per_step": [], "ms_per_step": [], "worst": []}
+    evs = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                 if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    counts = [0.0] * (len(GAP_BUCKETS_US) + 1)
+    totals = [0.0] * (len(GAP_BUCKETS_US) + 1)
+    pairs: dict[tuple[str, str], list[float]] = {}
+    end, before = None, ""
+    for s, e, name in evs:
+        if end is not None and s > end:
+            gap = s - end
+            b = sum(gap >= edge for edge in GAP_BUCKETS_US)
+            counts[b] += 1
+            totals[b] += gap
+            if gap >= GAP_BUCKETS_US[-2]:
+                rec = pairs.setdefault((before[:70], name[:70]), [0, 0.0])
+                rec[0] += 1
+                rec[1] += gap
+        if end is None or e > end:
+            end, before = e, name
+    top = sorted(pairs.items(), key=lambda kv: -kv[1][1])[:worst]
+    return {"buckets_us": list(GAP_BUCKETS_US),
+            "count_per_step": [c / steps for c in counts], "ms_per_step": [t / 1e3 / steps for t in totals],
+            "worst": [{"before": a, "after": b, "per_step": n / steps, "ms_per_step": us / 1e3 / steps}
+                      for (a, b), (n, us) in top]}
+
+
+def gaps_report(g: dict[str, Any]) -> str:
+    """One line per bucket and per worst pair of :func:`device_gaps`."""
+    if not g["count_per_step"]:
+        return "device gaps: none (no device events)\n"
+    edges = [0.0] + g["buckets_us"]
+    names = [f"[{a:g}, {b:g}) us" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g} us"]
+    lines = ["device gaps per step: " + ", ".join(f"{n} x{c:.1f} = {ms:.3f} ms" for n, c, ms in
+                                                   zip(names, g["count_per_step"], g["ms_per_step"]))]
+    lines += [f"  gap >= {g['buckets_us'][-2]:g} us x{w['per_step']:.2f}/step, {w['ms_per_step']:.3f} ms/step: "
+              f"{w['before']} -> {w['after']}" for w in g["worst"]]
+    return "\n".join(lines) + "\n"
+
+
 def profile_steps(model, prompt: torch.Tensor, cache: str, args, device: str) -> dict[str, Any]:
     """Device time per step by kernel class over the first ``args.steps`` steps (eager)."""
     from torch.profiler import ProfilerActivity, profile

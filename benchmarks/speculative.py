@@ -304,7 +304,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from kernel_breakdown import time_by_class
+    from kernel_breakdown import device_gaps, time_by_class
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
                 timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections)
@@ -317,7 +317,8 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     with profile(activities=acts) as prof:
         paradecode.sample(target, ids, **spec)
         sync(device)
-    kernels, _ = time_by_class(prof, steps, device.type == "cuda")
+    kernels, per_kernel = time_by_class(prof, steps, device.type == "cuda")
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1][2])[:args.top]
     runtime = {e.key: [e.count / steps, e.cpu_time_total / 1e3 / steps] for e in prof.key_averages()
                if e.key.startswith("cuda") and e.device_type == torch.autograd.DeviceType.CPU}  # CUDA runtime calls
     wall_ms = 1e3 * wall / steps
@@ -327,16 +328,23 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
             "kernel_ms_by_class": kernels,
             "host_waits_per_step": {k: v for k, v in runtime.items() if k.startswith(SYNC_CALLS)},
             "graph_launches_per_step": runtime.get("cudaGraphLaunch", [0.0])[0],
-            "kernel_launches_per_step": runtime.get("cudaLaunchKernel", [0.0])[0]}
+            "kernel_launches_per_step": runtime.get("cudaLaunchKernel", [0.0])[0],
+            "gaps": device_gaps(prof, steps, device.type == "cuda"),
+            "top_kernels": [{"kernel": k, "class": c, "per_step": n, "ms_per_step": ms} for k, (c, n, ms) in top]}
 
 
 def profile_report(p: dict) -> str:
+    from kernel_breakdown import gaps_report  # benchmarks/ sibling (profile_ours put it on sys.path)
+
     classes = ", ".join(f"{c} {ms:.3f}" for c, ms in sorted(p["kernel_ms_by_class"].items(), key=lambda kv: -kv[1]))
     waits = ", ".join(f"{k} x{n:.2f} ({ms:.3f} ms)" for k, (n, ms) in p["host_waits_per_step"].items()) or "none"
     return (f"ours, one prompt, {p['new_tokens']} tokens in {p['target_steps']} target steps; per step: "
             f"wall {p['wall_ms_per_step']:.3f} ms, device kernels {p['kernel_ms_per_step']:.3f} ms ({classes}), "
             f"device idle {p['idle_ms_per_step']:.3f} ms; graph launches {p['graph_launches_per_step']:.1f}, "
-            f"kernel launches {p['kernel_launches_per_step']:.1f}; host waits: {waits}\n")
+            f"kernel launches {p['kernel_launches_per_step']:.1f}; host waits: {waits}\n"
+            + gaps_report(p["gaps"])
+            + "".join(f"  {t['ms_per_step']:7.3f} ms x{t['per_step']:6.1f}/step  {t['class']:<9} {t['kernel']}\n"
+                      for t in p["top_kernels"]))
 
 
 def floor_figures(target, device, res: dict, nbytes: int, args) -> dict:
@@ -413,6 +421,7 @@ def main() -> None:
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
     ap.add_argument("--skip-eager-row", action="store_true",
                     help="leave out ours_eager (what CUDA graphs buy: ~35 s of a GPU run, no target depends on it)")
+    ap.add_argument("--top", type=int, default=30, help="--profile: kernels listed by device time")
     ap.add_argument("--profile", action="store_true",
                     help="no timed bench: profile one prompt's generation by ours (kernel time by class, device "
                          "idle time, host waits per target step) -> speculative_profile_*.json/.txt")

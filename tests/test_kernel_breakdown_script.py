@@ -34,6 +34,30 @@ def test_kernel_names_fall_in_their_class(name, cls):
     assert _script().kernel_class(name) == cls
 
 
+def test_device_gaps_bucket_the_idle_time_between_merged_kernels():
+    """Overlapping kernels merge into one busy span; each gap lands in its bucket, per step,
+    and the long gaps are attributed to the kernels on either side."""
+    from types import SimpleNamespace
+
+    import torch
+
+    cuda = torch.autograd.DeviceType.CUDA
+
+    def ev(start, end, name, dev=cuda):
+        return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), name=name, device_type=dev)
+
+    events = [ev(0, 10, "a"), ev(5, 12, "b"),  # overlap: busy 0..12
+              ev(13, 20, "c"),  # gap 1 us
+              ev(50, 60, "d"),  # gap 30 us: c -> d
+              ev(260, 270, "e"),  # gap 200 us: d -> e
+              ev(0, 999, "host", dev=torch.autograd.DeviceType.CPU)]  # host events are not device time
+    g = _script().device_gaps(SimpleNamespace(events=lambda: events), steps=2, cuda=True)
+    assert g["count_per_step"] == [0.5, 0.0, 0.0, 0.5, 0.5]
+    assert g["ms_per_step"] == pytest.approx([0.0005, 0.0, 0.0, 0.015, 0.1])
+    assert [(w["before"], w["after"]) for w in g["worst"]] == [("d", "e"), ("c", "d")]
+    assert "d -> e" in _script().gaps_report(g)
+
+
 def test_smoke_run_sums_each_forward_from_its_shapes(tmp_path):
     bench = _script()
     res = bench.main(["--smoke", "--out-dir", str(tmp_path)])
