@@ -51,6 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import paradecode  # noqa: E402
 from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode  # noqa: E402
+from paradecode.speculative.causal_lm import COMPILE_MODES  # noqa: E402
 
 SHAPES = {
     # name: (target kwargs, draft kwargs)
@@ -180,7 +181,7 @@ def copy_rate(device: torch.device, nbytes: int) -> float:
 
 def wrapper(model, args) -> CausalLM:
     """The CausalLM the strategy uses for ``model`` (no VocabTrim) under this run's options."""
-    return CausalLM.of(model, fuse_projections=args.fuse_projections)
+    return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=args.compile_forward)
 
 
 def graph_counts(model, args) -> dict:
@@ -196,13 +197,13 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         ["ours_eager"] if cuda and graphs and not args.skip_eager_row else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
-                cuda_graphs=graphs, fuse_projections=args.fuse_projections)
+                cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=args.compile_forward)
     variants = {
         "ours": spec,
         "ours_trim": dict(spec, vocabtrim=trim),
         "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
                               max_new_tokens=N, timing=False, cuda_graphs=graphs,
-                              fuse_projections=args.fuse_projections),
+                              fuse_projections=args.fuse_projections, compile_mode=args.compile_forward),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
     traces: dict[str, Any] = {}
@@ -307,7 +308,8 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     from kernel_breakdown import device_gaps, time_by_class
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
-                timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections)
+                timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
+                compile_mode=args.compile_forward)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
@@ -416,6 +418,8 @@ def main() -> None:
                          "(paradecode.models.llada.compile_elementwise)")
     ap.add_argument("--fuse-projections", action="store_true",
                     help="joined q/k/v and gate/up matmuls, one RoPE call, copy-free GQA (LlamaLM fuse_projections)")
+    ap.add_argument("--compile-forward", default=None, choices=list(COMPILE_MODES),
+                    help="torch.compile each forward captured as a CUDA graph, whole (CausalLM compile_mode)")
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")

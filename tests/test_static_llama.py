@@ -159,3 +159,46 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     assert lm_t.captures >= 1 and lm_t.replays >= 1 and lm_d.captures >= 2 and lm_d.replays >= 1
     prompt = torch.tensor([[5, 9, 2, 31, 7]])
     assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_compiled_captured_forward_traces_whole_and_decodes_the_same(monkeypatch, fuse):
+    """``compile_mode``: the forward captured as a graph is one ``torch.compile`` graph (fullgraph:
+    a break would raise) over the cache's writes and masks, and decoding through it gives the
+    eager tokens. A counting backend stands in for Inductor on the CPU."""
+    from paradecode.speculative import causal_lm
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    class ReplayedClosure:
+        def __init__(self, fn):
+            self.fn, self.out = fn, fn()
+
+        def replay(self):
+            self.out.copy_(self.fn())
+
+    monkeypatch.setattr(causal_lm, "_capture", lambda fn, pool: (lambda g: (g, g.out))(ReplayedClosure(fn)))
+    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    torch._dynamo.reset()
+    m = llama(LLAMA3_ROPE, seed=3).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    ref = greedy_decode(CausalLM(m, fuse_projections=fuse), prompt, 10, cuda_graphs=False)
+    lm = CausalLM(m, fuse_projections=fuse, compile_mode="default", compile_backend=counting_backend)
+    assert torch.equal(greedy_decode(lm, prompt, 10), ref)
+    assert lm.graph_error is None and lm.captures == 1 and lm.replays == 7  # prefill, 1st step eager; capture
+    assert len(graphs) == 1  # the captured one-token forward went through the compiler as one graph
+    ops = {str(n.target) for n in graphs[0].graph.nodes}
+    assert any("index_put" in o for o in ops)  # ... the cache's k/v writes included
+
+
+def test_compile_mode_refuses_modes_that_capture_graphs_themselves():
+    from paradecode.speculative.strategy import SpeculativeConfig
+
+    with pytest.raises(ValueError, match="captures its own CUDA graphs"):
+        SpeculativeConfig(compile_mode="reduce-overhead")
+    with pytest.raises(ValueError, match="compile_mode must be None or one of"):
+        CausalLM(llama(), compile_mode="fast")

@@ -263,8 +263,16 @@ class LlamaLM(nn.Module):
         ``cache`` gets ``begin_forward(positions)``, one ``update(layer, k, v, None)`` per layer
         (it returns the keys/values to attend to and the boolean key mask) and ``end_forward()``.
         """
-        if self.fused:
-            return self._forward_fused(input_ids, positions, cache, num_logits)
+        return self.path()(input_ids, positions, cache, num_logits)
+
+    def path(self) -> Any:
+        """The forward a call takes now: the fused one while the joined weights are in use, else
+        the plain one. Decided in Python, outside any compiled region (the check compares data
+        pointers, which ``torch.compile`` cannot trace)."""
+        return self._forward_fused if self.fused else self._forward_plain
+
+    def _forward_plain(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: Any, num_logits: int) -> torch.Tensor:
+        """:meth:`forward` with the model's own separate projections (transformers' arithmetic)."""
         B, T = input_ids.shape
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, x.dtype)

@@ -24,7 +24,7 @@ from ..caches.static_kv import StaticKVCache
 from ..models.graphs import capture_graph
 from ..models.llama import LlamaLM
 
-__all__ = ["CausalLM", "vocab_size", "greedy_decode"]
+__all__ = ["CausalLM", "vocab_size", "greedy_decode", "COMPILE_MODES", "check_compile_mode"]
 
 _STASH = "_paradecode_causal_lm"
 
@@ -49,11 +49,21 @@ class CausalLM:
         fuse_projections: joined q/k/v and gate/up matmuls, one RoPE call and copy-free GQA
             (:class:`~paradecode.models.llama.LlamaLM`; rebinds ``hf_model``'s projection weights
             as views of the joined ones, no extra memory).
+        compile_mode: ``torch.compile`` mode of the forwards that are captured as graphs
+            (``"default"`` or ``"max-autotune-no-cudagraphs"``; None: eager kernels). A whole
+            forward compiled at once lets the compiler fuse across the elementwise kernels'
+            boundaries (and, with max-autotune, pick its own matmul kernels with the elementwise
+            work folded in); at batch 1 a forward is launch-bound, so fewer kernels is the point.
+            Each captured shape compiles once (minutes on a GPU, not counted in a replay).
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
-                 max_graphs: int = 32, fuse_projections: bool = False) -> None:
+                 max_graphs: int = 32, fuse_projections: bool = False, compile_mode: Optional[str] = None,
+                 compile_backend: str = "inductor") -> None:
         self.lm = LlamaLM(hf_model, keep_ids, fuse_projections=fuse_projections)
+        self.compile_mode = check_compile_mode(compile_mode)
+        self._compile_backend = compile_backend
+        self._compiled: dict[str, Any] = {}
         self.hf_model = hf_model
         self._source = hf_model.lm_head.weight.data_ptr()  # a copied or moved model gets a new wrapper
         self.config = hf_model.config
@@ -71,18 +81,19 @@ class CausalLM:
 
     @classmethod
     def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
-           fuse_projections: bool = False) -> "CausalLM":
-        """The wrapper kept on ``hf_model`` for these ``keep_ids`` and ``fuse_projections`` (made
-        on first use), so caches and captured graphs survive from one ``sample`` call to the
-        next. A copy of the model (``copy.deepcopy``) or a model moved to another device gets a
-        fresh one; so does a fused wrapper whose joined weights went stale (the model was moved)."""
+           fuse_projections: bool = False, compile_mode: Optional[str] = None) -> "CausalLM":
+        """The wrapper kept on ``hf_model`` for these ``keep_ids``, ``fuse_projections`` and
+        ``compile_mode`` (made on first use), so caches and captured graphs survive from one
+        ``sample`` call to the next. A copy of the model (``copy.deepcopy``) or a model moved to
+        another device gets a fresh one; so does a fused wrapper whose joined weights went stale
+        (the model was moved)."""
         stash = hf_model.__dict__.setdefault(_STASH, {})
-        key = (None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes()), bool(fuse_projections))
+        key = (None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes()), bool(fuse_projections), compile_mode)
         lm = stash.get(key)
         stale = lm is None or lm.hf_model is not hf_model or lm._source != hf_model.lm_head.weight.data_ptr()
         stale = stale or (fuse_projections and not lm.lm.fused)
         if stale or (keep_ids is not None and not torch.equal(lm.keep_ids.cpu(), keep_ids.cpu())):
-            lm = stash[key] = cls(hf_model, keep_ids, fuse_projections=fuse_projections)
+            lm = stash[key] = cls(hf_model, keep_ids, fuse_projections=fuse_projections, compile_mode=compile_mode)
         return lm
 
     @property
@@ -110,6 +121,20 @@ class CausalLM:
     def _graphable(self, input_ids: torch.Tensor) -> bool:
         return self.graphs and input_ids.is_cuda and self.graph_error is None
 
+    def _captured_forward(self) -> Any:
+        """The forward a capture records: the model's current path (:meth:`LlamaLM.path`),
+        compiled whole when ``compile_mode`` is set (no dynamic shapes: one compile per captured
+        shape; a break in the graph raises, so the capture falls back to eager with a warning).
+        The eager path (a CPU, a shape's first occurrence) never compiles."""
+        fwd = self.lm.path()
+        if self.compile_mode is None:
+            return fwd
+        name = fwd.__name__
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fwd, mode=None if self.compile_mode == "default" else self.compile_mode,
+                                                 dynamic=False, fullgraph=True, backend=self._compile_backend)
+        return self._compiled[name]
+
     def __call__(self, input_ids: torch.Tensor, cache: StaticKVCache, num_logits: int = 1) -> torch.Tensor:
         T = input_ids.shape[1]
         if T > cache.max_len:
@@ -127,7 +152,8 @@ class CausalLM:
             if self._pool is None and input_ids.is_cuda:
                 self._pool = torch.cuda.graph_pool_handle()
             try:
-                graph, out = _capture(lambda: self.lm(ids, cache.positions(T), cache, num_logits), self._pool)
+                fwd = self._captured_forward()
+                graph, out = _capture(lambda: fwd(ids, cache.positions(T), cache, num_logits), self._pool)
             except RuntimeError as err:  # never capture again; the eager forward gives the same result
                 self.graph_error = f"{type(err).__name__}: {err}"
                 warnings.warn(f"CUDA graph capture failed, running eagerly: {self.graph_error}", RuntimeWarning)
@@ -140,6 +166,20 @@ class CausalLM:
         graph.replay()
         self.replays += 1
         return out.clone()  # the next replay overwrites ``out``
+
+
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: Optional[str]) -> Optional[str]:
+    """``mode`` if it is one of :data:`COMPILE_MODES` or None; a clear error otherwise (the
+    modes that capture CUDA graphs themselves would capture inside our capture)."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(
+            f"compile_mode must be None or one of {COMPILE_MODES}, got {mode!r}; speculative decoding captures its "
+            "own CUDA graphs, so torch.compile's graph-capturing modes ('reduce-overhead', 'max-autotune') do not apply."
+        )
+    return mode
 
 
 def _capture(fn: Any, pool: Any) -> tuple[Any, Any]:

@@ -31,7 +31,7 @@ from torch import nn
 from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from ..caches.static_kv import StaticKVCache
-from .causal_lm import CausalLM, vocab_size
+from .causal_lm import CausalLM, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
 from .vocabtrim import VocabTrim
 
@@ -72,6 +72,7 @@ class SpeculativeConfig:
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
+    compile_mode: Optional[str] = None  # torch.compile of each captured forward (CausalLM; COMPILE_MODES)
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -95,6 +96,7 @@ class SpeculativeConfig:
             raise ValueError(f"drafter must be one of {sorted(DRAFTERS)}, got {self.drafter!r}.")
         if self.prompt_lookup_max_ngram < 1:
             raise ValueError(f"prompt_lookup_max_ngram must be >= 1, got {self.prompt_lookup_max_ngram}.")
+        check_compile_mode(self.compile_mode)
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
 
@@ -201,7 +203,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 raise ValueError(f"{name} is an encoder-decoder model; speculative decoding here needs decoder-only causal LMs.")
         vt = vocab_size(model)
         fuse = self.config.fuse_projections
-        models = {"target": CausalLM.of(model, fuse_projections=fuse)}
+        mode = self.config.compile_mode
+        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode)}
         keep = None
         if not lookup:
             vd = vocab_size(draft_model)
@@ -216,7 +219,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if vocabtrim is not None:
                 keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
-            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse)
+            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode)
         for lm in models.values():
             lm.graphs = self.config.cuda_graphs
         cfg = model.config
