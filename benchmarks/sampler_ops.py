@@ -349,11 +349,13 @@ class _SyncsOff(torch.nn.Module):
             torch.cuda.set_sync_debug_mode("warn")
 
 
-def cuda_syncs(model, prompt, rule, cache, args) -> float:
+def cuda_syncs(model, prompt, rule, cache, args) -> tuple[float, dict[str, float]]:
     """Synchronizing CUDA calls per step outside the forward, as PyTorch's sync debug mode
-    reports them on a real device (each one is a warning; the counted steps only)."""
+    reports them on a real device (each one is a warning; the counted steps only), and per step
+    the Python line each came from (the warning's caller)."""
     strat, state, call = driver(_SyncsOff(model), prompt, rule, cache, args.gen, args.block, args.tokens_per_step)
     n = total = 0
+    sites: dict[str, int] = {}
     with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         while n < args.steps and not strat.done(state):
@@ -363,9 +365,13 @@ def cuda_syncs(model, prompt, rule, cache, args) -> float:
                 one_step(strat, state, call)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
-            total += sum("synchroniz" in str(w.message) for w in caught)
+            for w in caught:
+                if "synchroniz" in str(w.message):
+                    total += 1
+                    site = f"{Path(w.filename).name}:{w.lineno}"
+                    sites[site] = sites.get(site, 0) + 1
             n += 1
-    return total / n
+    return total / n, {k: v / n for k, v in sorted(sites.items(), key=lambda kv: -kv[1])}
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -400,7 +406,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 row = count(model, prompt, rule, cache, args)
                 row.update(cpu_time(model, prompt, rule, cache, args))
                 if args.cuda_syncs:
-                    row["cuda_syncs"] = cuda_syncs(model.cuda(), prompt.cuda(), rule, cache, args)
+                    row["cuda_syncs"], row["cuda_sync_sites"] = cuda_syncs(model.cuda(), prompt.cuda(), rule, cache, args)
                     model.cpu()
             except Exception as exc:  # e.g. a rule no canvas cache can plan (WINO)
                 res["rows"][key] = {"error": repr(exc)[:200]}
@@ -414,6 +420,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             if args.sites:
                 for site, v in row["sites"].items():
                     print(f"      {v:5.2f}  {site}")
+                for site, v in row.get("cuda_sync_sites", {}).items():
+                    print(f"      {v:5.2f}  CUDA sync at {site}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
     return res
