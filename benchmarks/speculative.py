@@ -181,7 +181,14 @@ def copy_rate(device: torch.device, nbytes: int) -> float:
 
 def wrapper(model, args) -> CausalLM:
     """The CausalLM the strategy uses for ``model`` (no VocabTrim) under this run's options."""
-    return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=args.compile_forward)
+    return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args).get("target"))
+
+
+def compile_modes(args) -> dict:
+    """``--compile-forward MODE`` for the roles in ``--compile-roles`` (the strategy's compile_mode)."""
+    if args.compile_forward is None:
+        return {}
+    return {role: args.compile_forward for role in args.compile_roles.split(",") if role}
 
 
 def graph_counts(model, args) -> dict:
@@ -197,13 +204,13 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         ["ours_eager"] if cuda and graphs and not args.skip_eager_row else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
-                cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=args.compile_forward)
+                cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None)
     variants = {
         "ours": spec,
         "ours_trim": dict(spec, vocabtrim=trim),
         "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
                               max_new_tokens=N, timing=False, cuda_graphs=graphs,
-                              fuse_projections=args.fuse_projections, compile_mode=args.compile_forward),
+                              fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
     traces: dict[str, Any] = {}
@@ -309,7 +316,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
                 timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
-                compile_mode=args.compile_forward)
+                compile_mode=compile_modes(args) or None)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
@@ -420,6 +427,8 @@ def main() -> None:
                     help="joined q/k/v and gate/up matmuls, one RoPE call, copy-free GQA (LlamaLM fuse_projections)")
     ap.add_argument("--compile-forward", default=None, choices=list(COMPILE_MODES),
                     help="torch.compile each forward captured as a CUDA graph, whole (CausalLM compile_mode)")
+    ap.add_argument("--compile-roles", default="target,draft",
+                    help="the models --compile-forward applies to (e.g. draft: the target keeps cuBLAS, compiles faster)")
     ap.add_argument("--copy-bytes", type=int, default=2 << 30, help="buffer size of the copy-rate measurement")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")

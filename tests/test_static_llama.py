@@ -202,3 +202,25 @@ def test_compile_mode_refuses_modes_that_capture_graphs_themselves():
         SpeculativeConfig(compile_mode="reduce-overhead")
     with pytest.raises(ValueError, match="compile_mode must be None or one of"):
         CausalLM(llama(), compile_mode="fast")
+
+
+def test_compile_mode_per_role():
+    """A mapping compiles only the roles it names; other keys are refused."""
+    from paradecode.speculative.strategy import SpeculativeConfig
+
+    c = SpeculativeConfig(compile_mode={"draft": "max-autotune-no-cudagraphs"})
+    assert c.compile_mode_of("draft") == "max-autotune-no-cudagraphs" and c.compile_mode_of("target") is None
+    assert SpeculativeConfig(compile_mode="default").compile_mode_of("target") == "default"
+    with pytest.raises(ValueError, match="roles 'target' and 'draft'"):
+        SpeculativeConfig(compile_mode={"drafter": "default"})
+    with pytest.raises(ValueError, match="compile_mode must be None or one of"):
+        SpeculativeConfig(compile_mode={"draft": "reduce-overhead"})
+    target, draft = llama(seed=1), llama(seed=2)
+    out = paradecode.sample(target, [[5, 9, 2]], "speculative", draft_model=draft, max_new_tokens=6,
+                            compile_mode={"draft": "default"})
+    from paradecode.speculative.causal_lm import _STASH
+
+    # the wrappers the strategy made (kept on each model, keyed by keep ids, fusion, compile mode)
+    assert [key[2] for key in draft.__dict__[_STASH]] == ["default"]
+    assert [key[2] for key in target.__dict__[_STASH]] == [None]
+    assert out.sequences.shape == (1, 9)

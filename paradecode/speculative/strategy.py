@@ -72,7 +72,9 @@ class SpeculativeConfig:
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
-    compile_mode: Optional[str] = None  # torch.compile of each captured forward (CausalLM; COMPILE_MODES)
+    # torch.compile of each captured forward (CausalLM; COMPILE_MODES): one mode for both models,
+    # or {"draft": mode} / {"target": mode, "draft": mode} per role (a role left out stays eager).
+    compile_mode: Union[str, dict, None] = None
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -96,9 +98,25 @@ class SpeculativeConfig:
             raise ValueError(f"drafter must be one of {sorted(DRAFTERS)}, got {self.drafter!r}.")
         if self.prompt_lookup_max_ngram < 1:
             raise ValueError(f"prompt_lookup_max_ngram must be >= 1, got {self.prompt_lookup_max_ngram}.")
-        check_compile_mode(self.compile_mode)
+        for role in self.compile_roles():
+            check_compile_mode(self.compile_mode_of(role))
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
+
+    def compile_roles(self) -> tuple[str, ...]:
+        """The roles ``compile_mode`` names (a clear error for any other key)."""
+        if not isinstance(self.compile_mode, dict):
+            return ("target", "draft")
+        unknown = set(self.compile_mode) - {"target", "draft"}
+        if unknown:
+            raise ValueError(f"compile_mode keys are the roles 'target' and 'draft', got {sorted(unknown)}.")
+        return tuple(self.compile_mode)
+
+    def compile_mode_of(self, role: str) -> Optional[str]:
+        """The ``torch.compile`` mode of ``role``'s captured forwards (None: eager kernels)."""
+        if isinstance(self.compile_mode, dict):
+            return self.compile_mode.get(role)
+        return self.compile_mode
 
     def validate(self) -> None:
         """Refuse options this combination never reads, as transformers' ``GenerationConfig.validate``
@@ -203,8 +221,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 raise ValueError(f"{name} is an encoder-decoder model; speculative decoding here needs decoder-only causal LMs.")
         vt = vocab_size(model)
         fuse = self.config.fuse_projections
-        mode = self.config.compile_mode
-        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode)}
+        mode = self.config.compile_mode_of
+        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode("target"))}
         keep = None
         if not lookup:
             vd = vocab_size(draft_model)
@@ -219,7 +237,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if vocabtrim is not None:
                 keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
-            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode)
+            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode("draft"))
         for lm in models.values():
             lm.graphs = self.config.cuda_graphs
         cfg = model.config
