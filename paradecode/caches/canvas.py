@@ -198,7 +198,7 @@ class CanvasKVCache(CachePolicy):
             ranges = None
         if ranges is None:
             fed = self.recompute(canvas)[:, :L]
-            fed[to_device(full, fed.device)] = True
+            fed |= to_device(full, fed.device)[:, None]  # rows fed whole (a boolean-mask write would sync)
             fed = fed.repeat(reps, 1)
             col = torch.arange(L, device=x.device)[None, :]
             ws = to_device(win_start, x.device)[:, None]

@@ -126,4 +126,4 @@ class Editing(BlockDiffusionStrategy):
         return Revision(edits, view.x0, hold)
 
     def on_block_end(self, state: EditingState, rows: torch.Tensor) -> None:
-        state.post_edits[to_device(rows, state.post_edits.device)] = 0
+        state.post_edits.index_fill_(0, to_device(rows, state.post_edits.device), 0)  # no scalar copy (see credit)
