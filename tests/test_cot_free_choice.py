@@ -1,0 +1,125 @@
+"""Free choices of the chain-of-thought data (``CotSpec.free_choice``, the ``cot-free*`` tasks):
+off by default; with it on, every reference passes both verifiers, either form of each free choice
+is valid with every other token of the answer kept (nothing pins it and no length changes), the
+minority forms appear at the set rate, and broken chains are still rejected."""
+
+import math
+import random
+
+import pytest
+
+from paradecode.bench.cot_tasks import (FREE_CHOICE_SHARE, FREE_CHOICE_TASKS, CotSpec, check_chain, diagnose,
+                                        valid_chains)
+from paradecode.bench.tasks import get_task
+
+FREE = get_task("cot-free")
+
+
+def _steps(answer: str) -> tuple[list[list[str]], str]:
+    head, _, value = answer.rpartition(" the answer is ")
+    return [(s.strip() + " .").split(" ") for s in head.split(" .") if s.strip()], "the answer is " + value
+
+
+def _join(steps: list[list[str]], final: str) -> str:
+    return " ".join([" ".join(s) for s in steps] + [final])
+
+
+def _flips(words: list[str], kind: str) -> list[list[str]]:
+    """The step with its verb flipped, and (a commutative step) with its operand order flipped."""
+    short = len(words) == 8  # "x has va + vb = v ." (else "x = a + b = va + vb = v .")
+    out = [[words[0], "is" if words[1] != "is" else "has" if short else "="] + words[2:]]
+    if kind in ("plus", "sum"):
+        w = list(words)
+        if short:
+            w[2], w[4] = w[4], w[2]
+        else:
+            w[2], w[4], w[6], w[8] = w[4], w[2], w[8], w[6]
+        out.append(w)
+    return out
+
+
+def test_the_option_is_off_by_default_and_validated():
+    assert CotSpec().free_choice == 0.0
+    for name in FREE_CHOICE_TASKS:
+        for ex in get_task(name).examples(30, seed=1):
+            assert "free_choice" not in ex.data
+            assert all(s[1] in ("has", "=") for s in _steps(ex.answer)[0])
+    for bad in (-0.1, 0.6, math.nan):
+        with pytest.raises(ValueError, match="free_choice must lie in"):
+            CotSpec(free_choice=bad)
+    # with the option off, the free-choice forms are errors
+    ex = get_task("cot").examples(1, seed=2)[0]
+    steps, final = _steps(ex.answer)
+    steps[0][1] = "is"
+    assert "not a valid computation" in diagnose(ex.data, _join(steps, final))
+
+
+def test_either_form_of_every_free_choice_is_valid_with_the_rest_of_the_answer_kept():
+    flipped = 0
+    for ex in FREE.examples(40, seed=3):
+        assert ex.data["free_choice"] == FREE_CHOICE_SHARE
+        for strict in (False, True):
+            assert check_chain(ex.data, ex.answer, strict=strict), diagnose(ex.data, ex.answer, strict)
+        steps, final = _steps(ex.answer)
+        for k, words in enumerate(steps):
+            for alt in _flips(words, ex.data["relations"][words[0]][0]):
+                other = _join(steps[:k] + [alt] + steps[k + 1 :], final)
+                assert len(other.split(" ")) == len(ex.answer.split(" "))  # no length changes
+                assert check_chain(ex.data, other, strict=True), diagnose(ex.data, other, strict=True)
+                flipped += 1
+    assert flipped >= 150
+
+
+def test_valid_chains_with_the_option_pass_both_verifiers():
+    for ex in FREE.examples(6, seed=4) + get_task("cot-free-short-train").examples(20, seed=4):
+        chains = valid_chains(ex.data, limit=400)
+        assert len(set(chains)) == len(chains)
+        assert all(check_chain(ex.data, c, strict=True) and check_chain(ex.data, c) for c in chains)
+        if len(_steps(ex.answer)[0]) <= 2:  # all of them listed: the reference is one
+            assert ex.answer in chains
+
+
+def test_minority_forms_appear_at_the_set_rate():
+    verbs = alt_verbs = commutative = swapped = 0
+    for ex in get_task("cot-free-train").examples(400, seed=5):
+        rels = ex.data["relations"]
+        for words in _steps(ex.answer)[0]:
+            verbs += 1
+            alt_verbs += words[1] == "is"
+            kind, a, b = rels[words[0]]
+            if kind in ("plus", "sum") and len(words) > 8:  # the long form names its operands
+                commutative += 1
+                swapped += words[2] == str(b)
+    assert verbs > 1000 and abs(alt_verbs / verbs - FREE_CHOICE_SHARE) < 0.04
+    assert commutative > 300 and abs(swapped / commutative - FREE_CHOICE_SHARE) < 0.06
+
+
+def test_broken_chains_with_the_option_are_rejected():
+    rng = random.Random(0)
+    checked = 0
+    for ex in FREE.examples(40, seed=6):
+        steps, final = _steps(ex.answer)
+        value = int(final.rsplit(" ", 1)[1])
+        bad = []
+        w = [list(s) for s in steps]
+        w[0][-2] = str(int(w[0][-2]) + 1)  # wrong result
+        bad.append(_join(w, final))
+        w = [list(s) for s in steps]
+        w[-1][-3] = "is"  # the free verb in a place that is no verb
+        bad.append(_join(w, final))
+        w = [list(s) for s in steps]
+        w[rng.randrange(len(w))][1] = "than"  # a verb that is no synonym
+        bad.append(_join(w, final))
+        bad.append(_join(steps, f"the answer is {value + 1}"))
+        bad.append(_join(steps[:-1], final))
+        for words in steps:  # a non-commutative step written swapped
+            if ex.data["relations"][words[0]][0] in ("minus", "diff") and len(words) == 8 and words[2] != words[4]:
+                w = list(words)
+                w[2], w[4] = w[4], w[2]
+                bad.append(_join([w if s is words else s for s in steps], final))
+        for b in bad:
+            if b != ex.answer:
+                assert not check_chain(ex.data, b), b
+                assert not check_chain(ex.data, b, strict=True), b
+                checked += 1
+    assert checked >= 200
