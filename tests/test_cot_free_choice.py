@@ -123,3 +123,38 @@ def test_broken_chains_with_the_option_are_rejected():
                 assert not check_chain(ex.data, b, strict=True), b
                 checked += 1
     assert checked >= 200
+
+
+# ---- scripts/train_cot.py --free-choice ------------------------------------------------------
+
+def _train_cot():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_cot", Path(__file__).resolve().parents[1] / "scripts/train_cot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_cot_maps_tasks_to_their_free_choice_counterparts():
+    names = _train_cot().free_choice_names
+    assert names(["cot-train", "cot-short-train", "cot"]) == ["cot-free-train", "cot-free-short-train", "cot-free"]
+    assert names(["cot-free"]) == ["cot-free"]
+    with pytest.raises(SystemExit, match="no free-choice counterpart of \\['add'\\]"):
+        names(["cot-train", "add"])
+
+
+@pytest.mark.slow  # ~10-30 s: the script's --smoke run (a tiny random model)
+def test_train_cot_smoke_with_free_choice_trains_and_evaluates_on_cot_free(monkeypatch, tmp_path):
+    import json
+    import sys
+
+    out = tmp_path / "m"
+    monkeypatch.setattr(sys, "argv", ["train_cot.py", "--out", str(out), "--smoke", "--free-choice", "--baseline", "",
+                                      "--eval-n", "2", "--eval-batch", "2"])
+    _train_cot().main()
+    info = json.loads((out / "info.json").read_text())
+    assert info["complete"] and info["tasks"] == ["cot-free"] and info["train"]["free_choice"] is True
+    assert info["train"]["mix"] == {"cot-free-train": 0.8, "cot-free-short-train": 0.2}
+    assert set(info["eval"]["accuracy"]) == {"cot-free"} and 0 <= info["eval"]["confidence"]["share_in_band"] <= 1
