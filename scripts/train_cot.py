@@ -106,7 +106,7 @@ def free_choice_names(names: list[str]) -> list[str]:
 
 
 def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128, task: str = "cot"):
-    """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``cot`` problems
+    """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``task`` problems
     (names, numbers, all), on the evaluated layout. It tells early whether the model reads the
     prompt: a name is right only when looked up there (the first run stayed at chance, 1/20)."""
     from paradecode.bench.cot_tasks import NAMES
@@ -331,7 +331,8 @@ def main() -> None:
         yield from make_loader(CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
                                           tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share))
 
-    probe = make_probe(tok, args.prompt_len, args.gen_length, device, task=eval_tasks[0]) if args.probe_every else None
+    probe_task = "cot-free" if args.free_choice else "cot"
+    probe = make_probe(tok, args.prompt_len, args.gen_length, device, task=probe_task) if args.probe_every else None
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     reserve = args.eval_reserve if args.eval_reserve is not None else (75.0 if device.type == "cuda" else 60.0)

@@ -131,7 +131,8 @@ def _train_cot():
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("train_cot", Path(__file__).resolve().parents[1] / "scripts/train_cot.py")
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_cot.py"
+    spec = importlib.util.spec_from_file_location("train_cot", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
