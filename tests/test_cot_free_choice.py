@@ -159,3 +159,21 @@ def test_train_cot_smoke_with_free_choice_trains_and_evaluates_on_cot_free(monke
     assert info["complete"] and info["tasks"] == ["cot-free"] and info["train"]["free_choice"] is True
     assert info["train"]["mix"] == {"cot-free-train": 0.8, "cot-free-short-train": 0.2}
     assert set(info["eval"]["accuracy"]) == {"cot-free"} and 0 <= info["eval"]["confidence"]["share_in_band"] <= 1
+
+
+def test_a_calibrated_oracle_commits_the_free_choices_inside_the_band():
+    """benchmarks/oracle_commit_confidences.py: decoding with the generator's exact distribution, the
+    default data leaves few in-band commits (its choices are pinned before they come up), the
+    free-choice data adds commits at ~0.7."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_commit_confidences.py"
+    spec = importlib.util.spec_from_file_location("oracle_commit_confidences", path)
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    plain = oracle.measure("cot-short-train", 12, seed=3, max_steps=2, max_chains=5000)
+    free = oracle.measure("cot-free-short-train", 12, seed=3, max_steps=2, max_chains=5000)
+    assert plain["decoded"] == free["decoded"] == 12
+    assert free["share_in_band_without_eos"] > plain["share_in_band_without_eos"] + 0.05
+    assert 0.65 < free["mean_in_band_confidence"] < 0.8
