@@ -22,31 +22,18 @@ from typing import Optional
 
 import numpy as np
 
-from paradecode.bench.cot_tasks import (BLOCK_LENGTH, GEN_LENGTH, PROMPT_ORDER_SHARE, _commutative, _needed,
-                                        _operands, _phrase, _step_variants, _uses, evaluate_all)
+from paradecode.bench.cot_tasks import (BLOCK_LENGTH, GEN_LENGTH, PROMPT_ORDER_SHARE, _needed, _uses, evaluate_all,
+                                        step_distribution)
 from paradecode.bench.tasks import get_task
 
 EOS = "<eos>"
 
 
-def step_distribution(name: str, rel: tuple, values: dict, free_choice: float) -> dict[str, float]:
-    """{step text: probability} as :func:`paradecode.bench.cot_tasks.answer_text` draws it."""
-    if not free_choice:
-        variants = _step_variants(name, rel, values)
-        return {v: 1 / len(variants) for v in variants}
-    out: dict[str, float] = {}
-    for swap in (False, True) if _commutative(rel, True) else (False,):
-        p_swap = (free_choice if swap else 1 - free_choice) if _commutative(rel, True) else 1.0
-        names, vals = _operands(rel, values, swap)
-        for long in (False, True):
-            for alt in (False, True):
-                text = _phrase(name, rel, values, names, vals, long, alt)
-                out[text] = out.get(text, 0.0) + p_swap * 0.5 * (free_choice if alt else 1 - free_choice)
-    return out
-
-
 def answer_distribution(ex, max_chains: int) -> Optional[list[tuple[list[str], float]]]:
-    """Every answer the generator may write for ``ex`` with its probability (None: too many)."""
+    """Every answer the generator may write for ``ex`` with its probability (None: too many): the
+    step order as :func:`paradecode.bench.cot_tasks.answer_text` draws it (the prompt's first
+    ready person with ``PROMPT_ORDER_SHARE``, else any ready one), each step's phrasing from
+    :func:`step_distribution`."""
     rels = {n: tuple(r) for n, r in ex.data["relations"].items()}
     values, target = evaluate_all(rels), ex.data["target"]
     needed = _needed(target, rels)

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from paradecode.bench.cot_tasks import (FREE_CHOICE_SHARE, FREE_CHOICE_TASKS, CotSpec, check_chain, diagnose,
-                                        valid_chains)
+from paradecode.bench.cot_tasks import (FREE_CHOICE_SHARE, FREE_CHOICE_TASKS, CotSpec, _draw_step, _step_variants,
+                                        check_chain, diagnose, step_distribution, valid_chains)
 from paradecode.bench.tasks import get_task
 
 FREE = get_task("cot-free")
@@ -92,6 +92,20 @@ def test_minority_forms_appear_at_the_set_rate():
                 swapped += words[2] == str(b)
     assert verbs > 1000 and abs(alt_verbs / verbs - FREE_CHOICE_SHARE) < 0.04
     assert commutative > 300 and abs(swapped / commutative - FREE_CHOICE_SHARE) < 0.06
+
+
+@pytest.mark.parametrize("rel", [("sum", "ann", "bob"), ("plus", "ann", 3), ("minus", "ann", 2), ("sum", "ann", "cal")])
+def test_step_distribution_is_what_the_generator_draws(rel):
+    values = {"ann": 7, "bob": 9, "cal": 7}
+    dist = step_distribution("dan", rel, values, FREE_CHOICE_SHARE)
+    assert set(dist) == set(_step_variants("dan", rel, values, free=True)) and math.isclose(sum(dist.values()), 1.0)
+    rng, n = random.Random(0), 6000
+    seen: dict[str, int] = {}
+    for _ in range(n):
+        text = _draw_step(rng, "dan", rel, values, FREE_CHOICE_SHARE)
+        seen[text] = seen.get(text, 0) + 1
+    assert all(abs(seen.get(t, 0) / n - p) < 0.02 for t, p in dist.items())
+    assert set(step_distribution("dan", rel, values)) == set(_step_variants("dan", rel, values))  # off: uniform
 
 
 def test_broken_chains_with_the_option_are_rejected():

@@ -49,7 +49,7 @@ from typing import Optional
 from .task_base import Example, Task
 
 __all__ = ["NAMES", "MAX_VALUE", "CotSpec", "COT_TASKS", "FREE_CHOICE_SHARE", "FREE_CHOICE_TASKS", "cot_vocabulary",
-           "diagnose", "check_chain", "check_final", "valid_chains", "make_problem", "split_of"]
+           "diagnose", "check_chain", "check_final", "valid_chains", "make_problem", "split_of", "step_distribution"]
 
 NAMES = ("ann", "bob", "cal", "dan", "eve", "fay", "gus", "hal", "ida", "jon", "kim", "lee",
          "max", "ned", "oli", "pam", "quin", "rob", "sue", "tom")
@@ -367,6 +367,23 @@ def _draw_step(rng: random.Random, name: str, rel: Relation, values: dict[str, i
     alt = rng.random() < free_choice
     names, vals = _operands(rel, values, swap)
     return _phrase(name, rel, values, names, vals, long, alt)
+
+
+def step_distribution(name: str, rel: Relation, values: dict[str, int], free_choice: float = 0.0) -> dict[str, float]:
+    """{step text: probability} as :func:`answer_text` draws the step computing ``name`` (uniform
+    over :func:`_step_variants` by default; :func:`_draw_step`'s choices with ``free_choice``)."""
+    if not free_choice:
+        variants = _step_variants(name, rel, values)
+        return {v: 1 / len(variants) for v in variants}
+    out: dict[str, float] = {}
+    for swap in (False, True) if _commutative(rel, True) else (False,):
+        p_swap = (free_choice if swap else 1 - free_choice) if _commutative(rel, True) else 1.0
+        names, vals = _operands(rel, values, swap)
+        for long in (False, True):
+            for alt in (False, True):
+                text = _phrase(name, rel, values, names, vals, long, alt)
+                out[text] = out.get(text, 0.0) + p_swap * 0.5 * (free_choice if alt else 1 - free_choice)
+    return out
 
 
 PROMPT_ORDER_SHARE = 0.7  # the share of training steps that take the first ready person of the prompt
