@@ -10,7 +10,8 @@ without a cache (``paradecode.bench.runner.summarize``), with its tokens/s and s
 to the papers' figures; and the steps-to-quality plot (accuracy vs NFE, one panel per cache).
 
 Learn2PD needs a filter trained for the model: when ``<model>/learn2pd_filter`` is missing it is
-trained first (scripts/train_learn2pd.py on ``cot-train`` prompts, seed 123).
+trained first (scripts/train_learn2pd.py on ``cot-train`` prompts, seed 123; ``cot-free-train``
+with ``--task cot-free``, for a model from ``scripts/train_cot.py --free-choice``).
 
     python benchmarks/cot_bench.py --model $OUT/cot-10m --device cuda --n 500 --seed 4242 --out $OUT/cot-bench
     python benchmarks/cot_bench.py --smoke --out /tmp/cot-bench-smoke        # CPU, tiny random model
@@ -100,13 +101,16 @@ def run_one(model, tok, task, examples, prompts, strategy: str, opts: dict, cach
             "answer_tokens_per_second": answer_tokens / seconds if seconds else 0.0, "n": n}
 
 
-def ensure_learn2pd_filter(model_dir: Path, device: str, n: int, epochs: int) -> None:
+def ensure_learn2pd_filter(model_dir: Path, device: str, n: int, epochs: int, task: str = "cot") -> None:
+    """Train the filter on the training prompts of ``task`` (``cot-train``, or ``cot-free-train``
+    for the free-choice task) when the model has none."""
     if (model_dir / "learn2pd_filter").exists():
         return
     import train_learn2pd
 
     t0 = time.perf_counter()
-    train_learn2pd.main(["--model", str(model_dir), "--tasks", "cot-train", "--n", str(n), "--seed", "123",
+    train_tasks = "cot-free-train" if task == "cot-free" else "cot-train"
+    train_learn2pd.main(["--model", str(model_dir), "--tasks", train_tasks, "--n", str(n), "--seed", "123",
                          "--epochs", str(epochs), "--device", device])
     print(f"learn2pd filter trained in {time.perf_counter() - t0:.0f}s", flush=True)
 
@@ -356,11 +360,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.model in zoo.available():  # a shipped model's name
             model_dir = zoo.model_dir(args.model)
     if "learn2pd" in strategies:
-        ensure_learn2pd_filter(model_dir, args.device, args.learn2pd_n, args.learn2pd_epochs)
+        ensure_learn2pd_filter(model_dir, args.device, args.learn2pd_n, args.learn2pd_epochs, args.task)
     from paradecode.models.loading import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(str(model_dir), device=args.device)
     info = zoo.info(model_dir)
+    if info.get("tasks") and args.task not in info["tasks"]:
+        print(f"warning: {model_dir} was evaluated on {info['tasks']}, not --task {args.task} (a model trained with "
+              f"scripts/train_cot.py --free-choice writes forms only --task cot-free accepts)", flush=True)
     task = get_task(args.task)
     gen, block = task.gen_length, task.block_length
     examples = task.examples(args.n, seed=args.seed)

@@ -15,6 +15,11 @@ token per step; chain and final line verified), the share of committed-token con
     python scripts/train_cot.py --out $OUT/cot-10m --time-budget 420     # one H200
     python scripts/train_cot.py --out /tmp/cot-smoke --smoke             # CPU, ~1 minute
 
+``--free-choice`` trains and evaluates on the ``cot-free*`` counterparts of the tasks
+(``CotSpec.free_choice`` in paradecode/bench/cot_tasks.py: per step, a verb and a commutative
+step's operand order drawn 70/30, choices no other token of the answer pins, so a calibrated
+model commits them at confidence ~0.7); the model's info.json then lists ``cot-free``.
+
 The directory --out gets config.json, model.safetensors (bf16), tokenizer.json and info.json
 (the command, the train log, the evaluation).
 """
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paradecode.bench.confidence import confidence_summary, decode_with_confidences, model_confidences  # noqa: E402
-from paradecode.bench.cot_tasks import cot_vocabulary  # noqa: E402
+from paradecode.bench.cot_tasks import FREE_CHOICE_TASKS, cot_vocabulary  # noqa: E402
 from paradecode.bench.edit_training import noise_vocabulary  # noqa: E402
 from paradecode.bench.tasks import get_task  # noqa: E402
 from paradecode.bench.tokenizer import build_word_tokenizer  # noqa: E402
@@ -90,14 +95,24 @@ class CotBatches(torch.utils.data.IterableDataset):
             yield torch.tensor(rows), torch.tensor(masks)
 
 
-def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128):
-    """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``cot`` problems
+def free_choice_names(names: list[str]) -> list[str]:
+    """Each task's free-choice counterpart (``--free-choice``); a free-choice task stays."""
+    free = set(FREE_CHOICE_TASKS.values())
+    bad = [n for n in names if n not in FREE_CHOICE_TASKS and n not in free]
+    if bad:
+        raise SystemExit(f"--free-choice: no free-choice counterpart of {bad}; use tasks among "
+                         f"{sorted(FREE_CHOICE_TASKS)} (or their counterparts {sorted(free)})")
+    return [FREE_CHOICE_TASKS.get(n, n) for n in names]
+
+
+def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128, task: str = "cot"):
+    """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``task`` problems
     (names, numbers, all), on the evaluated layout. It tells early whether the model reads the
     prompt: a name is right only when looked up there (the first run stayed at chance, 1/20)."""
     from paradecode.bench.cot_tasks import NAMES
 
     vocab = tok.get_vocab()
-    exs = get_task("cot").examples(n, seed=EVAL_SEED + 1)
+    exs = get_task(task).examples(n, seed=EVAL_SEED + 1)
     rows, masks, answer = [], [], []
     for ex in exs:
         p, a = [vocab[w] for w in ex.prompt.split(" ")], [vocab[w] for w in ex.answer.split(" ")]
@@ -155,6 +170,9 @@ def main() -> None:
     ap.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
     ap.add_argument("--mix", default="cot-train:0.8,cot-short-train:0.2", help="task:weight,... of training tasks")
     ap.add_argument("--eval-tasks", default="cot", help="held-out tasks of the final evaluation")
+    ap.add_argument("--free-choice", action="store_true",
+                    help="train and evaluate on the free-choice counterparts of --mix, --warm-mix and --eval-tasks "
+                         "(cot -> cot-free, ...: per step a verb and an operand order drawn 70/30 that nothing pins)")
     ap.add_argument("--d-model", type=int, default=320)
     ap.add_argument("--layers", type=int, default=7)
     ap.add_argument("--heads", type=int, default=5)
@@ -235,6 +253,9 @@ def main() -> None:
     vocab = tok.get_vocab()
     mix = parse_mix(args.mix)
     eval_tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
+    if args.free_choice:
+        mix = dict(zip(free_choice_names(list(mix)), mix.values()))
+        eval_tasks = free_choice_names(eval_tasks)
     for t in eval_tasks:
         get_task(t)
     V = len(tok)
@@ -288,6 +309,8 @@ def main() -> None:
         raise SystemExit(f"--warm-share must lie in [0, 1) and --warm-canvas in (0, --gen-length], got "
                          f"{args.warm_share} and {args.warm_canvas}")
     warm_mix = parse_mix(args.warm_mix) if args.warm_share > 0 else {}
+    if warm_mix and args.free_choice:
+        warm_mix = dict(zip(free_choice_names(list(warm_mix)), warm_mix.values()))
 
     def make_loader(data: CotBatches) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
@@ -308,7 +331,8 @@ def main() -> None:
         yield from make_loader(CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
                                           tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share))
 
-    probe = make_probe(tok, args.prompt_len, args.gen_length, device) if args.probe_every else None
+    probe_task = "cot-free" if args.free_choice else "cot"
+    probe = make_probe(tok, args.prompt_len, args.gen_length, device, task=probe_task) if args.probe_every else None
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     reserve = args.eval_reserve if args.eval_reserve is not None else (75.0 if device.type == "cuda" else 60.0)
@@ -329,7 +353,8 @@ def main() -> None:
             "train": {"command": "python scripts/train_cot.py " + " ".join(sys.argv[1:]), "steps": step,
                       "seconds": round(train_seconds, 1),
                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      "mix": mix, "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
+                      "mix": mix, "free_choice": args.free_choice,
+                      "batch_size": args.batch_size, "lr": args.lr, "label_smoothing": args.label_smoothing,
                       "edit": {"noise": args.edit_noise, "weight": args.edit_weight if args.edit_noise else None,
                                "excluded": ["<pad>", "<mask>", "<unk>"] if args.edit_noise else None},
                       "embed_std": args.embed_std, "embed_decay": args.embed_decay,

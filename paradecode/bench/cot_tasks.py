@@ -26,6 +26,18 @@ may substitute its operands' values in either order ("cal = ann + bob = 9 + 7 = 
 ann 7 and bob 9: ann + bob = 9 + 7 holds), which the data never writes but is not an error.
 ``strict=True`` accepts only the phrasings the data writes. :func:`diagnose` says what is
 wrong with an answer.
+
+Free choices (``CotSpec.free_choice``, off by default; the ``cot-free*`` tasks): most of the
+ambiguity above is gone by the time a masked-diffusion decoder commits the token that makes the
+choice, because the choices change lengths and a decoder commits tokens at absolute positions
+(later commits, e.g. the final line, pin them). With ``free_choice = p``, each step also makes
+two choices that change no length and that no other token of the answer determines, each taking
+its minority form with probability ``p`` (the analogue of a free choice between synonyms):
+the step's verb ("bob is 7 + 3 = 10 ." for "bob has ...", "bob is ann + 3 = ..." for
+"bob = ann + 3 = ..."), and, for a commutative step (``plus`` and ``sum``), the operand order
+("bob has 3 + 7 = 10 ."; a sum then takes the swapped order with probability ``p`` instead of
+1/2). A calibrated model's confidence for such a token is ``1 - p`` (0.7 at ``p = 0.3``). The
+examples' ``data`` then carries ``"free_choice"``, and the verifiers accept those forms.
 """
 
 from __future__ import annotations
@@ -36,8 +48,8 @@ from typing import Optional
 
 from .task_base import Example, Task
 
-__all__ = ["NAMES", "MAX_VALUE", "CotSpec", "COT_TASKS", "cot_vocabulary", "diagnose", "check_chain",
-           "check_final", "valid_chains", "make_problem", "split_of"]
+__all__ = ["NAMES", "MAX_VALUE", "CotSpec", "COT_TASKS", "FREE_CHOICE_SHARE", "FREE_CHOICE_TASKS", "cot_vocabulary",
+           "diagnose", "check_chain", "check_final", "valid_chains", "make_problem", "split_of", "step_distribution"]
 
 NAMES = ("ann", "bob", "cal", "dan", "eve", "fay", "gus", "hal", "ida", "jon", "kim", "lee",
          "max", "ned", "oli", "pam", "quin", "rob", "sue", "tom")
@@ -63,6 +75,14 @@ class CotSpec:
     # people it uses (the asked one last), then the distractors; "shuffled": any order (the
     # first GPU run's data, which a 9M model did not learn: docs/dev-notes/issue-17.md).
     prompt_order: str = "dependency"
+    # probability of the minority form of each free choice (the module docstring): 0 = off (the
+    # shipped data, drawn exactly as before the option existed); at most 0.5
+    free_choice: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.free_choice <= 0.5:  # (not nan: a nan fails both comparisons)
+            raise ValueError(f"CotSpec.free_choice must lie in [0, 0.5] (the probability of a free choice's "
+                             f"minority form, e.g. 0.3; 0 turns the option off), got {self.free_choice!r}")
 
 
 # A relation: (kind, operands). kinds: "const" (value), "plus" / "minus" (name, k),
@@ -286,47 +306,99 @@ def prompt_text(rels: dict[str, Relation], order: list[str], target: str) -> str
     return " ".join(_state(rels[n], n) for n in order) + f" how many does {target} have ?"
 
 
-def _step_variants(name: str, rel: Relation, values: dict[str, int]) -> list[str]:
-    """Every valid phrasing of the step that computes ``name``."""
+def _commutative(rel: Relation, free: bool) -> bool:
+    """Whether the data writes this step's operands in either order: a sum always, a ``plus``
+    (name + k) only with free choices on."""
+    return rel[0] == "sum" or (free and rel[0] == "plus")
+
+
+def _operands(rel: Relation, values: dict[str, int], swap: bool) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(the operands' words as names, as values) of a step, in the prompt's order or swapped."""
     kind, a, b = rel
-    v = _value(rel, values)
     if kind in ("plus", "minus"):
-        op = "+" if kind == "plus" else "-"
-        pairs = [((a, str(b)), (str(values[a]), str(b)))]
+        names, vals = (a, str(b)), (str(values[a]), str(b))
     else:
-        op = "+" if kind == "sum" else "-"
-        pairs = [((a, b), (str(values[a]), str(values[b])))]
-        if kind == "sum":
-            pairs.append(((b, a), (str(values[b]), str(values[a]))))
+        names, vals = (a, b), (str(values[a]), str(values[b]))
+    return (names[::-1], vals[::-1]) if swap else (names, vals)
+
+
+def _phrase(name: str, rel: Relation, values: dict[str, int], names: tuple[str, str], vals: tuple[str, str],
+            long: bool, alt_verb: bool) -> str:
+    """One step: short ("x has 4 + 2 = 6 .") or long ("x = y + 2 = 4 + 2 = 6 ."), with the
+    free-choice verb "is" in place of "has" / the first "=" when ``alt_verb``."""
+    op = "+" if rel[0] in ("plus", "sum") else "-"
+    v = _value(rel, values)
+    if long:
+        return f"{name} {'is' if alt_verb else '='} {names[0]} {op} {names[1]} = {vals[0]} {op} {vals[1]} = {v} ."
+    return f"{name} {'is' if alt_verb else 'has'} {vals[0]} {op} {vals[1]} = {v} ."
+
+
+def _step_variants(name: str, rel: Relation, values: dict[str, int], free: bool = False) -> list[str]:
+    """Every phrasing the data writes of the step that computes ``name`` (``free``: with the
+    free choices of :class:`CotSpec`)."""
     out = []
-    for (sa, sb), (va, vb) in pairs:
-        out.append(f"{name} has {va} {op} {vb} = {v} .")
-        out.append(f"{name} = {sa} {op} {sb} = {va} {op} {vb} = {v} .")
-    return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing
+    for swap in (False, True) if _commutative(rel, free) else (False,):
+        names, vals = _operands(rel, values, swap)
+        for long in (False, True):
+            for alt in (False, True) if free else (False,):
+                out.append(_phrase(name, rel, values, names, vals, long, alt))
+    return list(dict.fromkeys(out))  # a sum of equal values has one short phrasing per verb
 
 
-def _true_steps(name: str, rel: Relation, values: dict[str, int]) -> list[str]:
+def _true_steps(name: str, rel: Relation, values: dict[str, int], free: bool = False) -> list[str]:
     """Every step computing ``name`` whose equalities all hold: the data's phrasings, plus a
-    long-phrased sum whose values come in the other order than its names."""
-    out = _step_variants(name, rel, values)
-    kind, a, b = rel
-    if kind == "sum":
-        v, va, vb = _value(rel, values), values[a], values[b]
-        out += [f"{name} = {a} + {b} = {vb} + {va} = {v} .", f"{name} = {b} + {a} = {va} + {vb} = {v} ."]
+    long-phrased commutative step whose values come in the other order than its names."""
+    out = _step_variants(name, rel, values, free)
+    if _commutative(rel, free):
+        for swap in (False, True):
+            names, _ = _operands(rel, values, swap)
+            _, vals = _operands(rel, values, not swap)
+            for alt in (False, True) if free else (False,):
+                out.append(_phrase(name, rel, values, names, vals, True, alt))
     return list(dict.fromkeys(out))
+
+
+def _draw_step(rng: random.Random, name: str, rel: Relation, values: dict[str, int], free_choice: float) -> str:
+    """A step with free choices: the phrasing (short / long) 1/2 each as in the default data,
+    the operand order of a commutative step and the verb each in their minority form with
+    probability ``free_choice``, independently."""
+    swap = _commutative(rel, True) and rng.random() < free_choice
+    long = rng.random() < 0.5
+    alt = rng.random() < free_choice
+    names, vals = _operands(rel, values, swap)
+    return _phrase(name, rel, values, names, vals, long, alt)
+
+
+def step_distribution(name: str, rel: Relation, values: dict[str, int], free_choice: float = 0.0) -> dict[str, float]:
+    """{step text: probability} as :func:`answer_text` draws the step computing ``name`` (uniform
+    over :func:`_step_variants` by default; :func:`_draw_step`'s choices with ``free_choice``)."""
+    if not free_choice:
+        variants = _step_variants(name, rel, values)
+        return {v: 1 / len(variants) for v in variants}
+    out: dict[str, float] = {}
+    for swap in (False, True) if _commutative(rel, True) else (False,):
+        p_swap = (free_choice if swap else 1 - free_choice) if _commutative(rel, True) else 1.0
+        names, vals = _operands(rel, values, swap)
+        for long in (False, True):
+            for alt in (False, True):
+                text = _phrase(name, rel, values, names, vals, long, alt)
+                out[text] = out.get(text, 0.0) + p_swap * 0.5 * (free_choice if alt else 1 - free_choice)
+    return out
 
 
 PROMPT_ORDER_SHARE = 0.7  # the share of training steps that take the first ready person of the prompt
 
 
 def answer_text(rng: random.Random, rels: dict[str, Relation], target: str,
-                order: Optional[list[str]] = None) -> str:
+                order: Optional[list[str]] = None, free_choice: float = 0.0) -> str:
     """One valid answer: a valid order of the needed steps, random phrasings.
 
     With the prompt's ``order``, each step is the first ready person of the prompt with
     probability ``PROMPT_ORDER_SHARE``, else any ready one: the data keeps several valid orders
     (the ambiguity a decoder sees) while most steps follow the text, which a small model
-    learns to align with far sooner than a free order (docs/dev-notes/issue-17.md)."""
+    learns to align with far sooner than a free order (docs/dev-notes/issue-17.md).
+    ``free_choice`` > 0 draws each step with :class:`CotSpec`'s free choices (0: the default
+    draws, unchanged)."""
     values = evaluate_all(rels)
     needed = _needed(target, rels)
     rank = {n: i for i, n in enumerate(order)} if order is not None else None
@@ -339,7 +411,8 @@ def answer_text(rng: random.Random, rels: dict[str, Relation], target: str,
             n = min(ready, key=rank.__getitem__)
         else:
             n = rng.choice(ready)
-        steps.append(rng.choice(_step_variants(n, rels[n], values)))
+        steps.append(_draw_step(rng, n, rels[n], values, free_choice) if free_choice
+                     else rng.choice(_step_variants(n, rels[n], values)))
         done.add(n)
     return " ".join(steps) + f" the answer is {values[target]}"
 
@@ -366,8 +439,10 @@ def _parse_steps(text: str) -> tuple[list[list[str]], Optional[list[str]]]:
 
 def diagnose(data: dict, answer: str, strict: bool = False) -> Optional[str]:
     """None if ``answer`` is a valid chain with the right final line, else what is wrong
-    (``strict``: a step must be one of the phrasings the data writes)."""
+    (``strict``: a step must be one of the phrasings the data writes; ``data["free_choice"]``,
+    when present and non-zero: the free-choice forms are valid too)."""
     rels = {n: tuple(r) for n, r in data["relations"].items()}
+    free = bool(data.get("free_choice"))
     target = data["target"]
     values = evaluate_all(rels)
     needed = _needed(target, rels)
@@ -386,7 +461,7 @@ def diagnose(data: dict, answer: str, strict: bool = False) -> Optional[str]:
         missing = [u for u in _uses(rels[name]) if rels[u][0] != "const" and u not in done]
         if missing:
             return f"step {k + 1} ({name}) uses {missing} before computing them"
-        if " ".join(words) not in (_step_variants if strict else _true_steps)(name, rels[name], values):
+        if " ".join(words) not in (_step_variants if strict else _true_steps)(name, rels[name], values, free):
             return f"step {k + 1} is not a valid computation of {name}: {' '.join(words)!r}"
         done.add(name)
     if done != needed:
@@ -415,8 +490,9 @@ def check_final(data: dict, answer: str) -> bool:
 
 
 def valid_chains(data: dict, limit: int = 10_000) -> list[str]:
-    """Every valid answer (up to ``limit``): all orders and phrasings (for tests)."""
+    """Every answer the data may write (up to ``limit``): all orders and phrasings (for tests)."""
     rels = {n: tuple(r) for n, r in data["relations"].items()}
+    free = bool(data.get("free_choice"))
     target = data["target"]
     values = evaluate_all(rels)
     needed = _needed(target, rels)
@@ -430,7 +506,7 @@ def valid_chains(data: dict, limit: int = 10_000) -> list[str]:
             return
         for n in sorted(needed - set(done)):
             if all(u in done or rels[u][0] == "const" for u in _uses(rels[n])):
-                for v in _step_variants(n, rels[n], values):
+                for v in _step_variants(n, rels[n], values, free):
                     walk(done + [n], prefix + [v])
 
     walk([], [])
@@ -452,8 +528,10 @@ def _maker(spec: CotSpec, split: str):
             prompt = prompt_text(rels, order, target)
             if split_of(prompt) == split:
                 data = {"relations": {n: list(r) for n, r in rels.items()}, "target": target}
+                if spec.free_choice:
+                    data["free_choice"] = spec.free_choice
                 order_hint = order if spec.prompt_order == "dependency" else None
-                return Example(prompt, answer_text(rng, rels, target, order_hint), data)
+                return Example(prompt, answer_text(rng, rels, target, order_hint, spec.free_choice), data)
 
     return make
 
@@ -470,6 +548,8 @@ def _task(name: str, description: str, spec: CotSpec, split: str) -> Task:
 _DESC = ("arithmetic word problem over {} given counts, {} needed steps and {} distractors: a chain of "
          "thought (any valid order and phrasing), then 'the answer is N'; canvas 256 in blocks of 32")
 _SPEC = CotSpec()
+FREE_CHOICE_SHARE = 0.3  # the cot-free* tasks' CotSpec.free_choice: a calibrated confidence of 0.7
+_FREE = "; free choices 70/30: the verb 'is', a sum's or plus's operand order"
 # "cot" (held-out prompts) is what benchmarks use; "cot-train" draws the complementary prompts.
 COT_TASKS: dict[str, Task] = {
     t.name: t
@@ -480,5 +560,15 @@ COT_TASKS: dict[str, Task] = {
         # copying a name from the prompt pays off from the first steps of training
         _task("cot-short-train", _DESC.format("2-3", "1-2", "1-2") + " (training prompts)",
               CotSpec(steps=(1, 2)), "train"),
+        # the same problems with free choices (CotSpec.free_choice): a verb and a commutative
+        # step's operand order, each 70/30, that no other token of the answer pins
+        _task("cot-free", _DESC.format("2-3", "2-6", "1-2") + _FREE + " (held-out prompts)",
+              CotSpec(free_choice=FREE_CHOICE_SHARE), "test"),
+        _task("cot-free-train", _DESC.format("2-3", "2-6", "1-2") + _FREE + " (training prompts)",
+              CotSpec(free_choice=FREE_CHOICE_SHARE), "train"),
+        _task("cot-free-short-train", _DESC.format("2-3", "1-2", "1-2") + _FREE + " (training prompts)",
+              CotSpec(steps=(1, 2), free_choice=FREE_CHOICE_SHARE), "train"),
     ]
 }
+# each default task's free-choice counterpart (scripts/train_cot.py --free-choice)
+FREE_CHOICE_TASKS = {"cot": "cot-free", "cot-train": "cot-free-train", "cot-short-train": "cot-free-short-train"}
