@@ -16,6 +16,7 @@ W=${W:-/tmp/cot-free}
 M=$W/cot-free-8m
 mkdir -p "$W" "$OUT"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # benchmarks/ scripts import paradecode from the checkout
 # 1. training + its N=500 evaluation (lowconf at full steps: accuracy and the committed confidences),
 #    ~230 s of training (~5,000 steps at stage 3's ~22 steps/s)
 timeout 330 python scripts/train_cot.py --out "$M" --init paradecode/zoo/cot-8m --free-choice \
