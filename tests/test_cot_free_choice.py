@@ -193,24 +193,12 @@ def test_a_calibrated_oracle_commits_the_free_choices_inside_the_band():
     assert 0.65 < free["mean_in_band_confidence"] < 0.8
 
 
-@pytest.mark.slow
-def test_shipped_cot_free_model_decodes_held_out_prompts_on_cpu():
-    """cot-free-8m (95% chain and answer at full steps on the GPU, N = 500) under Fast-dLLM's
-    threshold rule at 0.9, no cache: at least 12 of 16 held-out cot-free prompts of a seed no run
-    used get a valid chain and the right final line, in a few dozen forwards per 256-word canvas.
-    Its committed confidences are spread wider than cot-8m's (info.json, measured on the GPU)."""
-    import paradecode
+def test_shipped_cot_free_model_commits_more_confidences_inside_the_band_than_cot_8m():
+    """The point of cot-free-8m (its decoding is checked with cot-8m's in test_cot_tasks.py): its
+    committed confidences, measured at training on the GPU (N = 500, info.json), spread wider."""
     from paradecode import zoo
-    from paradecode.bench.cot_tasks import diagnose
 
-    model, tok = zoo.load("cot-free-8m")
-    assert zoo.info("cot-free-8m")["tasks"] == ["cot-free"]
-    exs = FREE.examples(16, seed=777)
-    out = paradecode.sample(model, [tok.encode(e.prompt) for e in exs], "threshold", threshold=0.9,
-                            gen_length=256, block_length=32, timing=False)
-    texts = tok.batch_decode(out.generated.tolist(), skip_special_tokens=True)
-    valid = [FREE.verify(e, t) for e, t in zip(exs, texts)]
-    assert sum(valid) >= 12, [diagnose(e.data, t.strip()) for e, t, ok in zip(exs, texts, valid) if not ok]
-    assert float(out.trace.row_nfe.float().mean()) < 64
-    band = {n: zoo.info(n)["eval"]["confidence"]["share_in_band"] for n in ("cot-8m", "cot-free-8m")}
-    assert band["cot-free-8m"] > 1.5 * band["cot-8m"], band
+    conf = {n: zoo.info(n)["eval"]["confidence"] for n in ("cot-8m", "cot-free-8m")}
+    assert conf["cot-free-8m"]["share_in_band"] > 1.5 * conf["cot-8m"]["share_in_band"], conf
+    assert conf["cot-free-8m"]["share_in_band_without_eos"] > 1.5 * conf["cot-8m"]["share_in_band_without_eos"], conf
+    assert zoo.info("cot-free-8m")["eval"]["accuracy"]["cot-free"] >= 0.9
