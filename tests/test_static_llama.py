@@ -202,6 +202,9 @@ def test_compile_mode_refuses_modes_that_capture_graphs_themselves():
         SpeculativeConfig(compile_mode="reduce-overhead")
     with pytest.raises(ValueError, match="compile_mode must be None or one of"):
         CausalLM(llama(), compile_mode="fast")
+    with pytest.raises(ValueError, match="cuda_graphs=False captures none"):
+        paradecode.sample(llama(seed=1), [[5, 9]], "speculative", draft_model=llama(seed=2), max_new_tokens=4,
+                          compile_mode="default", cuda_graphs=False)
 
 
 def test_compile_mode_per_role():

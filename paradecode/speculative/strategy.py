@@ -140,6 +140,11 @@ class SpeculativeConfig:
                 "draft_confidence_threshold has no effect with drafter='prompt-lookup' (no draft model scores "
                 "its tokens); leave it out."
             )
+        if self.compile_mode is not None and not self.cuda_graphs:
+            raise ValueError(
+                "compile_mode compiles the forwards that are captured as CUDA graphs, and cuda_graphs=False "
+                "captures none; leave compile_mode out, or keep cuda_graphs=True (a GPU)."
+            )
         if self.drafter == "model" and self.prompt_lookup_max_ngram != default["prompt_lookup_max_ngram"]:
             raise ValueError(
                 "prompt_lookup_max_ngram has no effect with drafter='model'; pass drafter='prompt-lookup', or leave it out."
