@@ -105,6 +105,11 @@ def free_choice_names(names: list[str]) -> list[str]:
     return [FREE_CHOICE_TASKS.get(n, n) for n in names]
 
 
+def free_choice_mix(mix: dict[str, float]) -> dict[str, float]:
+    """A task mix with each task replaced by its free-choice counterpart (weights kept)."""
+    return dict(zip(free_choice_names(list(mix)), mix.values()))
+
+
 def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128, task: str = "cot"):
     """Teacher-forced accuracy on half of the answer words of ``n`` held-out ``task`` problems
     (names, numbers, all), on the evaluated layout. It tells early whether the model reads the
@@ -254,7 +259,7 @@ def main() -> None:
     mix = parse_mix(args.mix)
     eval_tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
     if args.free_choice:
-        mix = dict(zip(free_choice_names(list(mix)), mix.values()))
+        mix = free_choice_mix(mix)
         eval_tasks = free_choice_names(eval_tasks)
     for t in eval_tasks:
         get_task(t)
@@ -310,7 +315,7 @@ def main() -> None:
                          f"{args.warm_share} and {args.warm_canvas}")
     warm_mix = parse_mix(args.warm_mix) if args.warm_share > 0 else {}
     if warm_mix and args.free_choice:
-        warm_mix = dict(zip(free_choice_names(list(warm_mix)), warm_mix.values()))
+        warm_mix = free_choice_mix(warm_mix)
 
     def make_loader(data: CotBatches) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
@@ -331,7 +336,7 @@ def main() -> None:
         yield from make_loader(CotBatches(mix, args.batch_size, args.prompt_len, args.gen_length, args.seed, vocab,
                                           tok.pad_token_id, tok.eos_token_id, args.short_canvas, args.full_share))
 
-    probe_task = "cot-free" if args.free_choice else "cot"
+    probe_task = free_choice_names(["cot"])[0] if args.free_choice else "cot"
     probe = make_probe(tok, args.prompt_len, args.gen_length, device, task=probe_task) if args.probe_every else None
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))

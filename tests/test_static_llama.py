@@ -30,6 +30,25 @@ def llama(rope=None, vocab=64, seed=0, bias=False, dtype=torch.float32):
     return m
 
 
+class ReplayedClosure:
+    """A CUDA graph's stand-in on a CPU: a replay re-runs the captured closure into the captured
+    output, so it reads lengths and inputs when it runs, as a real replay does."""
+
+    def __init__(self, fn):
+        self.fn, self.out = fn, fn()
+
+    def replay(self):
+        self.out.copy_(self.fn())
+
+
+def fake_cuda_graphs(monkeypatch) -> None:
+    """Make CausalLM capture and replay on a CPU through :class:`ReplayedClosure`."""
+    from paradecode.speculative import causal_lm
+
+    monkeypatch.setattr(causal_lm, "_capture", lambda fn, pool: (lambda g: (g, g.out))(ReplayedClosure(fn)))
+    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+
+
 @pytest.mark.parametrize("rope, bias", [(None, False), (LLAMA3_ROPE, True)])
 def test_static_cache_logits_equal_transformers_llama(rope, bias):
     """Chunked feeds (prefill, a 3-token verify, a 1-token step), left padding, rows at
@@ -129,19 +148,6 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     """The CUDA-graph bookkeeping on a CPU: a stand-in 'graph' re-runs the captured closure into
     the captured output, as a replay does. Replays must read the rows' lengths and the fed
     tokens when they run, not when they were captured: outputs equal the eager path's."""
-    from paradecode.speculative import causal_lm
-
-    class ReplayedClosure:
-        def __init__(self, fn):
-            self.fn, self.out = fn, fn()
-
-        def replay(self):
-            self.out.copy_(self.fn())
-
-    def capture(fn, pool):
-        g = ReplayedClosure(fn)
-        return g, g.out
-
     target = llama(LLAMA3_ROPE, seed=5).double()
     draft = llama(LLAMA3_ROPE, seed=5).double()
     with torch.no_grad():
@@ -149,8 +155,7 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
             p.add_(0.02 * torch.randn_like(p))
     rows = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15]]
     eager = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24, cuda_graphs=False)
-    monkeypatch.setattr(causal_lm, "_capture", capture)
-    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    fake_cuda_graphs(monkeypatch)
     graphed = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24)
     assert torch.equal(graphed.sequences, eager.sequences)
     acc = torch.stack(graphed.trace.extra("accepted"))
@@ -166,23 +171,13 @@ def test_compiled_captured_forward_traces_whole_and_decodes_the_same(monkeypatch
     """``compile_mode``: the forward captured as a graph is one ``torch.compile`` graph (fullgraph:
     a break would raise) over the cache's writes and masks, and decoding through it gives the
     eager tokens. A counting backend stands in for Inductor on the CPU."""
-    from paradecode.speculative import causal_lm
-
     graphs = []
 
     def counting_backend(gm, example_inputs):
         graphs.append(gm)
         return gm.forward
 
-    class ReplayedClosure:
-        def __init__(self, fn):
-            self.fn, self.out = fn, fn()
-
-        def replay(self):
-            self.out.copy_(self.fn())
-
-    monkeypatch.setattr(causal_lm, "_capture", lambda fn, pool: (lambda g: (g, g.out))(ReplayedClosure(fn)))
-    monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    fake_cuda_graphs(monkeypatch)
     torch._dynamo.reset()
     m = llama(LLAMA3_ROPE, seed=3).double()
     prompt = torch.tensor([[5, 9, 2, 31, 7]])

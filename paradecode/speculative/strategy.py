@@ -98,19 +98,13 @@ class SpeculativeConfig:
             raise ValueError(f"drafter must be one of {sorted(DRAFTERS)}, got {self.drafter!r}.")
         if self.prompt_lookup_max_ngram < 1:
             raise ValueError(f"prompt_lookup_max_ngram must be >= 1, got {self.prompt_lookup_max_ngram}.")
-        for role in self.compile_roles():
+        if isinstance(self.compile_mode, dict) and set(self.compile_mode) - {"target", "draft"}:
+            raise ValueError(f"compile_mode keys are the roles 'target' and 'draft', "
+                             f"got {sorted(set(self.compile_mode) - {'target', 'draft'})}.")
+        for role in ("target", "draft"):
             check_compile_mode(self.compile_mode_of(role))
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
-
-    def compile_roles(self) -> tuple[str, ...]:
-        """The roles ``compile_mode`` names (a clear error for any other key)."""
-        if not isinstance(self.compile_mode, dict):
-            return ("target", "draft")
-        unknown = set(self.compile_mode) - {"target", "draft"}
-        if unknown:
-            raise ValueError(f"compile_mode keys are the roles 'target' and 'draft', got {sorted(unknown)}.")
-        return tuple(self.compile_mode)
 
     def compile_mode_of(self, role: str) -> Optional[str]:
         """The ``torch.compile`` mode of ``role``'s captured forwards (None: eager kernels)."""
