@@ -103,7 +103,7 @@ def test_text_demo_runs():
 def test_each_shipped_dllm_finds_its_own_learn2pd_filter_and_the_fallback_is_the_default_models():
     from paradecode.samplers.learn2pd_filter import find_filter, shipped_filter
 
-    for name in ("tasks-6m", "cot-8m"):
+    for name in ("tasks-6m", "cot-8m", "cot-free-8m"):
         model, _ = zoo.load(name)
         found = find_filter(model)
         assert found is not None and found.parent.name == name
