@@ -155,7 +155,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         for i, s in enumerate(dict.fromkeys(r["strategy"] for r in rows)):
             pts = sorted((r["nfe"], 100 * r["accuracy"]) for r in rows if r["cache"] == cache and r["strategy"] == s)
             if pts:
-                ax.plot(*zip(*pts), marker=markers[i % len(markers)], label=s, linewidth=1.4, markersize=4)
+                # one colour per strategy in every panel (a panel without some strategies would
+                # otherwise shift matplotlib's colour cycle and the one legend would mislabel it)
+                ax.plot(*zip(*pts), marker=markers[i % len(markers)], color=f"C{i % 10}", label=s,
+                        linewidth=1.4, markersize=4)
         if base is not None:
             ax.axhline(100 * base["accuracy"] - 1, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
@@ -268,10 +271,17 @@ def report(result: dict, out_dir: Path, name: str, t_start: float) -> None:
 
 
 def iso_plan(previous: dict, strategies: list[str], caches: list[str]) -> list[tuple[str, str, dict, str]]:
-    """(cache, strategy, full options, label) of each iso-quality setting of a previous result."""
+    """(cache, strategy, full options, label) of each setting in a previous result's two iso-quality
+    tables: within a point of the no-cache baseline, and within a point of each cache's own
+    full-step row (that row included), so both tables can be re-timed."""
+    per_cache = previous.get("iso_quality_per_cache")
+    if per_cache is None:
+        per_cache = iso_quality_per_cache(previous["rows"])
     plan = []
-    for s in previous["iso_quality"]:
+    for s in previous["iso_quality"] + per_cache:
         if s["setting"] is None or s["strategy"] not in strategies or s["cache"] not in caches:
+            continue
+        if any((c, st, label) == (s["cache"], s["strategy"], s["setting"]) for c, st, _, label in plan):
             continue
         row = next(r for r in previous["rows"] if (r["strategy"], r["cache"], r["setting"]) ==
                    (s["strategy"], s["cache"], s["setting"]))

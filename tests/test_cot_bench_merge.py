@@ -77,6 +77,21 @@ def test_only_iso_plans_the_tables_settings_with_their_full_options():
     assert cot_bench.iso_plan(_result(rows), ["credit"], ["none", "dual"]) == []
 
 
+def test_only_iso_plans_each_caches_own_iso_settings_too():
+    """A cached rule within a point of its cache's full-step row (not of the no-cache baseline) is
+    re-timed too, with that full-step row, each once."""
+    dual_base = _row("lowconf", "dual", "steps=256", 0.80, 256.0, 4.0)
+    rows = [BASE, dual_base, _row("threshold", "dual", "threshold=0.9", 0.80, 30.0, 2.0, TH),
+            _row("threshold", "dual", "threshold=0.5", 0.10, 10.0, 1.0, dict(TH, threshold=0.5))]
+    plan = cot_bench.iso_plan(_result(rows), ["lowconf", "threshold"], ["none", "dual"])
+    labels = [(c, s, label) for c, s, _, label in plan]
+    assert ("dual", "threshold", "threshold=0.9") in labels and ("dual", "lowconf", "steps=256") in labels
+    assert ("dual", "threshold", "threshold=0.5") not in labels
+    assert len(labels) == len(set(labels))
+    assert cot_bench.iso_plan(_result(rows), ["lowconf", "threshold"], ["none"]) == [
+        ("none", "lowconf", BASE["options"], "steps=256")]
+
+
 
 def test_per_cache_table_compares_with_the_retimed_no_cache_baseline():
     rows = [BASE, _row("lowconf", "dual", "steps=256", 0.80, 256.0, 4.0),
