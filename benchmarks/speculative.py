@@ -178,9 +178,10 @@ def copy_rate(device: torch.device, nbytes: int) -> float:
     return 2 * nbytes / best  # the buffers are freed on return
 
 
-def wrapper(model, args) -> CausalLM:
-    """The CausalLM the strategy uses for ``model`` (no VocabTrim) under this run's options."""
-    return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args).get("target"))
+def wrapper(model, args, role: str = "target") -> CausalLM:
+    """The CausalLM the strategy uses for ``model`` in ``role`` (no VocabTrim) under this run's
+    options: the role picks the compile mode, which is part of the wrapper's key."""
+    return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args).get(role))
 
 
 def compile_modes(args) -> dict:
@@ -190,8 +191,8 @@ def compile_modes(args) -> dict:
     return {role: args.compile_forward for role in args.compile_roles.split(",") if role}
 
 
-def graph_counts(model, args) -> dict:
-    lm = wrapper(model, args)
+def graph_counts(model, args, role: str) -> dict:
+    lm = wrapper(model, args, role)
     return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
 
 
@@ -231,7 +232,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         run(m, ids0)
         if m not in ("hf_target", "hf_assisted"):
             run(m, ids0)
-    before = {"target": graph_counts(target, args), "draft": graph_counts(draft, args)}
+    before = {"target": graph_counts(target, args, "target"), "draft": graph_counts(draft, args, "draft")}
     seconds = {m: 0.0 for m in methods}
     pad = target.generation_config.pad_token_id or 0
     equal = {m: 0 for m in methods}
@@ -250,7 +251,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
                 tokens[m][1] += traces[m].nfe_by_role["target"]
         equal_ours_target += int(same(outs["target"], outs["hf_target"], pad))
         print(f"prompt {i}: seconds {times}", flush=True)
-    after = {"target": graph_counts(target, args), "draft": graph_counts(draft, args)}
+    after = {"target": graph_counts(target, args, "target"), "draft": graph_counts(draft, args, "draft")}
     paths = {role: {"graph_replays_in_timed_runs": after[role]["replays"] - before[role]["replays"],
                     "graphs_captured": after[role]["captures"], "capture_error": after[role]["error"]}
              for role in after}
@@ -280,7 +281,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     res: dict[str, Any] = {
         "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": k, "prompt_lookup_tokens": args.lookup_k,
         "path": path, "graphs": paths,
-        "forward": {role: {"fused_projections": wrapper(m, args).lm.fused, "gqa": wrapper(m, args).lm.gqa}
+        "forward": {role: {"fused_projections": wrapper(m, args, role).lm.fused, "gqa": wrapper(m, args, role).lm.gqa}
                     for role, m in (("target", target), ("draft", draft))},
         "seconds": {m: round(s, 4) for m, s in seconds.items()},
         "ms_per_token": {m: round(1000 * s / n_tok, 3) for m, s in seconds.items()},

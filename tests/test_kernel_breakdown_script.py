@@ -86,3 +86,19 @@ def test_profile_splits_each_target_step(tmp_path):
     assert res["kernel_ms_by_class"]["gemm"] > 0  # the forwards' matmuls are found and classed
     assert res["kernel_ms_per_step"] == pytest.approx(sum(res["kernel_ms_by_class"].values()))
     assert res["idle_ms_per_step"] == pytest.approx(res["wall_ms_per_step"] - res["kernel_ms_per_step"])
+
+
+def test_speculative_bench_reads_each_roles_own_wrapper():
+    """The bench counts graph replays on the wrapper the strategy uses: with ``--compile-roles
+    draft`` the draft's wrapper is the one keyed by the compile mode (reading the target's key gave
+    a fresh wrapper with no graphs, so a run reported 0 draft replays)."""
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("speculative_bench", ROOT / "benchmarks" / "speculative.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    target, draft, _ = mod.random_pair("tiny", 0.8, "cpu", __import__("torch").float32)
+    args = argparse.Namespace(fuse_projections=False, compile_forward="default", compile_roles="draft")
+    assert mod.wrapper(draft, args, "draft").compile_mode == "default"
+    assert mod.wrapper(target, args, "target").compile_mode is None
+    assert mod.wrapper(draft, args, "draft") is mod.wrapper(draft, args, "draft")  # the one kept on the model
