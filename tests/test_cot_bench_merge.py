@@ -92,7 +92,6 @@ def test_only_iso_plans_each_caches_own_iso_settings_too():
         ("none", "lowconf", BASE["options"], "steps=256")]
 
 
-
 def test_per_cache_table_compares_with_the_retimed_no_cache_baseline():
     rows = [BASE, _row("lowconf", "dual", "steps=256", 0.80, 256.0, 4.0),
             _row("threshold", "dual", "threshold=0.9", 0.80, 30.0, 2.0, TH)]

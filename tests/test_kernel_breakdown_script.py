@@ -94,10 +94,12 @@ def test_speculative_bench_reads_each_roles_own_wrapper():
     a fresh wrapper with no graphs, so a run reported 0 draft replays)."""
     import argparse
 
+    import torch
+
     spec = importlib.util.spec_from_file_location("speculative_bench", ROOT / "benchmarks" / "speculative.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    target, draft, _ = mod.random_pair("tiny", 0.8, "cpu", __import__("torch").float32)
+    target, draft, _ = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
     args = argparse.Namespace(fuse_projections=False, compile_forward="default", compile_roles="draft")
     assert mod.wrapper(draft, args, "draft").compile_mode == "default"
     assert mod.wrapper(target, args, "target").compile_mode is None
