@@ -277,14 +277,13 @@ def iso_plan(previous: dict, strategies: list[str], caches: list[str]) -> list[t
     per_cache = previous.get("iso_quality_per_cache")
     if per_cache is None:
         per_cache = iso_quality_per_cache(previous["rows"])
-    plan = []
+    plan, seen = [], set()
     for s in previous["iso_quality"] + per_cache:
-        if s["setting"] is None or s["strategy"] not in strategies or s["cache"] not in caches:
+        key = (s["cache"], s["strategy"], s["setting"])
+        if s["setting"] is None or s["strategy"] not in strategies or s["cache"] not in caches or key in seen:
             continue
-        if any((c, st, label) == (s["cache"], s["strategy"], s["setting"]) for c, st, _, label in plan):
-            continue
-        row = next(r for r in previous["rows"] if (r["strategy"], r["cache"], r["setting"]) ==
-                   (s["strategy"], s["cache"], s["setting"]))
+        seen.add(key)
+        row = next(r for r in previous["rows"] if (r["cache"], r["strategy"], r["setting"]) == key)
         plan.append((s["cache"], s["strategy"], row["options"], s["setting"]))
     return plan
 
@@ -388,7 +387,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     # the baseline first, then every strategy's sweep, cache by cache
     plan = [("none", BASELINE, {"steps": gen}, setting_label({"steps": gen}))] if "none" in caches or args.only_iso else []
     if args.only_iso:
-        plan += iso_plan(json.loads(Path(args.only_iso).read_text()), strategies, caches)
+        planned = {(c, s, label) for c, s, _, label in plan}  # the baseline: run once, not again as an iso row
+        plan += [p for p in iso_plan(json.loads(Path(args.only_iso).read_text()), strategies, caches)
+                 if (p[0], p[1], p[3]) not in planned]
         caches = list(dict.fromkeys(c for c, _, _, _ in plan))
     else:
         for cache in caches:

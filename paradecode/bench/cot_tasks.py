@@ -375,9 +375,9 @@ def step_distribution(name: str, rel: Relation, values: dict[str, int], free_cho
     if not free_choice:
         variants = _step_variants(name, rel, values)
         return {v: 1 / len(variants) for v in variants}
+    swaps = {False: 1 - free_choice, True: free_choice} if _commutative(rel, True) else {False: 1.0}
     out: dict[str, float] = {}
-    for swap in (False, True) if _commutative(rel, True) else (False,):
-        p_swap = (free_choice if swap else 1 - free_choice) if _commutative(rel, True) else 1.0
+    for swap, p_swap in swaps.items():
         names, vals = _operands(rel, values, swap)
         for long in (False, True):
             for alt in (False, True):
