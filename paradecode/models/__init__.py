@@ -2,6 +2,7 @@
 
 from .hf import HFDiffusionAdapter, resolve_mask_token_id
 from .dream import DreamConfig, DreamModel
-from .llada import LLaDAConfig, LLaDAModel
+from .llada import LLaDAConfig, LLaDAModel, attention_backends, set_attention_backends
 
-__all__ = ["LLaDAConfig", "LLaDAModel", "DreamConfig", "DreamModel", "HFDiffusionAdapter", "resolve_mask_token_id"]
+__all__ = ["LLaDAConfig", "LLaDAModel", "DreamConfig", "DreamModel", "HFDiffusionAdapter", "resolve_mask_token_id",
+           "attention_backends", "set_attention_backends"]

@@ -1,0 +1,98 @@
+"""The diffusion LMs' SDPA back-end choice (``set_attention_backends``): cuDNN is left out by
+default because it builds a plan per new shape (benchmarks/attention_backends.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
+
+import paradecode
+from paradecode.models import LLaDAConfig, LLaDAModel, attention_backends, set_attention_backends
+from paradecode.models import llada
+
+
+@pytest.fixture(autouse=True)
+def restore_backends():
+    saved = attention_backends()
+    yield
+    set_attention_backends(saved)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Apply the choice on CPU too, and note each ``sdpa_kernel`` call's back ends."""
+    calls = []
+    real = llada.sdpa_kernel
+
+    def recording(backends, set_priority=False):
+        calls.append((list(backends), set_priority))
+        return real(backends, set_priority=set_priority)
+
+    monkeypatch.setattr(llada, "_CHOOSING_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(llada, "sdpa_kernel", recording)
+    return calls
+
+
+def test_default_leaves_cudnn_out():
+    assert attention_backends() == ["flash", "efficient", "math"]
+
+
+def test_bad_names_get_a_clear_error():
+    with pytest.raises(ValueError, match="non-empty list from"):
+        set_attention_backends(["cuda"])
+    with pytest.raises(ValueError, match="non-empty list from"):
+        set_attention_backends([])
+    assert attention_backends() == ["flash", "efficient", "math"]  # unchanged by the refused calls
+
+
+def test_choice_applies_in_priority_order_and_none_leaves_it_to_torch(spy):
+    q = torch.randn(2, 3, 5, 8)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[0, ..., 0] = False
+    want = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    assert torch.allclose(llada._sdpa(q, q, q, mask), want, atol=1e-6)
+    assert spy == [([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], True)]
+    set_attention_backends(["math"])
+    assert torch.allclose(llada._sdpa(q, q, q, mask), want, atol=1e-6)
+    assert spy[-1] == ([SDPBackend.MATH], True)
+    set_attention_backends(None)
+    llada._sdpa(q, q, q, mask)
+    assert len(spy) == 2 and attention_backends() is None
+
+
+def test_cpu_tokens_do_not_depend_on_the_choice(spy):
+    """Every layer's attention goes through the choice, and a generation's tokens are those
+    PyTorch's own choice gives (on CPU, where both run the same kernels' arithmetic)."""
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=64, vocab_size=40,
+                      embedding_size=40, mask_token_id=39, eos_token_id=38, pad_token_id=37, max_sequence_length=64)
+    model = LLaDAModel(cfg).eval()
+    prompt = torch.randint(0, 30, (2, 6))
+    kw = dict(gen_length=8, block_length=4, steps=8)
+    chosen = paradecode.sample(model, prompt, "lowconf", cache="dual", **kw).sequences
+    assert len(spy) >= 2 * cfg.n_layers
+    set_attention_backends(None)
+    assert torch.equal(paradecode.sample(model, prompt, "lowconf", cache="dual", **kw).sequences, chosen)
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke(tmp_path):
+    """benchmarks/attention_backends.py runs each setting in its own process and writes both files (~20 s)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "attention_backends.py"), "--smoke",
+                           "--backends", "default,math", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(next(tmp_path.glob("attention_backends_*_cpu-smoke.json")).read_text())
+    assert [r["backends"] for r in res["results"]] == [["flash", "efficient", "math"], ["math"]]
+    for r in res["results"]:
+        assert [(x["strategy"], x["cache"]) for x in r["rows"]] == [("threshold", "none"), ("threshold", "dual"),
+                                                                     ("lowconf", "dual")]
+        assert all(x["same_tokens_on_repeat"] for x in r["rows"])
+    assert next(tmp_path.glob("attention_backends_*_cpu-smoke.txt")).read_text().count("threshold") == 4
