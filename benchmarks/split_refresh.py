@@ -65,8 +65,17 @@ class Counters:
         CanvasKVCache._run_refresh, CanvasKVCache._compact = self._patched
 
 
+def _allocator(device: torch.device) -> dict[str, int]:
+    """CUDA caching-allocator counters: device allocations (cudaMalloc) and out-of-memory retries."""
+    if device.type != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats(device)
+    return {"device_allocs": stats.get("segment.all.allocated", 0), "alloc_retries": stats.get("num_alloc_retries", 0)}
+
+
 def run(model, prompts, strategy: str, opts: dict, cache: str, split: bool, batch_size: int, device, count: bool) -> dict:
     _BlockCache.split_refresh = split
+    before = _allocator(device)
     counters = Counters(model) if count else None
     seconds, nfe, steps, seqs = 0.0, 0.0, 0, []
     try:
@@ -86,7 +95,8 @@ def run(model, prompts, strategy: str, opts: dict, cache: str, split: bool, batc
         _BlockCache.split_refresh = True
     r = {"strategy": strategy, "cache": cache, "split": split, "seconds": seconds, "row_nfe": nfe / len(prompts),
          "loop_steps": steps, "tokens_per_second": len(prompts) * opts["gen_length"] / seconds,
-         "generated": torch.cat([s.flatten() for s in seqs])}
+         "generated": torch.cat([s.flatten() for s in seqs]),
+         **{k: v - before[k] for k, v in _allocator(device).items()}}
     if counters is not None:
         r.update(model_calls=counters.calls, fed_tokens=counters.fed, split_steps=counters.splits,
                  compactions=counters.compactions, compacted_mb=counters.compacted_bytes / 2**20)
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
                           gen_length=gen, block_length=block, steps=gen // block * 2)
     print(f"model {args.model}, task {args.task}, N={args.n}, batch {args.batch_size}, device {device}", flush=True)
     print(f"{'strategy':10} {'cache':7} {'step':6} {'seconds':>8} {'tok/s':>8} {'row NFE':>7} {'loop':>5} "
-          f"{'calls':>6} {'fed ktok':>8} {'splits':>6} {'compact':>7} {'MB':>7}  same tokens")
+          f"{'calls':>6} {'fed ktok':>8} {'splits':>6} {'compact':>7} {'MB':>7}  same   runs (s, counted run first)")
     rows = []
     for strategy, opts in runs:
         for cache in caches:
@@ -144,7 +154,9 @@ def main(argv=None) -> int:
                 timed = [run(model, prompts, strategy, opts, cache, split, args.batch_size, device, count=False)
                          for _ in range(args.repeat - 1)]
                 best = min([counted] + timed, key=lambda r: r["seconds"])
-                r = dict(counted, seconds=best["seconds"], tokens_per_second=best["tokens_per_second"])
+                r = dict(counted, seconds=best["seconds"], tokens_per_second=best["tokens_per_second"],
+                         run_seconds=[x["seconds"] for x in [counted] + timed],
+                         run_device_allocs=[x.get("device_allocs") for x in [counted] + timed])
                 same = "" if ref is None else str(torch.equal(ref, r["generated"]))
                 ref = r.pop("generated") if ref is None else ref
                 r.pop("generated", None)
@@ -153,7 +165,10 @@ def main(argv=None) -> int:
                 kind = "-" if cache == "none" else ("split" if split else "mixed")
                 print(f"{strategy:10} {cache:7} {kind:6} {r['seconds']:8.2f} {r['tokens_per_second']:8.0f} "
                       f"{r['row_nfe']:7.1f} {r['loop_steps']:5d} {r['model_calls']:6d} {r['fed_tokens'] / 1e3:8.1f} "
-                      f"{r['split_steps']:6d} {r['compactions']:7d} {r['compacted_mb']:7.0f}  {same}", flush=True)
+                      f"{r['split_steps']:6d} {r['compactions']:7d} {r['compacted_mb']:7.0f}  {same:5}  runs "
+                      + " ".join(f"{t:.2f}" for t in r["run_seconds"])
+                      + ("" if device.type != "cuda" else "  cudaMallocs " + " ".join(map(str, r["run_device_allocs"]))),
+                      flush=True)
     if any(r["same_tokens_as_mixed"] == "False" for r in rows):
         print("ERROR: split steps changed tokens", file=sys.stderr)
         return 1
