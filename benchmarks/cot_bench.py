@@ -385,7 +385,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen, block = task.gen_length, task.block_length
     examples = task.examples(args.n, seed=args.seed)
     prompts = [tok.encode(e.prompt) for e in examples]
-    print(f"model {model_dir} ({info.get('parameters', '?')} parameters), task {args.task}, N={args.n}, "
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # a model directory loads in its stored dtype
+    print(f"model {model_dir} ({info.get('parameters', '?')} parameters, {dtype}), task {args.task}, N={args.n}, "
           f"seed {args.seed}, device {device}, batch {args.batch_size}", flush=True)
 
     # the baseline first, then every strategy's sweep, cache by cache
@@ -413,7 +414,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         result.update(model=str(model_dir), model_info={k: info.get(k) for k in ("name", "parameters", "train", "eval")},
                       task=args.task, n=args.n, seed=args.seed, device=str(device),
                       gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      batch_size=args.batch_size, matmul_precision=args.matmul_precision, rows=rows, skipped=skipped, errors=errors,
+                      batch_size=args.batch_size, dtype=dtype, matmul_precision=args.matmul_precision, rows=rows, skipped=skipped, errors=errors,
                       iso_quality=iso_quality(rows), iso_quality_per_cache=iso_quality_per_cache(rows), command="python benchmarks/cot_bench.py " + " ".join(
                           argv if argv is not None else sys.argv[1:]),
                       seconds=round(time.perf_counter() - t_start, 1))

@@ -2,6 +2,7 @@
 the seams redesign (issue 14): ``tests/golden/record.py`` recorded them on the old code."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +13,24 @@ sys.path.insert(0, str(HERE))
 
 import record  # noqa: E402
 
+SHARDS = 2  # CI's cores: the cases run in two processes side by side, one torch thread each
+
+
 @pytest.mark.slow
-def test_every_recorded_case_gives_the_same_tokens_and_forwards():
+def test_every_recorded_case_gives_the_same_tokens_and_forwards(tmp_path):
     old = json.loads(record.OUT.read_text())
-    now = record.record()
+    outs = [tmp_path / f"shard{i}.json" for i in range(SHARDS)]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "record.py"), "--shard", f"{i}/{SHARDS}", "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, out in enumerate(outs)]
+    for proc in procs:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+    now = {}
+    for out in outs:
+        part = json.loads(out.read_text())
+        assert not set(part) & set(now), "a case was computed by two shards"
+        now.update(part)
     assert set(now) == set(old)
     differ = [k for k in old if now[k] != old[k]]
     assert not differ, f"{len(differ)} of {len(old)} cases changed: {differ[:10]}"

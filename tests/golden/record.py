@@ -3,6 +3,8 @@
     python tests/golden/record.py            # writes tests/golden/outputs.json
     python tests/golden/record.py --check    # compares with it (tests/test_golden.py does this)
     python tests/golden/record.py --update lowconf-random   # re-records the cases whose key contains it
+    python tests/golden/record.py --shard 0/2 --out part0.json   # every other case (tests/test_golden.py
+                                                                   # runs two shards side by side)
 
 The recorded file is the behaviour the seams redesign (issue 14) had to keep: greedy dLLM
 decoding of the shipped ``tasks-6m`` model for every strategy x cache policy (and the LLaDA2
@@ -16,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -24,6 +27,13 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "outputs.json"
 VERBOSE = False
 ONLY = None  # --update: compute only the dllm cases whose key contains it
+SHARD = (0, 1)  # --shard i/n: compute only the cases whose key hashes to i (mod n)
+
+
+def _mine(key: str) -> bool:
+    """Whether this process computes ``key``: every case seeds its own run, so shards are independent."""
+    index, count = SHARD
+    return zlib.crc32(key.encode()) % count == index
 
 STRATEGIES = {
     "lowconf": {"steps": "half"},
@@ -74,17 +84,23 @@ def dllm_cases():
                     continue
                 if ONLY and ONLY not in f"dllm/{task}-{gen}-{block}/{sname}/{cache}":
                     continue
+                if not _mine(f"dllm/{task}-{gen}-{block}/{sname}/{cache}"):
+                    continue
                 out = paradecode.sample(
                     model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
                     **_options(sname, gen, block),
                 )
                 yield f"dllm/{task}-{gen}-{block}/{sname}/{cache}", out.generated.tolist(), out.trace.nfe
         for sname in ("lowconf", "threshold", "prophet", "learn2pd"):
+            if not _mine(f"dllm/{task}-{gen}-{block}/{sname}/llada2"):
+                continue
             out = paradecode.sample(
                 model, prompts, sname.split("-")[0], seed=3, gen_length=gen, block_length=block, layout="llada2",
                 **_options(sname, gen, block),
             )
             yield f"dllm/{task}-{gen}-{block}/{sname}/llada2", out.generated.tolist(), out.trace.nfe
+        if not _mine(f"dllm/{task}-{gen}-{block}/lowconf-cfg/None"):
+            continue
         out = paradecode.sample(model, prompts, "lowconf", seed=3, gen_length=gen, block_length=block,
                                 steps=gen // 2, cfg_scale=1.0)
         yield f"dllm/{task}-{gen}-{block}/lowconf-cfg/None", out.generated.tolist(), out.trace.nfe
@@ -101,6 +117,8 @@ def spec_cases():
         "greedy-heuristic": dict(num_draft_tokens=3, draft_length_schedule="heuristic"),
         "sampled": dict(num_draft_tokens=4, do_sample=True, temperature=0.8),
     }.items():
+        if not _mine(f"spec/{name}"):
+            continue
         out = paradecode.sample(target, prompts, "speculative", draft_model=draft, max_new_tokens=24, seed=5, **opts)
         yield f"spec/{name}", out.sequences.tolist(), out.trace.nfe
 
@@ -118,6 +136,8 @@ def vision_cases():
         "code": (m.large, "code", {"refiner": m.code_refiner, "draft_steps": 3}, None, None),
     }
     for name, (model, strategy, extra, cache, copts) in runs.items():
+        if not _mine(f"vision/{name}"):
+            continue
         out = generate(model, labels, strategy, seed=1, cache=cache, cache_options=copts, decode=False, **extra, **opts)
         yield f"vision/{name}", [t.tolist() for t in out.tokens], out.trace.nfe
 
@@ -141,10 +161,19 @@ def main() -> int:
     ap.add_argument("--check", action="store_true")
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--update", default=None, help="re-record only the cases whose key contains this")
+    ap.add_argument("--shard", default=None, metavar="I/N", help="compute only shard I of N (with --out)")
+    ap.add_argument("--out", default=None, help="with --shard: write this shard's cases here as JSON")
     args = ap.parse_args()
-    global VERBOSE, ONLY
+    global VERBOSE, ONLY, SHARD
     VERBOSE = args.v
     ONLY = args.update
+    if args.shard:
+        index, count = (int(v) for v in args.shard.split("/"))
+        if not 0 <= index < count or not args.out or args.update or args.check:
+            ap.error("--shard I/N needs 0 <= I < N and --out, and goes with neither --update nor --check")
+        SHARD = (index, count)
+        Path(args.out).write_text(json.dumps(record(), separators=(",", ":")))
+        return 0
     now = record()
     if args.update:
         old = json.loads(OUT.read_text())
