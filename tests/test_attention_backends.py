@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend
 
 import paradecode
 from paradecode.models import LLaDAConfig, LLaDAModel, attention_backends, set_attention_backends
-from paradecode.models import llada
+from paradecode.models import attention
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +28,14 @@ def restore_backends():
 def spy(monkeypatch):
     """Apply the choice on CPU too, and note each ``sdpa_kernel`` call's back ends."""
     calls = []
-    real = llada.sdpa_kernel
+    real = attention.sdpa_kernel
 
     def recording(backends, set_priority=False):
         calls.append((list(backends), set_priority))
         return real(backends, set_priority=set_priority)
 
-    monkeypatch.setattr(llada, "_CHOOSING_DEVICES", ("cuda", "cpu"))
-    monkeypatch.setattr(llada, "sdpa_kernel", recording)
+    monkeypatch.setattr(attention, "_CHOOSING_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(attention, "sdpa_kernel", recording)
     return calls
 
 
@@ -56,13 +56,13 @@ def test_choice_applies_in_priority_order_and_none_leaves_it_to_torch(spy):
     mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
     mask[0, ..., 0] = False
     want = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
-    assert torch.allclose(llada._sdpa(q, q, q, mask), want, atol=1e-6)
+    assert torch.allclose(attention.sdpa(q, q, q, mask), want, atol=1e-6)
     assert spy == [([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], True)]
     set_attention_backends(["math"])
-    assert torch.allclose(llada._sdpa(q, q, q, mask), want, atol=1e-6)
+    assert torch.allclose(attention.sdpa(q, q, q, mask), want, atol=1e-6)
     assert spy[-1] == ([SDPBackend.MATH], True)
     set_attention_backends(None)
-    llada._sdpa(q, q, q, mask)
+    attention.sdpa(q, q, q, mask)
     assert len(spy) == 2 and attention_backends() is None
 
 
@@ -79,6 +79,25 @@ def test_cpu_tokens_do_not_depend_on_the_choice(spy):
     assert len(spy) >= 2 * cfg.n_layers
     set_attention_backends(None)
     assert torch.equal(paradecode.sample(model, prompt, "lowconf", cache="dual", **kw).sequences, chosen)
+
+
+def test_hugging_face_models_run_under_the_choice(spy):
+    """HFDiffusionAdapter wraps the model's whole forward (transformers calls SDPA itself)."""
+    from paradecode.models import HFDiffusionAdapter
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 8)
+
+        def forward(self, input_ids):
+            h = self.emb(input_ids)[:, None]
+            return F.scaled_dot_product_attention(h, h, h)[:, 0] @ self.emb.weight.T
+
+    adapter = HFDiffusionAdapter(Tiny(), mask_token_id=9)
+    logits = adapter(torch.randint(0, 9, (2, 5)))
+    assert logits.shape == (2, 5, 10)
+    assert spy == [([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], True)]
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 from .hf import HFDiffusionAdapter, resolve_mask_token_id
 from .dream import DreamConfig, DreamModel
-from .llada import LLaDAConfig, LLaDAModel, attention_backends, set_attention_backends
+from .attention import attention_backends, set_attention_backends
+from .llada import LLaDAConfig, LLaDAModel
 
 __all__ = ["LLaDAConfig", "LLaDAModel", "DreamConfig", "DreamModel", "HFDiffusionAdapter", "resolve_mask_token_id",
            "attention_backends", "set_attention_backends"]

@@ -13,6 +13,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .attention import attention_choice
+
 __all__ = ["HFDiffusionAdapter", "resolve_mask_token_id", "dream_attention"]
 
 ATTENTION_FORMATS = ("2d", "dream")
@@ -118,7 +120,8 @@ class HFDiffusionAdapter(nn.Module):
                 kwargs["attention_mask"] = attention_mask
             if positions is not None and "position_ids" in self._takes:
                 kwargs["position_ids"] = positions
-        out = self.hf_model(input_ids=input_ids, **kwargs)
+        with attention_choice(input_ids.device):  # transformers' SDPA calls, under paradecode's choice
+            out = self.hf_model(input_ids=input_ids, **kwargs)
         logits = out if isinstance(out, torch.Tensor) else out.logits
         if self.shift_logits:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)

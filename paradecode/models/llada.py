@@ -17,13 +17,12 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PretrainedConfig
 
+from .attention import sdpa
 from .checkpoint import load_model_dir, save_model_dir
 
-__all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "attention_backends",
-           "compile_elementwise", "set_attention_backends"]
+__all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 # config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
 _POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
@@ -204,52 +203,6 @@ def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (t32 * cos + rotated * sin).to(t.dtype)
 
 
-SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                 "math": SDPBackend.MATH, "cudnn": SDPBackend.CUDNN_ATTENTION}
-_DEFAULT_BACKENDS = ("flash", "efficient", "math")
-_backends: Optional[list] = [SDPA_BACKENDS[n] for n in _DEFAULT_BACKENDS]
-
-
-def set_attention_backends(names: Optional[Sequence[str]] = _DEFAULT_BACKENDS) -> None:
-    """The SDPA back ends the diffusion LMs' attention (:func:`cached_attention`) may use on CUDA,
-    in priority order (``"flash"``, ``"efficient"``, ``"math"``, ``"cudnn"``); None leaves the
-    choice to PyTorch.
-
-    The default leaves cuDNN out. PyTorch 2.11 picks it for bf16 on Hopper, and it builds an
-    execution plan for every new (rows, queries, keys, mask) shape: about 6 ms of host time per
-    call on an H200, where a known shape costs 0.13 ms. Batched decoding makes new shapes at
-    almost every step (rows leave the batch as they finish, a split refresh feeds a varying row
-    count), so a 500-row ``cot-free-8m`` generation spent 4.6 s of 6.7 s building plans, and a new
-    batch of prompts paid again (``benchmarks/README.md``, "cuDNN attention")."""
-    global _backends
-    if names is None:
-        _backends = None
-        return
-    unknown = [n for n in names if n not in SDPA_BACKENDS]
-    if unknown or not names:
-        raise ValueError(f"attention back ends {list(names)!r}: give a non-empty list from {sorted(SDPA_BACKENDS)}, "
-                         "or None for PyTorch's own choice.")
-    _backends = [SDPA_BACKENDS[n] for n in names]
-
-
-def attention_backends() -> Optional[list[str]]:
-    """The names :func:`set_attention_backends` set (None: PyTorch's own choice)."""
-    if _backends is None:
-        return None
-    by_backend = {b: n for n, b in SDPA_BACKENDS.items()}
-    return [by_backend[b] for b in _backends]
-
-
-_CHOOSING_DEVICES = ("cuda",)  # where the choice applies (cuDNN is CUDA-only; CPU keeps PyTorch's kernels)
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    if _backends is None or q.device.type not in _CHOOSING_DEVICES:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-    with sdpa_kernel(_backends, set_priority=True):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-
-
 def cached_attention(
     layer: int,
     q: torch.Tensor,
@@ -278,7 +231,7 @@ def cached_attention(
     if rep != 1:
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-    return _sdpa(q, k, v, attn_mask)
+    return sdpa(q, k, v, attn_mask)
 
 
 def rope_joined(qkv: torch.Tensor, n_heads: int, n_kv: int, head_dim: int, cos: torch.Tensor,
