@@ -26,21 +26,33 @@ def restore_backends():
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Apply the choice on CPU too, and note each ``sdpa_kernel`` call's back ends."""
+    """Apply the choice on CPU too, and note the back ends of each context entered."""
     calls = []
-    real = attention.sdpa_kernel
+    real = attention._kernel
 
-    def recording(backends, set_priority=False):
-        calls.append((list(backends), set_priority))
-        return real(backends, set_priority=set_priority)
+    def recording(backends):
+        calls.append(list(backends))
+        return real(backends)
 
     monkeypatch.setattr(attention, "_CHOOSING_DEVICES", ("cuda", "cpu"))
-    monkeypatch.setattr(attention, "sdpa_kernel", recording)
+    monkeypatch.setattr(attention, "_kernel", recording)
     return calls
+
+
+DEFAULT = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def test_default_leaves_cudnn_out():
     assert attention_backends() == ["flash", "efficient", "math"]
+
+
+def test_order_is_a_priority_where_torch_takes_one():
+    import inspect
+
+    from torch.nn.attention import sdpa_kernel
+
+    if "set_priority" in inspect.signature(sdpa_kernel).parameters:
+        assert attention._kernel.keywords == {"set_priority": True}
 
 
 def test_bad_names_get_a_clear_error():
@@ -57,10 +69,10 @@ def test_choice_applies_in_priority_order_and_none_leaves_it_to_torch(spy):
     mask[0, ..., 0] = False
     want = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
     assert torch.allclose(attention.sdpa(q, q, q, mask), want, atol=1e-6)
-    assert spy == [([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], True)]
+    assert spy == [DEFAULT]
     set_attention_backends(["math"])
     assert torch.allclose(attention.sdpa(q, q, q, mask), want, atol=1e-6)
-    assert spy[-1] == ([SDPBackend.MATH], True)
+    assert spy[-1] == [SDPBackend.MATH]
     set_attention_backends(None)
     attention.sdpa(q, q, q, mask)
     assert len(spy) == 2 and attention_backends() is None
@@ -97,7 +109,7 @@ def test_hugging_face_models_run_under_the_choice(spy):
     adapter = HFDiffusionAdapter(Tiny(), mask_token_id=9)
     logits = adapter(torch.randint(0, 9, (2, 5)))
     assert logits.shape == (2, 5, 10)
-    assert spy == [([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH], True)]
+    assert spy == [DEFAULT]
 
 
 @pytest.mark.slow

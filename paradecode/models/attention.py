@@ -13,6 +13,8 @@ first, or pass None, to have it back.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from typing import Any, ContextManager, Optional, Sequence
 
 import torch
@@ -26,6 +28,9 @@ SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EF
 _DEFAULT = ("flash", "efficient", "math")
 _backends: Optional[list[Any]] = [SDPA_BACKENDS[n] for n in _DEFAULT]
 _CHOOSING_DEVICES = ("cuda",)  # cuDNN is CUDA-only: on a CPU PyTorch's own choice stands
+# PyTorch < 2.6 takes the back ends as a set (no priority order); the default leaves one order anyway
+_kernel = (functools.partial(sdpa_kernel, set_priority=True)
+           if "set_priority" in inspect.signature(sdpa_kernel).parameters else sdpa_kernel)
 
 
 def set_attention_backends(names: Optional[Sequence[str]] = _DEFAULT) -> None:
@@ -54,12 +59,12 @@ def attention_choice(device: torch.device) -> ContextManager[Any]:
     """A context in which SDPA on ``device`` uses the chosen back ends (a no-op elsewhere)."""
     if _backends is None or device.type not in _CHOOSING_DEVICES:
         return contextlib.nullcontext()
-    return sdpa_kernel(_backends, set_priority=True)
+    return _kernel(_backends)
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Bidirectional ``scaled_dot_product_attention`` under the chosen back ends."""
     if _backends is None or q.device.type not in _CHOOSING_DEVICES:  # the common CPU path: no context
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-    with sdpa_kernel(_backends, set_priority=True):
+    with _kernel(_backends):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
