@@ -430,6 +430,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             runs = [run_one(model, tok, task, examples, prompts, strategy, opts,
                             None if cache == "none" else cache, args.batch_size, device) for _ in range(args.repeat)]
             r = dict(min(runs, key=lambda x: x["seconds"]), run_seconds=[x["seconds"] for x in runs])
+            if len({(x["accuracy"], x["nfe"]) for x in runs}) > 1:  # greedy decoding: repeats must agree
+                print(f"warning: {strategy} {cache} {label}: repeats differ in accuracy or forwards "
+                      f"{[(x['accuracy'], x['nfe']) for x in runs]}", flush=True)
         except (ValueError, TypeError, NotImplementedError) as e:  # an unsupported combination: recorded
             errors.append({"strategy": strategy, "cache": cache, "setting": label, "error": f"{type(e).__name__}: {e}"})
             print(f"{strategy:10s} {cache:10s} {label[:40]:40s} ERROR {type(e).__name__}: {str(e)[:150]}", flush=True)

@@ -6,7 +6,7 @@ an H200, where a known shape costs 0.13 ms. Batched decoding makes new shapes at
 step (rows leave the batch as they finish, a split refresh feeds a varying row count), so a
 500-row ``cot-free-8m`` generation spent 4.6 s of 6.7 s building plans, and a new batch of
 prompts paid again (``benchmarks/README.md``, "cuDNN attention and changing shapes"). Where
-shapes repeat (CUDA graphs) cuDNN was up to 3% faster at the LLaDA-8B shape: put ``"cudnn"``
+shapes repeat (CUDA graphs) cuDNN was up to 4% faster at the LLaDA-8B shape: put ``"cudnn"``
 first, or pass None, to have it back.
 """
 
