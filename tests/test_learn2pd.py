@@ -132,6 +132,31 @@ def test_end_of_text_accepted_by_the_filter_is_committed_and_ends_the_row(tiny_m
     assert out.trace.nfe == 1 and (out.generated[:, 3:] == EOS).all() and not (out.generated == MASK).any()
 
 
+def test_the_filter_runs_once_per_step_with_end_of_text_prediction(tiny_model, prompts, monkeypatch):
+    """select and end_of_text share the step's verdict: one filter run per step, the same tokens."""
+    torch.manual_seed(0)
+    flt = Learn2PDFilter(8, hidden_sizes=(5,))
+    model = _EndsAt(tiny_model, end=6 + 12)
+    kw = dict(gen_length=32, block_length=8, steps=32, filter=flt, eot=True)
+    runs = []
+    real = Learn2PDFilter.accept
+
+    def counting(self, confidence, threshold):
+        runs.append(confidence.shape)
+        return real(self, confidence, threshold)
+
+    monkeypatch.setattr(Learn2PDFilter, "accept", counting)
+    out = paradecode.sample(model, prompts, "learn2pd", **kw)
+    assert len(runs) == out.trace.steps
+    # against the verdict computed twice (what a state without the kept verdict does)
+    from paradecode.samplers.learn2pd import Learn2PDState
+
+    monkeypatch.setattr(Learn2PDState, "accepted", property(lambda self: None, lambda self, value: None))
+    again = paradecode.sample(model, prompts, "learn2pd", **kw)
+    assert torch.equal(out.sequences, again.sequences) and again.trace.nfe == out.trace.nfe
+    assert len(runs) == out.trace.steps + 2 * again.trace.steps
+
+
 @pytest.mark.parametrize("cache", ["prefix", "dual", "dkv-decode", "dkv-greedy"])
 def test_learn2pd_runs_with_every_cache_on_ragged_batches(tiny_model, cache):
     rows = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]

@@ -25,6 +25,7 @@ The filter is loaded from ``filter=`` (a :class:`Learn2PDFilter` or a directory)
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -65,6 +66,9 @@ class Learn2PDState(LowConfState):
     """Per row, the canvas column after which end-of-text prediction ended the text."""
 
     cut: Optional[torch.Tensor] = None  # (batch,) long on the device; the canvas length = no cut yet
+    # this step's filter verdict, kept from ``select`` for ``end_of_text`` (the same view): one filter run a
+    # step; a weak reference, so the view (its logits) is not kept alive past its step
+    accepted: Optional[tuple[weakref.ref, torch.Tensor]] = None
 
 
 class Learn2PD(LowConfidence):
@@ -127,9 +131,16 @@ class Learn2PD(LowConfidence):
 
     def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
         scheduled = super().select(view, state)
-        return self._accepted(view) | scheduled
+        accepted = self._accepted(view)
+        if isinstance(state, Learn2PDState):
+            state.accepted = (weakref.ref(view), accepted)
+        return accepted | scheduled
 
-    def _accepted(self, view: BlockView) -> torch.Tensor:
+    def _accepted(self, view: BlockView, state: Optional[Learn2PDState] = None) -> torch.Tensor:
+        """Positions the filter accepts among the block's masked ones (``state``: reuse the verdict
+        ``select`` computed for this same view)."""
+        if state is not None and state.accepted is not None and state.accepted[0]() is view:
+            return state.accepted[1]
         return self.filter.accept(view.confidence, self.config.accept_threshold) & view.mask
 
     def end_of_text(self, view: BlockView, state: Learn2PDState, transfer: torch.Tensor) -> Optional[torch.Tensor]:
@@ -143,7 +154,7 @@ class Learn2PD(LowConfidence):
         if state.cut is None or state.cut.device != cols.device:
             state.cut = torch.full((state.batch_size,), L, dtype=torch.long, device=cols.device)
         # 1. the filter accepted an end-of-text prediction: the first one in the block
-        hit = self._accepted(view) & (view.x0 == eos)
+        hit = self._accepted(view, state) & (view.x0 == eos)
         first = torch.where(hit, cols, L).min(-1).values
         # 2. otherwise the most confident end-of-text prediction among the generation's masked
         # positions: those from the earliest current block on (earlier blocks are finished, their
