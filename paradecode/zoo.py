@@ -1,7 +1,7 @@
 """Small diffusion LMs shipped with paradecode, trained on the task suite.
 
 Each model is a directory under ``paradecode/zoo/``: ``config.json`` and
-``model.safetensors`` (our ``LLaDAModel``, stored in bf16), ``tokenizer.json`` (the
+``model.safetensors``, or shards of it with an index (our ``LLaDAModel``, stored in bf16), ``tokenizer.json`` (the
 character-level tokenizer of :mod:`paradecode.bench.tokenizer`) and ``info.json``
 (the tasks it was trained on, the answer canvas to decode with, how it was trained and its
 held-out accuracy). ``scripts/train_dllm.py`` reproduces them.

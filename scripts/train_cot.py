@@ -20,7 +20,8 @@ token per step; chain and final line verified), the share of committed-token con
 step's operand order drawn 70/30, choices no other token of the answer pins, so a calibrated
 model commits them at confidence ~0.7); the model's info.json then lists ``cot-free``.
 
-The directory --out gets config.json, model.safetensors (bf16), tokenizer.json and info.json
+The directory --out gets config.json, the bf16 weights (safetensors shards of at most 8 MiB and their
+index, so a shipped model's files stay small), tokenizer.json and info.json
 (the command, the train log, the evaluation).
 """
 
@@ -144,6 +145,9 @@ def make_probe(tok, P: int, G: int, device: torch.device, n: int = 128, task: st
     return measure
 
 
+SHARD_BYTES = 8 * 2**20  # weights in shards of at most 8 MiB: a shipped model's files stay small for git
+
+
 def save_checkpoint(model: LLaDAModel, tok, out: Path, info: dict) -> None:
     """bf16 weights + tokenizer + info.json, written to a temporary directory then moved in
     file by file, so a run killed while saving leaves the previous complete files."""
@@ -152,9 +156,13 @@ def save_checkpoint(model: LLaDAModel, tok, out: Path, info: dict) -> None:
     state = {k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()}
     shipped = LLaDAModel(model.config)
     shipped.load_state_dict(state, assign=True)
-    shipped.save_pretrained(tmp)
+    shipped.save_pretrained(tmp, max_shard_bytes=SHARD_BYTES)
     tok.save_pretrained(tmp)
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    written = {f.name for f in tmp.iterdir()}
+    for stale in out.glob("model*.safetensors*"):  # a previous save's weights in the other layout
+        if stale.name not in written:
+            stale.unlink()
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
