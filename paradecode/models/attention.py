@@ -64,7 +64,5 @@ def attention_choice(device: torch.device) -> ContextManager[Any]:
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Bidirectional ``scaled_dot_product_attention`` under the chosen back ends."""
-    if _backends is None or q.device.type not in _CHOOSING_DEVICES:  # the common CPU path: no context
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
-    with _kernel(_backends):
+    with attention_choice(q.device):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)

@@ -82,28 +82,29 @@ def dllm_cases():
                     continue
                 if sname in UNCACHEABLE and cache is not None:
                     continue
-                if ONLY and ONLY not in f"dllm/{task}-{gen}-{block}/{sname}/{cache}":
-                    continue
-                if not _mine(f"dllm/{task}-{gen}-{block}/{sname}/{cache}"):
+                key = f"dllm/{task}-{gen}-{block}/{sname}/{cache}"
+                if (ONLY and ONLY not in key) or not _mine(key):
                     continue
                 out = paradecode.sample(
                     model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
                     **_options(sname, gen, block),
                 )
-                yield f"dllm/{task}-{gen}-{block}/{sname}/{cache}", out.generated.tolist(), out.trace.nfe
+                yield key, out.generated.tolist(), out.trace.nfe
         for sname in ("lowconf", "threshold", "prophet", "learn2pd"):
-            if not _mine(f"dllm/{task}-{gen}-{block}/{sname}/llada2"):
+            key = f"dllm/{task}-{gen}-{block}/{sname}/llada2"
+            if not _mine(key):
                 continue
             out = paradecode.sample(
                 model, prompts, sname.split("-")[0], seed=3, gen_length=gen, block_length=block, layout="llada2",
                 **_options(sname, gen, block),
             )
-            yield f"dllm/{task}-{gen}-{block}/{sname}/llada2", out.generated.tolist(), out.trace.nfe
-        if not _mine(f"dllm/{task}-{gen}-{block}/lowconf-cfg/None"):
+            yield key, out.generated.tolist(), out.trace.nfe
+        key = f"dllm/{task}-{gen}-{block}/lowconf-cfg/None"
+        if not _mine(key):
             continue
         out = paradecode.sample(model, prompts, "lowconf", seed=3, gen_length=gen, block_length=block,
                                 steps=gen // 2, cfg_scale=1.0)
-        yield f"dllm/{task}-{gen}-{block}/lowconf-cfg/None", out.generated.tolist(), out.trace.nfe
+        yield key, out.generated.tolist(), out.trace.nfe
 
 
 def spec_cases():
