@@ -246,9 +246,12 @@ def driver(model, prompt: torch.Tensor, rule: str, cache: str, gen: int, block: 
 
 
 def run_steps(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule: str, cache: str,
-              max_steps: Optional[int], device: str) -> list[float]:
-    """Seconds of each step (synced) of a generation driven as ``paradecode.sample`` does, stopped
-    after ``max_steps`` steps (None: the whole generation)."""
+              max_steps: Optional[int], device: str, sync_each: bool = True) -> list[float]:
+    """Seconds of each step of a generation driven as ``paradecode.sample`` does, stopped after
+    ``max_steps`` steps (None: the whole generation). ``sync_each=False`` syncs once, at the end,
+    as ``sample(timing=False)`` runs: a step's host work then overlaps the device work queued
+    before it, except where the rule itself reads the device, so only the sum of the times is
+    the device's (the last one takes the final sync)."""
     strat, state, call = driver(model, prompt, rule, cache, gen, block, tps)
     times: list[float] = []
     with torch.inference_mode():
@@ -256,28 +259,15 @@ def run_steps(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule:
         t0 = time.perf_counter()
         while not strat.done(state) and (max_steps is None or len(times) < max_steps):
             strat.step(state, call)
-            sync(device)
+            if sync_each:
+                sync(device)
             t1 = time.perf_counter()
             times.append(t1 - t0)
             t0 = t1
+        if not sync_each and times:
+            sync(device)
+            times[-1] += time.perf_counter() - t0
     return times
-
-
-def run_unsynced(model, prompt: torch.Tensor, gen: int, block: int, tps: int, rule: str, cache: str,
-                 max_steps: int, device: str) -> tuple[float, int]:
-    """Seconds and steps of the first ``max_steps`` steps with one sync at the end, as
-    ``sample(timing=False)`` runs them: a step's host work then overlaps the device work queued
-    before it, except where the rule itself reads the device."""
-    strat, state, call = driver(model, prompt, rule, cache, gen, block, tps)
-    steps = 0
-    with torch.inference_mode():
-        sync(device)
-        t0 = time.perf_counter()
-        while not strat.done(state) and steps < max_steps:
-            strat.step(state, call)
-            steps += 1
-        sync(device)
-    return time.perf_counter() - t0, steps
 
 
 def timed_block(graphed, make_prompt: Callable[[int], torch.Tensor], P: int, G: int, block: int, tps: int,
@@ -384,8 +374,9 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
                 for _ in range(2):
                     run(graphed)
                 step_t = min((run(graphed) for _ in range(2)), key=sum)  # the less disturbed of two runs
-                free_s, free_n = min(run_unsynced(graphed, prompt, args.gen, args.block, args.tokens_per_step, rule,
-                                                  cache, steps, device) for _ in range(2))
+                free = min((run_steps(graphed, prompt, args.gen, args.block, args.tokens_per_step, rule, cache, steps,
+                                      device, sync_each=False) for _ in range(2)), key=sum)
+                free_s, free_n = sum(free), len(free)
                 recs = [Recorder(graphed, device, timed=True) for _ in range(2)]
                 for rec in recs:
                     run(rec)
