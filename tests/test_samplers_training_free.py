@@ -134,6 +134,32 @@ def test_prophet_default_window_is_first_masked_positions(tiny_model, prompts):
     assert torch.allclose(got[0], gap[0, 3:5].mean()) and torch.allclose(got[1], gap[1, 0:2].mean())
 
 
+@pytest.mark.parametrize("answer_length", [1, 3, 5])
+def test_prophet_window_gap_equals_the_whole_generation_gap_exactly(answer_length):
+    """The gap is searched over the window's positions only; the value must be the one a
+    top-2 over the whole generation gives, bit for bit (rows with 0, fewer than, and more
+    than answer_length masks; bf16 logits, as a real model returns)."""
+    strat_cls = get_strategy_class("prophet")
+    strat = strat_cls(strat_cls.Config(**GEO, base_options=dict(steps=16), answer_length=answer_length))
+    g = torch.Generator().manual_seed(answer_length)
+    n, P, G, V = 5, 6, 16, 40
+    logits = torch.randn(n, P + G, V, generator=g).to(torch.bfloat16)
+    canvas = torch.randint(0, 30, (n, P + G), generator=g)
+    masked = torch.rand(n, G, generator=g) < torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])[:, None]
+    canvas[:, P:][masked] = MASK
+    top = torch.topk(logits[:, P:].float(), 2, dim=-1).values
+    whole = top[..., 0] - top[..., 1]
+    m = canvas[:, P:] == MASK
+    window = m & (m.long().cumsum(-1) <= answer_length)
+    count = window.sum(-1)
+    expected = torch.where(count > 0, (whole * window).sum(-1) / count.clamp(min=1), torch.tensor(float("-inf")))
+    view = BlockView(torch.arange(n), None, canvas[:, P:P + 8], None, torch.zeros(n), torch.full((n,), P),
+                     full_logits=logits, canvas=canvas, gen_start=P)
+    got = strat.answer_gap(view, MASK)
+    assert count[0] == 0 and count[-1] == answer_length  # the edge rows are there
+    assert torch.equal(got, expected)
+
+
 def test_prophet_over_a_threshold_base_measures_progress_against_gen_length(tiny_model, prompts):
     strat_cls = get_strategy_class("prophet")
     assert strat_cls(strat_cls.Config(**GEO, base="threshold")).step_budget == 16

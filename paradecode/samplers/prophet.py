@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from ..config import build_config
+from ..interfaces import device_arange
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, RuleState
 
 BASES = ("lowconf", "threshold", "credit", "localleap", "learn2pd")
@@ -159,21 +160,36 @@ class Prophet(BlockDiffusionStrategy):
 
     # ---- Prophet's own rule ---------------------------------------------------------------------
     def answer_gap(self, view: BlockView, mask_id: int) -> torch.Tensor:
-        """(n,) mean top-1 minus top-2 logit over each row's answer window."""
+        """(n,) mean top-1 minus top-2 logit over each row's answer window.
+
+        The top-2 search runs over the window's positions alone (each position's gap is its
+        own), not over the whole generation: a vocabulary-wide ``topk`` per position is most of
+        the rule's device time per step. The mean is taken over the same (n, G) layout as a
+        whole-generation gap would be, zeros outside the window, so its value is the same."""
         c = self.config
-        P, full_logits = view.gen_start, view.full_logits
-        top2 = torch.topk(full_logits[:, P:].float(), 2, dim=-1).values
-        gap = top2[..., 0] - top2[..., 1]  # (n, gen_length)
+        gen_logits = view.full_logits[:, view.gen_start :]  # (n, G, V); llada2: the visible part
         start = c.window_start
         if start is not None:
-            window = gap[:, start : start + c.answer_length]  # positions past the generation are left out
+            window = gen_logits[:, start : start + c.answer_length]  # positions past the generation are left out
             if window.shape[1] == 0:
-                return torch.full(gap.shape[:1], float("-inf"), device=gap.device)
-            return window.mean(-1)
-        masked = view.canvas[:, P : P + gap.shape[1]] == mask_id  # llada2: the visible part
+                return torch.full(gen_logits.shape[:1], float("-inf"), device=gen_logits.device)
+            return _top2_gap(window).mean(-1)
+        n, G = gen_logits.shape[:2]
+        if G == 0:
+            return torch.full((n,), float("-inf"), device=gen_logits.device)
+        masked = view.canvas[:, view.gen_start : view.gen_start + G] == mask_id
         window = masked & (masked.long().cumsum(-1) <= c.answer_length)
+        # The window's columns, in order, padded with G: the first answer_length masked ones.
+        k = min(c.answer_length, G)
+        cols = device_arange(0, G, masked.device).expand(n, G)
+        picked = torch.topk(torch.where(window, cols, G), k, dim=-1, largest=False).values
+        inside = picked < G
+        picked = picked.clamp(max=G - 1)  # padding reads a real column; its gap is dropped below
+        gap = _top2_gap(gen_logits.gather(1, picked[..., None].expand(n, k, gen_logits.shape[-1])))
+        gap = torch.where(inside, gap, torch.zeros_like(gap))
+        spread = torch.zeros((n, G), dtype=gap.dtype, device=gap.device).scatter_add_(1, picked, gap)
         count = window.sum(-1)
-        mean = (gap * window).sum(-1) / count.clamp(min=1)
+        mean = spread.sum(-1) / count.clamp(min=1)
         return torch.where(count > 0, mean, torch.full_like(mean, float("-inf")))
 
     def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,6 +208,12 @@ class Prophet(BlockDiffusionStrategy):
         # The generation's predictions from this step's own draws, as the reference fills
         # every mask with the step's x0.
         return stop, view.full_predictions(state, self.config, view.gen_start)[0]
+
+
+def _top2_gap(logits: torch.Tensor) -> torch.Tensor:
+    """(..., V) -> (...): the top-1 minus the top-2 logit (in float32, as the reference)."""
+    top2 = torch.topk(logits.float(), 2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
 
 
 def _base_class(name: str) -> type:
