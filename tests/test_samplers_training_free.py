@@ -1,6 +1,7 @@
 """Prophet, CreditDecoding and LocalLeap: the reference rules re-derived on the same logits,
 their degenerate settings equal to the baselines, and one common check of every dLLM strategy."""
 
+import contextlib
 import math
 
 import pytest
@@ -433,6 +434,46 @@ def test_cache_refreshed_every_step_equals_no_cache(tiny_model, prompts, cache, 
     out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, cache_options=cache_options, **opts)
     assert torch.equal(ref.sequences, out.sequences)
     assert torch.equal(ref.trace.row_nfe, out.trace.row_nfe)
+
+
+class _LogitWidths(torch.nn.Module):
+    """The model, recording how many logit columns each forward returned to the strategy."""
+
+    supports_cache = True
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.widths = inner, inner.config, []
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    @property
+    def mask_token_id(self):
+        return self.inner.mask_token_id
+
+    def forward(self, input_ids, **kw):
+        out = self.inner(input_ids, **kw)
+        if kw.get("cache") is None:
+            self.widths.append(out.shape[1])
+        return out
+
+
+@pytest.mark.parametrize("name, opts", [OURS[0], ("learn2pd", dict(steps=16, eot=True))])
+def test_full_logit_rules_compute_no_prompt_logits_and_caches_keep_the_contract(tiny_model, prompts, name, opts):
+    """A rule that reads beyond its block (Prophet, Learn2PD's end-of-text) gets the logits from
+    the first block on: without a cache the model's head computes no prompt column; a cache that
+    keeps the whole canvas's window gives the same range back, and the tokens do not change."""
+    model = _LogitWidths(tiny_model)
+    with pytest.warns(UserWarning) if name == "learn2pd" else contextlib.nullcontext():
+        ref = paradecode.sample(model, prompts, name, **GEO, **opts)
+    assert set(model.widths) == {GEO["gen_length"]}  # prompt 6 + 16 generated: the 16 from the first block
+    for cache in ("dual", "dkv-decode"):
+        with pytest.warns(UserWarning) if name == "learn2pd" else contextlib.nullcontext():
+            exact = dict(get_cache_class(cache).exact_options)
+            out = paradecode.sample(tiny_model, prompts, name, **GEO, cache=cache, cache_options=exact, **opts)
+        assert torch.equal(ref.sequences, out.sequences)
 
 
 @pytest.mark.parametrize("cache", CANVAS_CACHES)

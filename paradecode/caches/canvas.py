@@ -71,6 +71,7 @@ class CanvasKVCache(CachePolicy):
         self._rows: Optional[torch.Tensor] = None  # request rows the buffers hold (CPU)
         self._row_ids: list[int] = []  # the same, as Python ints
         self._logits: Optional[torch.Tensor] = None  # (R, W + 1, V) window logits
+        self._asked: Optional[tuple[int, int]] = None  # the logits range a whole-canvas window returns
         self._logit_rows: Optional[torch.Tensor] = None
         self._stats: dict[str, float] = {}
         self._held: Optional[tuple] = None  # (buffers' key, bytes held) for stats()
@@ -158,6 +159,8 @@ class CanvasKVCache(CachePolicy):
         W = canvas.window_size
         win_start = canvas.window_start.repeat(reps) if reps > 1 else canvas.window_start
         self._W, self._reps, self._win_start = W, reps, win_start
+        # A whole-canvas window keeps every column's logits; the caller gets the range it asked for.
+        self._asked = request.kwargs.get("logits_range") if W == L else None
         self._full = all(refresh)
         self._idx, self._contig, self._span, self._key_mask, self._write = None, None, None, None, None
         self._refresh = None
@@ -166,8 +169,11 @@ class CanvasKVCache(CachePolicy):
             # the partial forward plans every row as not refreshing
             full, refresh = torch.zeros_like(full), [False] * len(refresh)
         if self._full:
-            # A plain forward over the whole canvas fills the cache; the request is unchanged.
+            # A plain forward over the whole canvas fills the cache; the request is unchanged,
+            # except that a whole-canvas window keeps every column's logits.
             kwargs.update(positions=positions, cache=self)
+            if W == L:
+                kwargs.pop("logits_range", None)
             if am is not None:
                 kwargs["attention_mask"] = am
             self._stats = {"reuse_rate": 0.0}
@@ -245,6 +251,13 @@ class CanvasKVCache(CachePolicy):
         return Request(feed_tokens, kwargs=kwargs, rows=request.rows)
 
     def restore(self, output: Any, request: Request) -> Any:
+        """The logits the strategy's request asked for, from the fed positions' ``output``."""
+        window = self._restore_window(output)
+        if self._asked is not None:
+            window = window[:, self._asked[0] : self._asked[1]]
+        return window
+
+    def _restore_window(self, output: Any) -> Any:
         W = self._W
         if self._full:
             # Full forward: the output is what the strategy asked for.

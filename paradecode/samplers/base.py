@@ -124,7 +124,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     family = "dllm"
     fixed_schedule: ClassVar[bool] = False
-    needs_full_logits: bool = False  # True: the rule reads the whole visible canvas's logits
+    needs_full_logits: bool = False  # True: the rule reads logits beyond its block (the visible canvas from the first block on)
     cacheable: ClassVar[bool] = True  # False: its forward is its own (WINO's shadow block); canvas caches cannot plan it
     engine_forward: ClassVar[bool] = True  # False: an engine's plain block forward (diffusers, SGLang) cannot serve it
 
@@ -246,7 +246,11 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if am is not None:
             kwargs["attention_mask"] = am
         starts, shared = self._plan(state, rows)
-        if shared is not None and not self.needs_full_logits:
+        if self.needs_full_logits:
+            # From the first block on: the prompt's logits are never read (a cache that keeps the
+            # whole canvas's window drops the range and returns it all).
+            kwargs["logits_range"] = (state.origin, L)
+        elif shared is not None:
             kwargs["logits_range"] = (shared, shared + c.block_length)
         block_columns(starts, c.block_length, x.device)  # a new block's columns go to the device now, not after the forward
 
@@ -291,14 +295,17 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         cols = block_columns(starts, c.block_length, state.x.device)
         bl = c.block_length
         full_logits = None
+        visible = self._visible_width(state, rows)
+        full_start = 0
         if logits.shape[1] == bl and not self.needs_full_logits:
             block_logits = logits  # the block range, or each row's own block (a cache policy)
         else:
             full_logits = logits
+            full_start = visible - logits.shape[1]  # the logits end where the visible canvas does
             if shared is not None:
-                block_logits = logits[:, shared : shared + bl]
+                block_logits = logits[:, shared - full_start : shared - full_start + bl]
             else:
-                block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols]
+                block_logits = logits[torch.arange(len(rows), device=logits.device)[:, None], cols - full_start]
         dev_rows = to_device(rows, state.x.device)
         view = BlockView(
             rows=rows,
@@ -308,10 +315,11 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             step_in_block=state.step_in_block[rows],
             block_start=starts,
             full_logits=full_logits,
-            canvas=state.x[dev_rows, : logits.shape[1]] if full_logits is not None else None,
+            full_start=full_start,
+            canvas=state.x[dev_rows, :visible] if full_logits is not None else None,
             gen_start=state.prompt_length,
             canvas_length=state.x.shape[1],
-            visible=self._visible_width(state, rows),
+            visible=visible,
         )
         # The step's device writes are launched before its one host read (finish_step), so the
         # host does not wait for the device between them.

@@ -73,9 +73,11 @@ class BlockView:
 
     ``logits`` are the logits the step decides on (after the rule's ``adjust_logits``);
     ``x0`` / ``confidence`` the predictions and their confidence; ``mask`` the positions
-    masked before the step. ``full_logits`` (n, C, V) and ``canvas`` (n, C) are the visible
-    canvas (C columns from column 0), given when the rule reads beyond its block
-    (``needs_full_logits``); ``block_start`` is each row's block column in it and
+    masked before the step. ``canvas`` (n, C) is the visible canvas (C columns from column 0)
+    and ``full_logits`` (n, C - full_start, V) its logits from column ``full_start`` on (the
+    first block's column: a rule never reads the prompt's logits, so they are not computed),
+    given when the rule reads beyond its block (``needs_full_logits``); ``block_start`` is each
+    row's block column in the canvas and
     ``gen_start`` the column where the generation starts, ``canvas_length`` the whole
     canvas's width (columns past the visible ones included), ``visible`` the width the model
     saw (0: the block alone). ``noise`` holds the step's random draws over the visible canvas.
@@ -96,6 +98,7 @@ class BlockView:
     visible: int = 0
     noise: Optional[StepNoise] = None
     fixed: Optional[torch.Tensor] = None
+    full_start: int = 0
     _full: Optional[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = None
 
     @property
@@ -116,7 +119,9 @@ class BlockView:
         at once). Each column's prediction is its own, so a rule that reads only the columns
         from ``start`` (where masks can be) pays for those alone."""
         if self._full is None or self._full[0] != start:
-            logits = self.full_logits[:, start:]
+            if start < self.full_start:
+                raise ValueError(f"full_predictions from column {start}: the logits start at column {self.full_start}.")
+            logits = self.full_logits[:, start - self.full_start :]
             if config.logits_eos_inf:
                 logits = forbid_token(logits, state.eos_id)
             remasking = getattr(config, "remasking", "low_confidence")

@@ -167,7 +167,7 @@ class Prophet(BlockDiffusionStrategy):
         the rule's device time per step. The mean is taken over the same (n, G) layout as a
         whole-generation gap would be, zeros outside the window, so its value is the same."""
         c = self.config
-        gen_logits = view.full_logits[:, view.gen_start :]  # (n, G, V); llada2: the visible part
+        gen_logits = view.full_logits[:, view.gen_start - view.full_start :]  # (n, G, V); llada2: the visible part
         start = c.window_start
         if start is not None:
             window = gen_logits[:, start : start + c.answer_length]  # positions past the generation are left out
