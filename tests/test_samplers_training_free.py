@@ -476,6 +476,18 @@ def test_full_logit_rules_compute_no_prompt_logits_and_caches_keep_the_contract(
         assert torch.equal(ref.sequences, out.sequences)
 
 
+def test_a_wide_cache_window_keeps_logits_from_the_first_block_on(tiny_model, prompts):
+    """A cache serving a rule that reads beyond its block keeps logits for the columns the rule
+    reads (the generation here), not for the prompt: its bytes are the K/V plus G + 1 rows."""
+    name, opts = OURS[0]
+    out = paradecode.sample(tiny_model, prompts, name, **GEO, cache="dual", **opts)
+    c = tiny_model.config
+    B, L, G = prompts.shape[0], prompts.shape[1] + GEO["gen_length"], GEO["gen_length"]
+    kv = 2 * c.n_layers * B * c.n_kv_heads * (L + 1) * (c.d_model // c.n_heads) * 4  # float32 K and V, trash slot included
+    logits = B * (G + 1) * c.vocab_size * 4
+    assert max(out.trace.extra("cache_bytes")) == kv + logits
+
+
 @pytest.mark.parametrize("cache", CANVAS_CACHES)
 def test_runs_with_default_cache_options(tiny_model, prompts, cache):
     for name, opts in OURS:

@@ -71,7 +71,7 @@ class CanvasKVCache(CachePolicy):
         self._rows: Optional[torch.Tensor] = None  # request rows the buffers hold (CPU)
         self._row_ids: list[int] = []  # the same, as Python ints
         self._logits: Optional[torch.Tensor] = None  # (R, W + 1, V) window logits
-        self._asked: Optional[tuple[int, int]] = None  # the logits range a whole-canvas window returns
+        self._wide = False  # the window is wider than a block: partial steps fill it from kept logits
         self._logit_rows: Optional[torch.Tensor] = None
         self._stats: dict[str, float] = {}
         self._held: Optional[tuple] = None  # (buffers' key, bytes held) for stats()
@@ -79,6 +79,7 @@ class CanvasKVCache(CachePolicy):
         self._idx: Optional[torch.Tensor] = None  # (R, T) fed canvas columns, L = padding
         self._contig: Optional[tuple[int, int]] = None  # shared contiguous feed [s, e)
         self._span: Optional[tuple[int, int]] = None  # the same range, kept when the feed is padded or graphed
+        self._span_ws = 0  # the window's first column (a wide window's kept logits start there)
         self._key_mask: Optional[torch.Tensor] = None
         self._full = False
         self._L = 0
@@ -159,8 +160,9 @@ class CanvasKVCache(CachePolicy):
         W = canvas.window_size
         win_start = canvas.window_start.repeat(reps) if reps > 1 else canvas.window_start
         self._W, self._reps, self._win_start = W, reps, win_start
-        # A whole-canvas window keeps every column's logits; the caller gets the range it asked for.
-        self._asked = request.kwargs.get("logits_range") if W == L else None
+        # A window wider than the block (a rule that reads beyond it: the canvas from the first
+        # block on) is not fed whole at partial steps: its other columns keep their last logits.
+        self._wide = W > canvas.block_length
         self._full = all(refresh)
         self._idx, self._contig, self._span, self._key_mask, self._write = None, None, None, None, None
         self._refresh = None
@@ -169,11 +171,8 @@ class CanvasKVCache(CachePolicy):
             # the partial forward plans every row as not refreshing
             full, refresh = torch.zeros_like(full), [False] * len(refresh)
         if self._full:
-            # A plain forward over the whole canvas fills the cache; the request is unchanged,
-            # except that a whole-canvas window keeps every column's logits.
+            # A plain forward over the whole canvas fills the cache; the request is unchanged.
             kwargs.update(positions=positions, cache=self)
-            if W == L:
-                kwargs.pop("logits_range", None)
             if am is not None:
                 kwargs["attention_mask"] = am
             self._stats = {"reuse_rate": 0.0}
@@ -186,7 +185,7 @@ class CanvasKVCache(CachePolicy):
         if spans is not None and spans == spans[:1] * len(spans):
             s, e = spans[0]
             ws = canvas.window_start.tolist()[0]
-            if W == L:
+            if self._wide and ws <= s and e <= ws + W:  # the fed columns, inside the window
                 t_win, complete = e - s, e - s == W
             elif s == ws and e >= ws + W:
                 t_win, complete = W, True
@@ -195,6 +194,7 @@ class CanvasKVCache(CachePolicy):
             if ranges is not None:
                 idx = device_arange(s, e, x.device).expand(R, e - s)
                 self._contig = self._span = (s, e)
+                self._span_ws = ws
                 if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
                     pad = idx.new_full((R, bucket - (e - s) % bucket), L)
                     idx, self._contig = torch.cat([idx, pad], dim=1), None
@@ -220,7 +220,7 @@ class CanvasKVCache(CachePolicy):
             if ro is not None:
                 ro = ro[:, :L].to(fed.device) & ~to_device(full, fed.device)[:, None]
                 extra = ro.repeat(reps, 1) if extra is None else extra | ro.repeat(reps, 1)
-            idx, n_win, t_win = self._order(fed, win, L, W if bucket and W < L else 0, bucket)
+            idx, n_win, t_win = self._order(fed, win, L, W if bucket and not self._wide else 0, bucket)
             if extra is not None:
                 read_only = extra.gather(1, idx.clamp(max=L - 1)) & (idx < L)
                 self._write = torch.where(read_only, L, idx)
@@ -251,21 +251,14 @@ class CanvasKVCache(CachePolicy):
         return Request(feed_tokens, kwargs=kwargs, rows=request.rows)
 
     def restore(self, output: Any, request: Request) -> Any:
-        """The logits the strategy's request asked for, from the fed positions' ``output``."""
-        window = self._restore_window(output)
-        if self._asked is not None:
-            window = window[:, self._asked[0] : self._asked[1]]
-        return window
-
-    def _restore_window(self, output: Any) -> Any:
         W = self._W
         if self._full:
             # Full forward: the output is what the strategy asked for.
-            if self.may_skip_window or W == self._L:
+            if self.may_skip_window or self._wide:
                 self._store_logits(self._window_of(output), W)
             return output
         if self._complete and self._t_win == W:
-            if self.may_skip_window or W == self._L:
+            if self.may_skip_window or self._wide:
                 self._store_logits(output, W)
             return output  # the window, fed in column order
         if self._logits is None or self._logits.shape[0] != output.shape[0] or self._logits.shape[1] != W + 1:
@@ -273,9 +266,10 @@ class CanvasKVCache(CachePolicy):
                 f"cache policy {self.name!r} skipped window positions without logits to reuse; "
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
-        if self._span is not None:  # one column range (W is the canvas): the window columns s..e - 1
+        if self._span is not None:  # one column range inside a wide window: its columns s..e - 1
             s, e = self._span
-            self._logits[:, s:e] = output
+            ws = self._span_ws
+            self._logits[:, s - ws : e - ws] = output
             return self._logits[:, :W]
         idx_win = self._idx[:, : self._t_win]
         slot = idx_win - to_device(self._win_start, idx_win.device)[:, None]
@@ -402,7 +396,7 @@ class CanvasKVCache(CachePolicy):
         is known on the host (``recompute_range``), and the split feeds fewer tokens: the partial
         forward is as wide as its widest row (prefix: the block + suffix of the row in the
         earliest block), plus the refreshing rows' canvas."""
-        if not self.split_refresh or self.may_skip_window or W >= L or self._shift:
+        if not self.split_refresh or self.may_skip_window or W > canvas.block_length or self._shift:
             return False
         ranges = self.recompute_range(canvas)
         if ranges is None:

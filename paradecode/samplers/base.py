@@ -247,9 +247,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             kwargs["attention_mask"] = am
         starts, shared = self._plan(state, rows)
         if self.needs_full_logits:
-            # From the first block on: the prompt's logits are never read (a cache that keeps the
-            # whole canvas's window drops the range and returns it all).
-            kwargs["logits_range"] = (state.origin, L)
+            kwargs["logits_range"] = (state.origin, L)  # from the first block on: the prompt's logits are never read
         elif shared is not None:
             kwargs["logits_range"] = (shared, shared + c.block_length)
         block_columns(starts, c.block_length, x.device)  # a new block's columns go to the device now, not after the forward
@@ -273,8 +271,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             rows=rows,
             reps=reps,
             batch_size=state.batch_size,
-            window_start=torch.zeros_like(starts) if self.needs_full_logits else starts,
-            window_size=L if self.needs_full_logits else c.block_length,
+            window_start=torch.full_like(starts, state.origin) if self.needs_full_logits else starts,
+            window_size=L - state.origin if self.needs_full_logits else c.block_length,
             block_start=starts,
             block_length=c.block_length,
             step_in_block=state.step_in_block[rows],
