@@ -34,7 +34,7 @@ import torch
 
 import paradecode
 from paradecode.caches.canvas import CanvasKVCache
-from paradecode.models import LLaDAConfig, LLaDAModel
+from paradecode.models import LLaDAConfig, LLaDAModel, ModelWrapper
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.models import llada
 from paradecode.models.llada import compile_elementwise
@@ -153,25 +153,18 @@ def time_forwards(model, graphed, prompt, gen, block, device, repeats):
     return out
 
 
-class TimedForward(torch.nn.Module):
+class TimedForward(ModelWrapper):
     """Wraps a model to measure the forward alone inside a generation (syncs around it)."""
 
-    supports_cache = True
-
     def __init__(self, model, device):
-        super().__init__()
-        self.inner, self.device_name, self.config = model, device, model.config
-        self.mask_token_id = model.mask_token_id
+        super().__init__(model)
+        self.device_name = device
         self.seconds: list[float] = []
-
-    @property
-    def device(self):
-        return self.inner.device
 
     def forward(self, *args, **kwargs):
         sync(self.device_name)
         t = time.perf_counter()
-        out = self.inner(*args, **kwargs)
+        out = self.model(*args, **kwargs)
         sync(self.device_name)
         self.seconds.append(time.perf_counter() - t)
         return out

@@ -60,7 +60,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from paradecode.loop import ModelCaller, Trace
-from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel
+from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel, ModelWrapper
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.registry import build_config, get_cache_class, get_strategy_class, strategies
 
@@ -157,36 +157,15 @@ class Costs:
         return 2.0 * (self.body_params * tokens + 2 * self.layers * self.d * tokens * keys + self.head_params * logits)
 
 
-class Recorder(torch.nn.Module):
-    """Passes forwards to ``inner``, noting each one's (rows, fed, keys, logits); with ``timed``
+class Recorder(ModelWrapper):
+    """Passes forwards to the model, noting each one's (rows, fed, keys, logits); with ``timed``
     it also syncs around the forward and notes its seconds (the bare forward of a step)."""
 
-    supports_cache = True
-
     def __init__(self, inner: torch.nn.Module, device: str, timed: bool = False) -> None:
-        super().__init__()
-        self.inner, self.device_name, self.timed = inner, device, timed
-        self.config = inner.config
+        super().__init__(inner)
+        self.device_name, self.timed = device, timed
         self.shapes: list[tuple] = []
         self.seconds: list[float] = []
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    @property
-    def mask_token_id(self) -> Optional[int]:
-        return self.inner.mask_token_id
-
-    @property
-    def logits_shift(self) -> int:
-        """The model's (Dream: 1); the caches plan the feed by it."""
-        return int(getattr(self.inner, "logits_shift", 0))
-
-    @property
-    def supports_pair_mask(self) -> bool:
-        """The model's: WINO's shadow-block forward needs a per-query attention mask."""
-        return bool(getattr(self.inner, "supports_pair_mask", False))
 
     def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None,
                 logits_from=None):
@@ -204,7 +183,7 @@ class Recorder(torch.nn.Module):
         if self.timed:
             sync(self.device_name)
             t = time.perf_counter()
-        out = self.inner(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
+        out = self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
                          logits_range=logits_range, **head)
         if self.timed:
             sync(self.device_name)

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dllm_throughput import driver as throughput_driver  # noqa: E402
 from step_overhead import build_model  # noqa: E402
 
+from paradecode.models import ModelWrapper  # noqa: E402
 from paradecode.registry import get_strategy_class, strategies  # noqa: E402
 
 DEBUG = False
@@ -218,31 +219,20 @@ class Propagate(TorchDispatchMode):
         return out
 
 
-class Forward(torch.nn.Module):
+class Forward(ModelWrapper):
     """The model, with the counters paused and its time taken."""
 
-    supports_cache = True
-
     def __init__(self, inner: torch.nn.Module, counter: Optional[Counter] = None) -> None:
-        super().__init__()
-        self.inner, self.counter = inner, counter
-        self.config = inner.config
+        super().__init__(inner)
+        self.counter = counter
         self.seconds = 0.0
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    @property
-    def mask_token_id(self):
-        return self.inner.mask_token_id
 
     def forward(self, input_ids, **kw):
         if self.counter is not None:
             self.counter.in_forward = True
         t = time.thread_time()
         try:
-            return self.inner(input_ids, **kw)
+            return self.model(input_ids, **kw)
         finally:
             self.seconds += time.thread_time() - t
             if self.counter is not None:
@@ -324,27 +314,13 @@ def cpu_time(model, prompt, rule, cache, args) -> dict[str, float]:
     return best
 
 
-class _SyncsOff(torch.nn.Module):
+class _SyncsOff(ModelWrapper):
     """The model with CUDA's sync debug mode off inside its forward (only the sampler's count)."""
-
-    supports_cache = True
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner, self.config = inner, inner.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    @property
-    def mask_token_id(self):
-        return self.inner.mask_token_id
 
     def forward(self, input_ids, **kw):
         torch.cuda.set_sync_debug_mode(0)
         try:
-            return self.inner(input_ids, **kw)
+            return self.model(input_ids, **kw)
         finally:
             torch.cuda.set_sync_debug_mode("warn")
 

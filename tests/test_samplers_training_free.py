@@ -2,13 +2,13 @@
 their degenerate settings equal to the baselines, and one common check of every dLLM strategy."""
 
 import contextlib
-import math
 
 import pytest
 import torch
 
 import paradecode
 from paradecode.caches.canvas import CanvasKVCache
+from paradecode.models import ModelWrapper
 from paradecode.registry import get_cache_class, get_strategy_class
 from paradecode.samplers.base import BlockDiffusionStrategy, BlockView
 from paradecode.samplers.localleap import anchor_neighbourhood
@@ -436,25 +436,15 @@ def test_cache_refreshed_every_step_equals_no_cache(tiny_model, prompts, cache, 
     assert torch.equal(ref.trace.row_nfe, out.trace.row_nfe)
 
 
-class _LogitWidths(torch.nn.Module):
+class _LogitWidths(ModelWrapper):
     """The model, recording how many logit columns each forward returned to the strategy."""
 
-    supports_cache = True
-
     def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config, self.widths = inner, inner.config, []
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    @property
-    def mask_token_id(self):
-        return self.inner.mask_token_id
+        super().__init__(inner)
+        self.widths = []
 
     def forward(self, input_ids, **kw):
-        out = self.inner(input_ids, **kw)
+        out = self.model(input_ids, **kw)
         if kw.get("cache") is None:
             self.widths.append(out.shape[1])
         return out

@@ -36,6 +36,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from .wrapper import ModelWrapper
+
 __all__ = ["CUDAGraphModel", "KVBufferStore", "capture_graph", "graph_key"]
 
 
@@ -159,7 +161,7 @@ class _Captured:
     out: torch.Tensor  # the captured body's output (hidden states of the fed positions)
 
 
-class CUDAGraphModel(nn.Module):
+class CUDAGraphModel(ModelWrapper):
     """Wraps a cache-capable model with ``hidden_states``/``logits_of`` (``LLaDAModel``,
     ``DreamModel``); same call, same results.
 
@@ -179,23 +181,14 @@ class CUDAGraphModel(nn.Module):
             graph holds its output activations.
     """
 
-    supports_cache = True
-
-    @property
-    def supports_pair_mask(self) -> bool:
-        """A per-query attention mask runs eagerly (never captured): as the wrapped model does."""
-        return bool(getattr(self.model, "supports_pair_mask", False))
-
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
                  reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4) -> None:
-        super().__init__()
         if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "logits_of")):
             raise ValueError(
                 "CUDAGraphModel wraps a model that takes cache policies and splits its forward into "
                 "hidden_states + logits_of (paradecode's LLaDAModel, DreamModel)."
             )
-        self.model = model
-        self.config = getattr(model, "config", None)
+        super().__init__(model)
         self.max_graphs = max_graphs
         self.full_shapes = full_shapes
         self.capture_after = capture_after
@@ -210,29 +203,6 @@ class CUDAGraphModel(nn.Module):
         self._private_token: Any = None
         self.captures = 0
         self.replays = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def mask_token_id(self) -> Optional[int]:
-        return getattr(self.model, "mask_token_id", None)
-
-    @property
-    def logits_shift(self) -> int:
-        """The wrapped model's (caches feed each requested column's predecessor when it is 1)."""
-        return int(getattr(self.model, "logits_shift", 0))
-
-    @property
-    def generation_defaults(self) -> Optional[dict]:
-        """The wrapped model's canvas defaults (``sample`` reads them from the model it is given)."""
-        return getattr(self.model, "generation_defaults", None)
-
-    @property
-    def supports_layer_hooks(self) -> bool:
-        """The wrapped model's (a layer-adaptive cache runs it eagerly: no graph signature)."""
-        return bool(getattr(self.model, "supports_layer_hooks", False))
 
     def release(self) -> None:
         """Drop every graph and lent buffer (their memory returns to PyTorch's allocator)."""
