@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 
 import paradecode
 from paradecode.bench.learn2pd_training import collect_trajectories, train_filter
+from paradecode.models import ModelWrapper
 from paradecode.samplers.learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter
 
 from .conftest import MASK
@@ -85,19 +85,12 @@ def test_filter_is_found_next_to_the_model(tiny_model, prompts, tmp_path):
         paradecode.sample(model, prompts, "learn2pd", gen_length=16, block_length=16, steps=16)
 
 
-class _EndsAt(nn.Module):
+class _EndsAt(ModelWrapper):
     """The tiny model, but every position from column ``end`` on predicts EOS confidently."""
 
-    supports_cache = True
-
     def __init__(self, model, end):
-        super().__init__()
-        self.model, self.end, self.config = model, end, model.config
-        self.mask_token_id = model.mask_token_id
-
-    @property
-    def device(self):
-        return self.model.device
+        super().__init__(model)
+        self.end = end
 
     def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
         logits = self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask)
