@@ -16,6 +16,10 @@ random ``LLaDAModel``, this counts per step (the first ``--steps`` steps of a ge
   wait; counted here all the same, once per value they keep);
 * **CPU ms**: CPU time of this thread per step minus the forward's (run without the counters;
   thread time, so that other processes on a shared machine do not count).
+* **read->fwd ms**: for a rule that reads the step's flags every step, the host's CPU time from
+  that read to the next forward's call (median). On a GPU the device idles along this path: the
+  read waited for every queued kernel, and nothing is queued until the next forward. ``-``: no
+  flags read (lowconf; Prophet over lowconf reads its exit gap inside the step instead).
 
 Which tensors would live on the device is tracked from their origin: the canvas, the model's
 outputs and everything made with an explicit ``device=`` (or ``.to(device)``) are device
@@ -30,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import statistics
 import sys
 import time
 import traceback
@@ -47,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dllm_throughput import driver as throughput_driver  # noqa: E402
 from step_overhead import build_model  # noqa: E402
 
+import paradecode.samplers.block as block_module  # noqa: E402
 from paradecode.models import ModelWrapper  # noqa: E402
 from paradecode.registry import get_strategy_class, strategies  # noqa: E402
 
@@ -222,12 +229,14 @@ class Propagate(TorchDispatchMode):
 class Forward(ModelWrapper):
     """The model, with the counters paused and its time taken."""
 
-    def __init__(self, inner: torch.nn.Module, counter: Optional[Counter] = None) -> None:
+    def __init__(self, inner: torch.nn.Module, counter: Optional[Counter] = None, clock: Optional[Any] = None) -> None:
         super().__init__(inner)
-        self.counter = counter
+        self.counter, self.clock = counter, clock
         self.seconds = 0.0
 
     def forward(self, input_ids, **kw):
+        if self.clock is not None:
+            self.clock.forward_called()
         if self.counter is not None:
             self.counter.in_forward = True
         t = time.thread_time()
@@ -295,20 +304,53 @@ def count(model, prompt, rule, cache, args) -> dict[str, Any]:
             "sites": {k: v / n for k, v in sites.most_common()}}
 
 
-def cpu_time(model, prompt, rule, cache, args) -> dict[str, float]:
+class _ReadClock:
+    """Thread CPU time of the host path from a step's device read to the next forward's call:
+    on a GPU the device idles along it (every queued kernel has run by the read)."""
+
+    def __init__(self) -> None:
+        self.read_at: Optional[float] = None
+        self.gaps: list[float] = []
+
+    @contextlib.contextmanager
+    def watching(self):
+        original = block_module._read_flags
+
+        def read_flags(*a, **kw):
+            try:
+                return original(*a, **kw)
+            finally:
+                self.read_at = time.thread_time()
+
+        block_module._read_flags = read_flags
+        try:
+            yield self
+        finally:
+            block_module._read_flags = original
+
+    def forward_called(self) -> None:
+        if self.read_at is not None:
+            self.gaps.append(time.thread_time() - self.read_at)
+            self.read_at = None
+
+
+def cpu_time(model, prompt, rule, cache, args) -> dict[str, Any]:
     """Per step: thread CPU ms of the step, of its forward, and their difference (the sampler's),
-    best of --repeats."""
+    best of --repeats; and the median ms from a step's read to the next forward's call (None for
+    a rule that does not read every step)."""
     best = None
     for _ in range(args.repeats):
-        fwd = Forward(model)
-        with torch.inference_mode():
+        clock = _ReadClock()
+        fwd = Forward(model, clock=clock)
+        with torch.inference_mode(), clock.watching():
             strat, state, call = driver(fwd, prompt, rule, cache, args.gen, args.block, args.tokens_per_step)
             n, t0 = 0, time.thread_time()
             while n < args.steps and not strat.done(state):
                 one_step(strat, state, call)
                 n += 1
             wall = time.thread_time() - t0
-        row = {"step_ms": 1e3 * wall / n, "forward_ms": 1e3 * fwd.seconds / n, "sampler_ms": 1e3 * (wall - fwd.seconds) / n}
+        row = {"step_ms": 1e3 * wall / n, "forward_ms": 1e3 * fwd.seconds / n, "sampler_ms": 1e3 * (wall - fwd.seconds) / n,
+               "read_to_forward_ms": 1e3 * statistics.median(clock.gaps) if clock.gaps else None}
         if best is None or row["sampler_ms"] < best["sampler_ms"]:
             best = row
     return best
@@ -374,7 +416,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     rules = [r for r in args.rules.split(",") if r] or block_rules()
     res: dict[str, Any] = {"prompt": args.prompt, "gen": args.gen, "block": args.block, "steps": args.steps,
                            "torch": torch.__version__, "rows": {}}
-    print(f"{'rule/cache':20s} {'launches':>9s} {'host ops':>9s} {'syncs':>6s}  {'CPU sampler ms':>14s}  syncs by kind")
+    print(f"{'rule/cache':20s} {'launches':>9s} {'host ops':>9s} {'syncs':>6s}  {'CPU sampler ms':>14s}  "
+          f"{'read->fwd ms':>12s}  syncs by kind")
     for rule in rules:
         for cache in args.caches.split(","):
             key = f"{rule}/{cache}"
@@ -391,8 +434,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             res["rows"][key] = row
             kinds = " ".join(f"{k} {v:.2f}" for k, v in row["syncs_by_kind"].items())
             cuda = f"  CUDA syncs {row['cuda_syncs']:.2f}" if "cuda_syncs" in row else ""
+            gap = "-" if row["read_to_forward_ms"] is None else f"{row['read_to_forward_ms']:.3f}"
             print(f"{key:20s} {row['launches']:9.1f} {row['host_ops']:9.1f} {row['syncs']:6.2f}  "
-                  f"{row['sampler_ms']:14.3f}  {kinds}{cuda}")
+                  f"{row['sampler_ms']:14.3f}  {gap:>12s}  {kinds}{cuda}")
             if args.sites:
                 for site, v in row["sites"].items():
                     print(f"      {v:5.2f}  {site}")

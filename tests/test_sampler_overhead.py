@@ -71,12 +71,12 @@ def test_a_dual_cache_step_adds_no_copy_no_read_and_next_to_no_host_work():
     """Batch 1, one block: the dual cache plans a step inside the block from Python values and
     kept device tensors, so it adds no host->device copy (none at all at batch 1: the rows and
     the block's columns are made on the device), no device read, and at most a host op and a
-    couple of launches per step (the policy's refresh test; the full-canvas window's logits kept)."""
+    couple of launches per step (the policy's refresh test; a wide window's logits kept)."""
     ops = _sampler_ops()
     model = ops.build_model(2, "cpu", torch.float32, small=True)
     prompt = torch.randint(0, model.config.vocab_size - 200, (1, 16), generator=torch.Generator().manual_seed(0))
     args = argparse.Namespace(gen=32, block=32, tokens_per_step=4, steps=8)
-    for rule in ("lowconf", "prophet"):  # a block window, and a full-canvas window (needs_full_logits)
+    for rule in ("lowconf", "prophet"):  # a block window, and a wide window (needs_full_logits)
         none, dual = (ops.count(model, prompt, rule, cache, args) for cache in ("none", "dual"))
         assert dual["steps"] == none["steps"] == 8 and dual["blocks"] == 1, (rule, dual)
         assert "h2d" not in none["syncs_by_kind"] and "h2d" not in dual["syncs_by_kind"], (rule, dual["sites"])
@@ -100,3 +100,7 @@ def test_every_block_rule_reads_the_device_at_most_once_per_step_inside_a_block(
         reads = sum(v for k, v in sites.items() if not k.startswith("h2d"))
         allowed = 0 if key.startswith("lowconf/") else 1  # lowconf's schedule needs no read at all
         assert reads <= allowed + 1e-9, (key, sites)
+        # the host path from the step's flags read to the next forward is timed where there is one
+        flags_read = key.split("/")[0] not in ("lowconf", "prophet")
+        assert (row["read_to_forward_ms"] is not None) == flags_read, (key, row["read_to_forward_ms"])
+        assert not flags_read or row["read_to_forward_ms"] > 0, key
