@@ -1,9 +1,28 @@
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
 import pytest
 import torch
 
 from paradecode.models import LLaDAConfig, LLaDAModel
 
 MASK = 60
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str, name: Optional[str] = None) -> ModuleType:
+    """A repository script (``benchmarks/x.py``, ``scripts/x.py``) as a module, so that its
+    functions can be tested. Its folder goes on ``sys.path`` first: scripts import their siblings."""
+    path = ROOT / relpath
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def tiny_config(**over) -> LLaDAConfig:

@@ -12,6 +12,8 @@ from paradecode.bench.cot_tasks import (FREE_CHOICE_SHARE, FREE_CHOICE_TASKS, Co
                                         check_chain, diagnose, step_distribution, valid_chains)
 from paradecode.bench.tasks import get_task
 
+from .conftest import load_script
+
 FREE = get_task("cot-free")
 
 
@@ -142,14 +144,7 @@ def test_broken_chains_with_the_option_are_rejected():
 # ---- scripts/train_cot.py --free-choice ------------------------------------------------------
 
 def _train_cot():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_cot.py"
-    spec = importlib.util.spec_from_file_location("train_cot", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/train_cot.py")
 
 
 def test_train_cot_maps_tasks_to_their_free_choice_counterparts():
@@ -179,13 +174,7 @@ def test_a_calibrated_oracle_commits_the_free_choices_inside_the_band():
     """benchmarks/oracle_commit_confidences.py: decoding with the generator's exact distribution, the
     default data leaves few in-band commits (its choices are pinned before they come up), the
     free-choice data adds commits at ~0.7."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_commit_confidences.py"
-    spec = importlib.util.spec_from_file_location("oracle_commit_confidences", path)
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
+    oracle = load_script("benchmarks/oracle_commit_confidences.py")
     plain = oracle.measure("cot-short-train", 12, seed=3, max_steps=2, max_chains=5000)
     free = oracle.measure("cot-free-short-train", 12, seed=3, max_steps=2, max_chains=5000)
     assert plain["decoded"] == free["decoded"] == 12

@@ -1,20 +1,15 @@
 """benchmarks/dllm_throughput.py: its arithmetic, and its CPU smoke mode end to end."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("dllm_throughput", ROOT / "benchmarks" / "dllm_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/dllm_throughput.py")
 
 
 def test_interpolate_sums_a_linear_cost_exactly_and_holds_flat_outside():
@@ -131,7 +126,6 @@ def test_fast_dllm_rows_sit_beside_ours_and_record_what_their_loops_cannot_run(m
     assert calls.count(("dual", 1, 16, 8, 4, model.config.mask_token_id)) == 2
     lines = bench.fast_dllm_report(out, [1, 2])
     assert any(ln.startswith("| Fast-dLLM dual | ") and ln.endswith("x) | 1 row only |") for ln in lines)
-
 
 
 def test_fast_dllm_forward_work_counts_keys_as_their_caches_use_them():

@@ -3,10 +3,8 @@ the certainty-forcing distillation (``paradecode/bench/dparallel_training.py``,
 ``scripts/train_dparallel.py``): block-wise masking, the entropy term's defining behaviour,
 seeded trajectories, and the script's ``--smoke`` run end to end."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +20,8 @@ from paradecode.samplers.base import BlockView
 from paradecode.samplers.eb import token_entropy
 from paradecode.samplers.dparallel import EntropyThreshold, entropy_threshold_mask
 
-from .conftest import MASK, make_tiny_model
+from .conftest import MASK, load_script, make_tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
 GEO = dict(gen_length=16, block_length=8)
 
 
@@ -250,10 +247,7 @@ def test_trajectories_are_seeded_and_eos_padded():
 # ---- the script -----------------------------------------------------------------------------
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_dparallel", ROOT / "scripts" / "train_dparallel.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/train_dparallel.py")
 
 
 @pytest.mark.slow

@@ -3,10 +3,8 @@
 today's loss bit for bit; on, only visible canvas positions are corrupted, never into special
 tokens, at the asked rate, the loss counts them, and a tiny model learns to repair them."""
 
-import importlib.util
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,19 +13,15 @@ import torch.nn.functional as F
 from paradecode.bench.edit_training import corrupt_visible, noise_vocabulary, visible_loss
 from paradecode.models import LLaDAModel
 
-from .conftest import MASK, tiny_config
+from .conftest import MASK, load_script, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 EOS, PAD, UNK = 61, 62, 63  # tiny_config's eos / pad; 63 plays <unk>
 V = 64
 P, G = 6, 10
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"scripts/{name}.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """benchmarks/kernel_breakdown.py: its kernel classes, its per-forward sums, and its CPU smoke run;
 speculative.py --profile, which splits a step with the same kernel classes."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling dllm_throughput
-    spec = importlib.util.spec_from_file_location("kernel_breakdown", ROOT / "benchmarks" / "kernel_breakdown.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/kernel_breakdown.py")  # it imports its sibling dllm_throughput
 
 
 @pytest.mark.parametrize("name, cls", [
@@ -96,9 +93,7 @@ def test_speculative_bench_reads_each_roles_own_wrapper():
 
     import torch
 
-    spec = importlib.util.spec_from_file_location("speculative_bench", ROOT / "benchmarks" / "speculative.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/speculative.py", "speculative_bench")
     target, draft, _ = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
     args = argparse.Namespace(fuse_projections=False, compile_forward="default", compile_roles="draft")
     assert mod.wrapper(draft, args, "draft").compile_mode == "default"

@@ -3,7 +3,6 @@
 is the base model, save -> load reproduces the logits, wrong adapters raise what to do, only the
 adapters train, and an adapter directory loads through the zoo and ``load_model_and_tokenizer``."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,9 +15,8 @@ from paradecode import zoo
 from paradecode.models import LLaDAModel, lora
 from paradecode.models.loading import load_model_and_tokenizer
 
-from .conftest import MASK, make_tiny_model, tiny_config
+from .conftest import MASK, load_script, make_tiny_model, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(3))
 
 
@@ -206,10 +204,7 @@ def test_adapter_dir_loads_through_zoo_name_and_path(tmp_path):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_dparallel", ROOT / "scripts" / "train_dparallel.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/train_dparallel.py")
 
 
 def test_script_rejects_lora_options_without_a_rank(tmp_path):

@@ -1,19 +1,12 @@
 """benchmarks/rule_work.py: each rule driven against fixed logits, with its results files."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_script
 
 
 def _script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("rule_work", ROOT / "benchmarks" / "rule_work.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/rule_work.py")
 
 
 def test_fixed_logits_answer_the_window_asked_for():

@@ -3,15 +3,13 @@ by benchmarks/sampler_ops.py) at most one device->host read per step and no host
 inside a block."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from paradecode.interfaces import block_columns, to_device
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_script
 
 
 def test_to_device_keeps_one_copy_per_value_and_never_aliases_the_host_tensor():
@@ -44,10 +42,7 @@ def test_block_columns_are_each_rows_block_and_kept_while_blocks_stay():
 
 
 def _sampler_ops():
-    spec = importlib.util.spec_from_file_location("sampler_ops", ROOT / "benchmarks" / "sampler_ops.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/sampler_ops.py")
 
 
 def test_the_counter_sees_a_device_read_a_copy_in_and_a_boolean_index():
