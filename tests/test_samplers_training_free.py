@@ -159,6 +159,8 @@ def test_prophet_window_gap_equals_the_whole_generation_gap_exactly(answer_lengt
     got = strat.answer_gap(view, MASK)
     assert count[0] == 0 and count[-1] == answer_length  # the edge rows are there
     assert torch.equal(got, expected)
+    fixed = strat_cls(strat_cls.Config(**GEO, base_options=dict(steps=16), answer_length=answer_length, answer_start=G - 2))
+    assert torch.equal(fixed.answer_gap(view, MASK), whole[:, G - 2 : G - 2 + answer_length].mean(-1))  # cut at the end
 
 
 def test_prophet_over_a_threshold_base_measures_progress_against_gen_length(tiny_model, prompts):
