@@ -85,6 +85,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--tag", default="", help="a variant name for the results file")
     args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: --device cuda needs a CUDA device; on this machine run with --device cpu (the CPU proxy).")
+    if args.gen % args.block:
+        sys.exit(f"error: --gen ({args.gen}) must be a multiple of --block ({args.block}).")
     torch.manual_seed(0)
     if args.device == "cpu":
         torch.set_num_threads(1)

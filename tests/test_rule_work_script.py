@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from .conftest import load_script
 
 
@@ -30,3 +32,9 @@ def test_small_run_times_each_rule_and_writes_its_files(tmp_path):
         assert data["rules"][rule]["steps"] == 3 and data["rules"][rule]["step_ms"] > 0  # the block start left out
     assert "nope" in data["rules"]["nope"]["error"]  # an unknown rule is reported, the others still run
     assert "prophet" in (tmp_path / f"rule_work_{res['date']}_cpu.txt").read_text()
+
+
+def test_bad_arguments_stop_with_a_message():
+    bench = _script()
+    with pytest.raises(SystemExit, match="multiple of --block"):
+        bench.main(["--device", "cpu", "--gen", "30", "--block", "16"])
