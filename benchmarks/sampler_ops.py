@@ -317,10 +317,8 @@ class _ReadClock:
         original = block_module._read_flags
 
         def read_flags(*a, **kw):
-            try:
-                return original(*a, **kw)
-            finally:
-                self.read_at = time.thread_time()
+            self.read_at = time.thread_time()  # its first act is the read (``tolist``): the host path starts there
+            return original(*a, **kw)
 
         block_module._read_flags = read_flags
         try:
