@@ -78,8 +78,7 @@ class CanvasKVCache(CachePolicy):
         # per-forward scratch
         self._idx: Optional[torch.Tensor] = None  # (R, T) fed canvas columns, L = padding
         self._contig: Optional[tuple[int, int]] = None  # shared contiguous feed [s, e)
-        self._span: Optional[tuple[int, int]] = None  # the same range, kept when the feed is padded or graphed
-        self._span_ws = 0  # the window's first column (a wide window's kept logits start there)
+        self._span: Optional[tuple[int, int]] = None  # that range's slots in the window (kept logits), also when padded or graphed
         self._key_mask: Optional[torch.Tensor] = None
         self._full = False
         self._L = 0
@@ -193,8 +192,7 @@ class CanvasKVCache(CachePolicy):
                 ranges = None
             if ranges is not None:
                 idx = device_arange(s, e, x.device).expand(R, e - s)
-                self._contig = self._span = (s, e)
-                self._span_ws = ws
+                self._contig, self._span = (s, e), (s - ws, e - ws)
                 if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
                     pad = idx.new_full((R, bucket - (e - s) % bucket), L)
                     idx, self._contig = torch.cat([idx, pad], dim=1), None
@@ -266,10 +264,9 @@ class CanvasKVCache(CachePolicy):
                 f"cache policy {self.name!r} skipped window positions without logits to reuse; "
                 "this is a bug in the policy (its window must be fully fed at refresh steps)."
             )
-        if self._span is not None:  # one column range inside a wide window: its columns s..e - 1
-            s, e = self._span
-            ws = self._span_ws
-            self._logits[:, s - ws : e - ws] = output
+        if self._span is not None:  # one column range inside a wide window: its slots a..b - 1
+            a, b = self._span
+            self._logits[:, a:b] = output
             return self._logits[:, :W]
         idx_win = self._idx[:, : self._t_win]
         slot = idx_win - to_device(self._win_start, idx_win.device)[:, None]
