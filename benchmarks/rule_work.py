@@ -32,27 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dllm_throughput import driver, sync  # noqa: E402
 from sampler_ops import block_rules  # noqa: E402
+from step_overhead import LogitsStub  # noqa: E402
 
 from paradecode.models import LLaDAConfig  # noqa: E402
 
 
-class FixedLogits(torch.nn.Module):
-    """A model that returns the same logits every call (the window a caller asks for)."""
-
-    supports_cache = False
-
-    def __init__(self, logits: torch.Tensor, config: LLaDAConfig) -> None:
-        super().__init__()
-        self.logits, self.config = logits, config
-        self.mask_token_id = config.mask_token_id
-
-    def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
-        if logits_range is not None:
-            return self.logits[: len(input_ids), logits_range[0] : logits_range[1]]
-        return self.logits[: len(input_ids), : input_ids.shape[1]]
-
-
-def step_ms(model: FixedLogits, prompt: torch.Tensor, rule: str, args: argparse.Namespace) -> tuple[float, int]:
+def step_ms(model: LogitsStub, prompt: torch.Tensor, rule: str, args: argparse.Namespace) -> tuple[float, int]:
     """Best-of-repeats ms per step of the first block's steps, and the steps timed."""
     best, steps = float("inf"), 0
     for _ in range(args.repeats + 1):  # the first run warms up
@@ -98,7 +83,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                          eos_token_id=min(base.eos_token_id, args.vocab - 2))
     L = args.prompt + args.gen
     logits = torch.randn(1, L, args.vocab, device=args.device).to(dtype)
-    model = FixedLogits(logits, config)
+    model = LogitsStub(logits, config.mask_token_id, config)
     prompt = torch.randint(0, config.eos_token_id - 1, (1, args.prompt), device=args.device)
     rules = [r for r in args.rules.split(",") if r] or block_rules()
     res: dict[str, Any] = {"date": datetime.date.today().isoformat(), "device": args.device,

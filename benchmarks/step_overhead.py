@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any, Optional
 
 import torch
 
@@ -51,20 +52,22 @@ def timed(fn, device: str, repeats: int) -> float:
 
 
 class LogitsStub(torch.nn.Module):
-    """Returns fixed logits of the right shape: isolates the sampler's own cost."""
+    """Returns fixed logits of the right shape (the rows and columns fed, or the window asked
+    for): isolates the sampler's own cost. ``config`` gives the rules that need one its ids
+    (Learn2PD's and Prophet's end-of-text)."""
 
     supports_cache = False
 
-    def __init__(self, logits: torch.Tensor, mask_token_id: int) -> None:
+    def __init__(self, logits: torch.Tensor, mask_token_id: int, config: Optional[Any] = None) -> None:
         super().__init__()
-        self.logits = logits  # (1, L, V)
+        self.logits = logits  # (rows, L, V)
         self.mask_token_id = mask_token_id
+        self.config = config
         self.anchor = torch.nn.Parameter(torch.zeros(1, device=logits.device))
 
     def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
-        if logits_range is not None:
-            return self.logits[:, logits_range[0] : logits_range[1]]
-        return self.logits
+        a, b = logits_range if logits_range is not None else (0, input_ids.shape[1])
+        return self.logits[: len(input_ids), a:b]
 
 
 def main() -> None:

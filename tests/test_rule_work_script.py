@@ -18,7 +18,7 @@ def test_fixed_logits_answer_the_window_asked_for():
     from paradecode.models import LLaDAConfig
 
     logits = torch.randn(2, 10, 7)
-    model = bench.FixedLogits(logits, LLaDAConfig(vocab_size=7, embedding_size=7, mask_token_id=6, eos_token_id=5))
+    model = bench.LogitsStub(logits, 6, LLaDAConfig(vocab_size=7, embedding_size=7, mask_token_id=6, eos_token_id=5))
     assert torch.equal(model(torch.zeros(1, 10, dtype=torch.long), logits_range=(4, 8)), logits[:1, 4:8])
     assert torch.equal(model(torch.zeros(2, 6, dtype=torch.long)), logits[:, :6])
 
