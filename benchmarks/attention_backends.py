@@ -41,6 +41,7 @@ def one_backend(args: argparse.Namespace) -> dict[str, Any]:
     """The four runs of every setting under ``args.one`` ('default', 'torch' or a comma list)."""
     import paradecode
     from paradecode.bench.tasks import get_task
+    from paradecode.loop import synchronize
     from paradecode.models import attention_backends, set_attention_backends
     from paradecode.models.loading import load_model_and_tokenizer
 
@@ -54,17 +55,13 @@ def one_backend(args: argparse.Namespace) -> dict[str, Any]:
     prompts = {name: [tok.encode(e.prompt) for e in task.examples(args.n, seed=seed)]
                for name, seed in (("A", args.seed), ("B", args.seed_b))}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def go(batch: list, strategy: str, cache: Optional[str], opts: dict) -> tuple[float, list]:
-        sync()
+        synchronize(device)
         t0 = time.perf_counter()
         out = paradecode.sample(model, batch, strategy, cache=cache, timing=False, gen_length=gen,
                                 block_length=block, **opts)
         ids = out.generated.tolist()
-        sync()
+        synchronize(device)
         return time.perf_counter() - t0, ids
 
     for cache in (None, "dual"):  # kernels and allocator, as cot_bench warms up: 8 rows of lowconf

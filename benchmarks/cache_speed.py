@@ -34,6 +34,7 @@ import torch
 
 import paradecode
 from paradecode.caches.canvas import CanvasKVCache
+from paradecode.loop import synchronize as sync
 from paradecode.models import LLaDAConfig, LLaDAModel, ModelWrapper
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.models import llada
@@ -70,11 +71,6 @@ def plain(fn):
         with plain_elementwise():
             return fn(*a, **k)
     return run
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def copy_bandwidth(device: str) -> float:

@@ -59,7 +59,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from paradecode.loop import ModelCaller, Trace
+from paradecode.loop import ModelCaller, Trace, synchronize as sync
 from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel, ModelWrapper
 from paradecode.models.graphs import CUDAGraphModel
 from paradecode.registry import build_config, get_cache_class, get_strategy_class, strategies
@@ -74,11 +74,6 @@ BLOCKS = {"none": (0,), "prefix": (0, 3, 7), "dual": (0,), "dkv-decode": (0, 3, 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 # ---- model and rates -------------------------------------------------------------------------

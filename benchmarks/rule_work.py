@@ -30,10 +30,11 @@ from typing import Any, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dllm_throughput import driver, sync  # noqa: E402
+from dllm_throughput import driver  # noqa: E402
 from sampler_ops import block_rules  # noqa: E402
 from step_overhead import LogitsStub  # noqa: E402
 
+from paradecode.loop import synchronize as sync  # noqa: E402
 from paradecode.models import LLaDAConfig  # noqa: E402
 
 

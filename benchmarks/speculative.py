@@ -50,6 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import paradecode  # noqa: E402
+from paradecode.loop import synchronize as sync  # noqa: E402
 from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode  # noqa: E402
 from paradecode.speculative.causal_lm import COMPILE_MODES  # noqa: E402
 
@@ -72,11 +73,6 @@ SHAPES = {
              num_key_value_heads=1, vocab_size=8192),
     ),
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---- models and prompts ----------------------------------------------------------------------

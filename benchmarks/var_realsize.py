@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig
+from paradecode.loop import synchronize as sync
 from paradecode.vision import calibrate_scalekv as calibrate
 from paradecode.vision import VAR, VARConfig, VQVAE, VQVAEConfig, generate
 
@@ -36,11 +37,6 @@ def build(depth: int, vae: VQVAE, dtype: torch.dtype, device: str) -> VAR:
         var = VAR(VARConfig.official(depth, drop_path_rate=0.0), vae=vae)
     var.init_weights()
     return var.to(dtype).eval()
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn: Callable, repeats: int, device: str) -> tuple[float, Any, int]:

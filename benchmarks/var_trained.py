@@ -23,16 +23,12 @@ from typing import Any, Callable
 import torch
 
 from paradecode.caches.scalekv import ScaleKV, ScaleKVConfig
+from paradecode.loop import synchronize as sync
 from paradecode.vision import calibrate_scalekv as calibrate
 from paradecode.vision import generate
 from paradecode.vision.metrics import frechet_distance, psnr, ssim
 from paradecode.vision.shapes import NUM_CLASSES, make_shapes
 from paradecode.vision.zoo import load_shapes_models
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def settings(m, opts: dict, window: int, draft_depths: list[int], budgets: list[float]) -> dict[str, Callable]:

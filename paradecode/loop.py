@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
 from .interfaces import Request, Strategy
 
-__all__ = ["StepRecord", "Trace", "ModelCaller", "StepLimitError", "run_loop"]
+__all__ = ["StepRecord", "Trace", "ModelCaller", "StepLimitError", "run_loop", "synchronize"]
 
 
 class StepLimitError(RuntimeError):
@@ -165,8 +165,10 @@ class ModelCaller:
         return out
 
 
-def _sync(device: Optional[torch.device]) -> None:
-    if device is not None and device.type == "cuda":
+def synchronize(device: Optional[Union[str, torch.device]]) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on a CPU or None. Timers call it around
+    what they time, since CUDA kernels run asynchronously to the host."""
+    if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -208,7 +210,7 @@ def run_loop(
                 )
             committed = strategy.step(state, call)
             if timing:
-                _sync(device)
+                synchronize(device)
             t1 = time.perf_counter()
             peak = torch.cuda.max_memory_allocated(device) if cuda else None
             extras = getattr(state, "extras", None)

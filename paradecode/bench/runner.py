@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from ..api import sample
+from ..loop import synchronize
 from ..registry import get_strategy_class
 from .real.adapter import REAL_TASKS, cut_at_stop_ids, is_real_task, prepare_task, stop_token_ids
 from .tasks import get_task
@@ -132,11 +133,6 @@ def _load(model: Any, tokenizer: Any, device: str, dtype: Any = None,
     if torch_dtype is not None:
         model = model.to(torch_dtype)
     return model, tokenizer, {}, type(model).__name__
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -317,11 +313,11 @@ def run_bench(
         graphs0 = (getattr(m, "captures", 0), getattr(m, "replays", 0))
         for b in range(0, count, batch_size):
             batch = job.prompts[b : b + batch_size]
-            _sync(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             result = sample(m, batch, strategy, **call, **opts)
             gen_ids = result.generated.tolist()
-            _sync(dev)
+            synchronize(dev)
             seconds += time.perf_counter() - t0
             decoded, n_answer = job.decode(gen_ids)
             answer_tokens += n_answer
