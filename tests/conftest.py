@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -7,7 +8,12 @@ from typing import Optional
 import pytest
 import torch
 
-from paradecode.models import LLaDAConfig, LLaDAModel
+# Triton kernels (paradecode.models.decode_attention) run on a CPU only under Triton's interpreter,
+# which it reads when the kernels are defined: set it before paradecode is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from paradecode.models import LLaDAConfig, LLaDAModel  # noqa: E402
 
 MASK = 60
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from ..models.decode_attention import rope_cache_attention
 from ..models.llada import _KERNELS
 
 __all__ = ["StaticKVCache"]
@@ -60,8 +61,12 @@ class StaticKVCache:
         self.length.copy_(length)
 
     # ---- model side (LayerKV) --------------------------------------------------------------
-    def begin_forward(self, positions: torch.Tensor) -> None:
-        """Write index and key mask of this forward, built once for all layers."""
+    def begin_forward(self, positions: torch.Tensor, build_mask: bool = True) -> None:
+        """Write index and key mask of this forward, built once for all layers (not needed, so
+        not built, when every layer calls :meth:`attend`: ``build_mask=False``)."""
+        if not build_mask:
+            self._index = self._mask = None
+            return
         m = positions.shape[1]
         q_slot = self.length[:, None] + torch.arange(m, device=self.length.device)  # (B, m)
         self._index = (self._rows, self._heads, q_slot[:, None, :])  # element [b, h, i] -> slot q_slot[b, i]
@@ -76,6 +81,15 @@ class StaticKVCache:
         # One kernel for both under compile_elementwise (paradecode.models.llada.write_kv).
         _KERNELS["write_kv"](self.k[layer], self.v[layer], self._index, k, v)
         return self.k[layer], self.v[layer], self._mask
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+               sin: torch.Tensor, n_heads: int, scale: float) -> torch.Tensor:
+        """RoPE, this layer's write and attention over the cache in one Triton kernel
+        (:func:`~paradecode.models.decode_attention.rope_cache_attention`): q/k/v before RoPE,
+        float32 cos/sin; returns (B, T, n_heads * head_dim). Use it instead of :meth:`update`."""
+        kc, vc = self.k[layer], self.v[layer]
+        return rope_cache_attention(q, k, v, cos, sin, kc, vc, self.length, self.start, n_heads, kc.shape[1],
+                                    kc.shape[3], scale)
 
     def end_forward(self) -> None:
         pass

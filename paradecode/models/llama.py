@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decode_attention import check_available
 from .llada import _KERNELS, FusedLinears, rope_joined
 
 __all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
@@ -148,6 +149,21 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[to
     return a.transpose(1, 2).reshape(B, T, H * D)
 
 
+ATTENTION_KERNELS = ("sdpa", "triton")
+
+
+def check_attention(attention: str, fuse_projections: bool) -> str:
+    """``attention`` if :class:`LlamaLM` can run it; a clear error otherwise. ``"sdpa"``: RoPE,
+    the cache write and ``F.scaled_dot_product_attention``, one kernel each. ``"triton"``: the
+    three in one kernel (:mod:`paradecode.models.decode_attention`), inside the fused forward."""
+    if attention not in ATTENTION_KERNELS:
+        raise ValueError(f"attention must be one of {ATTENTION_KERNELS}, got {attention!r}.")
+    if attention == "triton" and not fuse_projections:
+        raise ValueError("attention='triton' runs inside the fused forward (it reads the joined q/k/v output): "
+                         "pass fuse_projections=True as well, or leave attention at 'sdpa'.")
+    return attention
+
+
 def _additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     """The boolean key mask as the additive one (0 / -inf) SDPA would convert it to in every
     layer (two kernels each); built once per forward instead."""
@@ -182,13 +198,16 @@ class LlamaLM(nn.Module):
     call of ``_KERNELS["rope"]`` (LLaDA's RoPE: the rotation in float32 as Meta's Llama and
     gpt-fast do, where transformers rounds it in bf16, so bf16 logits differ from the unfused
     ones by rounding; float32 ones agree), and grouped-query attention runs as
-    :func:`gqa_mode` picks (no copy of the repeated keys/values).
+    :func:`gqa_mode` picks (no copy of the repeated keys/values). ``attention="triton"`` (with
+    ``fuse_projections``; a CUDA GPU and Triton) does each layer's RoPE, cache write and attention
+    in one kernel (:func:`check_attention`).
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
-                 fuse_projections: bool = False) -> None:
+                 fuse_projections: bool = False, attention: str = "sdpa") -> None:
         super().__init__()
         check_supported(hf_model)
+        self.attention = check_attention(attention, fuse_projections)
         self.hf_model = hf_model
         self.config = hf_model.config
         body = hf_model.model
@@ -223,6 +242,8 @@ class LlamaLM(nn.Module):
             with torch.inference_mode(False):  # plain parameters, usable by the model's own forward later
                 self._fused = _joined_projections(hf_model)
             self.gqa = gqa_mode(self.n_heads, self.n_kv, self.head_dim, weight.dtype, weight.device)
+        if self.attention == "triton":
+            check_available(weight.device)
 
     @property
     def device(self) -> torch.device:
@@ -297,19 +318,25 @@ class LlamaLM(nn.Module):
         """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
         the key mask made additive once per forward (not by SDPA in every layer)."""
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        kernel = self.attention == "triton"
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
-        cache.begin_forward(positions)
+        cache.begin_forward(positions, build_mask=not kernel)
         mask_src: Any = ()
         bias = packed = None
         h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
-            q, k, v = rope_joined(qkv.output(h), H, Hkv, D, cos, sin)
-            k, v, mask = cache.update(i, k, v, None)
-            if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
-                mask_src, bias = mask, _additive_mask(mask, q.dtype)
-                packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
-            a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
+            if kernel:  # RoPE, the cache write and attention in one kernel
+                out = qkv.output(h)
+                q, k, v = out[..., : H * D], out[..., H * D: (H + Hkv) * D], out[..., (H + Hkv) * D:]
+                a = cache.attend(i, q, k, v, cos, sin, H, self.scaling)
+            else:
+                q, k, v = rope_joined(qkv.output(h), H, Hkv, D, cos, sin)
+                k, v, mask = cache.update(i, k, v, None)
+                if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
+                    mask_src, bias = mask, _additive_mask(mask, q.dtype)
+                    packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
+                a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
             x, h = _residual(x, layer.self_attn.o_proj(a), layer.post_attention_layernorm)
             x, h = _residual(x, layer.mlp.down_proj(_KERNELS["swiglu"](*gate_up(h))), self._next_norm[i])
         cache.end_forward()

@@ -31,6 +31,7 @@ from torch import nn
 from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from ..caches.static_kv import StaticKVCache
+from ..models.llama import check_attention
 from .causal_lm import CausalLM, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
 from .vocabtrim import VocabTrim
@@ -75,6 +76,8 @@ class SpeculativeConfig:
     # torch.compile of each captured forward (CausalLM; COMPILE_MODES): one mode for both models,
     # or {"draft": mode} / {"target": mode, "draft": mode} per role (a role left out stays eager).
     compile_mode: Union[str, dict, None] = None
+    # "triton": each layer's RoPE, cache write and attention in one kernel (needs fuse_projections, a CUDA GPU)
+    attention: str = "sdpa"
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -103,6 +106,7 @@ class SpeculativeConfig:
                              f"got {sorted(set(self.compile_mode) - {'target', 'draft'})}.")
         for role in ("target", "draft"):
             check_compile_mode(self.compile_mode_of(role))
+        check_attention(self.attention, self.fuse_projections)
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
 
@@ -221,7 +225,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         vt = vocab_size(model)
         fuse = self.config.fuse_projections
         mode = self.config.compile_mode_of
-        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode("target"))}
+        attn = self.config.attention
+        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode("target"), attention=attn)}
         keep = None
         if not lookup:
             vd = vocab_size(draft_model)
@@ -236,7 +241,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if vocabtrim is not None:
                 keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
-            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode("draft"))
+            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode("draft"),
+                                          attention=attn)
         for lm in models.values():
             lm.graphs = self.config.cuda_graphs
         cfg = model.config

@@ -1,0 +1,146 @@
+"""The one-kernel RoPE + cache write + attention (``attention="triton"``), run by Triton's
+interpreter on the CPU (tests/conftest.py turns it on where no GPU is): the same outputs and
+cache as the SDPA path, stale slots ignored, greedy speculative decoding unchanged, clear errors.
+float32 and float16 only: the interpreter's bfloat16 ``tl.dot`` is wrong (bf16 is checked on a
+GPU by ``benchmarks/decode_attention.py``)."""
+
+import pytest
+import torch
+
+import paradecode
+from paradecode.caches.static_kv import StaticKVCache
+from paradecode.models.decode_attention import (
+    check_available, reference_rope_cache_attention, rope_cache_attention, triton_available,
+)
+from paradecode.models.llama import LlamaLM, check_attention
+from paradecode.speculative import greedy_decode
+from paradecode.speculative.causal_lm import CausalLM
+
+pytest.importorskip("triton")
+transformers = pytest.importorskip("transformers")
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+if not triton_available(torch.device("cpu")):  # pragma: no cover - conftest sets the interpreter
+    pytest.fail("TRITON_INTERPRET=1 must be set before triton is imported (tests/conftest.py does it)")
+
+
+def inputs(B, T, H, Hkv, D, S, lengths, starts, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(dtype)
+    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    length, start = torch.tensor(lengths), torch.tensor(starts)
+    pos = (length - start)[:, None] + torch.arange(T)
+    inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+    f = pos[..., None].float() * inv
+    emb = torch.cat((f, f), -1)[:, None]
+    kc = torch.randn(B, Hkv, S, D, generator=g).to(dtype)
+    vc = torch.randn(B, Hkv, S, D, generator=g).to(dtype)
+    return q, k, v, emb.cos(), emb.sin(), kc, vc, length, start
+
+
+@pytest.mark.parametrize("B,T,H,Hkv,D,lengths,starts", [
+    (1, 1, 8, 2, 64, [37], [0]),                # a draft step: one token, 4 query heads per kv head
+    (2, 6, 8, 2, 32, [37, 100], [0, 5]),        # a verify of k + 1 tokens, ragged rows, left padding
+    (2, 3, 4, 4, 16, [0, 70], [0, 3]),          # no GQA; a row with an empty cache
+    (1, 40, 8, 2, 16, [0], [5]),                # a left-padded prefill: 160 query rows, 3 query blocks
+])
+def test_kernel_matches_the_sdpa_path(B, T, H, Hkv, D, lengths, starts):
+    q, k, v, cos, sin, kc, vc, length, start = inputs(B, T, H, Hkv, D, 128, lengths, starts)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, H, Hkv, D, D ** -0.5)
+    ref = reference_rope_cache_attention(q, k, v, cos, sin, kc2, vc2, length, start, H, Hkv, D, D ** -0.5)
+    assert out.shape == (B, T, H * D)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)  # the same slots written, the same values
+
+
+def test_float16_agrees_to_rounding():
+    q, k, v, cos, sin, kc, vc, length, start = inputs(2, 3, 8, 2, 64, 192, [150, 64], [2, 0], dtype=torch.float16)
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, 8, 2, 64, 0.125)
+    ref = reference_rope_cache_attention(q, k, v, cos, sin, kc2, vc2, length, start, 8, 2, 64, 0.125)
+    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+def test_slots_past_the_length_and_before_the_start_are_not_read():
+    """Rejected drafts' slots (past ``length``) and left padding (before ``start``) may hold anything."""
+    q, k, v, cos, sin, kc, vc, length, start = inputs(2, 2, 4, 2, 16, 96, [40, 70], [3, 0])
+    a = rope_cache_attention(q, k, v, cos, sin, kc.clone(), vc.clone(), length, start, 4, 2, 16, 0.25)
+    kc[:, :, 75:], vc[:, :, 75:] = 1e4, -1e4
+    kc[0, :, :3], vc[0, :, :3] = 1e4, 1e4
+    b = rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, 4, 2, 16, 0.25)
+    assert torch.equal(a, b)
+
+
+def test_bad_shapes_get_a_clear_error():
+    q, k, v, cos, sin, kc, vc, length, start = inputs(1, 2, 4, 2, 16, 32, [4], [0])
+    with pytest.raises(ValueError, match="power-of-two head_dim"):
+        rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, 4, 2, 12, 0.25)
+    with pytest.raises(ValueError, match="k_cache must be a contiguous"):
+        rope_cache_attention(q, k, v, cos, sin, kc.transpose(2, 3), vc, length, start, 4, 2, 16, 0.25)
+    with pytest.raises(ValueError, match=r"q must be \(B, T, 4 \* 16\)"):
+        rope_cache_attention(q[..., :32], k, v, cos, sin, kc, vc, length, start, 4, 2, 16, 0.25)
+
+
+def tiny(seed, dtype=torch.float32, scale=4.0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    m = LlamaForCausalLM(cfg).eval().to(dtype)
+    with torch.no_grad():  # larger weights than the init: peaked logits
+        for p in m.parameters():
+            p.mul_(scale)
+    return m
+
+
+def test_llama_forward_gives_the_sdpa_logits():
+    """Prefill with left padding, a 3-token verify, a rollback to ragged lengths, single tokens."""
+    m = tiny(0)
+    lms = {a: LlamaLM(m, fuse_projections=True, attention=a) for a in ("sdpa", "triton")}
+    caches = {a: StaticKVCache.for_model(lm, 2, 64) for a, lm in lms.items()}
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for c in caches.values():
+            c.start.copy_(torch.tensor([0, 3]))
+        for T, keep in ((8, 8), (3, torch.tensor([1, 3])), (1, 1), (1, 1)):
+            ids = torch.randint(1, 64, (2, T), generator=g)
+            logits = {a: lm(ids, caches[a].positions(T), caches[a], num_logits=T) for a, lm in lms.items()}
+            for c in caches.values():
+                c.advance(keep)
+            # row 1's padding queries (first forward) attend to themselves in both; compare the rest
+            torch.testing.assert_close(logits["triton"][:, -1], logits["sdpa"][:, -1], atol=1e-4, rtol=1e-4)
+    assert torch.equal(caches["triton"].length, caches["sdpa"].length)
+
+
+def test_speculative_with_the_kernel_equals_target_greedy():
+    target = tiny(0)
+    draft = tiny(0)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(2)
+        for p in draft.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    ids = torch.randint(1, 64, (2, 7), generator=torch.Generator().manual_seed(3))
+    kw = dict(strategy="speculative", draft_model=draft, max_new_tokens=12, num_draft_tokens=3, fuse_projections=True)
+    out = paradecode.sample(target, ids, attention="triton", **kw)
+    greedy = greedy_decode(CausalLM.of(target, fuse_projections=True, attention="triton"), ids, 12)
+    assert torch.equal(out.generated[:, :12], greedy)
+    assert out.trace.nfe_by_role["target"] < 12  # drafts were accepted: more than one token per target forward
+    assert torch.equal(out.generated, paradecode.sample(target, ids, **kw).generated)  # the SDPA path's tokens
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="fuse_projections=True as well"):
+        check_attention("triton", fuse_projections=False)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        check_attention("flash", fuse_projections=True)
+    with pytest.raises(ValueError, match="fuse_projections=True as well"):
+        paradecode.sample(tiny(0), torch.ones(1, 3, dtype=torch.long), strategy="speculative", draft_model=tiny(1),
+                          attention="triton")
+
+
+def test_the_cpu_without_the_interpreter_is_refused(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="runs on a CUDA GPU"):
+        check_available(torch.device("cpu"))
