@@ -144,3 +144,16 @@ def test_the_cpu_without_the_interpreter_is_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="runs on a CUDA GPU"):
         check_available(torch.device("cpu"))
+
+
+def test_the_benchmark_compares_both_paths_on_the_cpu():
+    from argparse import Namespace
+
+    from .conftest import load_script
+
+    mod = load_script("benchmarks/decode_attention.py", "decode_attention_bench")
+    row = mod.run_shape("draft-1b T=2", 1, Namespace(slots=128), torch.device("cpu"), torch.float16)
+    assert row["max_abs_diff_k_written"] == 0 and row["max_abs_diff_v_written"] == 0
+    assert row["max_abs_diff_out"] < 1e-2 < row["max_abs_ref_out"]
+    assert "sdpa_us" not in row  # timings only on a GPU
+    assert "draft-1b T=2" in mod.report([row], {"device": "cpu"})

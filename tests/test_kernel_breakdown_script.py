@@ -95,7 +95,7 @@ def test_speculative_bench_reads_each_roles_own_wrapper():
 
     mod = load_script("benchmarks/speculative.py", "speculative_bench")
     target, draft, _ = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
-    args = argparse.Namespace(fuse_projections=False, compile_forward="default", compile_roles="draft")
+    args = argparse.Namespace(fuse_projections=False, compile_forward="default", compile_roles="draft", attention="sdpa")
     assert mod.wrapper(draft, args, "draft").compile_mode == "default"
     assert mod.wrapper(target, args, "target").compile_mode is None
     assert mod.wrapper(draft, args, "draft") is mod.wrapper(draft, args, "draft")  # the one kept on the model

@@ -1,0 +1,161 @@
+"""One layer's RoPE + cache write + attention: the Triton kernel against the SDPA path.
+
+For each shape (the Llama-3.2-1B draft's one- and two-token steps, the Llama-3.1-8B target's
+k + 1 = 6 token verify, at batch 1 and 4), both paths run on the same inputs and cache:
+
+* ``sdpa``: what ``LlamaLM``'s fused forward runs per layer today: ``rope_joined`` (one RoPE
+  call over q and k), the cache write (``StaticKVCache.update``) and ``_attend`` (SDPA with
+  the cache's additive key mask; the mask is built once per forward, outside the timed layer).
+* ``triton``: :func:`paradecode.models.decode_attention.rope_cache_attention`, one kernel.
+
+Reported per shape: the largest difference of the outputs and of the written cache slots (bf16
+rounding), and microseconds per layer, each path captured in a CUDA graph of ``--layers``
+layers (as a forward replays them) and replayed; the ratio is measured in the same run.
+
+    PYTHONPATH=. python benchmarks/decode_attention.py --out-dir OUT
+    PYTHONPATH=. python benchmarks/decode_attention.py --smoke      # CPU: Triton's interpreter, float16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton reads it
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from paradecode.caches.static_kv import StaticKVCache  # noqa: E402
+from paradecode.loop import synchronize as sync  # noqa: E402
+from paradecode.models.llada import compile_elementwise, rope_joined  # noqa: E402
+from paradecode.models.llama import _additive_mask, _attend, _pack_mask, gqa_mode  # noqa: E402
+
+# name: (heads, kv heads, head dim, new tokens T, slots written before the step)
+SHAPES = {
+    "draft-1b T=1": (32, 8, 64, 1, 100),
+    "draft-1b T=2": (32, 8, 64, 2, 100),
+    "target-8b T=6": (32, 8, 128, 6, 100),
+}
+
+
+def make(B: int, H: int, Hkv: int, D: int, T: int, length: int, S: int, dtype, device, seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(device, dtype)
+    pos = (length + torch.arange(T)).expand(B, T).to(device)
+    inv = 1.0 / (500000.0 ** (torch.arange(0, D, 2, device=device).float() / D))
+    f = pos[..., None].float() * inv
+    emb = torch.cat((f, f), -1)[:, None]
+    cache = StaticKVCache(1, B, Hkv, S, D, dtype, device)
+    cache.k[0].copy_(torch.randn(cache.k[0].shape, generator=g).to(device, dtype))
+    cache.v[0].copy_(torch.randn(cache.v[0].shape, generator=g).to(device, dtype))
+    cache.length.fill_(length)
+    return qkv, emb.cos(), emb.sin(), cache
+
+
+def sdpa_layer(qkv, cos, sin, cache, H, Hkv, D, mode, bias, packed):
+    q, k, v = rope_joined(qkv, H, Hkv, D, cos, sin)
+    k, v, _ = cache.update(0, k, v, None)
+    return _attend(q, k, v, bias, D ** -0.5, mode, packed)
+
+
+def triton_layer(qkv, cos, sin, cache, H, Hkv, D):
+    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    return cache.attend(0, q, k, v, cos, sin, H, D ** -0.5)
+
+
+def graph_us(fn, layers: int, replays: int) -> float:
+    """Microseconds per call of ``fn`` captured ``layers`` times in one CUDA graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(layers):
+            fn()
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(replays):
+        graph.replay()
+    torch.cuda.synchronize()
+    return 1e6 * (time.perf_counter() - t) / (replays * layers)
+
+
+def run_shape(name, B, args, device, dtype) -> dict:
+    H, Hkv, D, T, length = SHAPES[name]
+    S = args.slots
+    mode = gqa_mode(H, Hkv, D, dtype, device)
+    qkv, cos, sin, c1 = make(B, H, Hkv, D, T, length, S, dtype, device)
+    _, _, _, c2 = make(B, H, Hkv, D, T, length, S, dtype, device)
+    c1.begin_forward(cos[:, 0, :, 0])
+    bias = _additive_mask(c1._mask, dtype)
+    packed = _pack_mask(bias, H // Hkv) if mode == "pack" else None
+    ref = sdpa_layer(qkv, cos, sin, c1, H, Hkv, D, mode, bias, packed)
+    out = triton_layer(qkv, cos, sin, c2, H, Hkv, D)
+    sync(device)
+    new = slice(length, length + T)
+    row = {"shape": name, "batch": B, "gqa_mode": mode,
+           "max_abs_diff_out": float((out.float() - ref.float()).abs().max()),
+           "max_abs_ref_out": float(ref.float().abs().max()),
+           "max_abs_diff_k_written": float((c1.k[0][:, :, new].float() - c2.k[0][:, :, new].float()).abs().max()),
+           "max_abs_diff_v_written": float((c1.v[0][:, :, new].float() - c2.v[0][:, :, new].float()).abs().max())}
+    if device.type == "cuda":
+        row["sdpa_us"] = graph_us(lambda: sdpa_layer(qkv, cos, sin, c1, H, Hkv, D, mode, bias, packed),
+                                  args.layers, args.replays)
+        row["triton_us"] = graph_us(lambda: triton_layer(qkv, cos, sin, c2, H, Hkv, D), args.layers, args.replays)
+        row["sdpa_over_triton"] = row["sdpa_us"] / row["triton_us"]
+    return row
+
+
+def report(rows: list[dict], info: dict) -> str:
+    lines = [f"one layer's RoPE + cache write + attention: {info}",
+             f"{'shape':<16} {'B':>2} {'sdpa us':>8} {'triton us':>9} {'ratio':>6} {'|diff| out':>10} {'k':>8} {'v':>8}"]
+    for r in rows:
+        t = (f"{r['sdpa_us']:>8.2f} {r['triton_us']:>9.2f} {r['sdpa_over_triton']:>6.2f}" if "sdpa_us" in r
+             else f"{'-':>8} {'-':>9} {'-':>6}")
+        lines.append(f"{r['shape']:<16} {r['batch']:>2} {t} {r['max_abs_diff_out']:>10.2e} "
+                     f"{r['max_abs_diff_k_written']:>8.1e} {r['max_abs_diff_v_written']:>8.1e}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, float16, batch 1 (a check of the script)")
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--slots", type=int, default=192, help="cache slots per row (the bench's 32 + 96 + k + 2, rounded to 64)")
+    ap.add_argument("--layers", type=int, default=32, help="layers captured per graph")
+    ap.add_argument("--replays", type=int, default=200)
+    ap.add_argument("--compile-elementwise", action="store_true", help="the SDPA path's RoPE and cache write compiled")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    device = torch.device("cpu" if args.smoke else "cuda")
+    dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's bf16 dot is wrong
+    if args.smoke:
+        args.batches = "1"
+    if args.compile_elementwise:
+        compile_elementwise()
+    rows = [run_shape(name, int(B), args, device, dtype) for B in args.batches.split(",") for name in SHAPES]
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)",
+            "dtype": str(dtype), "torch": torch.__version__, "slots": args.slots,
+            "compile_elementwise": args.compile_elementwise}
+    text = report(rows, info)
+    print(text, flush=True)
+    if args.out_dir:
+        machine = "h200" if "H200" in info["device"] else ("cpu" if device.type == "cpu" else "gpu")
+        stem = Path(args.out_dir) / f"decode_attention_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+        stem.with_suffix(".txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
