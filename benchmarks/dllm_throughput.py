@@ -476,7 +476,8 @@ def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
 
 def report(res: dict[str, Any]) -> str:
     lines = [f"dllm_throughput {res['date']} on {res['device']} (torch {res['torch']}), {res['shape']}",
-             f"attention back ends: {res.get('sdpa_backends', 'not recorded')}",
+             f"attention back ends: {res.get('sdpa_backends', 'not recorded')}; cached steps' attention kernel: "
+             f"{res.get('attention', 'sdpa')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -522,6 +523,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--model", choices=("llada", "dream"), default="llada",
                     help="LLaDA-8B's shape (default) or Dream-v0-7B's (shifted logits)")
     ap.add_argument("--fuse", action="store_true", help="fuse_projections: one q/k/v and one gate/up matmul")
+    ap.add_argument("--attention", choices=("sdpa", "triton"), default="sdpa",
+                    help="triton: a cached step's RoPE, KV write and attention in Triton kernels "
+                         "(model.use_attention_kernel; results named ..._triton-attention)")
     ap.add_argument("--compile-elementwise", action="store_true",
                     help="torch.compile the model's elementwise kernels (paradecode.models.llada.compile_elementwise: "
                          "RMSNorm, RoPE, SwiGLU, add + norm); pays off inside the CUDA graphs this script replays")
@@ -550,7 +554,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     def save(res: dict[str, Any], partial: bool) -> None:
         tag = "" if args.model == "llada" else f"{args.model}_"
-        stem = out / f"dllm_throughput_{tag}{res['date']}_{args.machine}"
+        variant = "_triton-attention" if args.attention == "triton" else ""
+        stem = out / f"dllm_throughput_{tag}{res['date']}_{args.machine}{variant}"
         res["graph_captures"], res["graph_replays"] = graphed.captures, graphed.replays
         res["wall_s"], res["complete"] = time.perf_counter() - t_start, not partial
         stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -581,6 +586,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model = build_model(device, args.smoke, args.model)
     if args.fuse:
         model.fuse_projections()
+    if args.attention == "triton":
+        model.use_attention_kernel("triton")
     if args.compile_elementwise:
         from paradecode.models.llada import compile_elementwise
 
@@ -606,7 +613,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
-        "compiled_elementwise": args.compile_elementwise, "sdpa_backends": attention_backends() or "torch's choice",
+        "compiled_elementwise": args.compile_elementwise, "attention": args.attention, "sdpa_backends": attention_backends() or "torch's choice",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
                   + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,

@@ -157,3 +157,124 @@ def test_the_benchmark_compares_both_paths_on_the_cpu():
     assert row["max_abs_diff_out"] < 1e-2 < row["max_abs_ref_out"]
     assert "sdpa_us" not in row  # timings only on a GPU
     assert "draft-1b T=2" in mod.report([row], {"device": "cpu"})
+
+
+# ---- dLLM caches: canvas_attention ----------------------------------------------------------
+
+from paradecode.models.decode_attention import canvas_attention, reference_canvas_attention  # noqa: E402
+from paradecode.models.llada import apply_rope  # noqa: E402
+
+from .conftest import make_tiny_model  # noqa: E402
+
+
+def canvas_inputs(B, T, H, Hkv, D, L, widx, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(dtype)
+    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    widx = torch.tensor(widx)
+    inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+    f = widx.clamp(max=L - 1)[..., None].float() * inv
+    emb = torch.cat((f, f), -1)[:, None]
+    kc = torch.randn(B, Hkv, L + 1, D, generator=g).to(dtype)
+    vc = torch.randn(B, Hkv, L + 1, D, generator=g).to(dtype)
+    return q, k, v, emb.cos(), emb.sin(), kc, vc, widx
+
+
+@pytest.mark.parametrize("B,T,H,Hkv,D,L,widx,n_split,masked", [
+    (1, 4, 4, 4, 16, 100, [[10, 11, 12, 13]], None, False),                    # a dual step's block, MHA
+    (2, 4, 4, 4, 16, 100, [[10, 11, 12, 13], [50, 51, 52, 100]], 3, False),    # a padded feed: slot L is trash
+    (2, 5, 8, 2, 32, 130, [[0, 1, 2, 3, 4], [125, 126, 127, 128, 129]], 1, False),  # GQA, one split
+    (2, 5, 8, 2, 32, 130, [[60, 61, 62, 63, 130], [60, 61, 62, 63, 64]], None, True),  # left padding: a key mask
+    (1, 20, 8, 2, 16, 200, [[3, 90, 7, 150] + list(range(40, 56))], 4, False),  # scattered slots, 3 query blocks
+])
+def test_canvas_kernel_matches_the_sdpa_path(B, T, H, Hkv, D, L, widx, n_split, masked):
+    q, k, v, cos, sin, kc, vc, widx = canvas_inputs(B, T, H, Hkv, D, L, widx)
+    valid = None
+    if masked:
+        valid = torch.ones(B, L + 1, dtype=torch.bool)
+        valid[1, :7] = False
+        valid[:, L] = False
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = canvas_attention(q, k, v, cos, sin, kc, vc, widx, valid, H, Hkv, D, D ** -0.5, n_split=n_split)
+    ref = reference_canvas_attention(q, k, v, cos, sin, kc2, vc2, widx, valid, H, Hkv, D, D ** -0.5)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+def test_reference_rope_is_the_models_rope():
+    from paradecode.models.decode_attention import _rope_reference
+
+    q, _, _, cos, sin, *_ = canvas_inputs(1, 4, 4, 4, 16, 100, [[10, 11, 12, 13]], dtype=torch.float16)
+    x = q.reshape(1, 4, 4, 16).transpose(1, 2)
+    assert torch.equal(_rope_reference(x, cos, sin), apply_rope(x, cos, sin))
+
+
+def test_canvas_kernel_refuses_long_feeds():
+    q, k, v, cos, sin, kc, vc, widx = canvas_inputs(1, 4, 4, 4, 16, 100, [[10, 11, 12, 13]])
+    big = torch.zeros(1, 65, 64)
+    with pytest.raises(ValueError, match="at most 64 fed tokens"):
+        canvas_attention(big, big, big, cos, sin, kc, vc, widx, None, 4, 4, 16, 0.25)
+
+
+def _counted(monkeypatch):
+    import paradecode.caches.canvas as canvas
+
+    calls = []
+    real = canvas.canvas_attention
+
+    def counting(*a, **kw):
+        calls.append(a[0].shape[1])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(canvas, "canvas_attention", counting)
+    return calls
+
+
+def _dream():
+    from .test_dream import tiny_dream
+
+    return tiny_dream()
+
+
+@pytest.mark.parametrize("make", [make_tiny_model, _dream], ids=["llada", "dream"])
+@pytest.mark.parametrize("cache", ["dual", "dkv-decode"])
+def test_cached_generation_with_the_kernel_gives_the_same_tokens(make, cache, monkeypatch):
+    """Ragged prompts (a key mask), fused projections; Dream: GQA and shifted logits (query-only
+    predecessors written to the trash slot). Refreshes fall back to SDPA, partial steps do not."""
+    model = make().fuse_projections()
+    prompts = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    am = torch.ones(2, 6, dtype=torch.long)
+    am[1, :2] = 0
+    kw = dict(gen_length=16, block_length=8, steps=8, cache=cache, attention_mask=am)
+    want = paradecode.sample(model, prompts, "lowconf", **kw).sequences
+    calls = _counted(monkeypatch)
+    got = paradecode.sample(model.use_attention_kernel("triton"), prompts, "lowconf", **kw).sequences
+    assert torch.equal(got, want)
+    assert calls and max(calls) <= 64  # the kernel ran, on partial steps only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [make_tiny_model, _dream], ids=["llada", "dream"])
+@pytest.mark.parametrize("cache", ["prefix", "dual", "dkv-greedy", "elastic"])
+@pytest.mark.parametrize("fuse", [False, True])
+def test_every_canvas_cache_gives_the_same_tokens(make, cache, fuse, monkeypatch):
+    model = make()
+    if fuse:
+        model.fuse_projections()
+    prompts = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(1))
+    kw = dict(gen_length=16, block_length=8, steps=8, cache=cache)
+    want = paradecode.sample(model, prompts, "lowconf", **kw).sequences
+    calls = _counted(monkeypatch)
+    got = paradecode.sample(model.use_attention_kernel("triton"), prompts, "lowconf", **kw).sequences
+    assert torch.equal(got, want)
+    if cache == "elastic":  # layer hooks: the cache's own update runs, never the kernel
+        assert not calls
+
+
+def test_use_attention_kernel_checks_its_argument(monkeypatch):
+    model = make_tiny_model()
+    with pytest.raises(ValueError, match="attention kernel must be one of"):
+        model.use_attention_kernel("flash")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="runs on a CUDA GPU"):
+        model.use_attention_kernel("triton")

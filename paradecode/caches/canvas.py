@@ -33,6 +33,7 @@ from typing import Any, Optional
 import torch
 
 from ..interfaces import CanvasRequest, Request, device_arange, to_device
+from ..models.decode_attention import CANVAS_MAX_TOKENS, canvas_attention, triton_available
 from .base import CachePolicy
 
 __all__ = ["CanvasKVCache", "CanvasPlan"]
@@ -313,6 +314,26 @@ class CanvasKVCache(CachePolicy):
 
     def end_forward(self) -> None:
         pass
+
+    def can_attend(self, layer: int, T: int) -> bool:
+        """Whether :meth:`attend` serves this layer's forward: a partial step (fed tokens against
+        kept buffers) written by this class's own :meth:`update`, at most
+        :data:`~paradecode.models.decode_attention.CANVAS_MAX_TOKENS` fed per row, where Triton runs."""
+        if self._full or self._refresh_buffers is not None or self._idx is None or T > CANVAS_MAX_TOKENS:
+            return False
+        if getattr(self, "layer_hooks", False) or type(self).update is not CanvasKVCache.update:
+            return False
+        kb = self._k[layer] if layer < len(self._k) else None
+        return kb is not None and triton_available(kb.device)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+               sin: torch.Tensor, n_heads: int, scale: float) -> torch.Tensor:
+        """What :meth:`update` and attention over the canvas do, in Triton kernels
+        (:func:`~paradecode.models.decode_attention.canvas_attention`): q/k/v before RoPE (B, T, .),
+        float32 cos/sin; returns (B, T, n_heads * head_dim). Only where :meth:`can_attend`."""
+        kb, vb = self._k[layer], self._v[layer]
+        write = self._idx if self._write is None else self._write
+        return canvas_attention(q, k, v, cos, sin, kb, vb, write, self._key_mask, n_heads, kb.shape[1], kb.shape[3], scale)
 
     # ---- CUDA graphs (paradecode.models.graphs.CUDAGraphModel) ----------------------------------
     def graph_signature(self) -> Optional[tuple]:

@@ -22,9 +22,12 @@ under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests chec
 from __future__ import annotations
 
 import os
+from typing import Optional
+
 import torch
 
-__all__ = ["rope_cache_attention", "reference_rope_cache_attention", "triton_available", "check_available"]
+__all__ = ["rope_cache_attention", "reference_rope_cache_attention", "canvas_attention", "reference_canvas_attention",
+           "CANVAS_MAX_TOKENS", "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
@@ -141,8 +144,125 @@ if triton is not None:
         tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
 
 
+if triton is not None:
+
+    @triton.jit
+    def _rotated(X, sb, st, head, rows_b, rows_t, ok, COS, SIN, T, D: tl.constexpr):
+        """Rows (b, t) of heads ``head`` (vectors of one length) of X, RoPE-rotated in float32."""
+        d = tl.arange(0, D)
+        at = X + rows_b[:, None] * sb + rows_t[:, None] * st + head[:, None] * D
+        x = tl.load(at + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+        swap = tl.load(at + ((d + D // 2) % D)[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+        cs = (rows_b * T + rows_t)[:, None] * D + d[None, :]
+        cos = tl.load(COS + cs, mask=ok[:, None], other=0.0)
+        sin = tl.load(SIN + cs, mask=ok[:, None], other=0.0)
+        return x * cos + swap * tl.where(d < D // 2, -1.0, 1.0)[None, :] * sin
+
+    @triton.jit
+    def _canvas_attention_partial(
+        Q, K, V, q_sb, q_st, k_sb, k_st, v_sb, v_st, COS, SIN, KC, VC, WIDX, KVALID,
+        PM, PL, PACC, T, L, scale, split_len,
+        HKV: tl.constexpr, D: tl.constexpr, REP: tl.constexpr, NQB: tl.constexpr, NSPLIT: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, HAS_MASK: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        kvh = tl.program_id(1)
+        qb = tl.program_id(2) // NSPLIT
+        sp = tl.program_id(2) % NSPLIT
+        d = tl.arange(0, D)
+        S = L + 1  # slots per row and head: the canvas and the trash slot
+        base = (b * HKV + kvh) * S
+
+        # The new keys (rotated) and values: written at their slots by one program, kept by all.
+        tn = tl.arange(0, BLOCK_T)
+        t_ok = tn < T
+        bt = tl.zeros((BLOCK_T,), tl.int32) + b
+        widx = tl.load(WIDX + b * T + tn, mask=t_ok, other=-1)
+        k_new = _rotated(K, k_sb, k_st, bt * 0 + kvh, bt, tn, t_ok, COS, SIN, T, D).to(KC.dtype.element_ty)
+        v_new = tl.load(V + b * v_sb + tn[:, None] * v_st + kvh * D + d[None, :], mask=t_ok[:, None], other=0.0)
+        v_new = v_new.to(VC.dtype.element_ty)
+        at = (base + widx)[:, None] * D + d[None, :]
+        write = (tn < tl.where(tl.program_id(2) == 0, T, 0))[:, None] & (d[None, :] < D)
+        tl.store(KC + at, k_new, mask=write)
+        tl.store(VC + at, v_new, mask=write)
+
+        # This block's query rows: row r is head kvh * REP + r // T at token r % T.
+        r = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+        r_ok = r < REP * T
+        br = tl.zeros((BLOCK_M,), tl.int32) + b
+        q = _rotated(Q, q_sb, q_st, kvh * REP + r // T, br, r % T, r_ok, COS, SIN, T, D).to(KC.dtype.element_ty)
+
+        m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, D), tl.float32)
+        # Kept slots of this split: every canvas slot but the ones written now (read from registers).
+        lo = sp * split_len
+        hi = tl.minimum(lo + split_len, L)
+        for n0 in range(lo, hi, BLOCK_N):
+            s_idx = n0 + tl.arange(0, BLOCK_N)
+            fresh = tl.sum((s_idx[:, None] == widx[None, :]).to(tl.int32), 1) > 0
+            s_ok = (s_idx < hi) & ~fresh
+            if HAS_MASK:
+                s_ok &= tl.load(KVALID + b * S + s_idx, mask=s_idx < hi, other=0) != 0
+            at_n = (base + s_idx)[:, None] * D + d[None, :]
+            kb = tl.load(KC + at_n, mask=s_ok[:, None], other=0.0)
+            vb = tl.load(VC + at_n, mask=s_ok[:, None], other=0.0)
+            m_i, l_i, acc = _softmax_block(q, kb, vb, s_ok[None, :] & r_ok[:, None], m_i, l_i, acc, scale)
+        # The new keys, once (split 0): those written to a canvas slot a query may see.
+        new_ok = t_ok & (widx < L) & (widx >= 0) & (sp == 0)
+        if HAS_MASK:
+            new_ok &= tl.load(KVALID + b * S + widx, mask=t_ok & (widx >= 0), other=0) != 0
+        m_i, l_i, acc = _softmax_block(q, k_new, v_new, new_ok[None, :] & r_ok[:, None], m_i, l_i, acc, scale)
+
+        part = ((b * HKV + kvh) * NSPLIT + sp) * (NQB * BLOCK_M) + r
+        tl.store(PM + part, m_i)
+        tl.store(PL + part, l_i)
+        tl.store(PACC + part[:, None] * D + d[None, :], acc)
+
+    @triton.jit
+    def _canvas_attention_combine(
+        PM, PL, PACC, OUT, T,
+        H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, REP: tl.constexpr, NQB: tl.constexpr,
+        NSPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        kvh = tl.program_id(1)
+        qb = tl.program_id(2)
+        d = tl.arange(0, D)
+        r = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+        r_ok = r < REP * T
+        m = tl.full((BLOCK_M,), -1.0e30, tl.float32)
+        for sp in range(NSPLIT):
+            part = ((b * HKV + kvh) * NSPLIT + sp) * (NQB * BLOCK_M) + r
+            m = tl.maximum(m, tl.load(PM + part))
+        l_sum = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, D), tl.float32)
+        for sp in range(NSPLIT):
+            part = ((b * HKV + kvh) * NSPLIT + sp) * (NQB * BLOCK_M) + r
+            w = tl.exp(tl.load(PM + part) - m)
+            l_sum += tl.load(PL + part) * w
+            acc += tl.load(PACC + part[:, None] * D + d[None, :]) * w[:, None]
+        out = acc / tl.where(l_sum > 0, l_sum, 1.0)[:, None]
+        head = kvh * REP + r // T
+        o_at = OUT + (b * T + r % T)[:, None] * (H * D) + head[:, None] * D + d[None, :]
+        tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _check(q, k, v, k_cache, v_cache, B: int, T: int, S: int, n_heads: int, n_kv: int, head_dim: int) -> None:
+    """Clear errors for the layouts the kernels index by hand."""
+    if head_dim & (head_dim - 1) or head_dim < 16:
+        raise ValueError(f"attention='triton' needs a power-of-two head_dim >= 16, got {head_dim}; use attention='sdpa'.")
+    for name, x, width in (("q", q, n_heads), ("k", k, n_kv), ("v", v, n_kv)):
+        if x.shape != (B, T, width * head_dim) or x.stride(-1) != 1 or x.stride(0) != T * x.stride(1):
+            raise ValueError(f"{name} must be (B, T, {width} * {head_dim}) with rows of one stride, "
+                             f"got {tuple(x.shape)} strides {x.stride()}.")
+    for name, c in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if c.shape != (B, n_kv, S, head_dim) or not c.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous (B, {n_kv}, S, {head_dim}) buffer, got {tuple(c.shape)}.")
 
 
 def rope_cache_attention(
@@ -161,15 +281,7 @@ def rope_cache_attention(
     B, T, _ = q.shape
     S = k_cache.shape[2]
     rep = n_heads // n_kv
-    if head_dim & (head_dim - 1) or head_dim < 16:
-        raise ValueError(f"attention='triton' needs a power-of-two head_dim >= 16, got {head_dim}; use attention='sdpa'.")
-    for name, x, width in (("q", q, n_heads), ("k", k, n_kv), ("v", v, n_kv)):
-        if x.shape != (B, T, width * head_dim) or x.stride(-1) != 1 or x.stride(0) != T * x.stride(1):
-            raise ValueError(f"{name} must be (B, T, {width} * {head_dim}) with rows of one stride, "
-                             f"got {tuple(x.shape)} strides {x.stride()}.")
-    for name, c in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if c.shape != (B, n_kv, S, head_dim) or not c.is_contiguous():
-            raise ValueError(f"{name} must be a contiguous (B, {n_kv}, S, {head_dim}) buffer, got {tuple(c.shape)}.")
+    _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
     cos = cos.reshape(B, T, head_dim).float().contiguous()
     sin = sin.reshape(B, T, head_dim).float().contiguous()
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
@@ -184,6 +296,99 @@ def rope_cache_attention(
     return out
 
 
+CANVAS_MAX_TOKENS = 64  # fed tokens per row the canvas kernel keeps in registers
+
+
+def _split_count(programs: int, slots: int, block_n: int, device: torch.device) -> int:
+    """Key splits per program so that the grid fills the GPU about twice (FlashDecoding)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+    return max(1, min(triton.cdiv(slots, block_n), triton.cdiv(2 * sms, programs)))
+
+
+def canvas_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    k_cache: torch.Tensor, v_cache: torch.Tensor, write_idx: torch.Tensor, key_valid: Optional[torch.Tensor],
+    n_heads: int, n_kv: int, head_dim: int, scale: float, block_n: int = 64, n_split: Optional[int] = None,
+) -> torch.Tensor:
+    """A dLLM cache's partial step in two kernels: RoPE on the fed tokens' q and k, their k/v
+    written at ``write_idx``, and bidirectional attention over the whole canvas (kept slots from
+    the cache, the fed ones from registers), split over the canvas (FlashDecoding) and combined.
+
+    ``q`` (B, T, n_heads * head_dim), ``k`` / ``v`` (B, T, n_kv * head_dim): projections before
+    RoPE, rows of one stride, T <= :data:`CANVAS_MAX_TOKENS`. ``cos`` / ``sin`` (B, 1, T, head_dim)
+    float32. ``k_cache`` / ``v_cache`` (B, n_kv, L + 1, head_dim) contiguous, slot L the trash slot
+    (:class:`~paradecode.caches.canvas.CanvasKVCache`); ``write_idx`` (B, T) the slot of each fed
+    token (L: not kept, and not attended); ``key_valid`` (B, L + 1) bool or None (every canvas
+    slot). Returns (B, T, n_heads * head_dim).
+    """
+    B, T, _ = q.shape
+    S = k_cache.shape[2]
+    L = S - 1
+    rep = n_heads // n_kv
+    if T > CANVAS_MAX_TOKENS:
+        raise ValueError(f"canvas_attention keeps at most {CANVAS_MAX_TOKENS} fed tokens per row, got {T}.")
+    _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
+    if write_idx.shape != (B, T):
+        raise ValueError(f"write_idx must be (B, T) = {(B, T)}, got {tuple(write_idx.shape)}.")
+    cos = cos.reshape(B, T, head_dim).float().contiguous()
+    sin = sin.reshape(B, T, head_dim).float().contiguous()
+    rows = rep * T
+    block_m = min(64, max(16, _pow2(rows)))
+    nqb = triton.cdiv(rows, block_m)
+    splits = n_split or _split_count(B * n_kv * nqb, L, block_n, q.device)
+    split_len = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
+    splits = triton.cdiv(L, split_len)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    pm = torch.empty(B, n_kv, splits, nqb * block_m, **f32)
+    pl = torch.empty_like(pm)
+    pacc = torch.empty(B, n_kv, splits, nqb * block_m, head_dim, **f32)
+    has_mask = key_valid is not None
+    kv_mask = key_valid.reshape(B, S).contiguous() if has_mask else write_idx
+    _canvas_attention_partial[(B, n_kv, nqb * splits)](
+        q, k, v, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos, sin,
+        k_cache, v_cache, write_idx.contiguous(), kv_mask, pm, pl, pacc, T, L, scale, split_len,
+        HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_T=max(16, _pow2(T)), HAS_MASK=has_mask,
+    )
+    out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
+    _canvas_attention_combine[(B, n_kv, nqb)](
+        pm, pl, pacc, out, T, H=n_heads, HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m,
+    )
+    return out
+
+
+def _rope_reference(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE in float32, rounded to ``t``'s dtype (``paradecode.models.llada.apply_rope``)."""
+    t32 = t.float()
+    half = t32.shape[-1] // 2
+    return (t32 * cos + torch.cat((-t32[..., half:], t32[..., :half]), dim=-1) * sin).to(t.dtype)
+
+
+def reference_canvas_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    k_cache: torch.Tensor, v_cache: torch.Tensor, write_idx: torch.Tensor, key_valid: Optional[torch.Tensor],
+    n_heads: int, n_kv: int, head_dim: int, scale: float,
+) -> torch.Tensor:
+    """What :func:`canvas_attention` computes, in plain PyTorch (as ``cached_attention`` with a
+    canvas cache does it: RoPE, a scatter into the cache, SDPA over the canvas slots)."""
+    B, T, _ = q.shape
+    L = k_cache.shape[2] - 1
+    qh = _rope_reference(q.reshape(B, T, n_heads, head_dim).transpose(1, 2), cos, sin)
+    kh = _rope_reference(k.reshape(B, T, n_kv, head_dim).transpose(1, 2), cos, sin)
+    vh = v.reshape(B, T, n_kv, head_dim).transpose(1, 2)
+    index = write_idx[:, None, :, None].expand(-1, n_kv, -1, head_dim)
+    k_cache.scatter_(2, index, kh.to(k_cache.dtype))
+    v_cache.scatter_(2, index, vh.to(v_cache.dtype))
+    rep = n_heads // n_kv
+    kr, vr = k_cache.repeat_interleave(rep, dim=1), v_cache.repeat_interleave(rep, dim=1)
+    if key_valid is None:
+        a = torch.nn.functional.scaled_dot_product_attention(qh, kr[:, :, :L], vr[:, :, :L], scale=scale)
+    else:
+        mask = key_valid.reshape(B, 1, 1, L + 1)
+        a = torch.nn.functional.scaled_dot_product_attention(qh, kr, vr, attn_mask=mask, scale=scale)
+    return a.transpose(1, 2).reshape(B, T, n_heads * head_dim)
+
+
 def reference_rope_cache_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     k_cache: torch.Tensor, v_cache: torch.Tensor, length: torch.Tensor, start: torch.Tensor,
@@ -191,12 +396,10 @@ def reference_rope_cache_attention(
 ) -> torch.Tensor:
     """What :func:`rope_cache_attention` computes, in plain PyTorch (RoPE in float32, the cache
     written at ``length ..``, SDPA over :class:`StaticKVCache`'s key mask): the tests' yardstick."""
-    from .llada import apply_rope
-
     B, T, _ = q.shape
     S = k_cache.shape[2]
-    qh = apply_rope(q.reshape(B, T, n_heads, head_dim).transpose(1, 2), cos, sin)
-    kh = apply_rope(k.reshape(B, T, n_kv, head_dim).transpose(1, 2), cos, sin)
+    qh = _rope_reference(q.reshape(B, T, n_heads, head_dim).transpose(1, 2), cos, sin)
+    kh = _rope_reference(k.reshape(B, T, n_kv, head_dim).transpose(1, 2), cos, sin)
     vh = v.reshape(B, T, n_kv, head_dim).transpose(1, 2)
     slots = length[:, None] + torch.arange(T, device=q.device)
     rows = torch.arange(B, device=q.device)[:, None, None]

@@ -34,8 +34,8 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
-from .llada import (_KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers, qkv_heads,
-                    rope_cos_sin)
+from .llada import (_KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers,
+                    kernel_attention, qkv_heads, rope_cos_sin, set_attention_kernel)
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -133,9 +133,12 @@ class DreamAttention(FusableProjections, nn.Module):
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
         B, T, _ = h.shape
-        q, k, v, cos, sin = qkv_heads(self, h, cos, sin, self.fused_groups())
-        att = cached_attention(self.layer_idx, q, k, v, cos, sin, attn_mask, cache)
-        return self.o_proj(att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        att = kernel_attention(self, self.layer_idx, h, cos, sin, cache)
+        if att is None:
+            q, k, v, cos, sin = qkv_heads(self, h, cos, sin, self.fused_groups())
+            att = cached_attention(self.layer_idx, q, k, v, cos, sin, attn_mask, cache)
+            att = att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.o_proj(att)
 
 
 class DreamMLP(FusableProjections, nn.Module):
@@ -247,6 +250,12 @@ class DreamModel(nn.Module):
         for layer in self.model.layers:
             layer.self_attn.fuse_projections()
             layer.mlp.fuse_projections()
+        return self
+
+    def use_attention_kernel(self, kind: str = "triton") -> "DreamModel":
+        """``"triton"``: a cached step's RoPE, KV write and attention in Triton kernels where the
+        cache allows it (:func:`~paradecode.models.llada.kernel_attention`; a CUDA GPU)."""
+        set_attention_kernel([layer.self_attn for layer in self.model.layers], kind, next(self.parameters()).device)
         return self
 
     # ---- forward ---------------------------------------------------------------------------

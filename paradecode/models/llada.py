@@ -20,9 +20,10 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .attention import sdpa
+from .decode_attention import check_available
 from .checkpoint import load_model_dir, save_model_dir
 
-__all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
+__all__ = ["ATTENTION_KERNELS", "EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 # config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
 _POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
@@ -261,6 +262,41 @@ def qkv_heads(module: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return q, k, v, cos, sin
 
 
+ATTENTION_KERNELS = ("sdpa", "triton")
+
+
+def set_attention_kernel(modules: Any, kind: str, device: torch.device) -> None:
+    """Set ``attention_kernel`` on every attention module (a model's ``use_attention_kernel``)."""
+    if kind not in ATTENTION_KERNELS:
+        raise ValueError(f"attention kernel must be one of {ATTENTION_KERNELS}, got {kind!r}.")
+    if kind == "triton":
+        check_available(device)
+    for m in modules:
+        m.attention_kernel = kind
+
+
+def kernel_attention(module: Any, layer: int, h: torch.Tensor, cos: Optional[torch.Tensor],
+                     sin: Optional[torch.Tensor], cache: Any) -> Optional[torch.Tensor]:
+    """(B, T, heads * hd): this layer's RoPE, cache write and attention in Triton kernels
+    (:func:`~paradecode.models.decode_attention.canvas_attention`) when ``module`` was set to
+    ``attention_kernel = "triton"`` and the cache serves this forward (``cache.can_attend``: a
+    canvas cache's partial step with few fed tokens); None otherwise, and the caller runs
+    :func:`qkv_heads` and :func:`cached_attention` (refreshes, layer hooks, no cache)."""
+    if getattr(module, "attention_kernel", "sdpa") != "triton" or cache is None or cos is None:
+        return None
+    can = getattr(cache, "can_attend", None)
+    if can is None or not can(layer, h.shape[1]):
+        return None
+    fused = module.fused_groups()
+    H, Hkv, D = module.n_heads, module.n_kv, module.head_dim
+    if fused:
+        out = fused["qkv"].output(h)
+        q, k, v = out[..., : H * D], out[..., H * D: (H + Hkv) * D], out[..., (H + Hkv) * D:]
+    else:
+        q, k, v = module.q_proj(h), module.k_proj(h), module.v_proj(h)
+    return cache.attend(layer, q, k, v, cos, sin, H, D ** -0.5)
+
+
 def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   attn_mask: Optional[torch.Tensor], cache: Any, head_dim: int, rope_theta: float) -> torch.Tensor:
     """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`),
@@ -400,9 +436,11 @@ class LLaDABlock(FusableProjections, nn.Module):
         B, T, C = x.shape
         h = self.attn_norm(x)
         fused = self.fused_groups()
-        q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
-        att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache)
-        x, h = self.ff_norm.residual(x, self.attn_out(att.transpose(1, 2).reshape(B, T, C)))
+        att = kernel_attention(self, self.layer_id, h, cos, sin, cache)
+        if att is None:
+            q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
+            att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache).transpose(1, 2).reshape(B, T, C)
+        x, h = self.ff_norm.residual(x, self.attn_out(att))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
         return x + self.ff_out(_KERNELS["swiglu"](gate, up))
 
@@ -495,6 +533,12 @@ class LLaDAModel(nn.Module):
         same names; see :class:`FusedLinears`). Call after ``.to(device, dtype)``."""
         for block in self.model.transformer["blocks"]:
             block.fuse_projections()
+        return self
+
+    def use_attention_kernel(self, kind: str = "triton") -> "LLaDAModel":
+        """``"triton"``: a cached step's RoPE, KV write and attention in Triton kernels where the
+        cache allows it (:func:`kernel_attention`; a CUDA GPU); ``"sdpa"``: back to PyTorch's."""
+        set_attention_kernel(self.model.transformer["blocks"], kind, next(self.parameters()).device)
         return self
 
     # ---- forward ---------------------------------------------------------------------------
