@@ -1,12 +1,17 @@
-"""One layer's RoPE + cache write + attention: the Triton kernel against the SDPA path.
+"""One layer's RoPE + cache write + attention: the Triton kernels against the SDPA path.
 
 For each shape (the Llama-3.2-1B draft's one- and two-token steps, the Llama-3.1-8B target's
-k + 1 = 6 token verify, at batch 1 and 4), both paths run on the same inputs and cache:
+k + 1 = 6 token verify, at batch 1 and 4; a dual-cache step of LLaDA-8B and Dream-7B, 32 block
+tokens over a 768-position canvas), both paths run on the same inputs and cache:
 
 * ``sdpa``: what ``LlamaLM``'s fused forward runs per layer today: ``rope_joined`` (one RoPE
   call over q and k), the cache write (``StaticKVCache.update``) and ``_attend`` (SDPA with
   the cache's additive key mask; the mask is built once per forward, outside the timed layer).
 * ``triton``: :func:`paradecode.models.decode_attention.rope_cache_attention`, one kernel.
+
+The dual-cache shapes compare ``rope_joined``, the canvas cache's scatter of the block's k/v
+and SDPA over the canvas (``cached_attention``'s ops under CUDA graphs) with
+:func:`~paradecode.models.decode_attention.canvas_attention` (two kernels).
 
 Reported per shape: the largest difference of the outputs and of the written cache slots (bf16
 rounding), and microseconds per layer, each path captured in a CUDA graph of ``--layers``
@@ -33,6 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paradecode.caches.static_kv import StaticKVCache  # noqa: E402
 from paradecode.loop import synchronize as sync  # noqa: E402
+from paradecode.models.attention import sdpa  # noqa: E402
+from paradecode.models.decode_attention import canvas_attention  # noqa: E402
 from paradecode.models.llada import compile_elementwise, rope_joined  # noqa: E402
 from paradecode.models.llama import _additive_mask, _attend, _pack_mask, gqa_mode  # noqa: E402
 
@@ -41,6 +48,11 @@ SHAPES = {
     "draft-1b T=1": (32, 8, 64, 1, 100),
     "draft-1b T=2": (32, 8, 64, 2, 100),
     "target-8b T=6": (32, 8, 128, 6, 100),
+}
+# name: (heads, kv heads, head dim, block tokens, canvas length): a dual-cache step at P512/G256
+CANVAS_SHAPES = {
+    "llada-8b dual": (32, 32, 128, 32, 768),
+    "dream-7b dual": (28, 4, 128, 32, 768),
 }
 
 
@@ -116,6 +128,52 @@ def run_shape(name, B, args, device, dtype) -> dict:
     return row
 
 
+def run_canvas_shape(name, B, args, device, dtype) -> dict:
+    H, Hkv, D, T, L = CANVAS_SHAPES[name]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(device, dtype)
+    start = 512  # the first block of the generation
+    widx = (start + torch.arange(T)).expand(B, T).contiguous().to(device)
+    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, device=device).float() / D))
+    f = widx[..., None].float() * inv
+    emb = torch.cat((f, f), -1)[:, None]
+    cos, sin = emb.cos(), emb.sin()
+    kc = torch.randn(B, Hkv, L + 1, D, generator=g).to(device, dtype)
+    vc = torch.randn(B, Hkv, L + 1, D, generator=g).to(device, dtype)
+    caches = [(kc.clone(), vc.clone()), (kc, vc)]
+    index = widx[:, None, :, None].expand(-1, Hkv, -1, D)
+    rep = H // Hkv
+
+    def sdpa_layer():
+        kb, vb = caches[0]
+        q, k, v = rope_joined(qkv, H, Hkv, D, cos, sin)
+        kb.scatter_(2, index, k)
+        vb.scatter_(2, index, v)
+        ks, vs = kb[:, :, :L], vb[:, :, :L]
+        if rep != 1:
+            ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
+        return sdpa(q, ks, vs, None).transpose(1, 2).reshape(B, T, H * D)
+
+    def triton_layer():
+        kb, vb = caches[1]
+        q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+        return canvas_attention(q, k, v, cos, sin, kb, vb, widx, None, H, Hkv, D, D ** -0.5)
+
+    ref, out = sdpa_layer(), triton_layer()
+    sync(device)
+    new = slice(start, start + T)
+    (k1, v1), (k2, v2) = caches
+    row = {"shape": name, "batch": B, "max_abs_diff_out": float((out.float() - ref.float()).abs().max()),
+           "max_abs_ref_out": float(ref.float().abs().max()),
+           "max_abs_diff_k_written": float((k1[:, :, new].float() - k2[:, :, new].float()).abs().max()),
+           "max_abs_diff_v_written": float((v1[:, :, new].float() - v2[:, :, new].float()).abs().max())}
+    if device.type == "cuda":
+        row["sdpa_us"] = graph_us(sdpa_layer, args.layers, args.replays)
+        row["triton_us"] = graph_us(triton_layer, args.layers, args.replays)
+        row["sdpa_over_triton"] = row["sdpa_us"] / row["triton_us"]
+    return row
+
+
 def report(rows: list[dict], info: dict) -> str:
     lines = [f"one layer's RoPE + cache write + attention: {info}",
              f"{'shape':<16} {'B':>2} {'sdpa us':>8} {'triton us':>9} {'ratio':>6} {'|diff| out':>10} {'k':>8} {'v':>8}"]
@@ -131,6 +189,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, float16, batch 1 (a check of the script)")
     ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--canvas-batches", default="1,8", help="batches of the dual-cache shapes")
     ap.add_argument("--slots", type=int, default=192, help="cache slots per row (the bench's 32 + 96 + k + 2, rounded to 64)")
     ap.add_argument("--layers", type=int, default=32, help="layers captured per graph")
     ap.add_argument("--replays", type=int, default=200)
@@ -140,10 +199,12 @@ def main() -> None:
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's bf16 dot is wrong
     if args.smoke:
-        args.batches = "1"
+        args.batches, args.canvas_batches = "1", "1"
     if args.compile_elementwise:
         compile_elementwise()
     rows = [run_shape(name, int(B), args, device, dtype) for B in args.batches.split(",") for name in SHAPES]
+    rows += [run_canvas_shape(name, int(B), args, device, dtype) for B in args.canvas_batches.split(",")
+             for name in CANVAS_SHAPES]
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)",
             "dtype": str(dtype), "torch": torch.__version__, "slots": args.slots,
             "compile_elementwise": args.compile_elementwise}
