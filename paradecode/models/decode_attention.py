@@ -63,7 +63,7 @@ if triton is not None:
     @triton.jit
     def _softmax_block(q, kb, vb, valid, m_i, l_i, acc, scale):
         """One block of keys folded into the running (max, sum, weighted values)."""
-        s = tl.dot(q, tl.trans(kb)) * scale
+        s = (tl.dot(q, tl.trans(kb)) * scale).to(tl.float32)  # torch.compile may pass ``scale`` as float64
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
