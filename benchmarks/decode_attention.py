@@ -40,6 +40,7 @@ from paradecode.caches.static_kv import StaticKVCache  # noqa: E402
 from paradecode.loop import synchronize as sync  # noqa: E402
 from paradecode.models.attention import sdpa  # noqa: E402
 from paradecode.models.decode_attention import canvas_attention  # noqa: E402
+from paradecode.models.graphs import capture_graph  # noqa: E402
 from paradecode.models.llada import compile_elementwise, rope_joined  # noqa: E402
 from paradecode.models.llama import _additive_mask, _attend, _pack_mask, gqa_mode  # noqa: E402
 
@@ -83,15 +84,7 @@ def triton_layer(qkv, cos, sin, cache, H, Hkv, D):
 
 def graph_us(fn, layers: int, replays: int) -> float:
     """Microseconds per call of ``fn`` captured ``layers`` times in one CUDA graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(layers):
-            fn()
+    graph, _ = capture_graph(lambda: [fn() for _ in range(layers)])
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()
