@@ -142,7 +142,7 @@ def test_options_are_checked():
 
 def test_the_cpu_without_the_interpreter_is_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(RuntimeError, match="runs on a CUDA GPU"):
+    with pytest.raises(RuntimeError, match="run on a CUDA GPU"):
         check_available(torch.device("cpu"))
 
 
@@ -276,5 +276,5 @@ def test_use_attention_kernel_checks_its_argument(monkeypatch):
     with pytest.raises(ValueError, match="attention kernel must be one of"):
         model.use_attention_kernel("flash")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(RuntimeError, match="runs on a CUDA GPU"):
+    with pytest.raises(RuntimeError, match="run on a CUDA GPU"):
         model.use_attention_kernel("triton")

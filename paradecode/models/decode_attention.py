@@ -1,4 +1,9 @@
-"""One Triton kernel per layer for a causal LM's decode step against a static KV cache.
+"""Triton kernels that do a cached layer's RoPE, KV write and attention in one pass.
+
+* :func:`rope_cache_attention`: a causal LM's decode or verify step against a static KV cache
+  (speculative decoding's ``attention="triton"``), one kernel per layer;
+* :func:`canvas_attention`: a dLLM cache's partial step, the fed tokens against the whole canvas
+  (``model.use_attention_kernel("triton")``), split over the canvas and combined: two kernels.
 
 At batch 1 a draft or verify forward is launch-bound: each layer runs RoPE on q and k, writes
 k and v into the cache, then attends, and each of those kernels takes 2-7 us on a handful of
@@ -6,12 +11,14 @@ rows while the device idles between them. :func:`rope_cache_attention` does all 
 kernel: it rotates the new keys and writes them and the new values into the cache, rotates
 the queries, and attends (online softmax) over the row's cached slots and the new keys.
 
-The semantics are :class:`~paradecode.caches.static_kv.StaticKVCache`'s: row ``b``'s new
+:func:`rope_cache_attention` follows :class:`~paradecode.caches.static_kv.StaticKVCache`: row ``b``'s new
 tokens take slots ``length[b] ..``, query ``t`` attends to slots ``start[b] .. length[b] + t``
 (a left-padding query, before ``start[b]``, to itself only). The new keys are attended from
 registers, never read back from the cache, so no program reads what another writes. Grouped
 queries share their key/value head's program (the FlashDecoding layout): ``rep * T`` query
-rows per key/value head, in blocks of ``BLOCK_M``.
+rows per key/value head, in blocks of ``BLOCK_M``. :func:`canvas_attention` follows
+:class:`~paradecode.caches.canvas.CanvasKVCache` (bidirectional, a write index per fed token,
+the trash slot) and likewise never reads a slot written in the same call.
 
 The arithmetic follows the unfused path: RoPE in float32 rounded to the cache's dtype, scores
 and the softmax in float32, probabilities rounded to the value dtype before ``P @ V``. Results
@@ -21,6 +28,7 @@ under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests chec
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -49,13 +57,13 @@ def triton_available(device: torch.device) -> bool:
 
 
 def check_available(device: torch.device) -> None:
-    """A clear error where :func:`rope_cache_attention` cannot run."""
+    """A clear error where the kernels cannot run."""
     if triton is None:
-        raise RuntimeError("attention='triton' needs the triton package (it comes with CUDA builds of torch: "
-                           "pip install triton); or leave attention at 'sdpa'.")
+        raise RuntimeError("the Triton attention kernels need the triton package (CUDA builds of torch bring it; "
+                           "pip install triton); or keep the SDPA path (attention='sdpa').")
     if not triton_available(device):
-        raise RuntimeError(f"attention='triton' runs on a CUDA GPU (on a CPU only under TRITON_INTERPRET=1, for "
-                           f"tests); the model is on {device}. Leave attention at 'sdpa' there.")
+        raise RuntimeError(f"the Triton attention kernels run on a CUDA GPU (on a CPU only under TRITON_INTERPRET=1, "
+                           f"for tests); the model is on {device}. Keep the SDPA path there (attention='sdpa').")
 
 
 if triton is not None:
@@ -73,6 +81,18 @@ if triton is not None:
         return m_new, l_i, acc
 
     @triton.jit
+    def _rotated(X, sb, st, head, rows_b, rows_t, ok, COS, SIN, T, D: tl.constexpr):
+        """Rows (b, t) of heads ``head`` (vectors of one length) of X, RoPE-rotated in float32."""
+        d = tl.arange(0, D)
+        at = X + rows_b[:, None] * sb + rows_t[:, None] * st + head[:, None] * D
+        x = tl.load(at + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+        swap = tl.load(at + ((d + D // 2) % D)[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+        cs = (rows_b * T + rows_t)[:, None] * D + d[None, :]
+        cos = tl.load(COS + cs, mask=ok[:, None], other=0.0)
+        sin = tl.load(SIN + cs, mask=ok[:, None], other=0.0)
+        return x * cos + swap * tl.where(d < D // 2, -1.0, 1.0)[None, :] * sin
+
+    @triton.jit
     def _rope_cache_attention_kernel(
         Q, K, V, q_row, k_row, v_row, COS, SIN, KC, VC, LEN, START, OUT,
         T, S, scale,
@@ -85,20 +105,13 @@ if triton is not None:
         length = tl.load(LEN + b)
         start = tl.load(START + b)
         d = tl.arange(0, D)
-        partner = (d + D // 2) % D  # rotate-half: element d pairs with d +- D/2
-        sign = tl.where(d < D // 2, -1.0, 1.0)
 
         # The new keys (rotated) and values: into the cache (by the first query block only) and kept.
         tn = tl.arange(0, BLOCK_T)
         t_ok = tn < T
-        row_t = (b * T + tn)[:, None]
-        cos_t = tl.load(COS + row_t * D + d[None, :], mask=t_ok[:, None], other=0.0)
-        sin_t = tl.load(SIN + row_t * D + d[None, :], mask=t_ok[:, None], other=0.0)
-        k_at = K + row_t * k_row + kvh * D
-        k_new = tl.load(k_at + d[None, :], mask=t_ok[:, None], other=0.0).to(tl.float32)
-        k_swap = tl.load(k_at + partner[None, :], mask=t_ok[:, None], other=0.0).to(tl.float32)
-        k_new = (k_new * cos_t + k_swap * sign[None, :] * sin_t).to(KC.dtype.element_ty)
-        v_new = tl.load(V + row_t * v_row + kvh * D + d[None, :], mask=t_ok[:, None], other=0.0)
+        bt = tl.zeros((BLOCK_T,), tl.int32) + b
+        k_new = _rotated(K, T * k_row, k_row, bt * 0 + kvh, bt, tn, t_ok, COS, SIN, T, D).to(KC.dtype.element_ty)
+        v_new = tl.load(V + (b * T + tn)[:, None] * v_row + kvh * D + d[None, :], mask=t_ok[:, None], other=0.0)
         slot_t = length + tn
         at = ((b * HKV + kvh) * S + slot_t)[:, None] * D + d[None, :]
         write = (tn < tl.where(mb == 0, T, 0))[:, None] & (d[None, :] < D)
@@ -110,13 +123,8 @@ if triton is not None:
         r_ok = r < REP * T
         head = kvh * REP + r // T
         t = r % T
-        row_q = (b * T + t)[:, None]
-        cos_q = tl.load(COS + row_q * D + d[None, :], mask=r_ok[:, None], other=0.0)
-        sin_q = tl.load(SIN + row_q * D + d[None, :], mask=r_ok[:, None], other=0.0)
-        q_at = Q + row_q * q_row + head[:, None] * D
-        q = tl.load(q_at + d[None, :], mask=r_ok[:, None], other=0.0).to(tl.float32)
-        q_swap = tl.load(q_at + partner[None, :], mask=r_ok[:, None], other=0.0).to(tl.float32)
-        q = (q * cos_q + q_swap * sign[None, :] * sin_q).to(KC.dtype.element_ty)
+        br = tl.zeros((BLOCK_M,), tl.int32) + b
+        q = _rotated(Q, T * q_row, q_row, head, br, t, r_ok, COS, SIN, T, D).to(KC.dtype.element_ty)
         q_slot = length + t
 
         m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # finite: a fully masked block adds nothing
@@ -140,23 +148,9 @@ if triton is not None:
         m_i, l_i, acc = _softmax_block(q, k_new, v_new.to(KC.dtype.element_ty), valid, m_i, l_i, acc, scale)
 
         out = acc / l_i[:, None]
-        o_at = OUT + row_q * (H * D) + head[:, None] * D + d[None, :]
+        o_at = OUT + (b * T + t)[:, None] * (H * D) + head[:, None] * D + d[None, :]
         tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
 
-
-if triton is not None:
-
-    @triton.jit
-    def _rotated(X, sb, st, head, rows_b, rows_t, ok, COS, SIN, T, D: tl.constexpr):
-        """Rows (b, t) of heads ``head`` (vectors of one length) of X, RoPE-rotated in float32."""
-        d = tl.arange(0, D)
-        at = X + rows_b[:, None] * sb + rows_t[:, None] * st + head[:, None] * D
-        x = tl.load(at + d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        swap = tl.load(at + ((d + D // 2) % D)[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-        cs = (rows_b * T + rows_t)[:, None] * D + d[None, :]
-        cos = tl.load(COS + cs, mask=ok[:, None], other=0.0)
-        sin = tl.load(SIN + cs, mask=ok[:, None], other=0.0)
-        return x * cos + swap * tl.where(d < D // 2, -1.0, 1.0)[None, :] * sin
 
     @triton.jit
     def _canvas_attention_partial(
@@ -299,10 +293,14 @@ def rope_cache_attention(
 CANVAS_MAX_TOKENS = 64  # fed tokens per row the canvas kernel keeps in registers
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
+
 def _split_count(programs: int, slots: int, block_n: int, device: torch.device) -> int:
     """Key splits per program so that the grid fills the GPU about twice (FlashDecoding)."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
-    return max(1, min(triton.cdiv(slots, block_n), triton.cdiv(2 * sms, programs)))
+    return max(1, min(triton.cdiv(slots, block_n), triton.cdiv(2 * _multiprocessors(device), programs)))
 
 
 def canvas_attention(
