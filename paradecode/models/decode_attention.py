@@ -34,8 +34,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["rope_cache_attention", "reference_rope_cache_attention", "canvas_attention", "reference_canvas_attention",
-           "CANVAS_MAX_TOKENS", "triton_available", "check_available"]
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "reference_rope_cache_attention",
+           "canvas_attention", "reference_canvas_attention", "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
@@ -43,6 +43,10 @@ try:  # an optional dependency: CPU builds of torch come without it
 except ImportError:  # pragma: no cover - exercised where triton is missing
     triton = None
     tl = None
+
+
+ATTENTION_KERNELS = ("sdpa", "triton")
+"""How a cached layer attends: PyTorch's RoPE, cache write and SDPA, or these Triton kernels."""
 
 
 def _interpreted() -> bool:

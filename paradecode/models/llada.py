@@ -20,10 +20,10 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from .attention import sdpa
-from .decode_attention import check_available
+from .decode_attention import ATTENTION_KERNELS, check_available
 from .checkpoint import load_model_dir, save_model_dir
 
-__all__ = ["ATTENTION_KERNELS", "EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
+__all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
 # config.json sizes that must be >= 1 (checked by from_pretrained before anything is built)
 _POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_ratio", "mlp_hidden_size", "vocab_size",
@@ -260,9 +260,6 @@ def qkv_heads(module: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     k = module.k_proj(h).view(B, T, module.n_kv, module.head_dim).transpose(1, 2)
     v = module.v_proj(h).view(B, T, module.n_kv, module.head_dim).transpose(1, 2)
     return q, k, v, cos, sin
-
-
-ATTENTION_KERNELS = ("sdpa", "triton")
 
 
 def set_attention_kernel(modules: Any, kind: str, device: torch.device) -> None:

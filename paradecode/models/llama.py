@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decode_attention import check_available
+from .decode_attention import ATTENTION_KERNELS, check_available
 from .llada import _KERNELS, FusedLinears, rope_joined
 
 __all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
@@ -147,9 +147,6 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[to
         a = F.scaled_dot_product_attention(qp, k, v, attn_mask=packed_mask, scale=scale)
         return a.unflatten(2, (rep, T)).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
     return a.transpose(1, 2).reshape(B, T, H * D)
-
-
-ATTENTION_KERNELS = ("sdpa", "triton")
 
 
 def check_attention(attention: str, fuse_projections: bool) -> str:
