@@ -10,13 +10,17 @@ import torch
 import paradecode
 from paradecode.caches.static_kv import StaticKVCache
 from paradecode.models.decode_attention import (
-    check_available, reference_rope_cache_attention, rope_cache_attention, triton_available,
+    _rope_reference, canvas_attention, check_available, reference_canvas_attention, reference_rope_cache_attention,
+    rope_cache_attention, triton_available,
 )
+from paradecode.models.llada import apply_rope
 from paradecode.models.llama import LlamaLM, check_attention
 from paradecode.speculative import greedy_decode
 from paradecode.speculative.causal_lm import CausalLM
 
 pytest.importorskip("triton")
+from .conftest import load_script, make_tiny_model
+
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
@@ -149,8 +153,6 @@ def test_the_cpu_without_the_interpreter_is_refused(monkeypatch):
 def test_the_benchmark_compares_both_paths_on_the_cpu():
     from argparse import Namespace
 
-    from .conftest import load_script
-
     mod = load_script("benchmarks/decode_attention.py", "decode_attention_bench")
     row = mod.run_shape("draft-1b T=2", 1, Namespace(slots=128), torch.device("cpu"), torch.float16)
     assert row["max_abs_diff_k_written"] == 0 and row["max_abs_diff_v_written"] == 0
@@ -160,11 +162,6 @@ def test_the_benchmark_compares_both_paths_on_the_cpu():
 
 
 # ---- dLLM caches: canvas_attention ----------------------------------------------------------
-
-from paradecode.models.decode_attention import canvas_attention, reference_canvas_attention  # noqa: E402
-from paradecode.models.llada import apply_rope  # noqa: E402
-
-from .conftest import make_tiny_model  # noqa: E402
 
 
 def canvas_inputs(B, T, H, Hkv, D, L, widx, dtype=torch.float32, seed=0):
@@ -202,8 +199,6 @@ def test_canvas_kernel_matches_the_sdpa_path(B, T, H, Hkv, D, L, widx, n_split, 
 
 
 def test_reference_rope_is_the_models_rope():
-    from paradecode.models.decode_attention import _rope_reference
-
     q, _, _, cos, sin, *_ = canvas_inputs(1, 4, 4, 4, 16, 100, [[10, 11, 12, 13]], dtype=torch.float16)
     x = q.reshape(1, 4, 4, 16).transpose(1, 2)
     assert torch.equal(_rope_reference(x, cos, sin), apply_rope(x, cos, sin))
