@@ -147,10 +147,11 @@ def run_canvas_shape(name, B, args, device, dtype) -> dict:
             ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
         return sdpa(q, ks, vs, None).transpose(1, 2).reshape(B, T, H * D)
 
-    def triton_layer():
+    def triton_layer(n_split=None, block_n=64):
         kb, vb = caches[1]
         q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
-        return canvas_attention(q, k, v, cos, sin, kb, vb, widx, None, H, Hkv, D, D ** -0.5)
+        return canvas_attention(q, k, v, cos, sin, kb, vb, widx, None, H, Hkv, D, D ** -0.5, block_n=block_n,
+                                n_split=n_split)
 
     ref, out = sdpa_layer(), triton_layer()
     sync(device)
@@ -164,10 +165,17 @@ def run_canvas_shape(name, B, args, device, dtype) -> dict:
         row["sdpa_us"] = graph_us(sdpa_layer, args.layers, args.replays)
         row["triton_us"] = graph_us(triton_layer, args.layers, args.replays)
         row["sdpa_over_triton"] = row["sdpa_us"] / row["triton_us"]
+        # the kernels' settings: splits over the canvas x key block (the default picks ~2 programs per SM)
+        row["triton_us_by_split_block"] = {
+            f"{n}x{bn}": graph_us(lambda n=n, bn=bn: triton_layer(n, bn), args.layers, args.replays)
+            for n in args.canvas_splits for bn in args.canvas_block_n}
     return row
 
 
 def report(rows: list[dict], info: dict) -> str:
+    sweeps = [f"  {r['shape']} batch {r['batch']}, canvas_attention by splits x key block: "
+              + ", ".join(f"{k} {us:.2f} us" for k, us in r["triton_us_by_split_block"].items())
+              for r in rows if r.get("triton_us_by_split_block")]
     lines = [f"one layer's RoPE + cache write + attention: {info}",
              f"{'shape':<16} {'B':>2} {'sdpa us':>8} {'triton us':>9} {'ratio':>6} {'|diff| out':>10} {'k':>8} {'v':>8}"]
     for r in rows:
@@ -175,7 +183,7 @@ def report(rows: list[dict], info: dict) -> str:
              else f"{'-':>8} {'-':>9} {'-':>6}")
         lines.append(f"{r['shape']:<16} {r['batch']:>2} {t} {r['max_abs_diff_out']:>10.2e} "
                      f"{r['max_abs_diff_k_written']:>8.1e} {r['max_abs_diff_v_written']:>8.1e}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + sweeps) + "\n"
 
 
 def main() -> None:
@@ -183,6 +191,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, float16, batch 1 (a check of the script)")
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--canvas-batches", default="1,8", help="batches of the dual-cache shapes")
+    ap.add_argument("--canvas-splits", default="", help="also time canvas_attention with these split counts, e.g. 1,2,4,8,16")
+    ap.add_argument("--canvas-block-n", default="64", help="key block sizes of that sweep, e.g. 32,64,128")
     ap.add_argument("--slots", type=int, default=192, help="cache slots per row (the bench's 32 + 96 + k + 2, rounded to 64)")
     ap.add_argument("--layers", type=int, default=32, help="layers captured per graph")
     ap.add_argument("--replays", type=int, default=200)
@@ -193,6 +203,8 @@ def main() -> None:
     dtype = torch.float16 if args.smoke else torch.bfloat16  # the interpreter's bf16 dot is wrong
     if args.smoke:
         args.batches, args.canvas_batches = "1", "1"
+    args.canvas_splits = [int(n) for n in args.canvas_splits.split(",") if n]
+    args.canvas_block_n = [int(n) for n in args.canvas_block_n.split(",") if n]
     if args.compile_elementwise:
         compile_elementwise()
     rows = [run_shape(name, int(B), args, device, dtype) for B in args.batches.split(",") for name in SHAPES]

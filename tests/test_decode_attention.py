@@ -159,6 +159,8 @@ def test_the_benchmark_compares_both_paths_on_the_cpu():
     assert row["max_abs_diff_out"] < 1e-2 < row["max_abs_ref_out"]
     assert "sdpa_us" not in row  # timings only on a GPU
     assert "draft-1b T=2" in mod.report([row], {"device": "cpu"})
+    dual = mod.run_canvas_shape("dream-7b dual", 1, Namespace(), torch.device("cpu"), torch.float16)
+    assert dual["max_abs_diff_k_written"] == 0 and dual["max_abs_diff_out"] < 1e-2 < dual["max_abs_ref_out"]
 
 
 # ---- dLLM caches: canvas_attention ----------------------------------------------------------
@@ -202,6 +204,15 @@ def test_reference_rope_is_the_models_rope():
     q, _, _, cos, sin, *_ = canvas_inputs(1, 4, 4, 4, 16, 100, [[10, 11, 12, 13]], dtype=torch.float16)
     x = q.reshape(1, 4, 4, 16).transpose(1, 2)
     assert torch.equal(_rope_reference(x, cos, sin), apply_rope(x, cos, sin))
+
+
+@pytest.mark.parametrize("block_n,n_split", [(32, 5), (128, 2)])
+def test_canvas_kernel_key_blocks_of_other_sizes(block_n, n_split):
+    q, k, v, cos, sin, kc, vc, widx = canvas_inputs(2, 4, 8, 2, 32, 300, [[10, 11, 12, 13], [296, 297, 298, 299]])
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = canvas_attention(q, k, v, cos, sin, kc, vc, widx, None, 8, 2, 32, 0.2, block_n=block_n, n_split=n_split)
+    ref = reference_canvas_attention(q, k, v, cos, sin, kc2, vc2, widx, None, 8, 2, 32, 0.2)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
 def test_canvas_kernel_refuses_long_feeds():
