@@ -613,7 +613,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
-        "compiled_elementwise": args.compile_elementwise, "attention": args.attention, "sdpa_backends": attention_backends() or "torch's choice",
+        "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
+        "sdpa_backends": attention_backends() or "torch's choice",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
                   + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,
