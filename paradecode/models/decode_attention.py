@@ -34,8 +34,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "reference_rope_cache_attention",
-           "canvas_attention", "reference_canvas_attention", "triton_available", "check_available"]
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "canvas_attention", "triton_available",
+           "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
@@ -357,62 +357,3 @@ def canvas_attention(
         pm, pl, pacc, out, T, H=n_heads, HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m,
     )
     return out
-
-
-def _rope_reference(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE in float32, rounded to ``t``'s dtype (``paradecode.models.llada.apply_rope``)."""
-    t32 = t.float()
-    half = t32.shape[-1] // 2
-    return (t32 * cos + torch.cat((-t32[..., half:], t32[..., :half]), dim=-1) * sin).to(t.dtype)
-
-
-def reference_canvas_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-    k_cache: torch.Tensor, v_cache: torch.Tensor, write_idx: torch.Tensor, key_valid: Optional[torch.Tensor],
-    n_heads: int, n_kv: int, head_dim: int, scale: float,
-) -> torch.Tensor:
-    """What :func:`canvas_attention` computes, in plain PyTorch (as ``cached_attention`` with a
-    canvas cache does it: RoPE, a scatter into the cache, SDPA over the canvas slots)."""
-    B, T, _ = q.shape
-    L = k_cache.shape[2] - 1
-    qh = _rope_reference(q.reshape(B, T, n_heads, head_dim).transpose(1, 2), cos, sin)
-    kh = _rope_reference(k.reshape(B, T, n_kv, head_dim).transpose(1, 2), cos, sin)
-    vh = v.reshape(B, T, n_kv, head_dim).transpose(1, 2)
-    index = write_idx[:, None, :, None].expand(-1, n_kv, -1, head_dim)
-    k_cache.scatter_(2, index, kh.to(k_cache.dtype))
-    v_cache.scatter_(2, index, vh.to(v_cache.dtype))
-    rep = n_heads // n_kv
-    kr, vr = k_cache.repeat_interleave(rep, dim=1), v_cache.repeat_interleave(rep, dim=1)
-    if key_valid is None:
-        a = torch.nn.functional.scaled_dot_product_attention(qh, kr[:, :, :L], vr[:, :, :L], scale=scale)
-    else:
-        mask = key_valid.reshape(B, 1, 1, L + 1)
-        a = torch.nn.functional.scaled_dot_product_attention(qh, kr, vr, attn_mask=mask, scale=scale)
-    return a.transpose(1, 2).reshape(B, T, n_heads * head_dim)
-
-
-def reference_rope_cache_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-    k_cache: torch.Tensor, v_cache: torch.Tensor, length: torch.Tensor, start: torch.Tensor,
-    n_heads: int, n_kv: int, head_dim: int, scale: float,
-) -> torch.Tensor:
-    """What :func:`rope_cache_attention` computes, in plain PyTorch (RoPE in float32, the cache
-    written at ``length ..``, SDPA over :class:`StaticKVCache`'s key mask): the tests' yardstick."""
-    B, T, _ = q.shape
-    S = k_cache.shape[2]
-    qh = _rope_reference(q.reshape(B, T, n_heads, head_dim).transpose(1, 2), cos, sin)
-    kh = _rope_reference(k.reshape(B, T, n_kv, head_dim).transpose(1, 2), cos, sin)
-    vh = v.reshape(B, T, n_kv, head_dim).transpose(1, 2)
-    slots = length[:, None] + torch.arange(T, device=q.device)
-    rows = torch.arange(B, device=q.device)[:, None, None]
-    heads = torch.arange(n_kv, device=q.device)[None, :, None]
-    k_cache[rows, heads, slots[:, None, :]] = kh.to(k_cache.dtype)
-    v_cache[rows, heads, slots[:, None, :]] = vh.to(v_cache.dtype)
-    s = torch.arange(S, device=q.device)[None, None, :]
-    qs = slots[:, :, None]
-    mask = ((s >= start[:, None, None]) & (s <= qs)) | (s == qs)
-    rep = n_heads // n_kv
-    kr = k_cache.repeat_interleave(rep, dim=1)
-    vr = v_cache.repeat_interleave(rep, dim=1)
-    a = torch.nn.functional.scaled_dot_product_attention(qh, kr, vr, attn_mask=mask[:, None], scale=scale)
-    return a.transpose(1, 2).reshape(B, T, n_heads * head_dim)
