@@ -41,7 +41,7 @@ from paradecode.loop import synchronize as sync  # noqa: E402
 from paradecode.models.attention import sdpa  # noqa: E402
 from paradecode.models.decode_attention import canvas_attention  # noqa: E402
 from paradecode.models.graphs import capture_graph  # noqa: E402
-from paradecode.models.llada import compile_elementwise, rope_joined  # noqa: E402
+from paradecode.models.llada import compile_elementwise, rope_joined, split_qkv  # noqa: E402
 from paradecode.models.llama import _additive_mask, _attend, _pack_mask, gqa_mode  # noqa: E402
 
 # name: (heads, kv heads, head dim, new tokens T, slots written before the step)
@@ -78,7 +78,7 @@ def sdpa_layer(qkv, cos, sin, cache, H, Hkv, D, mode, bias, packed):
 
 
 def triton_layer(qkv, cos, sin, cache, H, Hkv, D):
-    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    q, k, v = split_qkv(qkv, H, Hkv, D)
     return cache.attend(0, q, k, v, cos, sin, H, D ** -0.5)
 
 
@@ -149,7 +149,7 @@ def run_canvas_shape(name, B, args, device, dtype) -> dict:
 
     def triton_layer(n_split=None, block_n=64):
         kb, vb = caches[1]
-        q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+        q, k, v = split_qkv(qkv, H, Hkv, D)
         return canvas_attention(q, k, v, cos, sin, kb, vb, widx, None, H, Hkv, D, D ** -0.5, block_n=block_n,
                                 n_split=n_split)
 

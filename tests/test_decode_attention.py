@@ -12,7 +12,7 @@ import torch
 import paradecode
 from paradecode.caches.static_kv import StaticKVCache
 from paradecode.models.decode_attention import canvas_attention, check_available, rope_cache_attention, triton_available
-from paradecode.models.llada import apply_rope
+from paradecode.models.llada import apply_rope, split_qkv
 from paradecode.models.llama import LlamaLM, check_attention
 from paradecode.speculative import greedy_decode
 from paradecode.speculative.causal_lm import CausalLM
@@ -82,7 +82,7 @@ def reference_rope_cache_attention(
 def inputs(B, T, H, Hkv, D, S, lengths, starts, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(dtype)
-    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    q, k, v = split_qkv(qkv, H, Hkv, D)
     length, start = torch.tensor(lengths), torch.tensor(starts)
     pos = (length - start)[:, None] + torch.arange(T)
     inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
@@ -220,7 +220,7 @@ def test_the_benchmark_compares_both_paths_on_the_cpu():
 def canvas_inputs(B, T, H, Hkv, D, L, widx, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     qkv = torch.randn(B, T, (H + 2 * Hkv) * D, generator=g).to(dtype)
-    q, k, v = qkv[..., : H * D], qkv[..., H * D: (H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+    q, k, v = split_qkv(qkv, H, Hkv, D)
     widx = torch.tensor(widx)
     inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
     f = widx.clamp(max=L - 1)[..., None].float() * inv

@@ -263,6 +263,15 @@ def _check(q, k, v, k_cache, v_cache, B: int, T: int, S: int, n_heads: int, n_kv
             raise ValueError(f"{name} must be a contiguous (B, {n_kv}, S, {head_dim}) buffer, got {tuple(c.shape)}.")
 
 
+def _launch_layout(cos: torch.Tensor, sin: torch.Tensor, B: int, T: int, head_dim: int,
+                   rep: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(cos, sin) as the kernels index them, (B, T, head_dim) float32; the query block (the
+    ``rep * T`` query rows of a key/value head, 16 to 64 at a time) and the new-token block."""
+    cos = cos.reshape(B, T, head_dim).float().contiguous()
+    sin = sin.reshape(B, T, head_dim).float().contiguous()
+    return cos, sin, min(64, max(16, _pow2(rep * T))), max(16, _pow2(T))
+
+
 def rope_cache_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     k_cache: torch.Tensor, v_cache: torch.Tensor, length: torch.Tensor, start: torch.Tensor,
@@ -280,16 +289,13 @@ def rope_cache_attention(
     S = k_cache.shape[2]
     rep = n_heads // n_kv
     _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
-    cos = cos.reshape(B, T, head_dim).float().contiguous()
-    sin = sin.reshape(B, T, head_dim).float().contiguous()
+    cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
-    rows = rep * T
-    block_m = min(64, max(16, _pow2(rows)))
-    grid = (B, n_kv, triton.cdiv(rows, block_m))
+    grid = (B, n_kv, triton.cdiv(rep * T, block_m))
     _rope_cache_attention_kernel[grid](
         q, k, v, q.stride(1), k.stride(1), v.stride(1), cos, sin, k_cache, v_cache, length, start, out,
         T, S, scale, H=n_heads, HKV=n_kv, D=head_dim, REP=rep,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_T=max(16, _pow2(T)),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_T=block_t,
     )
     return out
 
@@ -332,11 +338,8 @@ def canvas_attention(
     _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
     if write_idx.shape != (B, T):
         raise ValueError(f"write_idx must be (B, T) = {(B, T)}, got {tuple(write_idx.shape)}.")
-    cos = cos.reshape(B, T, head_dim).float().contiguous()
-    sin = sin.reshape(B, T, head_dim).float().contiguous()
-    rows = rep * T
-    block_m = min(64, max(16, _pow2(rows)))
-    nqb = triton.cdiv(rows, block_m)
+    cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
+    nqb = triton.cdiv(rep * T, block_m)
     splits = n_split or _split_count(B * n_kv * nqb, L, block_n, q.device)
     split_len = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
     splits = triton.cdiv(L, split_len)
@@ -350,7 +353,7 @@ def canvas_attention(
         q, k, v, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos, sin,
         k_cache, v_cache, write_idx.contiguous(), kv_mask, pm, pl, pacc, T, L, scale, split_len,
         HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_T=max(16, _pow2(T)), HAS_MASK=has_mask,
+        BLOCK_T=block_t, HAS_MASK=has_mask,
     )
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
     _canvas_attention_combine[(B, n_kv, nqb)](

@@ -235,6 +235,12 @@ def cached_attention(
     return sdpa(q, k, v, attn_mask)
 
 
+def split_qkv(qkv: torch.Tensor, n_heads: int, n_kv: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    """(q, k, v) as (B, T, heads * hd) views of a joined q/k/v projection's output (no copy)."""
+    q_end, k_end = n_heads * head_dim, (n_heads + n_kv) * head_dim
+    return qkv[..., :q_end], qkv[..., q_end:k_end], qkv[..., k_end:]
+
+
 def rope_joined(qkv: torch.Tensor, n_heads: int, n_kv: int, head_dim: int, cos: torch.Tensor,
                 sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, k, v) as (B, heads, T, hd) from a fused q/k/v projection's output (B, T, (H + 2 Hkv) hd),
@@ -287,8 +293,7 @@ def kernel_attention(module: Any, layer: int, h: torch.Tensor, cos: Optional[tor
     fused = module.fused_groups()
     H, Hkv, D = module.n_heads, module.n_kv, module.head_dim
     if fused:
-        out = fused["qkv"].output(h)
-        q, k, v = out[..., : H * D], out[..., H * D: (H + Hkv) * D], out[..., (H + Hkv) * D:]
+        q, k, v = split_qkv(fused["qkv"].output(h), H, Hkv, D)
     else:
         q, k, v = module.q_proj(h), module.k_proj(h), module.v_proj(h)
     return cache.attend(layer, q, k, v, cos, sin, H, D ** -0.5)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode_attention import ATTENTION_KERNELS, check_available
-from .llada import _KERNELS, FusedLinears, rope_joined
+from .llada import _KERNELS, FusedLinears, rope_joined, split_qkv
 
 __all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
 
@@ -324,8 +324,7 @@ class LlamaLM(nn.Module):
         h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
             if kernel:  # RoPE, the cache write and attention in one kernel
-                out = qkv.output(h)
-                q, k, v = out[..., : H * D], out[..., H * D: (H + Hkv) * D], out[..., (H + Hkv) * D:]
+                q, k, v = split_qkv(qkv.output(h), H, Hkv, D)
                 a = cache.attend(i, q, k, v, cos, sin, H, self.scaling)
             else:
                 q, k, v = rope_joined(qkv.output(h), H, Hkv, D, cos, sin)
