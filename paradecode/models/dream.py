@@ -133,9 +133,10 @@ class DreamAttention(FusableProjections, nn.Module):
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
         B, T, _ = h.shape
-        att = kernel_attention(self, self.layer_idx, h, cos, sin, cache)
+        fused = self.fused_groups()
+        att = kernel_attention(self, self.layer_idx, h, cos, sin, cache, fused)
         if att is None:
-            q, k, v, cos, sin = qkv_heads(self, h, cos, sin, self.fused_groups())
+            q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
             att = cached_attention(self.layer_idx, q, k, v, cos, sin, attn_mask, cache)
             att = att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(att)

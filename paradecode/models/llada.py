@@ -279,18 +279,18 @@ def set_attention_kernel(modules: Any, kind: str, device: torch.device) -> None:
 
 
 def kernel_attention(module: Any, layer: int, h: torch.Tensor, cos: Optional[torch.Tensor],
-                     sin: Optional[torch.Tensor], cache: Any) -> Optional[torch.Tensor]:
+                     sin: Optional[torch.Tensor], cache: Any, fused: Optional[dict]) -> Optional[torch.Tensor]:
     """(B, T, heads * hd): this layer's RoPE, cache write and attention in Triton kernels
     (:func:`~paradecode.models.decode_attention.canvas_attention`) when ``module`` was set to
     ``attention_kernel = "triton"`` and the cache serves this forward (``cache.can_attend``: a
     canvas cache's partial step with few fed tokens); None otherwise, and the caller runs
-    :func:`qkv_heads` and :func:`cached_attention` (refreshes, layer hooks, no cache)."""
+    :func:`qkv_heads` and :func:`cached_attention` (refreshes, layer hooks, no cache). ``fused``:
+    the module's :meth:`~FusableProjections.fused_groups`, as the caller read it."""
     if getattr(module, "attention_kernel", "sdpa") != "triton" or cache is None or cos is None:
         return None
     can = getattr(cache, "can_attend", None)
     if can is None or not can(layer, h.shape[1]):
         return None
-    fused = module.fused_groups()
     H, Hkv, D = module.n_heads, module.n_kv, module.head_dim
     if fused:
         q, k, v = split_qkv(fused["qkv"].output(h), H, Hkv, D)
@@ -438,7 +438,7 @@ class LLaDABlock(FusableProjections, nn.Module):
         B, T, C = x.shape
         h = self.attn_norm(x)
         fused = self.fused_groups()
-        att = kernel_attention(self, self.layer_id, h, cos, sin, cache)
+        att = kernel_attention(self, self.layer_id, h, cos, sin, cache, fused)
         if att is None:
             q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
             att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache).transpose(1, 2).reshape(B, T, C)
