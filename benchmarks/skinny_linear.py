@@ -14,7 +14,15 @@ time, both as x of the weight-read time, and per model the sum over one forward 
 shapes). The settings that are best over all shapes of a model are reported as well: one
 default must serve every shape.
 
-    PYTHONPATH=. python benchmarks/skinny_linear.py --out-dir OUT     # GPU, ~3-4 min
+``--forward`` times whole forwards instead: a Llama-3.2-1B-shaped model (random weights, bf16,
+``fuse_projections``, the one-kernel attention, elementwise kernels compiled) fed 1 and 2 tokens
+against a static cache of 100 tokens, each forward captured as a CUDA graph and replayed, with
+``linear="torch"`` and ``linear="triton"`` (norms, SwiGLU and residual adds folded into the
+products), with the whole LM head and with VocabTrim's quarter of it, beside the forward's
+weight-read time; and the largest logit difference between the two.
+
+    PYTHONPATH=. python benchmarks/skinny_linear.py --out-dir OUT     # GPU, ~4 min
+    PYTHONPATH=. python benchmarks/skinny_linear.py --forward --out-dir OUT   # GPU, ~1 min
     PYTHONPATH=. python benchmarks/skinny_linear.py --smoke           # CPU: the interpreter, tiny shapes
 """
 
@@ -186,6 +194,76 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- whole forwards ----------------------------------------------------------------------------
+FORWARD_MODELS = {  # LlamaConfig kwargs (speculative.py's 8b-1b draft; a tiny one for --smoke)
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=64, vocab_size=128256),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512),
+}
+
+
+def forward_compare(model_name: str, device: str, dtype: torch.dtype, rate: float, replays: int) -> dict[str, Any]:
+    """Per fed-token count, head and ``linear``: microseconds per forward (graph replays on a
+    GPU) and the logits' largest difference from ``linear="torch"``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from paradecode.caches.static_kv import StaticKVCache
+    from paradecode.models.llama import LlamaLM
+    from paradecode.models.graphs import capture_graph
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(max_position_embeddings=4096, tie_word_embeddings=False, pad_token_id=0,
+                      **FORWARD_MODELS[model_name])
+    with torch.device(device):
+        hf = LlamaForCausalLM(cfg).to(dtype).eval()
+    attention = "triton" if device == "cuda" else "sdpa"
+    keep = torch.randperm(cfg.vocab_size, device=device)[: cfg.vocab_size // 4].sort().values
+    out: dict[str, Any] = {"model": model_name, "attention": attention, "rows": []}
+    for head, keep_ids in (("full", None), ("trim", keep)):
+        lms = {lin: LlamaLM(hf, keep_ids, fuse_projections=True, attention=attention, linear=lin)
+               for lin in ("torch", "triton")}
+        floor = lms["torch"].weight_bytes() / rate
+        for T in (1, 2):
+            ids = torch.randint(1, cfg.vocab_size, (1, T), device=device)
+            logits, times = {}, {}
+            for lin, lm in lms.items():
+                cache = StaticKVCache.for_model(lm, 1, 256)
+                cache.length.fill_(100)
+                fwd = lambda lm=lm, cache=cache: lm(ids, cache.positions(T), cache, 1)  # noqa: E731
+                with torch.inference_mode():
+                    if device == "cuda":
+                        graph, res = capture_graph(fwd)
+                        torch.cuda.synchronize()
+                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        start.record()
+                        for _ in range(replays):
+                            graph.replay()
+                        end.record()
+                        torch.cuda.synchronize()
+                        times[lin] = 1e3 * start.elapsed_time(end) / replays
+                    else:
+                        res = fwd()
+                logits[lin] = res.float()
+            row = {"head": head, "tokens": T, "read_us": 1e6 * floor,
+                   "max_abs_diff_logits": (logits["triton"] - logits["torch"]).abs().max().item(),
+                   "max_abs_logit": logits["torch"].abs().max().item()}
+            row.update({f"{lin}_us": t for lin, t in times.items()})
+            out["rows"].append(row)
+            log(f"forward {model_name} {head} head, {T} token(s): {row}")
+    return out
+
+
+def forward_report(res: dict[str, Any]) -> str:
+    lines = [f"one {res['model']} forward (attention {res['attention']}), CUDA graph replays, us:",
+             f"{'head':<5} {'T':>2} {'read':>7} {'torch':>7} {'triton':>7} {'torch/triton':>12} {'|diff| logits':>13}"]
+    for r in res["rows"]:
+        t, k = r.get("torch_us"), r.get("triton_us")
+        times = f"{t:>7.1f} {k:>7.1f} {t / k:>12.3f}" if t and k else f"{'-':>7} {'-':>7} {'-':>12}"
+        lines.append(f"{r['head']:<5} {r['tokens']:>2} {r['read_us']:>7.1f} {times} {r['max_abs_diff_logits']:>13.2e}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny float32 shapes")
@@ -193,10 +271,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--calls", type=int, default=24, help="calls per captured graph (at least the weight copies)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--l2-bytes", type=int, default=60 << 20)
+    ap.add_argument("--forward", action="store_true", help="time whole 1B forwards, linear torch vs triton")
+    ap.add_argument("--replays", type=int, default=200, help="--forward: graph replays per timing")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
     device = "cpu" if args.smoke else "cuda"
     dtype = torch.float32 if args.smoke else torch.bfloat16
+    if args.forward:
+        if device == "cuda":
+            from paradecode.models.llada import compile_elementwise
+
+            compile_elementwise()  # the torch path's norms, RoPE and SwiGLU as speculative.py --compile-norm runs them
+        res = forward_compare("tiny" if args.smoke else "llama-1b", device, dtype,
+                              copy_rate(device) if device == "cuda" else 1e9, args.replays)
+        text = forward_report(res)
+        print(text, flush=True)
+        if args.out_dir:
+            write(args.out_dir, "skinny_linear_forward", res, text, device)
+        return res
     shapes, rows = (SMOKE_SHAPES, SMOKE_ROWS) if args.smoke else (SHAPES, ROWS)
     if args.smoke:
         args.calls, args.reps = 1, 1
@@ -218,12 +310,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = report(res)
     print(text, flush=True)
     if args.out_dir:
-        machine = "h200" if "H200" in res["info"]["device"] else ("cpu" if device == "cpu" else "gpu")
-        stem = Path(args.out_dir) / f"skinny_linear_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".txt").write_text(text)
+        write(args.out_dir, "skinny_linear", res, text, device)
     return res
+
+
+def write(out_dir: str, name: str, res: dict[str, Any], text: str, device: str) -> None:
+    gpu = torch.cuda.get_device_name() if device == "cuda" else ""
+    machine = "h200" if "H200" in gpu else ("cpu" if device == "cpu" else "gpu")
+    stem = Path(out_dir) / f"{name}_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    stem.with_suffix(".txt").write_text(text)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from torch import nn
 
 from .decode_attention import ATTENTION_KERNELS, check_available
 from .llada import _KERNELS, FusedLinears, rope_joined, split_qkv
-from .skinny_linear import LINEAR_KERNELS, SKINNY_MAX_ROWS, skinny_linear
+from .skinny_linear import LINEAR_KERNELS, SKINNY_FORWARD_ROWS, skinny_linear
 
 __all__ = ["LlamaLM", "check_supported", "check_attention", "check_linear", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
 
@@ -165,8 +165,8 @@ def check_attention(attention: str, fuse_projections: bool) -> str:
 def check_linear(linear: str, fuse_projections: bool) -> str:
     """``linear`` if :class:`LlamaLM` can run it; a clear error otherwise. ``"torch"``: every
     linear through ``F.linear`` (cuBLAS). ``"triton"``: a forward of at most
-    :data:`~paradecode.models.skinny_linear.SKINNY_MAX_ROWS` tokens in all (a decode or verify step
-    at small batch) through :func:`~paradecode.models.skinny_linear.skinny_linear`, inside the fused
+    :data:`~paradecode.models.skinny_linear.SKINNY_FORWARD_ROWS` tokens in all (a draft's step at
+    batch 1) through :func:`~paradecode.models.skinny_linear.skinny_linear`, inside the fused
     forward; longer ones (a prompt) keep ``F.linear``."""
     if linear not in LINEAR_KERNELS:
         raise ValueError(f"linear must be one of {LINEAR_KERNELS}, got {linear!r}.")
@@ -333,13 +333,13 @@ class LlamaLM(nn.Module):
         """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
         the key mask made additive once per forward (not by SDPA in every layer).
 
-        With ``linear="triton"`` and at most ``SKINNY_MAX_ROWS`` fed tokens in all, every matmul is
+        With ``linear="triton"`` and at most ``SKINNY_FORWARD_ROWS`` fed tokens in all, every matmul is
         :func:`~paradecode.models.skinny_linear.skinny_linear` with the layer's other work folded
         in: each RMSNorm into the product that reads it, SwiGLU into the down projection, each
         residual add into the product it adds (four kernels and the attention per layer)."""
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         kernel = self.attention == "triton"
-        skinny = self.linear == "triton" and input_ids.numel() <= SKINNY_MAX_ROWS
+        skinny = self.linear == "triton" and input_ids.numel() <= SKINNY_FORWARD_ROWS
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
         cache.begin_forward(positions, build_mask=not kernel)
