@@ -147,7 +147,7 @@ def run_canvas_shape(name, B, args, device, dtype) -> dict:
             ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
         return sdpa(q, ks, vs, None).transpose(1, 2).reshape(B, T, H * D)
 
-    def triton_layer(n_split=None, block_n=64):
+    def triton_layer(n_split=None, block_n=None):
         kb, vb = caches[1]
         q, k, v = split_qkv(qkv, H, Hkv, D)
         return canvas_attention(q, k, v, cos, sin, kb, vb, widx, None, H, Hkv, D, D ** -0.5, block_n=block_n,
@@ -165,7 +165,7 @@ def run_canvas_shape(name, B, args, device, dtype) -> dict:
         row["sdpa_us"] = graph_us(sdpa_layer, args.layers, args.replays)
         row["triton_us"] = graph_us(triton_layer, args.layers, args.replays)
         row["sdpa_over_triton"] = row["sdpa_us"] / row["triton_us"]
-        # the kernels' settings: splits over the canvas x key block (the default picks ~2 programs per SM)
+        # the kernels' settings: splits over the canvas x key block (the default picks ~1 program per SM)
         row["triton_us_by_split_block"] = {
             f"{n}x{bn}": graph_us(lambda n=n, bn=bn: triton_layer(n, bn), args.layers, args.replays)
             for n in args.canvas_splits for bn in args.canvas_block_n}

@@ -309,14 +309,24 @@ def _multiprocessors(device: torch.device) -> int:
 
 
 def _split_count(programs: int, slots: int, block_n: int, device: torch.device) -> int:
-    """Key splits per program so that the grid fills the GPU about twice (FlashDecoding)."""
-    return max(1, min(triton.cdiv(slots, block_n), triton.cdiv(2 * _multiprocessors(device), programs)))
+    """Key splits per program so that the grid fills the GPU about once (FlashDecoding). On an
+    H200 (``benchmarks/results/decode_attention_2026-12-03_h200.txt``) about one program per SM
+    beat about two at every dual-cache shape: LLaDA-8B batch 1, 4 splits 11.9 us per layer vs 6
+    splits 14.5; batch 8, one split 37.7 vs two 45.7."""
+    return max(1, min(triton.cdiv(slots, block_n), _multiprocessors(device) // programs))
+
+
+def _canvas_key_block(block_m: int) -> int:
+    """Keys per block of the canvas kernel: 32 beside a full 64-row query block (Dream-7B's seven
+    query heads per key/value head: 14.5 vs 15.5 us per layer at batch 1, 25.2 vs 31.2 at batch
+    8 on an H200, same file), else 64 (LLaDA-8B, 32-row blocks: 11.9 vs 12.9 us)."""
+    return 32 if block_m >= 64 else 64
 
 
 def canvas_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     k_cache: torch.Tensor, v_cache: torch.Tensor, write_idx: torch.Tensor, key_valid: Optional[torch.Tensor],
-    n_heads: int, n_kv: int, head_dim: int, scale: float, block_n: int = 64, n_split: Optional[int] = None,
+    n_heads: int, n_kv: int, head_dim: int, scale: float, block_n: Optional[int] = None, n_split: Optional[int] = None,
 ) -> torch.Tensor:
     """A dLLM cache's partial step in two kernels: RoPE on the fed tokens' q and k, their k/v
     written at ``write_idx``, and bidirectional attention over the whole canvas (kept slots from
@@ -339,6 +349,7 @@ def canvas_attention(
     if write_idx.shape != (B, T):
         raise ValueError(f"write_idx must be (B, T) = {(B, T)}, got {tuple(write_idx.shape)}.")
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
+    block_n = block_n or _canvas_key_block(block_m)
     nqb = triton.cdiv(rep * T, block_m)
     splits = n_split or _split_count(B * n_kv * nqb, L, block_n, q.device)
     split_len = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
