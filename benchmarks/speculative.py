@@ -34,8 +34,7 @@ Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
 and gate/up matmuls, one RoPE call and copy-free GQA (``paradecode.models.llama.LlamaLM``); the
 default tag then ends in ``-fuse``. ``--attention triton`` (with ``--fuse-projections``) does each
 layer's RoPE, cache write and attention in one kernel (``paradecode.models.decode_attention``); the
-tag then ends in ``-triton``. ``--linear triton`` (with ``--fuse-projections``) runs the matmuls of
-few rows (decode and verify steps) in ``paradecode.models.skinny_linear``; the tag ends in ``-skinny``.
+tag then ends in ``-triton``.
 """
 
 from __future__ import annotations
@@ -181,7 +180,7 @@ def wrapper(model, args, role: str = "target") -> CausalLM:
     """The CausalLM the strategy uses for ``model`` in ``role`` (no VocabTrim) under this run's
     options: the role picks the compile mode, which is part of the wrapper's key."""
     return CausalLM.of(model, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args).get(role),
-                       attention=args.attention, linear=args.linear)
+                       attention=args.attention)
 
 
 def compile_modes(args) -> dict:
@@ -205,14 +204,14 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
                 cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
-                attention=args.attention, linear=args.linear)
+                attention=args.attention)
     variants = {
         "ours": spec,
         "ours_trim": dict(spec, vocabtrim=trim),
         "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
                               max_new_tokens=N, timing=False, cuda_graphs=graphs,
                               fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
-                              attention=args.attention, linear=args.linear),
+                              attention=args.attention),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
     traces: dict[str, Any] = {}
@@ -318,7 +317,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
                 timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
-                compile_mode=compile_modes(args) or None, attention=args.attention, linear=args.linear)
+                compile_mode=compile_modes(args) or None, attention=args.attention)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
@@ -427,9 +426,6 @@ def main() -> None:
                          "(paradecode.models.llada.compile_elementwise)")
     ap.add_argument("--fuse-projections", action="store_true",
                     help="joined q/k/v and gate/up matmuls, one RoPE call, copy-free GQA (LlamaLM fuse_projections)")
-    ap.add_argument("--linear", default="torch", choices=["torch", "triton"],
-                    help="triton: the few-row matmuls of decode and verify steps in paradecode's Triton kernel "
-                         "(needs --fuse-projections)")
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "triton"],
                     help="triton: RoPE, the cache write and attention in one kernel per layer (needs --fuse-projections)")
     ap.add_argument("--compile-forward", default=None, choices=list(COMPILE_MODES),
@@ -477,8 +473,7 @@ def main() -> None:
     if args.profile:
         prof = profile_ours(target, draft, prompts[0], args, device)
         tag = ("smoke" if args.smoke else f"random-{args.random.replace('-', '')}" if args.random else "pair") + (
-            "-fuse" if args.fuse_projections else "") + ("-triton" if args.attention == "triton" else "") + (
-            "-skinny" if args.linear == "triton" else "")
+            "-fuse" if args.fuse_projections else "") + ("-triton" if args.attention == "triton" else "")
         stem = Path(args.out_dir) / f"speculative_profile_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps({"info": info, "args": vars(args), "profile": prof}, indent=1))
@@ -496,7 +491,6 @@ def main() -> None:
     tag = args.tag or ("smoke" if args.smoke else (f"random-{args.random.replace('-', '')}" if args.random else "pair"))
     tag += "-fuse" if args.fuse_projections and not args.tag else ""
     tag += "-triton" if args.attention == "triton" and not args.tag else ""
-    tag += "-skinny" if args.linear == "triton" and not args.tag else ""
     stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))

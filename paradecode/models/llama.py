@@ -32,9 +32,8 @@ from torch import nn
 
 from .decode_attention import ATTENTION_KERNELS, check_available
 from .llada import _KERNELS, FusedLinears, rope_joined, split_qkv
-from .skinny_linear import LINEAR_KERNELS, SKINNY_FORWARD_ROWS, skinny_linear
 
-__all__ = ["LlamaLM", "check_supported", "check_attention", "check_linear", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
+__all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 _STATIC_ROPE = ("default", "llama3", "linear", "yarn")  # inv_freq fixed at load time
@@ -162,20 +161,6 @@ def check_attention(attention: str, fuse_projections: bool) -> str:
     return attention
 
 
-def check_linear(linear: str, fuse_projections: bool) -> str:
-    """``linear`` if :class:`LlamaLM` can run it; a clear error otherwise. ``"torch"``: every
-    linear through ``F.linear`` (cuBLAS). ``"triton"``: a forward of at most
-    :data:`~paradecode.models.skinny_linear.SKINNY_FORWARD_ROWS` tokens in all (a draft's step at
-    batch 1) through :func:`~paradecode.models.skinny_linear.skinny_linear`, inside the fused
-    forward; longer ones (a prompt) keep ``F.linear``."""
-    if linear not in LINEAR_KERNELS:
-        raise ValueError(f"linear must be one of {LINEAR_KERNELS}, got {linear!r}.")
-    if linear == "triton" and not fuse_projections:
-        raise ValueError("linear='triton' runs inside the fused forward (the joined q/k/v and gate/up weights): "
-                         "pass fuse_projections=True as well, or leave linear at 'torch'.")
-    return linear
-
-
 def _additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     """The boolean key mask as the additive one (0 / -inf) SDPA would convert it to in every
     layer (two kernels each); built once per forward instead."""
@@ -212,17 +197,14 @@ class LlamaLM(nn.Module):
     ones by rounding; float32 ones agree), and grouped-query attention runs as
     :func:`gqa_mode` picks (no copy of the repeated keys/values). ``attention="triton"`` (with
     ``fuse_projections``; a CUDA GPU and Triton) does each layer's RoPE, cache write and attention
-    in one kernel (:func:`check_attention`); ``linear="triton"`` (likewise) runs forwards of few
-    tokens through :func:`~paradecode.models.skinny_linear.skinny_linear`, norms, SwiGLU and
-    residual adds folded into the products (:func:`check_linear`).
+    in one kernel (:func:`check_attention`).
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
-                 fuse_projections: bool = False, attention: str = "sdpa", linear: str = "torch") -> None:
+                 fuse_projections: bool = False, attention: str = "sdpa") -> None:
         super().__init__()
         check_supported(hf_model)
         self.attention = check_attention(attention, fuse_projections)
-        self.linear = check_linear(linear, fuse_projections)
         self.hf_model = hf_model
         self.config = hf_model.config
         body = hf_model.model
@@ -257,7 +239,7 @@ class LlamaLM(nn.Module):
             with torch.inference_mode(False):  # plain parameters, usable by the model's own forward later
                 self._fused = _joined_projections(hf_model)
             self.gqa = gqa_mode(self.n_heads, self.n_kv, self.head_dim, weight.dtype, weight.device)
-        if "triton" in (self.attention, self.linear):
+        if self.attention == "triton":
             check_available(weight.device)
 
     @property
@@ -331,56 +313,34 @@ class LlamaLM(nn.Module):
 
     def _forward_fused(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: Any, num_logits: int) -> torch.Tensor:
         """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
-        the key mask made additive once per forward (not by SDPA in every layer).
-
-        With ``linear="triton"`` and at most ``SKINNY_FORWARD_ROWS`` fed tokens in all, every matmul is
-        :func:`~paradecode.models.skinny_linear.skinny_linear` with the layer's other work folded
-        in: each RMSNorm into the product that reads it, SwiGLU into the down projection, each
-        residual add into the product it adds (four kernels and the attention per layer)."""
+        the key mask made additive once per forward (not by SDPA in every layer)."""
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         kernel = self.attention == "triton"
-        skinny = self.linear == "triton" and input_ids.numel() <= SKINNY_FORWARD_ROWS
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
         cache.begin_forward(positions, build_mask=not kernel)
         mask_src: Any = ()
         bias = packed = None
-        h = None if skinny else _rms_norm(x, self.layers[0].input_layernorm)
+        h = _rms_norm(x, self.layers[0].input_layernorm)
         for i, (layer, (qkv, gate_up)) in enumerate(zip(self.layers, self._fused)):
-            o, mlp = layer.self_attn.o_proj, layer.mlp
-            if skinny:
-                norm = layer.input_layernorm
-                joined = skinny_linear(x, qkv.weight, qkv.bias, norm_weight=norm.weight, norm_eps=_eps(norm))
-            else:
-                joined = qkv.output(h)
             if kernel:  # RoPE, the cache write and attention in one kernel
-                q, k, v = split_qkv(joined, H, Hkv, D)
+                q, k, v = split_qkv(qkv.output(h), H, Hkv, D)
                 a = cache.attend(i, q, k, v, cos, sin, H, self.scaling)
             else:
-                q, k, v = rope_joined(joined, H, Hkv, D, cos, sin)
+                q, k, v = rope_joined(qkv.output(h), H, Hkv, D, cos, sin)
                 k, v, mask = cache.update(i, k, v, None)
                 if mask is not mask_src:  # the cache's mask is one tensor per forward: convert it once
                     mask_src, bias = mask, _additive_mask(mask, q.dtype)
                     packed = _pack_mask(bias, H // Hkv) if self.gqa == "pack" else None
                 a = _attend(q, k, v, bias, self.scaling, self.gqa, packed)
-            if skinny:
-                post = layer.post_attention_layernorm
-                x = skinny_linear(a, o.weight, o.bias, residual=x)
-                gu = skinny_linear(x, gate_up.weight, gate_up.bias, norm_weight=post.weight, norm_eps=_eps(post))
-                x = skinny_linear(gu, mlp.down_proj.weight, mlp.down_proj.bias, swiglu=True, residual=x)
-            else:
-                x, h = _residual(x, o(a), layer.post_attention_layernorm)
-                x, h = _residual(x, mlp.down_proj(_KERNELS["swiglu"](*gate_up(h))), self._next_norm[i])
+            x, h = _residual(x, layer.self_attn.o_proj(a), layer.post_attention_layernorm)
+            x, h = _residual(x, layer.mlp.down_proj(_KERNELS["swiglu"](*gate_up(h))), self._next_norm[i])
         cache.end_forward()
-        return self._head(x, num_logits, skinny)
+        return self._head(x, num_logits)
 
-    def _head(self, x: torch.Tensor, num_logits: int, skinny: bool = False) -> torch.Tensor:
-        norm = self.hf_model.model.norm
-        if skinny:  # the final RMSNorm folded into the head's product
-            logits = skinny_linear(x[:, -num_logits:], self.head_weight, self.head_bias, norm_weight=norm.weight,
-                                   norm_eps=_eps(norm))
-        else:
-            logits = F.linear(_rms_norm(x[:, -num_logits:], norm), self.head_weight, self.head_bias)
+    def _head(self, x: torch.Tensor, num_logits: int) -> torch.Tensor:
+        x = _rms_norm(x[:, -num_logits:], self.hf_model.model.norm)
+        logits = F.linear(x, self.head_weight, self.head_bias)
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits

@@ -58,15 +58,12 @@ class CausalLM:
         attention: ``"sdpa"`` or ``"triton"`` (RoPE, the cache write and attention in one kernel
             per layer; needs ``fuse_projections`` and a CUDA GPU): see
             :func:`~paradecode.models.llama.check_attention`.
-        linear: ``"torch"`` or ``"triton"`` (the few-row products of decode and verify steps
-            through :func:`~paradecode.models.skinny_linear.skinny_linear`; needs
-            ``fuse_projections``): see :func:`~paradecode.models.llama.check_linear`.
     """
 
     def __init__(self, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None, graphs: bool = True,
                  max_graphs: int = 32, fuse_projections: bool = False, compile_mode: Optional[str] = None,
-                 compile_backend: str = "inductor", attention: str = "sdpa", linear: str = "torch") -> None:
-        self.lm = LlamaLM(hf_model, keep_ids, fuse_projections=fuse_projections, attention=attention, linear=linear)
+                 compile_backend: str = "inductor", attention: str = "sdpa") -> None:
+        self.lm = LlamaLM(hf_model, keep_ids, fuse_projections=fuse_projections, attention=attention)
         self.compile_mode = check_compile_mode(compile_mode)
         self._compile_backend = compile_backend
         self._compiled: dict[str, Any] = {}
@@ -87,22 +84,21 @@ class CausalLM:
 
     @classmethod
     def of(cls, hf_model: nn.Module, keep_ids: Optional[torch.Tensor] = None,
-           fuse_projections: bool = False, compile_mode: Optional[str] = None, attention: str = "sdpa",
-           linear: str = "torch") -> "CausalLM":
+           fuse_projections: bool = False, compile_mode: Optional[str] = None, attention: str = "sdpa") -> "CausalLM":
         """The wrapper kept on ``hf_model`` for these ``keep_ids``, ``fuse_projections``,
-        ``compile_mode``, ``attention`` and ``linear`` (made on first use), so caches and captured graphs survive from one
+        ``compile_mode`` and ``attention`` (made on first use), so caches and captured graphs survive from one
         ``sample`` call to the next. A copy of the model (``copy.deepcopy``) or a model moved to
         another device gets a fresh one; so does a fused wrapper whose joined weights went stale
         (the model was moved)."""
         stash = hf_model.__dict__.setdefault(_STASH, {})
         key = (None if keep_ids is None else hash(keep_ids.cpu().numpy().tobytes()), bool(fuse_projections), compile_mode,
-               attention, linear)
+               attention)
         lm = stash.get(key)
         stale = lm is None or lm.hf_model is not hf_model or lm._source != hf_model.lm_head.weight.data_ptr()
         stale = stale or (fuse_projections and not lm.lm.fused)
         if stale or (keep_ids is not None and not torch.equal(lm.keep_ids.cpu(), keep_ids.cpu())):
             lm = stash[key] = cls(hf_model, keep_ids, fuse_projections=fuse_projections, compile_mode=compile_mode,
-                                  attention=attention, linear=linear)
+                                  attention=attention)
         return lm
 
     @property

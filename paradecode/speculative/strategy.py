@@ -31,7 +31,7 @@ from torch import nn
 from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from ..caches.static_kv import StaticKVCache
-from ..models.llama import check_attention, check_linear
+from ..models.llama import check_attention
 from .causal_lm import CausalLM, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
 from .vocabtrim import VocabTrim
@@ -78,8 +78,6 @@ class SpeculativeConfig:
     compile_mode: Union[str, dict, None] = None
     # "triton": each layer's RoPE, cache write and attention in one kernel (needs fuse_projections, a CUDA GPU)
     attention: str = "sdpa"
-    # "triton": the few-row matmuls of draft and verify steps in a Triton kernel (needs fuse_projections, a CUDA GPU)
-    linear: str = "torch"
 
     def __post_init__(self) -> None:
         if self.num_draft_tokens < 1:
@@ -109,7 +107,6 @@ class SpeculativeConfig:
         for role in ("target", "draft"):
             check_compile_mode(self.compile_mode_of(role))
         check_attention(self.attention, self.fuse_projections)
-        check_linear(self.linear, self.fuse_projections)
         if not 0.0 <= self.draft_confidence_threshold < 1.0:
             raise ValueError(f"draft_confidence_threshold must be in [0, 1), got {self.draft_confidence_threshold}.")
 
@@ -228,8 +225,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         vt = vocab_size(model)
         fuse = self.config.fuse_projections
         mode = self.config.compile_mode_of
-        kernels = dict(attention=self.config.attention, linear=self.config.linear)
-        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode("target"), **kernels)}
+        attn = self.config.attention
+        models = {"target": CausalLM.of(model, fuse_projections=fuse, compile_mode=mode("target"), attention=attn)}
         keep = None
         if not lookup:
             vd = vocab_size(draft_model)
@@ -244,7 +241,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if vocabtrim is not None:
                 keep = vocabtrim.keep_ids if isinstance(vocabtrim, VocabTrim) else _token_ids(vocabtrim)
                 VocabTrim.check_ids(keep, vt)
-            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode("draft"), **kernels)
+            models["draft"] = CausalLM.of(draft_model, keep, fuse_projections=fuse, compile_mode=mode("draft"),
+                                          attention=attn)
         for lm in models.values():
             lm.graphs = self.config.cuda_graphs
         cfg = model.config
