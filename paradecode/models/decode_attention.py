@@ -337,7 +337,8 @@ def canvas_attention(
     float32. ``k_cache`` / ``v_cache`` (B, n_kv, L + 1, head_dim) contiguous, slot L the trash slot
     (:class:`~paradecode.caches.canvas.CanvasKVCache`); ``write_idx`` (B, T) the slot of each fed
     token (L: not kept, and not attended); ``key_valid`` (B, L + 1) bool or None (every canvas
-    slot). Returns (B, T, n_heads * head_dim).
+    slot). ``block_n`` / ``n_split``: keys per block and splits over the canvas (None: what
+    :func:`_canvas_key_block` and :func:`_split_count` pick). Returns (B, T, n_heads * head_dim).
     """
     B, T, _ = q.shape
     S = k_cache.shape[2]
