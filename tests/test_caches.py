@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import paradecode
+from paradecode.caches.blockcache import PrefixCache
 from paradecode.caches.canvas import CanvasKVCache
 from paradecode.loop import run_loop
 from paradecode.models.hf import HFDiffusionAdapter
@@ -299,6 +300,7 @@ def test_graph_buckets_pad_the_feed_without_changing_results(tiny_model, prompts
         return out
 
     monkeypatch.setattr(CanvasKVCache, "_bucket", lambda self, x: 6)  # divides none of the natural sizes
+    monkeypatch.setattr(PrefixCache, "_span_bucket", lambda self, x, width, block_length: 6)
     monkeypatch.setattr(CanvasKVCache, "prepare", prepare)
     out = paradecode.sample(tiny_model, prompts, strategy, gen_length=16, block_length=8, cache=cache, **opts)
     assert torch.equal(ref.sequences, out.sequences)
@@ -306,3 +308,25 @@ def test_graph_buckets_pad_the_feed_without_changing_results(tiny_model, prompts
     full = prompts.shape[1] + 16
     partial = [t for t in shapes if t != full]
     assert partial and all(t % 6 == 0 for t in partial)
+
+
+@pytest.mark.parametrize("gen, shapes, waste", [(256, 8, 0.0), (1024, 16, 0.06), (2048, 20, 0.07)])
+def test_prefix_pads_its_shrinking_span_to_few_widths_with_little_waste(gen, shapes, waste, monkeypatch):
+    """Block + suffix loses a block per block. On CUDA the prefix cache pads that width so few
+    graphs serve a generation, by under 1/4 of any width and not at all up to 8 blocks (a fixed
+    multiple of 128 fed gen 256's 32-wide last block as 128 columns); on CPU it never pads."""
+    cache = PrefixCache(PrefixCache.Config())
+    block = 32
+    cpu = torch.zeros(1)
+    assert cache._span_bucket(cpu, 96, block) == 0
+    monkeypatch.setattr(PrefixCache, "_bucket", lambda self, x: 1)  # as on CUDA
+    padded = {}
+    for width in range(gen, 0, -block):
+        bucket = cache._span_bucket(cpu, width, block)
+        assert bucket % block == 0
+        padded[width] = -(-width // bucket) * bucket
+        assert padded[width] - width < width / 4
+        if width <= 8 * block:
+            assert padded[width] == width
+    assert len(set(padded.values())) == shapes
+    assert sum(padded.values()) / sum(padded) - 1 <= waste

@@ -194,8 +194,9 @@ class CanvasKVCache(CachePolicy):
             if ranges is not None:
                 idx = device_arange(s, e, x.device).expand(R, e - s)
                 self._contig, self._span = (s, e), (s - ws, e - ws)
-                if bucket and (e - s) % bucket:  # pad to the trash slot (gathered feed, scattered writes)
-                    pad = idx.new_full((R, bucket - (e - s) % bucket), L)
+                span_bucket = self._span_bucket(x, e - s, canvas.block_length)
+                if span_bucket and (e - s) % span_bucket:  # pad to the trash slot (gathered feed, scattered writes)
+                    pad = idx.new_full((R, span_bucket - (e - s) % span_bucket), L)
                     idx, self._contig = torch.cat([idx, pad], dim=1), None
                 self._complete, self._t_win = complete, t_win
                 self._stats = {"reuse_rate": 1.0 - (e - s) / L}
@@ -489,6 +490,11 @@ class CanvasKVCache(CachePolicy):
     def _bucket(self, x: torch.Tensor) -> int:
         """Padding multiple for this forward: only on CUDA, where graphs can use it."""
         return self.graph_bucket if x.is_cuda else 0
+
+    def _span_bucket(self, x: torch.Tensor, width: int, block_length: int) -> int:
+        """Padding multiple of a feed that is one contiguous span of ``width`` columns in every
+        row (the block, or block and suffix); :meth:`_bucket` unless a policy knows better."""
+        return self._bucket(x)
 
     def _window_of(self, output: torch.Tensor) -> torch.Tensor:
         """The window's logits from a full forward's output (block range or whole canvas)."""
