@@ -99,3 +99,16 @@ def test_speculative_bench_reads_each_roles_own_wrapper():
     assert mod.wrapper(draft, args, "draft").compile_mode == "default"
     assert mod.wrapper(target, args, "target").compile_mode is None
     assert mod.wrapper(draft, args, "draft") is mod.wrapper(draft, args, "draft")  # the one kept on the model
+
+
+def test_step_profile_smoke_profiles_each_rule_and_writes_its_results(tmp_path):
+    """benchmarks/step_profile.py on CPU: every asked rule's steps are profiled (aten ops stand in
+    for kernels), and the results file names each rule with its per-step figures."""
+    script = load_script("benchmarks/step_profile.py")
+    res = script.main(["--smoke", "--rules", "lowconf,threshold", "--out-dir", str(tmp_path)])
+    assert set(res["rules"]) == {"lowconf/dual", "threshold/dual"}
+    for p in res["rules"].values():
+        assert p["steps"] >= 1 and p["wall_ms_per_step"] > 0 and p["kernel_ms_per_step"] > 0
+        assert any(t["kernel"].startswith("aten::") for t in p["top_kernels"])
+    saved = json.loads(next(tmp_path.glob("step_profile_*_cpu-smoke.json")).read_text())
+    assert saved["rules"].keys() == res["rules"].keys()
