@@ -1,9 +1,9 @@
-"""Where a batch-1 dLLM step's time goes beyond its forward, per rule, in one run (issue 15).
+"""Where a dLLM step's time goes beyond its forward, per rule, in one run (issue 15).
 
 ``dllm_throughput.py`` gives each rule's sampler share (1 - bare forward / step); this script
 says what the rest is. LLaDA-8B's shape (random bf16, fused projections, compiled elementwise
 kernels, the canvas attention kernel), the forwards replayed from CUDA graphs, the first block's
-steps at 4 tokens per step (P512/G256, block 32), run as ``sample(timing=False)`` runs them (one
+steps at 4 tokens per step (P512/G256, block 32; batch 1 unless ``--batch``), run as ``sample(timing=False)`` runs them (one
 sync at the end), under ``torch.profiler``. Per rule and step:
 
 * wall ms (timed without the profiler) and device kernel ms, by class;
@@ -66,7 +66,7 @@ def profile_rule(graphed, prompt: torch.Tensor, rule: str, cache: str, args, dev
 def report(res: dict[str, Any]) -> str:
     lines = [f"step_profile {res['date']} on {res['device']} (torch {res['torch']}): {res['shape']}, "
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, {res['tokens_per_step']} tokens per step, "
-             "batch 1, graphed forwards, steps unsynced (as sample(timing=False))"]
+             f"batch {res['batch']}, graphed forwards, steps unsynced (as sample(timing=False))"]
     for key, p in res["rules"].items():
         if "error" in p:
             lines.append(f"{key}: {p['error']}")
@@ -91,6 +91,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--gen", type=int, default=256)
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--tokens-per-step", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1, help="rows per step (the timed steps are still the first block's)")
     ap.add_argument("--top", type=int, default=25, help="kernels listed per rule")
     ap.add_argument("--machine", default="h200")
     ap.add_argument("--out-dir", default=None)
@@ -109,7 +110,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     graphed = CUDAGraphModel(model, max_graphs=64, capture_after=0) if device == "cuda" else model
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, min(vocab, 100_000) - 16, (1, args.prompt), generator=g).to(device)
+    prompt = torch.randint(0, min(vocab, 100_000) - 16, (args.batch, args.prompt), generator=g).to(device)
     res: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
@@ -117,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "shape": "LLaDA-8B random bf16, fused projections, compiled elementwise, canvas attention kernel"
                  if device == "cuda" else "tiny LLaDA fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,
-        "rules": {},
+        "batch": args.batch, "rules": {},
     }
     with torch.inference_mode():
         for cache in args.caches.split(","):
