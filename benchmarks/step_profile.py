@@ -10,6 +10,7 @@ sync at the end), under ``torch.profiler``. Per rule and step:
 * the device's idle time between kernels, in buckets (:func:`kernel_breakdown.device_gaps`):
   a gap of tens of microseconds means the device waited for the host (a read of the step's
   flags, then the host's work until the next forward);
+* the host events that ran while the device waited (:func:`host_in_gaps`);
 * the heaviest kernels, the forward's GEMMs and attention among them, so that the rule's
   own kernels (softmax, top-k, scatter) can be read off beside them.
 
@@ -60,7 +61,38 @@ def profile_rule(graphed, prompt: torch.Tensor, rule: str, cache: str, args, dev
     return {"steps": n, "wall_ms_per_step": 1e3 * wall / n, "kernel_ms_per_step": kernel_ms,
             "idle_ms_per_step": 1e3 * wall / n - kernel_ms if cuda else None,
             "kernel_ms_by_class": classes, "gaps": device_gaps(prof, n, cuda),
+            "host_in_gaps": host_in_gaps(prof, n) if cuda else [],
             "top_kernels": [{"kernel": k, "class": c, "per_step": cnt, "ms_per_step": ms} for k, (c, cnt, ms) in top]}
+
+
+def host_in_gaps(prof: Any, steps: int, min_gap_us: float = 50.0, top: int = 15) -> list[dict[str, Any]]:
+    """What the host ran while the device idled: for every device gap of at least ``min_gap_us``
+    (the device waiting for the host), the host events (aten ops, CUDA runtime calls) whose time
+    overlaps it, summed by name per step, the largest first. Nested events each count (an
+    ``aten::copy_`` and the ``cudaMemcpyAsync`` inside it), so the sums overlap."""
+    dev = torch.autograd.DeviceType.CUDA
+    busy = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                  if e.device_type == dev and e.time_range.end > e.time_range.start)
+    gaps, end = [], None
+    for s, e in busy:
+        if end is not None and s - end >= min_gap_us:
+            gaps.append((end, s))
+        end = e if end is None else max(end, e)
+    if not gaps:
+        return []
+    by_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type == dev:
+            continue
+        a, b = e.time_range.start, e.time_range.end
+        for g0, g1 in gaps:
+            ov = min(b, g1) - max(a, g0)
+            if ov > 0:
+                rec = by_name.setdefault(e.name[:90], [0.0, 0.0])
+                rec[0] += 1
+                rec[1] += ov
+    rows = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:top]
+    return [{"host_event": k, "per_step": n / steps, "overlap_ms_per_step": us / 1e3 / steps} for k, (n, us) in rows]
 
 
 def report(res: dict[str, Any]) -> str:
@@ -76,6 +108,9 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"{key}: {p['steps']} steps; per step wall {p['wall_ms_per_step']:.3f} ms, device kernels "
                      f"{p['kernel_ms_per_step']:.3f} ms ({classes}){idle}")
         lines.append(gaps_report(p["gaps"]).rstrip("\n"))
+        if p.get("host_in_gaps"):
+            lines.append("  host events overlapping the device's gaps of >= 50 us, ms per step:")
+            lines += [f"    {h['overlap_ms_per_step']:7.3f} ms x{h['per_step']:5.1f}  {h['host_event']}" for h in p["host_in_gaps"]]
         lines += [f"  {t['ms_per_step']:7.3f} ms x{t['per_step']:6.1f}/step  {t['class']:<9} {t['kernel']}"
                   for t in p["top_kernels"]]
     lines.append(f"wall {res['wall_s']:.0f} s")

@@ -112,3 +112,24 @@ def test_step_profile_smoke_profiles_each_rule_and_writes_its_results(tmp_path):
         assert any(t["kernel"].startswith("aten::") for t in p["top_kernels"])
     saved = json.loads(next(tmp_path.glob("step_profile_*_cpu-smoke.json")).read_text())
     assert saved["rules"].keys() == res["rules"].keys()
+
+
+def test_step_profile_names_the_host_work_that_overlaps_the_device_gaps():
+    """Only gaps of >= 50 us count; a host event is charged the part of it inside them."""
+    from types import SimpleNamespace
+
+    import torch
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def ev(start, end, name, dev=cuda):
+        return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), name=name, device_type=dev)
+
+    events = [ev(0, 10, "k1"), ev(20, 30, "k2"),  # 10 us gap: too short to count
+              ev(130, 140, "k3"),  # 100 us gap: 30..130
+              ev(0, 200, "step", dev=cpu), ev(40, 100, "cudaGraphLaunch", dev=cpu),
+              ev(120, 150, "aten::copy_", dev=cpu), ev(11, 19, "in short gap", dev=cpu)]
+    script = load_script("benchmarks/step_profile.py")
+    rows = script.host_in_gaps(SimpleNamespace(events=lambda: events), steps=2)
+    got = {r["host_event"]: r["overlap_ms_per_step"] for r in rows}
+    assert got == pytest.approx({"step": 0.05, "cudaGraphLaunch": 0.03, "aten::copy_": 0.005})
