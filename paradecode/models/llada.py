@@ -384,7 +384,7 @@ EAGER_KERNELS: dict[str, Any] = {"rms_norm": rms_norm, "rope": apply_rope, "swig
 _KERNELS: dict[str, Any] = dict(EAGER_KERNELS)
 
 
-def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
+def compile_elementwise(enable: bool = True, backend: str = "inductor", triton_kernels: bool = True) -> None:
     """Fuse each elementwise kernel of :data:`EAGER_KERNELS` (float32 RMSNorm, RoPE, SwiGLU's
     ``silu(gate) * up``, residual add + RMSNorm, a static cache's k and v write) into one
     kernel with ``torch.compile``.
@@ -396,11 +396,33 @@ def compile_elementwise(enable: bool = True, backend: str = "inductor") -> None:
     ``compile_elementwise(False)`` restores every eager one.
     Pair it with :class:`paradecode.models.graphs.CUDAGraphModel`: called eagerly, the
     compiled functions' guard checks (~130 calls per forward) cost more than they save.
+
+    ``triton_kernels`` (where Triton runs): RoPE and SwiGLU run as the hand-written kernels of
+    :mod:`~paradecode.models.elementwise_triton` instead, which index whole rows where the
+    compiled ones (every size symbolic) divide per element; other layouts fall back to the
+    compiled kernels.
     """
-    if enable:
-        _KERNELS.update({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in EAGER_KERNELS.items()})
-    else:
+    if not enable:
         _KERNELS.update(EAGER_KERNELS)
+        return
+    _KERNELS.update({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in EAGER_KERNELS.items()})
+    if triton_kernels:
+        from .elementwise_triton import rope_triton, swiglu_triton, triton
+
+        if triton is not None:
+            _KERNELS["rope"] = _first_of(rope_triton, _KERNELS["rope"])
+            _KERNELS["swiglu"] = _first_of(swiglu_triton, _KERNELS["swiglu"])
+
+
+def _first_of(kernel: Any, fallback: Any) -> Any:
+    """``kernel``'s result, or ``fallback``'s where ``kernel`` returns None (a layout it does not cover)."""
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        out = kernel(*args)
+        return fallback(*args) if out is None else out
+
+    run.__name__ = getattr(kernel, "__name__", "kernel")
+    return run
 
 
 class LLaDABlock(FusableProjections, nn.Module):

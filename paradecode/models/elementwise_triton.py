@@ -1,0 +1,118 @@
+"""RoPE and SwiGLU as hand-written Triton kernels, for :func:`~paradecode.models.llada.compile_elementwise`.
+
+``torch.compile(dynamic=True)`` fuses each of these into one kernel, but with every size
+symbolic it indexes the (batch, heads, tokens, head_dim) views through runtime integer
+divisions per element. Profiled at LLaDA-8B's shape (24,576 tokens, a batch-32 refresh), its
+RoPE over q and k took 1.7 ms per layer where the bytes need ~0.25 ms, and SwiGLU 1.1 ms where
+they need ~0.45 ms: ~10% of a full forward (``benchmarks/step_profile.py``). These kernels tile
+by token row and head (RoPE) or row and column block (SwiGLU), one division per program, and
+do the arithmetic of the eager functions (:func:`~paradecode.models.llada.apply_rope`,
+:func:`~paradecode.models.llada.swiglu`): float32 rotation rounded once, SiLU rounded to the
+activation dtype before the product. Layouts they do not cover return None; the caller falls
+back to the compiled kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .decode_attention import tl, triton, triton_available
+
+__all__ = ["rope_triton", "swiglu_triton"]
+
+_HEADS_PER_PROGRAM = 16
+_SWIGLU_BLOCK = 1024
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rope_kernel(X, C, S, OUT, T, N, sxb, sxt, sxh, scb, sct, HALF: tl.constexpr, HB: tl.constexpr):
+        # one token row (b, t) and HB of its N heads: out = x * cos + rotate_half(x) * sin
+        r = tl.program_id(0).to(tl.int64)
+        b, t = r // T, r % T
+        h = tl.program_id(1) * HB + tl.arange(0, HB)
+        d = tl.arange(0, HALF)
+        ok = (h < N)[:, None]
+        x_at = X + b * sxb + t * sxt + h[:, None] * sxh + d[None, :]
+        x1 = tl.load(x_at, mask=ok, other=0.0).to(tl.float32)
+        x2 = tl.load(x_at + HALF, mask=ok, other=0.0).to(tl.float32)
+        cs = b * scb + t * sct + d
+        c1, c2 = tl.load(C + cs)[None, :], tl.load(C + cs + HALF)[None, :]
+        s1, s2 = tl.load(S + cs)[None, :], tl.load(S + cs + HALF)[None, :]
+        o_at = OUT + (r * N + h[:, None]) * (2 * HALF) + d[None, :]
+        tl.store(o_at, (x1 * c1 + (-x2) * s1).to(OUT.dtype.element_ty), mask=ok)
+        tl.store(o_at + HALF, (x2 * c2 + x1 * s2).to(OUT.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _swiglu_kernel(G, U, OUT, I, sg, su, BLOCK: tl.constexpr):
+        # one row, BLOCK of its I columns: silu(gate), rounded to the activation dtype, times up
+        row = tl.program_id(0).to(tl.int64)
+        col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        ok = col < I
+        g = tl.load(G + row * sg + col, mask=ok, other=0.0).to(tl.float32)
+        u = tl.load(U + row * su + col, mask=ok, other=0.0).to(tl.float32)
+        act = (g / (1.0 + tl.exp(-g))).to(OUT.dtype.element_ty).to(tl.float32)
+        tl.store(OUT + row * I + col, (act * u).to(OUT.dtype.element_ty), mask=ok)
+
+
+def rope_triton(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Optional[torch.Tensor]:
+    """Rotate-half RoPE of ``t`` (B, N, T, D) with float32 ``cos`` / ``sin`` (B or 1, 1, T, D),
+    as :func:`~paradecode.models.llada.apply_rope`; the result is (B, N, T, D), a view of a
+    (B, T, N, D) buffer (the layout of a q/k projection's output, so both sides read and write
+    whole rows). None where the kernel does not apply (not a GPU tensor, head_dim not a power of
+    two >= 16, a strided last dimension)."""
+    if t.dim() != 4 or cos.dim() != 4 or not triton_available(t.device):
+        return None
+    B, N, T, D = t.shape
+    if D < 16 or D & (D - 1) or t.stride(-1) != 1 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        return None
+    if cos.shape[1] != 1 or cos.shape[2:] != (T, D) or cos.shape[0] not in (1, B) or cos.shape != sin.shape:
+        return None
+    if cos.stride() != sin.stride() or cos.stride(-1) != 1:
+        return None
+    out = torch.empty(B, T, N, D, dtype=t.dtype, device=t.device)
+    if t.numel() == 0:
+        return out.transpose(1, 2)
+    scb = cos.stride(0) if cos.shape[0] == B and B > 1 else 0
+    grid = (B * T, triton.cdiv(N, _HEADS_PER_PROGRAM))
+    _rope_kernel[grid](t, cos, sin, out, T, N, t.stride(0), t.stride(2), t.stride(1), scb, cos.stride(2),
+                       HALF=D // 2, HB=_HEADS_PER_PROGRAM)
+    return out.transpose(1, 2)
+
+
+def swiglu_triton(gate: torch.Tensor, up: torch.Tensor) -> Optional[torch.Tensor]:
+    """``silu(gate) * up`` as :func:`~paradecode.models.llada.swiglu` computes it, for ``gate`` /
+    ``up`` of one shape (..., I) whose rows each have one stride (separate tensors, or the two
+    halves of a joined gate/up projection); a contiguous result. None where the kernel does not
+    apply (not a GPU tensor, other layouts)."""
+    if gate.shape != up.shape or gate.dtype != up.dtype or gate.dim() < 2 or not triton_available(gate.device):
+        return None
+    I = gate.shape[-1]
+    rows = gate.numel() // I if I else 0
+
+    def row_stride(x: torch.Tensor) -> Optional[int]:
+        """The stride between consecutive rows (leading dims flattened), or None if there is none."""
+        if x.stride(-1) != 1:
+            return None
+        stride = nxt = None
+        for size, s in zip(reversed(x.shape[:-1]), reversed(x.stride()[:-1])):
+            if size == 1:
+                continue
+            if stride is None:
+                stride = s
+            elif s != nxt:
+                return None
+            nxt = s * size
+        return 0 if stride is None else stride
+
+    sg, su = row_stride(gate), row_stride(up)
+    if sg is None or su is None:
+        return None
+    out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    if rows == 0 or I == 0:
+        return out
+    _swiglu_kernel[(rows, triton.cdiv(I, _SWIGLU_BLOCK))](gate, up, out, I, sg, su, BLOCK=_SWIGLU_BLOCK)
+    return out
