@@ -477,8 +477,7 @@ def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
 def report(res: dict[str, Any]) -> str:
     lines = [f"dllm_throughput {res['date']} on {res['device']} (torch {res['torch']}), {res['shape']}",
              f"attention back ends: {res.get('sdpa_backends', 'not recorded')}; cached steps' attention kernel: "
-             f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}; "
-             f"graph launch split: {res.get('split_launch', False)}",
+             f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -533,9 +532,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--elementwise-kernels", choices=("triton", "compiled"), default="triton",
                     help="with --compile-elementwise: RoPE and SwiGLU as paradecode's Triton kernels (the default) "
                          "or as torch.compile's")
-    ap.add_argument("--no-split-launch", action="store_true",
-                    help="capture each forward as one CUDA graph (CUDAGraphModel(split_launch=False)); by default "
-                         "it is a chain of three, so the device starts while the host still launches")
     ap.add_argument("--sdpa-backends", default="default",
                     help="attention back ends: 'default' (paradecode's: no cuDNN), 'torch' (PyTorch's own choice) "
                          "or a comma list of flash, efficient, math, cudnn")
@@ -601,7 +597,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         compile_elementwise(triton_kernels=args.elementwise_kernels == "triton")
     # capture on first sight: the warm-up runs then leave every timed forward a replay (the
     # default, capture_after=1, only differs in which early forwards of a first call run eagerly)
-    graphed = CUDAGraphModel(model, max_graphs=256, capture_after=0, split_launch=not args.no_split_launch)
+    graphed = CUDAGraphModel(model, max_graphs=256, capture_after=0)
     if args.smoke:  # exercise the graph bookkeeping on CPU with a recording stand-in for capture
         graphed = _smoke_graphs(model)
     costs = Costs(model)
@@ -622,7 +618,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
-        "split_launch": not args.no_split_launch,
         "sdpa_backends": attention_backends() or "torch's choice",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
                   + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",

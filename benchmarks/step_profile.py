@@ -3,8 +3,8 @@
 ``dllm_throughput.py`` gives each rule's sampler share (1 - bare forward / step); this script
 says what the rest is. LLaDA-8B's shape (random bf16, fused projections, compiled elementwise
 kernels, the canvas attention kernel), the forwards replayed from CUDA graphs, the first block's
-steps at 4 tokens per step (P512/G256, block 32; batch 1 unless ``--batch``), run as
-``sample(timing=False)`` runs them (one sync at the end), under ``torch.profiler``. Per rule and step:
+steps at 4 tokens per step (P512/G256, block 32; batch 1 unless ``--batch``), run as ``sample(timing=False)`` runs them (one
+sync at the end), under ``torch.profiler``. Per rule and step:
 
 * wall ms (timed without the profiler) and device kernel ms, by class;
 * the device's idle time between kernels, in buckets (:func:`kernel_breakdown.device_gaps`):
@@ -98,8 +98,7 @@ def host_in_gaps(prof: Any, steps: int, min_gap_us: float = 50.0, top: int = 15)
 def report(res: dict[str, Any]) -> str:
     lines = [f"step_profile {res['date']} on {res['device']} (torch {res['torch']}): {res['shape']}, "
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, {res['tokens_per_step']} tokens per step, "
-             f"batch {res['batch']}, graphed forwards (launch split: {res.get('split_launch', False)}), "
-             "steps unsynced (as sample(timing=False))"]
+             f"batch {res['batch']}, graphed forwards, steps unsynced (as sample(timing=False))"]
     for key, p in res["rules"].items():
         if "error" in p:
             lines.append(f"{key}: {p['error']}")
@@ -111,8 +110,7 @@ def report(res: dict[str, Any]) -> str:
         lines.append(gaps_report(p["gaps"]).rstrip("\n"))
         if p.get("host_in_gaps"):
             lines.append("  host events overlapping the device's gaps of >= 50 us, ms per step:")
-            lines += [f"    {h['overlap_ms_per_step']:7.3f} ms x{h['per_step']:5.1f}  {h['host_event']}"
-                      for h in p["host_in_gaps"]]
+            lines += [f"    {h['overlap_ms_per_step']:7.3f} ms x{h['per_step']:5.1f}  {h['host_event']}" for h in p["host_in_gaps"]]
         lines += [f"  {t['ms_per_step']:7.3f} ms x{t['per_step']:6.1f}/step  {t['class']:<9} {t['kernel']}"
                   for t in p["top_kernels"]]
     lines.append(f"wall {res['wall_s']:.0f} s")
@@ -129,7 +127,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--tokens-per-step", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1, help="rows per step (the timed steps are still the first block's)")
-    ap.add_argument("--no-split-launch", action="store_true", help="one CUDA graph per forward (not a chain of three)")
     ap.add_argument("--top", type=int, default=25, help="kernels listed per rule")
     ap.add_argument("--machine", default="h200")
     ap.add_argument("--out-dir", default=None)
@@ -145,8 +142,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
         model.use_attention_kernel("triton")
         compile_elementwise()
-    graphed = (CUDAGraphModel(model, max_graphs=64, capture_after=0, split_launch=not args.no_split_launch)
-               if device == "cuda" else model)
+    graphed = CUDAGraphModel(model, max_graphs=64, capture_after=0) if device == "cuda" else model
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, min(vocab, 100_000) - 16, (args.batch, args.prompt), generator=g).to(device)
@@ -157,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "shape": "LLaDA-8B random bf16, fused projections, compiled elementwise, canvas attention kernel"
                  if device == "cuda" else "tiny LLaDA fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,
-        "batch": args.batch, "split_launch": not args.no_split_launch, "rules": {},
+        "batch": args.batch, "rules": {},
     }
     with torch.inference_mode():
         for cache in args.caches.split(","):

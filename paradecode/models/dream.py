@@ -284,10 +284,6 @@ class DreamModel(nn.Module):
         h = self.hidden_states(input_ids, positions, cache, attention_mask)
         return self.logits_of(h, logits_range, logits_from)
 
-    def decoder_layers(self) -> nn.ModuleList:
-        """The layers ``hidden_states`` runs in order (CUDA graphs split their launch at them)."""
-        return self.model.layers
-
     def hidden_states(
         self,
         input_ids: torch.Tensor,

@@ -31,17 +31,17 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from .wrapper import ModelWrapper
 
-__all__ = ["CUDAGraphModel", "GraphChain", "KVBufferStore", "capture_graph", "graph_key", "launch_splits"]
+__all__ = ["CUDAGraphModel", "KVBufferStore", "capture_graph", "graph_key"]
 
 
-def capture_graph(fn: Any, pool: Any = None, split_before: Sequence[nn.Module] = ()) -> tuple[Any, Any]:
+def capture_graph(fn: Any, pool: Any = None) -> tuple[Any, Any]:
     """Capture ``fn()`` as a CUDA graph and run it once; returns ``(graph, output)``.
 
     ``fn`` runs once on a side stream first (cuBLAS workspaces, lazy allocations), then is
@@ -49,79 +49,17 @@ def capture_graph(fn: Any, pool: Any = None, split_before: Sequence[nn.Module] =
     read its inputs from tensors that stay allocated (copy new inputs into them, then
     ``graph.replay()``), and a forward that writes a cache must write the same values when it
     runs twice (the warm-up and the replay both write).
-
-    ``split_before``: modules ``fn`` calls in order; the capture starts a new graph as each is
-    entered, and the graphs come back as one :class:`GraphChain` (see there for why).
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         fn()
     torch.cuda.current_stream().wait_stream(side)
-    if split_before:
-        graph, out = _capture_chain(fn, torch.cuda.graph_pool_handle() if pool is None else pool, split_before)
-    else:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            out = fn()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn()
     graph.replay()
     return graph, out
-
-
-class GraphChain:
-    """CUDA graphs captured back to back into one memory pool, replayed in that order as one.
-
-    The host's ``cudaGraphLaunch`` of a forward's graph (~460 kernels at LLaDA-8B) takes
-    ~0.25 ms, and the device runs nothing of a graph until its launch returns. Where the host
-    launches right after reading the device (a rule's per-step read), the device idles for
-    that long (``benchmarks/step_profile.py``). Cut into a short first graph and longer ones
-    after it, the device runs the first while the host launches the rest."""
-
-    def __init__(self) -> None:
-        self.graphs: list[Any] = []
-
-    def replay(self) -> None:
-        for g in self.graphs:
-            g.replay()
-
-
-_CAPTURE_STREAM: Any = None
-
-
-def _capture_chain(fn: Any, pool: Any, split_before: Sequence[nn.Module]) -> tuple[GraphChain, Any]:
-    chain = GraphChain()
-
-    def begin() -> None:
-        chain.graphs.append(torch.cuda.CUDAGraph())
-        chain.graphs[-1].capture_begin(pool=pool)
-
-    def cut(module: nn.Module, args: Any) -> None:
-        chain.graphs[-1].capture_end()
-        begin()
-
-    global _CAPTURE_STREAM
-    if _CAPTURE_STREAM is None:
-        _CAPTURE_STREAM = torch.cuda.Stream()  # one stream for every capture, as torch.cuda.graph keeps
-    torch.cuda.synchronize()
-    handles = [m.register_forward_pre_hook(cut, prepend=True) for m in split_before]
-    try:
-        with torch.cuda.stream(_CAPTURE_STREAM):
-            begin()
-            try:
-                out = fn()
-            finally:
-                chain.graphs[-1].capture_end()
-    finally:
-        for h in handles:
-            h.remove()
-    return chain, out
-
-
-def launch_splits(layers: Sequence[nn.Module]) -> list[nn.Module]:
-    """The layers before which :class:`CUDAGraphModel` starts a new graph: 1 and 4 (then the
-    first graph is the embedding and one layer, the second three layers, the third the rest;
-    each runs longer on the device than the host takes to launch the next)."""
-    return [layers[i] for i in (1, 4) if i < len(layers)]
 
 
 _STORES = itertools.count(1)
@@ -241,14 +179,10 @@ class CUDAGraphModel(ModelWrapper):
         full_shapes: how many no-cache forward shapes keep their graphs (least recently used
             dropped first): batches of ragged prompts each pad to their own length, and each
             graph holds its output activations.
-        split_launch: capture each forward as a :class:`GraphChain` cut before the layers
-            :func:`launch_splits` picks (for a model with ``decoder_layers``), so that the device
-            starts on the first layers while the host still launches the others.
     """
 
     def __init__(self, model: nn.Module, max_graphs: int = 64, capture_after: int = 1,
-                 reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4,
-                 split_launch: bool = True) -> None:
+                 reuse_buffers: bool = True, kv_groups: int = 1, full_shapes: int = 4) -> None:
         if not (getattr(model, "supports_cache", False) and hasattr(model, "hidden_states") and hasattr(model, "logits_of")):
             raise ValueError(
                 "CUDAGraphModel wraps a model that takes cache policies and splits its forward into "
@@ -269,8 +203,6 @@ class CUDAGraphModel(ModelWrapper):
         self._private_token: Any = None
         self.captures = 0
         self.replays = 0
-        layers = getattr(model, "decoder_layers", None)
-        self._splits = launch_splits(list(layers())) if split_launch and layers is not None else []
 
     def release(self) -> None:
         """Drop every graph and lent buffer (their memory returns to PyTorch's allocator)."""
@@ -406,7 +338,7 @@ class CUDAGraphModel(ModelWrapper):
         return (graph, output). Tests stand in a recorder that re-runs the body on replay."""
         if pool_name not in self._pools:
             self._pools[pool_name] = torch.cuda.graph_pool_handle()
-        return capture_graph(lambda: body(*args), self._pools[pool_name], split_before=self._splits)
+        return capture_graph(lambda: body(*args), self._pools[pool_name])
 
 
 def _on_store(key: tuple) -> bool:

@@ -627,10 +627,6 @@ class LLaDAModel(nn.Module):
             cache.end_forward()
         return x
 
-    def decoder_layers(self) -> nn.ModuleList:
-        """The blocks ``hidden_states`` runs in order (CUDA graphs split their launch at them)."""
-        return self.model.transformer["blocks"]
-
     def logits_of(self, hidden: torch.Tensor, logits_range: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """Logits of the ``logits_range`` columns of ``hidden_states``' output (all by default):
         the part of the forward after the body (:class:`~paradecode.models.graphs.CUDAGraphModel`
