@@ -118,3 +118,32 @@ def test_elementwise_benchmark_smoke_times_every_variant_and_compares_with_eager
             assert all(r[k]["us"] > 0 for k in ("eager", "compiled", "triton"))
     assert all(r["triton_vs_eager"]["equal_share"] == 1.0 for r in res["rope"].values())
     assert next(tmp_path.glob("elementwise_kernels_*_cpu-smoke.txt")).read_text().startswith("elementwise_kernels")
+
+
+def test_a_whole_forward_compiled_with_the_kernels_in_still_traces_as_one_graph(monkeypatch):
+    """CausalLM's compile_mode compiles the captured forward whole (fullgraph). Under
+    compile_elementwise the RoPE / SwiGLU entries then hand the tracer their compiled fallback,
+    not the Triton launch: one graph, no break, the eager tokens."""
+    from paradecode.speculative.causal_lm import CausalLM, greedy_decode
+
+    from .test_static_llama import LLAMA3_ROPE, fake_cuda_graphs, llama
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    fake_cuda_graphs(monkeypatch)
+    torch._dynamo.reset()
+    m = llama(LLAMA3_ROPE, seed=3).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    ref = greedy_decode(CausalLM(m, fuse_projections=True), prompt, 10, cuda_graphs=False)
+    try:
+        llada_module.compile_elementwise(True, backend="eager")
+        lm = CausalLM(m, fuse_projections=True, compile_mode="default", compile_backend=counting_backend)
+        out = greedy_decode(lm, prompt, 10)
+    finally:
+        llada_module.compile_elementwise(False)
+    assert torch.equal(out, ref)
+    assert lm.graph_error is None and len(graphs) == 1

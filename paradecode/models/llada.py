@@ -415,9 +415,13 @@ def compile_elementwise(enable: bool = True, backend: str = "inductor", triton_k
 
 
 def _first_of(kernel: Any, fallback: Any) -> Any:
-    """``kernel``'s result, or ``fallback``'s where ``kernel`` returns None (a layout it does not cover)."""
+    """``kernel``'s result, or ``fallback``'s where ``kernel`` returns None (a layout it does not
+    cover) or where ``torch.compile`` traces the caller (a whole forward compiled: Inductor fuses
+    the eager arithmetic there, with the shapes it specialises on)."""
 
     def run(*args: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return fallback(*args)
         out = kernel(*args)
         return fallback(*args) if out is None else out
 
