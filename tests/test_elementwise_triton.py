@@ -126,14 +126,9 @@ def test_a_whole_forward_compiled_with_the_kernels_in_still_traces_as_one_graph(
     not the Triton launch: one graph, no break, the eager tokens."""
     from paradecode.speculative.causal_lm import CausalLM, greedy_decode
 
-    from .test_static_llama import LLAMA3_ROPE, fake_cuda_graphs, llama
+    from .test_static_llama import LLAMA3_ROPE, fake_cuda_graphs, graph_counting_backend, llama
 
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
+    counting_backend, graphs = graph_counting_backend()
     fake_cuda_graphs(monkeypatch)
     torch._dynamo.reset()
     m = llama(LLAMA3_ROPE, seed=3).double()

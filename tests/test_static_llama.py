@@ -166,17 +166,23 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))
 
 
+def graph_counting_backend() -> tuple:
+    """A ``torch.compile`` backend that runs each traced graph as it is, and the list it fills."""
+    graphs: list = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return backend, graphs
+
+
 @pytest.mark.parametrize("fuse", [False, True])
 def test_compiled_captured_forward_traces_whole_and_decodes_the_same(monkeypatch, fuse):
     """``compile_mode``: the forward captured as a graph is one ``torch.compile`` graph (fullgraph:
     a break would raise) over the cache's writes and masks, and decoding through it gives the
     eager tokens. A counting backend stands in for Inductor on the CPU."""
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
+    counting_backend, graphs = graph_counting_backend()
     fake_cuda_graphs(monkeypatch)
     torch._dynamo.reset()
     m = llama(LLAMA3_ROPE, seed=3).double()
