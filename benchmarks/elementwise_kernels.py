@@ -1,10 +1,11 @@
-"""RoPE and SwiGLU at LLaDA-8B's shapes: eager, torch.compile's kernels and paradecode's Triton
-kernels (``paradecode.models.elementwise_triton``), in one run.
+"""RoPE, SwiGLU and a full forward's cache write at LLaDA-8B's shapes: eager, torch.compile's
+kernels and paradecode's Triton kernels (``paradecode.models.elementwise_triton``), in one run.
 
 Each kernel is timed as back-to-back calls captured in one CUDA graph (no launch gaps), over
 the inputs a forward hands it: RoPE over the joined q/k view of a fused q/k/v output (32 + 32
 heads of 128, float32 cos/sin per row), SwiGLU over the two halves of a fused gate/up output
-(12,288 columns each). Rows: 32 (a dual-cache step at batch 1), 768 (a refresh at batch 1),
+(12,288 columns each), and the cache write of a full forward's keys (PyTorch's copy of the
+(B, H, T, D) view into a (B, H, T + 1, D) buffer against ``copy_rows_triton``). Rows: 32 (a dual-cache step at batch 1), 768 (a refresh at batch 1),
 6,144 and 24,576 (refreshes at batch 8 and 32). Beside each time, the rate at which it moves
 its bytes (reads + writes), and how the Triton result compares with eager's (equal elements,
 largest difference).
@@ -27,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from paradecode.models.elementwise_triton import rope_triton, swiglu_triton
+from paradecode.models.elementwise_triton import copy_rows_triton, rope_triton, swiglu_triton
 from paradecode.models.llada import apply_rope, rope_cos_sin, swiglu
 
 
@@ -96,7 +97,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
                            "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
                            "torch": torch.__version__, "dtype": str(dtype), "heads": H, "head_dim": D,
-                           "intermediate": inter, "rope": {}, "swiglu": {}}
+                           "intermediate": inter, "rope": {}, "swiglu": {}, "cache_write": {}}
     g = torch.Generator(device=device).manual_seed(0)
     for m in rows:
         B = 1 if m <= 768 else m // 768
@@ -120,6 +121,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             s[name] = {"us": us, "GBps": nbytes / us / 1e3}
         s["triton_vs_eager"] = compare(swiglu_triton(gate, up), swiglu(gate, up))
         res["swiglu"][str(m)] = s
+        k = qkv[..., H * D: 2 * H * D].view(B, T, H, D).transpose(1, 2)
+        buf = torch.zeros(B, H, T + 1, D, device=device, dtype=dtype)
+        nbytes = 2 * k.numel() * k.element_size()
+        w: dict[str, Any] = {"batch": B, "tokens": T, "bytes": nbytes}
+        for name, fn in (("torch", lambda: buf[:, :, :T].copy_(k)), ("triton", lambda: copy_rows_triton(buf[:, :, :T], k))):
+            us = timer(fn, calls, reps)
+            w[name] = {"us": us, "GBps": nbytes / us / 1e3}
+        copy_rows_triton(buf[:, :, :T], k)
+        w["equal"] = bool(torch.equal(buf[:, :, :T], k))
+        res["cache_write"][str(m)] = w
         print(f"rows {m:6d}: rope eager {r['eager']['us']:8.1f} compiled {r['compiled']['us']:8.1f} triton "
               f"{r['triton']['us']:8.1f} us; swiglu eager {s['eager']['us']:8.1f} compiled {s['compiled']['us']:8.1f} "
               f"triton {s['triton']['us']:8.1f} us", flush=True)
@@ -147,6 +158,11 @@ def report(res: dict[str, Any]) -> str:
             cmp_ = r["triton_vs_eager"]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {r['compiled']['us'] / r['triton']['us']:.2f}x | "
                          f"{100 * cmp_['equal_share']:.2f}% (max diff {cmp_['max_abs_diff']:.2g}) |")
+    lines += ["cache write of a full forward's keys (one layer):", "| rows | torch copy | triton | torch / triton | equal |",
+              "|---|---|---|---|---|"]
+    for m, w in res.get("cache_write", {}).items():
+        lines.append(f"| {m} | {w['torch']['us']:.1f} ({w['torch']['GBps']:.0f}) | {w['triton']['us']:.1f} "
+                     f"({w['triton']['GBps']:.0f}) | {w['torch']['us'] / w['triton']['us']:.2f}x | {w['equal']} |")
     lines.append(f"wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 

@@ -117,6 +117,7 @@ def test_elementwise_benchmark_smoke_times_every_variant_and_compares_with_eager
         for r in res[kernel].values():
             assert all(r[k]["us"] > 0 for k in ("eager", "compiled", "triton"))
     assert all(r["triton_vs_eager"]["equal_share"] == 1.0 for r in res["rope"].values())
+    assert res["cache_write"] and all(w["equal"] and w["triton"]["us"] > 0 for w in res["cache_write"].values())
     assert next(tmp_path.glob("elementwise_kernels_*_cpu-smoke.txt")).read_text().startswith("elementwise_kernels")
 
 
@@ -142,3 +143,35 @@ def test_a_whole_forward_compiled_with_the_kernels_in_still_traces_as_one_graph(
         llada_module.compile_elementwise(False)
     assert torch.equal(out, ref)
     assert lm.graph_error is None and len(graphs) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_row_copy_kernel_writes_a_forwards_keys_into_the_cache_buffer(dtype):
+    """Keys as a full forward hands them over (a (B, H, T, D) view of (B, T, H, D) rows) into the
+    first T positions of a (B, H, T + 1, D) cache buffer; 37 positions: a partial last tile."""
+    from paradecode.models.elementwise_triton import copy_rows_triton
+
+    B, T, H, D = 2, 37, 3, 16
+    src = torch.randn(B, T, 2 * H, D).to(dtype)[:, :, H:].transpose(1, 2)
+    buf = torch.full((B, H, T + 1, D), -1.0, dtype=dtype)
+    assert copy_rows_triton(buf[:, :, :T], src)
+    assert torch.equal(buf[:, :, :T], src) and (buf[:, :, T] == -1).all()
+    assert not copy_rows_triton(torch.empty(B, H, T, 12), torch.empty(B, H, T, 12))  # head_dim not a power of two
+    assert not copy_rows_triton(buf[:, :, :T - 1], src)  # shapes differ
+
+
+@pytest.mark.parametrize("cache", ["dual", "prefix", "dkv-decode"])
+def test_caches_writing_their_refresh_through_the_row_kernel_give_the_same_tokens(tiny_model, prompts, cache, monkeypatch):
+    """Forced on (as on a GPU), every full forward's keys and values go through the kernel, and
+    the tokens and forwards are those of PyTorch's copy."""
+    import paradecode
+    from paradecode.caches import canvas
+
+    ref = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=16, block_length=8, steps=8, cache=cache)
+    copies = []
+    real = canvas.copy_rows_triton
+    monkeypatch.setattr(canvas, "_row_kernel_runs", lambda t: True)
+    monkeypatch.setattr(canvas, "copy_rows_triton", lambda dst, src: copies.append(1) or real(dst, src))
+    out = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=16, block_length=8, steps=8, cache=cache)
+    assert torch.equal(out.sequences, ref.sequences) and out.trace.nfe == ref.trace.nfe
+    assert copies and len(copies) % (2 * tiny_model.config.n_layers) == 0
