@@ -246,13 +246,18 @@ if triton is not None:
         tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
 
 
+def tile_width_ok(n: int) -> bool:
+    """Whether a kernel can hold ``n`` columns (a head_dim) as one ``tl.arange`` block: a power of two >= 16."""
+    return n >= 16 and not n & (n - 1)
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def _check(q, k, v, k_cache, v_cache, B: int, T: int, S: int, n_heads: int, n_kv: int, head_dim: int) -> None:
     """Clear errors for the layouts the kernels index by hand."""
-    if head_dim & (head_dim - 1) or head_dim < 16:
+    if not tile_width_ok(head_dim):
         raise ValueError(f"attention='triton' needs a power-of-two head_dim >= 16, got {head_dim}; use attention='sdpa'.")
     for name, x, width in (("q", q, n_heads), ("k", k, n_kv), ("v", v, n_kv)):
         if x.shape != (B, T, width * head_dim) or x.stride(-1) != 1 or x.stride(0) != T * x.stride(1):

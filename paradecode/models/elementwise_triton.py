@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .decode_attention import tl, triton, triton_available
+from .decode_attention import tile_width_ok, tl, triton, triton_available
 
 __all__ = ["copy_rows_triton", "rope_triton", "swiglu_triton"]
 
@@ -79,7 +79,7 @@ def copy_rows_triton(dst: torch.Tensor, src: torch.Tensor) -> bool:
     if dst.dim() != 4 or dst.shape != src.shape or dst.dtype != src.dtype or not triton_available(dst.device):
         return False
     B, H, T, D = dst.shape
-    if D < 16 or D & (D - 1) or dst.stride(-1) != 1 or src.stride(-1) != 1 or src.device != dst.device:
+    if not tile_width_ok(D) or dst.stride(-1) != 1 or src.stride(-1) != 1 or src.device != dst.device:
         return False
     if dst.numel():
         _copy_rows_kernel[(B * H, triton.cdiv(T, _COPY_ROWS))](
@@ -96,7 +96,7 @@ def rope_triton(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Option
     if t.dim() != 4 or cos.dim() != 4 or not triton_available(t.device):
         return None
     B, N, T, D = t.shape
-    if D < 16 or D & (D - 1) or t.stride(-1) != 1 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+    if not tile_width_ok(D) or t.stride(-1) != 1 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
         return None
     if cos.shape[1] != 1 or cos.shape[2:] != (T, D) or cos.shape[0] not in (1, B) or cos.shape != sin.shape:
         return None
