@@ -477,7 +477,8 @@ def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
 def report(res: dict[str, Any]) -> str:
     lines = [f"dllm_throughput {res['date']} on {res['device']} (torch {res['torch']}), {res['shape']}",
              f"attention back ends: {res.get('sdpa_backends', 'not recorded')}; cached steps' attention kernel: "
-             f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}",
+             f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}"
+             f"; greedy confidence: {res.get('confidence', 'torch')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -532,6 +533,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--elementwise-kernels", choices=("triton", "compiled"), default="triton",
                     help="with --compile-elementwise: RoPE and SwiGLU as paradecode's Triton kernels (the default) "
                          "or as torch.compile's")
+    ap.add_argument("--confidence", choices=("kernel", "torch"), default="kernel",
+                    help="greedy steps' argmax and float64 softmax confidence: one fused Triton pass (the default, "
+                         "paradecode.samplers.common.fused_confidence) or PyTorch's softmax array")
     ap.add_argument("--sdpa-backends", default="default",
                     help="attention back ends: 'default' (paradecode's: no cuDNN), 'torch' (PyTorch's own choice) "
                          "or a comma list of flash, efficient, math, cudnn")
@@ -584,6 +588,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     skip = set(filter(None, args.skip.split(",")))
     from paradecode.models import attention_backends, set_attention_backends
 
+    from paradecode.samplers.common import fused_confidence
+
+    fused_confidence(args.confidence == "kernel")
     if args.sdpa_backends != "default":
         set_attention_backends(None if args.sdpa_backends == "torch" else args.sdpa_backends.split(","))
     model = build_model(device, args.smoke, args.model)
@@ -618,6 +625,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
+        "confidence": args.confidence,
         "sdpa_backends": attention_backends() or "torch's choice",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
                   + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",

@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from .confidence_kernel import top1_confidence
+
 NEG_INF = float("-inf")
 
 
@@ -90,6 +92,22 @@ class StepNoise:
         )
 
 
+_fused_confidence = True
+
+
+def fused_confidence(enable: bool = True) -> None:
+    """Whether greedy low-confidence steps on a GPU take the argmax and its float64 softmax
+    probability from one Triton pass (the default) or from PyTorch's softmax array (for an A/B,
+    ``benchmarks/confidence_kernel.py``). Process-wide; the tokens are the same either way."""
+    global _fused_confidence
+    _fused_confidence = bool(enable)
+
+
+def _kernel_runs(logits: torch.Tensor) -> bool:
+    """Whether :func:`predict` uses the fused kernel: on a GPU (tests force it under the interpreter)."""
+    return _fused_confidence and logits.is_cuda
+
+
 def predict(
     logits: torch.Tensor,
     temperature: float,
@@ -104,7 +122,13 @@ def predict(
     probability of x0 under the clean logits (``low_confidence``) or uniform noise
     (``random``). ``mask_id`` is excluded from predictions (see :func:`forbid_token`).
     ``noise`` gives the step's draws for these positions (else they are drawn here).
+    Greedy low-confidence steps on a GPU take both from one Triton pass over the logits
+    (:func:`~paradecode.samplers.confidence_kernel.top1_confidence`), not a float64 softmax array.
     """
+    if temperature == 0 and remasking == "low_confidence" and _kernel_runs(logits):
+        fused = top1_confidence(logits, mask_id)
+        if fused is not None:
+            return fused
     logits = forbid_token(logits, mask_id)
     gumbel = noise.gumbel if noise is not None else None
     x0 = add_gumbel_noise(logits, temperature, generator, gumbel).argmax(dim=-1)

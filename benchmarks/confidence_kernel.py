@@ -1,0 +1,103 @@
+"""A greedy low-confidence step's predictions, PyTorch's way and the fused kernel's, in one run.
+
+PyTorch's way (``paradecode.samplers.common.predict`` with ``fused_confidence(False)``) copies the
+logits with the mask token at -inf, takes the argmax, a float64 softmax over the whole
+vocabulary and gathers the argmax's probability. The kernel
+(``paradecode.samplers.confidence_kernel.top1_confidence``) reads the logits in one pass per
+chunk and writes two numbers per position. Timed at LLaDA-8B's vocabulary (126,464) over the
+positions a dual-cache step predicts (32 per row) at batch 1, 8 and 32, each as back-to-back
+calls captured in one CUDA graph; beside each, the rate at which the kernel reads the logits
+and whether the two agree (tokens equal, largest relative confidence difference).
+
+    PYTHONPATH=. python benchmarks/confidence_kernel.py --out-dir OUT                  # GPU, ~20 s
+    TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/confidence_kernel.py --smoke     # CPU check
+
+Writes ``confidence_kernel_<date>_<machine>.json`` and ``.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from benchmarks.elementwise_kernels import graph_time_us, wall_time_us
+from paradecode.samplers.common import fused_confidence, predict
+from paradecode.samplers.confidence_kernel import top1_confidence
+
+LLADA_VOCAB, LLADA_MASK_ID = 126464, 126336
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter (TRITON_INTERPRET=1)")
+    ap.add_argument("--rows", default="32,256,1024", help="predicted positions per call (batch x 32 block tokens)")
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--machine", default="h200")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("--smoke runs the Triton kernel in Triton's interpreter: set TRITON_INTERPRET=1 before starting.")
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if cuda else "cpu"
+    V, mask_id = (LLADA_VOCAB, LLADA_MASK_ID) if cuda else (3000, 2900)
+    rows = [int(r) for r in args.rows.split(",")] if not args.smoke else [4, 12]
+    timer = graph_time_us if cuda else wall_time_us
+    calls, reps = (args.calls, args.reps) if cuda else (2, 2)
+    res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
+                           "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
+                           "torch": torch.__version__, "vocab": V, "dtype": "bfloat16", "rows": {}}
+    g = torch.Generator(device=device).manual_seed(0)
+    for n in rows:
+        logits = (3 * torch.randn(n // 32 or 1, min(n, 32), V, device=device, generator=g)).to(torch.bfloat16)
+
+        def torch_way() -> Any:
+            fused_confidence(False)
+            try:
+                return predict(logits, 0.0, "low_confidence", None, mask_id)
+            finally:
+                fused_confidence(True)
+
+        r: dict[str, Any] = {"positions": logits.shape[0] * logits.shape[1],
+                             "torch_us": timer(torch_way, calls, reps),
+                             "kernel_us": timer(lambda: top1_confidence(logits, mask_id), calls, reps)}
+        r["kernel_GBps"] = logits.numel() * logits.element_size() / r["kernel_us"] / 1e3
+        (x0, conf), (kx0, kconf) = torch_way(), top1_confidence(logits, mask_id)
+        r["tokens_equal"] = bool(torch.equal(x0, kx0))
+        r["max_rel_conf_diff"] = float(((kconf - conf).abs() / conf).max())
+        res["rows"][str(n)] = r
+        print(f"positions {r['positions']:5d}: torch {r['torch_us']:8.1f} us, kernel {r['kernel_us']:7.1f} us", flush=True)
+    res["wall_s"] = time.perf_counter() - t0
+    text = report(res)
+    print(text)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"confidence_kernel_{res['date']}_{args.machine if cuda else 'cpu-smoke'}"
+        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
+        stem.with_suffix(".txt").write_text(text + "\n")
+    return res
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"confidence_kernel {res['date']} on {res['device']} (torch {res['torch']}): greedy argmax and its float64 "
+             f"softmax probability over {res['vocab']} {res['dtype']} logits; us per call in a CUDA graph",
+             "| positions | PyTorch (forbid copy, argmax, float64 softmax, gather) | kernel (GB/s read) | PyTorch / kernel "
+             "| tokens equal | max relative confidence difference |", "|---|---|---|---|---|---|"]
+    for r in res["rows"].values():
+        lines.append(f"| {r['positions']} | {r['torch_us']:.1f} | {r['kernel_us']:.1f} ({r['kernel_GBps']:.0f}) | "
+                     f"{r['torch_us'] / r['kernel_us']:.1f}x | {r['tokens_equal']} | {r['max_rel_conf_diff']:.1e} |")
+    lines.append(f"wall {res['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Greedy predictions and their float64 softmax confidence in one pass over the logits (Triton).
+
+LLaDA's low-confidence remasking takes, per position, the argmax of the logits and its
+probability under a float64 softmax. PyTorch does that as a copy (the mask token set to -inf),
+an argmax, a float64 softmax that writes the whole (positions, vocabulary) array in float64, and
+a gather. At LLaDA-8B's vocabulary (126,464) a batch-32 step writes and reads ~1 GB of float64
+for 1,024 positions: 1.3 ms of a 105 ms dual-cache step, and 0.14 ms of a 7 ms one at batch 1
+(``benchmarks/step_profile.py``). The argmax's probability is ``1 / sum_i exp(l_i - max)``,
+which needs only the maximum and that sum: :func:`top1_confidence` reads the logits twice
+(the second time mostly from L2) and writes two numbers per position.
+
+The arithmetic is the reference's: the logits are exact in float64, the sum adds float64
+``exp(l_i - max)``. Only the summation order differs (per chunk of the vocabulary, chunks
+rescaled to the row's maximum), so confidences agree with PyTorch's to a few float64 ulps; the
+argmax is PyTorch's (the first maximal index). A non-finite row gives NaN as PyTorch's softmax
+does (a +inf or NaN logit, or every logit -inf), which the step's finiteness check reports.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..models.decode_attention import tl, triton, triton_available
+
+__all__ = ["top1_confidence"]
+
+_TILE = 2048  # vocabulary entries per loop iteration of a program
+_INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _chunk_top1(L, M, IDX, S, V, CHUNK, FORBID, srow, n_chunks, TILE: tl.constexpr):
+        # one row and one CHUNK of its V logits: the chunk's max, first argmax, sum exp(l - max)
+        row = tl.program_id(0).to(tl.int64)
+        chunk = tl.program_id(1)
+        base = L + row * srow
+        lo = chunk * CHUNK
+        hi = tl.minimum(lo + CHUNK, V)
+        lanes = tl.arange(0, TILE)
+        best = tl.full([TILE], float("-inf"), tl.float32)
+        best_at = tl.full([TILE], 2147483647, tl.int32)
+        for start in range(lo, hi, TILE):
+            col = start + lanes
+            x = tl.load(base + col, mask=col < hi, other=float("-inf")).to(tl.float32)
+            x = tl.where(col == FORBID, float("-inf"), x)
+            take = (x > best) | ((x == best) & (col < best_at))  # first maximal column per lane
+            best_at = tl.where(take, col, best_at)
+            best = tl.where(take, x, best)
+        m = tl.max(best, 0)
+        at = tl.min(tl.where(best == m, best_at, 2147483647), 0)
+        m64 = m.to(tl.float64)
+        acc = tl.zeros([TILE], tl.float64)
+        for start in range(lo, hi, TILE):
+            col = start + lanes
+            x = tl.load(base + col, mask=col < hi, other=float("-inf")).to(tl.float64)
+            x = tl.where(col == FORBID, float("-inf"), x)
+            acc += tl.where(x == float("-inf"), 0.0, tl.exp(x - m64))
+        s = tl.sum(acc, 0)  # NaN where the chunk holds a NaN or +inf logit, as PyTorch's softmax
+        out = row * n_chunks + chunk
+        tl.store(M + out, m)
+        tl.store(IDX + out, at)
+        tl.store(S + out, s)
+
+    @triton.jit
+    def _combine_top1(M, IDX, S, X0, CONF, n_chunks, CB: tl.constexpr):
+        # one row: the chunks' maxima, first argmax and sums rescaled to the row's maximum
+        row = tl.program_id(0).to(tl.int64)
+        c = tl.arange(0, CB)
+        ok = c < n_chunks
+        m_c = tl.load(M + row * n_chunks + c, mask=ok, other=float("-inf"))
+        at_c = tl.load(IDX + row * n_chunks + c, mask=ok, other=2147483647)
+        s_c = tl.load(S + row * n_chunks + c, mask=ok, other=0.0)
+        m = tl.max(m_c, 0)
+        at = tl.min(tl.where(m_c == m, at_c, 2147483647), 0)
+        m64 = m.to(tl.float64)
+        scaled = tl.where(m_c == float("-inf"), 0.0, s_c * tl.exp(m_c.to(tl.float64) - m64))
+        total = tl.sum(scaled, 0)
+        any_nan = tl.sum(tl.where(s_c != s_c, 1, 0), 0) > 0
+        conf = tl.where(any_nan | (m == float("-inf")), float("nan"), 1.0 / total)
+        tl.store(X0 + row, tl.where(m == float("-inf"), 0, at).to(tl.int64))
+        tl.store(CONF + row, conf)
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # the interpreter: a few chunks, so that tests cover the combination
+
+
+def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(argmax, float64 softmax probability of the argmax)`` over the last dimension of
+    ``logits`` (any leading shape), with column ``forbid`` (the mask token) excluded as -inf.
+
+    Returns None where the kernel does not apply (no Triton here, float64 logits, a last
+    dimension that is not contiguous): the caller computes it with PyTorch.
+    """
+    if (not triton_available(logits.device) or logits.dtype not in _INPUT_DTYPES or logits.dim() < 1
+            or logits.shape[-1] == 0 or logits.stride(-1) != 1 or logits.numel() == 0):
+        return None
+    V = logits.shape[-1]
+    lead = logits.shape[:-1]
+    rows = logits.reshape(-1, V)  # a view where the leading dimensions allow, else a copy
+    if rows.stride(-1) != 1:
+        return None
+    R = rows.shape[0]
+    # enough programs to fill the device: split each row's vocabulary when rows are few
+    want = max(1, -(-2 * _multiprocessors(logits.device) // R))
+    n_chunks = min(want, 64, -(-V // _TILE))
+    chunk = -(-V // n_chunks)
+    chunk = -(-chunk // _TILE) * _TILE
+    n_chunks = -(-V // chunk)
+    dev = logits.device
+    m = torch.empty(R, n_chunks, dtype=torch.float32, device=dev)
+    idx = torch.empty(R, n_chunks, dtype=torch.int32, device=dev)
+    s = torch.empty(R, n_chunks, dtype=torch.float64, device=dev)
+    x0 = torch.empty(R, dtype=torch.int64, device=dev)
+    conf = torch.empty(R, dtype=torch.float64, device=dev)
+    forbid_col = -1 if forbid is None or not 0 <= forbid < V else int(forbid)
+    _chunk_top1[(R, n_chunks)](rows, m, idx, s, V, chunk, forbid_col, rows.stride(0), n_chunks, TILE=_TILE)
+    _combine_top1[(R,)](m, idx, s, x0, conf, n_chunks, CB=max(2, triton.next_power_of_2(n_chunks)))
+    return x0.reshape(lead), conf.reshape(lead)

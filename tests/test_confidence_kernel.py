@@ -1,0 +1,98 @@
+"""paradecode.samplers.confidence_kernel: the greedy prediction and its float64 softmax
+confidence from one Triton pass (run here under the interpreter), against PyTorch's
+argmax + float64 softmax, and the greedy step that uses it."""
+
+import pytest
+import torch
+
+from paradecode.samplers import common
+from paradecode.samplers.common import forbid_token, predict
+from paradecode.samplers.confidence_kernel import top1_confidence, triton
+
+pytestmark = pytest.mark.skipif(triton is None, reason="needs the triton package (its interpreter runs on CPU)")
+
+
+def _reference(logits: torch.Tensor, forbid):
+    logits = forbid_token(logits, forbid)
+    x0 = logits.argmax(-1)
+    return x0, torch.softmax(logits.to(torch.float64), -1).gather(-1, x0[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape, forbid", [((2, 3, 5000), 7), ((1, 2, 9000), None), ((40, 300), 299), ((3, 1), None)])
+def test_kernel_equals_argmax_and_float64_softmax(dtype, shape, forbid):
+    """Rows split into vocabulary chunks (few rows, a long vocabulary) and rows whole (many
+    rows): the same argmax, and the confidence to float64 rounding, mask column excluded."""
+    g = torch.Generator().manual_seed(3)
+    logits = (4 * torch.randn(*shape, generator=g)).to(dtype)
+    if forbid is not None:
+        logits[..., forbid] = 50.0  # would win were it not excluded
+    x0, conf = top1_confidence(logits, forbid)
+    ref_x0, ref_conf = _reference(logits, forbid)
+    assert x0.shape == shape[:-1] and x0.dtype == torch.int64 and conf.dtype == torch.float64
+    assert torch.equal(x0, ref_x0)
+    torch.testing.assert_close(conf, ref_conf, rtol=1e-13, atol=0)
+
+
+def test_kernel_takes_the_first_of_tied_maxima_across_chunks():
+    """Ties between chunks and within one: PyTorch's first maximal index."""
+    logits = torch.zeros(2, 12000)
+    logits[0, [9000, 2500, 11999]] = 3.0
+    logits[1, [4097, 4099, 6]] = 1.0
+    x0, conf = top1_confidence(logits)
+    assert x0.tolist() == [2500, 6]
+    torch.testing.assert_close(conf, _reference(logits, None)[1], rtol=1e-13, atol=0)
+
+
+def test_kernel_gives_nan_where_pytorchs_softmax_does():
+    """A NaN or +inf logit, or a row of -inf: NaN confidence (the step's finiteness check
+    reports it); finite rows beside them are unaffected."""
+    logits = torch.randn(4, 5000, generator=torch.Generator().manual_seed(0))
+    logits[0, 4321] = float("nan")
+    logits[1, 17] = float("inf")
+    logits[2] = float("-inf")
+    x0, conf = top1_confidence(logits)
+    assert torch.isnan(conf[:3]).all()
+    assert torch.isnan(_reference(logits, None)[1][:3]).all()
+    assert torch.equal(x0[3], logits[3].argmax()) and torch.isfinite(conf[3])
+
+
+def test_kernel_reads_strided_rows_and_declines_what_it_does_not_cover():
+    base = torch.randn(3, 4, 2100, generator=torch.Generator().manual_seed(5))
+    sliced = base[:, 1:3]  # rows of a larger array: strided leading dimensions, a view
+    x0, conf = top1_confidence(sliced, 2)
+    ref_x0, ref_conf = _reference(sliced, 2)
+    assert torch.equal(x0, ref_x0)
+    torch.testing.assert_close(conf, ref_conf, rtol=1e-13, atol=0)
+    assert top1_confidence(base.to(torch.float64)) is None  # float64 logits: PyTorch's path
+    assert top1_confidence(base.transpose(1, 2)) is None  # vocabulary not contiguous
+
+
+def test_greedy_predict_uses_the_kernel_and_keeps_its_results(monkeypatch):
+    """predict's greedy low-confidence path with the kernel forced (as on a GPU) gives the same
+    tokens and confidences as without it; sampled and random-remasking steps are unchanged."""
+    logits = torch.randn(2, 8, 3000, generator=torch.Generator().manual_seed(9))
+    eager = predict(logits, 0.0, "low_confidence", None, mask_id=11)
+    calls = []
+    monkeypatch.setattr(common, "_kernel_runs", lambda t: True)
+    real = common.top1_confidence
+    monkeypatch.setattr(common, "top1_confidence", lambda *a: calls.append(1) or real(*a))
+    fused = predict(logits, 0.0, "low_confidence", None, mask_id=11)
+    assert calls == [1]
+    assert torch.equal(fused[0], eager[0])
+    torch.testing.assert_close(fused[1], eager[1], rtol=1e-13, atol=0)
+    sampled = predict(logits, 0.5, "low_confidence", torch.Generator().manual_seed(1), mask_id=11)
+    assert calls == [1] and sampled[1].dtype == torch.float64
+
+
+def test_confidence_benchmark_smoke_times_both_ways_and_checks_they_agree(tmp_path):
+    """benchmarks/confidence_kernel.py --smoke (interpreter): both ways timed per row count,
+    the same tokens, confidences to float64 rounding; the results file written."""
+    from .conftest import load_script
+
+    res = load_script("benchmarks/confidence_kernel.py").main(["--smoke", "--out-dir", str(tmp_path)])
+    assert res["rows"]
+    for r in res["rows"].values():
+        assert r["torch_us"] > 0 and r["kernel_us"] > 0
+        assert r["tokens_equal"] and r["max_rel_conf_diff"] < 1e-13
+    assert next(tmp_path.glob("confidence_kernel_*_cpu-smoke.txt")).read_text().startswith("confidence_kernel")
