@@ -96,3 +96,4 @@ def test_confidence_benchmark_smoke_times_both_ways_and_checks_they_agree(tmp_pa
         assert r["torch_us"] > 0 and r["kernel_us"] > 0
         assert r["tokens_equal"] and r["max_rel_conf_diff"] < 1e-13
     assert next(tmp_path.glob("confidence_kernel_*_cpu-smoke.txt")).read_text().startswith("confidence_kernel")
+
