@@ -5,10 +5,11 @@ Each kernel is timed as back-to-back calls captured in one CUDA graph (no launch
 the inputs a forward hands it: RoPE over the joined q/k view of a fused q/k/v output (32 + 32
 heads of 128, float32 cos/sin per row), SwiGLU over the two halves of a fused gate/up output
 (12,288 columns each), and the cache write of a full forward's keys (PyTorch's copy of the
-(B, H, T, D) view into a (B, H, T + 1, D) buffer against ``copy_rows_triton``). Rows: 32 (a dual-cache step at batch 1), 768 (a refresh at batch 1),
-6,144 and 24,576 (refreshes at batch 8 and 32). Beside each time, the rate at which it moves
-its bytes (reads + writes), and how the Triton result compares with eager's (equal elements,
-largest difference).
+(B, H, T, D) view into a (B, H, T + 1, D) buffer against ``copy_rows_triton``). Rows: 32 (a
+dual-cache step at batch 1), 768 (a refresh at batch 1), 6,144 and 24,576 (refreshes at batch
+8 and 32). Beside each time, the rate at which it moves its bytes (reads + writes), and how the
+Triton result compares with eager's (equal elements, largest difference). Then a partial step's scatter of 256 fed positions per row into a 769-slot
+canvas at batch 1, 8 and 32 (``scatter_`` against the kernel with an index).
 
     PYTHONPATH=. python benchmarks/elementwise_kernels.py --out-dir OUT          # GPU, ~1 min
     TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/elementwise_kernels.py --smoke   # CPU check
@@ -134,6 +135,25 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(f"rows {m:6d}: rope eager {r['eager']['us']:8.1f} compiled {r['compiled']['us']:8.1f} triton "
               f"{r['triton']['us']:8.1f} us; swiglu eager {s['eager']['us']:8.1f} compiled {s['compiled']['us']:8.1f} "
               f"triton {s['triton']['us']:8.1f} us", flush=True)
+    # a partial step's fed keys scattered into the canvas (prefix: block + suffix, 256 per row at
+    # the first block of G256; dKV: the masked and just-committed positions)
+    fed, slots = (256, 769) if cuda else (6, 17)
+    res["cache_scatter"] = {}
+    for B in ([1, 8, 32] if cuda else [1, 2]):
+        k = torch.randn(B, fed, 3 * H, D, device=device, generator=g).to(dtype)[:, :, H: 2 * H].transpose(1, 2)
+        index = torch.stack([torch.randperm(slots - 1, device=device, generator=g)[:fed].sort().values for _ in range(B)])
+        buf = torch.zeros(B, H, slots, D, device=device, dtype=dtype)
+        spread = index[:, None, :, None].expand(-1, H, -1, D)
+        nbytes = 2 * k.numel() * k.element_size()
+        w = {"batch": B, "fed": fed, "bytes": nbytes}
+        for name, fn in (("torch", lambda: buf.scatter_(2, spread, k)), ("triton", lambda: copy_rows_triton(buf, k, index))):
+            us = timer(fn, calls, reps)
+            w[name] = {"us": us, "GBps": nbytes / us / 1e3}
+        want = buf.clone().zero_().scatter_(2, spread, k)
+        buf.zero_()
+        copy_rows_triton(buf, k, index)
+        w["equal"] = bool(torch.equal(buf, want))
+        res["cache_scatter"][str(B)] = w
     res["wall_s"] = time.perf_counter() - t0
     text = report(res)
     print(text)
@@ -163,6 +183,13 @@ def report(res: dict[str, Any]) -> str:
     for m, w in res.get("cache_write", {}).items():
         lines.append(f"| {m} | {w['torch']['us']:.1f} ({w['torch']['GBps']:.0f}) | {w['triton']['us']:.1f} "
                      f"({w['triton']['GBps']:.0f}) | {w['torch']['us'] / w['triton']['us']:.2f}x | {w['equal']} |")
+    if res.get("cache_scatter"):
+        lines += ["a partial step's fed keys scattered to their canvas slots (one layer's keys):",
+                  "| batch x fed | torch scatter_ | triton | torch / triton | equal |", "|---|---|---|---|---|"]
+        for w in res["cache_scatter"].values():
+            lines.append(f"| {w['batch']} x {w['fed']} | {w['torch']['us']:.1f} ({w['torch']['GBps']:.0f}) | "
+                         f"{w['triton']['us']:.1f} ({w['triton']['GBps']:.0f}) | {w['torch']['us'] / w['triton']['us']:.2f}x "
+                         f"| {w['equal']} |")
     lines.append(f"wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 

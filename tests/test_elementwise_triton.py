@@ -118,6 +118,7 @@ def test_elementwise_benchmark_smoke_times_every_variant_and_compares_with_eager
             assert all(r[k]["us"] > 0 for k in ("eager", "compiled", "triton"))
     assert all(r["triton_vs_eager"]["equal_share"] == 1.0 for r in res["rope"].values())
     assert res["cache_write"] and all(w["equal"] and w["triton"]["us"] > 0 for w in res["cache_write"].values())
+    assert res["cache_scatter"] and all(w["equal"] and w["triton"]["us"] > 0 for w in res["cache_scatter"].values())
     assert next(tmp_path.glob("elementwise_kernels_*_cpu-smoke.txt")).read_text().startswith("elementwise_kernels")
 
 
@@ -160,18 +161,42 @@ def test_row_copy_kernel_writes_a_forwards_keys_into_the_cache_buffer(dtype):
     assert not copy_rows_triton(buf[:, :, :T - 1], src)  # shapes differ
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_row_copy_kernel_scatters_fed_rows_to_their_canvas_slots(dtype):
+    """With an index, as a partial step writes its fed keys: each row to its own slot per batch
+    row, padding sent to the trash slot; the result is PyTorch's scatter's (the trash slot aside,
+    where one of the padded rows lands)."""
+    from paradecode.models.elementwise_triton import copy_rows_triton
+
+    B, T, H, D, S = 2, 37, 3, 16, 50
+    g = torch.Generator().manual_seed(4)
+    src = torch.randn(B, T, 2 * H, D, generator=g).to(dtype)[:, :, H:].transpose(1, 2)
+    index = torch.stack([torch.randperm(S - 1, generator=g)[:T] for _ in range(B)])
+    index[1, -5:] = S - 1  # padding: the trash slot
+    buf = torch.randn(B, H, S, D, generator=g).to(dtype)
+    want = buf.clone().scatter_(2, index[:, None, :, None].expand(-1, H, -1, D), src)
+    assert copy_rows_triton(buf, src, index)
+    assert torch.equal(buf[:, :, : S - 1], want[:, :, : S - 1])
+    assert torch.equal(buf[0, :, S - 1], want[0, :, S - 1])  # row 0 sends nothing there
+    assert not copy_rows_triton(buf, src, index[:, :-1])  # one index per fed row
+    assert not copy_rows_triton(buf, src, index.float())
+
+
 @pytest.mark.parametrize("cache", ["dual", "prefix", "dkv-decode"])
 def test_caches_writing_their_refresh_through_the_row_kernel_give_the_same_tokens(tiny_model, prompts, cache, monkeypatch):
-    """Forced on (as on a GPU), every full forward's keys and values go through the kernel, and
-    the tokens and forwards are those of PyTorch's copy."""
+    """Forced on (as on a GPU), every forward's keys and values go through the kernel (a
+    refresh's copy; a partial step's slice copy (prefix) or scatter (dKV)), and the tokens and
+    forwards are those of PyTorch's copy and scatter."""
     import paradecode
     from paradecode.caches import canvas
 
     ref = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=16, block_length=8, steps=8, cache=cache)
-    copies = []
+    scattered = []
     real = canvas.copy_rows_triton
     monkeypatch.setattr(canvas, "_row_kernel_runs", lambda t: True)
-    monkeypatch.setattr(canvas, "copy_rows_triton", lambda dst, src: copies.append(1) or real(dst, src))
+    monkeypatch.setattr(canvas, "copy_rows_triton",
+                        lambda dst, src, index=None: scattered.append(index is not None) or real(dst, src, index))
     out = paradecode.sample(tiny_model, prompts, "lowconf", gen_length=16, block_length=8, steps=8, cache=cache)
     assert torch.equal(out.sequences, ref.sequences) and out.trace.nfe == ref.trace.nfe
-    assert copies and len(copies) % (2 * tiny_model.config.n_layers) == 0
+    assert scattered and len(scattered) % (2 * tiny_model.config.n_layers) == 0
+    assert any(scattered) == (cache == "dkv-decode")  # dKV feeds scattered positions; prefix a span

@@ -303,13 +303,12 @@ class CanvasKVCache(CachePolicy):
         kb, vb = self._k[layer], self._v[layer]
         if self._contig is not None:
             s, e = self._contig
-            kb[:, :, s:e] = k
-            vb[:, :, s:e] = v
+            _write_rows(kb[:, :, s:e], k)
+            _write_rows(vb[:, :, s:e], v)
         else:
             write = self._idx if self._write is None else self._write
-            index = write[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-            kb.scatter_(2, index, k)
-            vb.scatter_(2, index, v)
+            _write_rows(kb, k, write)
+            _write_rows(vb, v, write)
         if self._key_mask is None:
             return kb[:, :, :L], vb[:, :, :L], None
         return kb, vb, self._key_mask
@@ -572,12 +571,18 @@ def _row_kernel_runs(t: torch.Tensor) -> bool:
     return t.is_cuda
 
 
-def _write_rows(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst.copy_(src)`` for a full forward's keys or values into the cache: a transposing copy
-    (heads interleaved in ``src``, apart in ``dst``), which the Triton kernel does at the copy
-    rate and PyTorch's at ~1/3 of it (:func:`~paradecode.models.elementwise_triton.copy_rows_triton`)."""
-    if not (_row_kernel_runs(dst) and copy_rows_triton(dst, src)):
+def _write_rows(dst: torch.Tensor, src: torch.Tensor, index: Optional[torch.Tensor] = None) -> None:
+    """``dst.copy_(src)`` for a forward's keys or values into the cache, or with ``index`` (rows,
+    fed) the scatter of each fed position's row to its canvas slot: a transposing copy (heads
+    interleaved in ``src``, apart in ``dst``), which the Triton kernel does at the copy rate and
+    PyTorch's copy at ~1/3 of it, its scatter slower still, indexing per element
+    (:func:`~paradecode.models.elementwise_triton.copy_rows_triton`)."""
+    if _row_kernel_runs(dst) and copy_rows_triton(dst, src, index):
+        return
+    if index is None:
         dst.copy_(src)
+    else:
+        dst.scatter_(2, index[:, None, :, None].expand(-1, src.shape[1], -1, src.shape[3]), src)
 
 
 def _padding_key_mask(am: torch.Tensor, L: int) -> torch.Tensor:

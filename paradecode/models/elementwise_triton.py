@@ -59,31 +59,45 @@ if triton is not None:
         tl.store(OUT + row * I + col, (act * u).to(OUT.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _copy_rows_kernel(SRC, DST, H, T, ssb, ssh, sst, sdb, sdh, sdt, D: tl.constexpr, TB: tl.constexpr):
-        # TB consecutive rows (positions) of one (batch, head): each row D contiguous elements
+    def _copy_rows_kernel(SRC, DST, IDX, H, T, ssb, ssh, sst, sdb, sdh, sdt, sib,
+                          D: tl.constexpr, TB: tl.constexpr, HAS_IDX: tl.constexpr):
+        # TB consecutive rows (positions) of one (batch, head): each row D contiguous elements,
+        # written to the same positions, or to those IDX gives (a scatter of whole rows)
         bh = tl.program_id(0).to(tl.int64)
         b, h = bh // H, bh % H
         t = tl.program_id(1) * TB + tl.arange(0, TB)
         d = tl.arange(0, D)
-        ok = (t < T)[:, None]
-        rows = tl.load(SRC + b * ssb + h * ssh + t[:, None] * sst + d[None, :], mask=ok)
-        tl.store(DST + b * sdb + h * sdh + t[:, None] * sdt + d[None, :], rows, mask=ok)
+        ok = t < T
+        rows = tl.load(SRC + b * ssb + h * ssh + t[:, None] * sst + d[None, :], mask=ok[:, None])
+        to = tl.load(IDX + b * sib + t, mask=ok, other=0).to(tl.int64) if HAS_IDX else t
+        tl.store(DST + b * sdb + h * sdh + to[:, None] * sdt + d[None, :], rows, mask=ok[:, None])
 
 
-def copy_rows_triton(dst: torch.Tensor, src: torch.Tensor) -> bool:
+def copy_rows_triton(dst: torch.Tensor, src: torch.Tensor, index: Optional[torch.Tensor] = None) -> bool:
     """``dst.copy_(src)`` for (B, H, T, D) views whose last dimension is contiguous, such as a
     full forward's keys (rows of the projection's output, heads interleaved) written into a
     K/V cache buffer (heads apart). PyTorch's copy indexes such a transposing copy per element
-    and ran at ~1/3 of the copy rate at a batch-32 refresh. Returns False (nothing copied)
-    where the kernel does not apply: the caller copies."""
-    if dst.dim() != 4 or dst.shape != src.shape or dst.dtype != src.dtype or not triton_available(dst.device):
+    and ran at ~1/3 of the copy rate at a batch-32 refresh. With ``index`` (B, T) integer, row
+    ``t`` of ``src`` goes to row ``index[b, t]`` of ``dst`` (B, H, S, D), as
+    ``dst.scatter_(2, index[:, None, :, None].expand_as(src), src)`` does element by element (a
+    partial step's fed keys written into the canvas; rows that share a target, such as padding
+    sent to a trash slot, leave one of them there). Returns False (nothing copied) where the
+    kernel does not apply: the caller copies."""
+    if dst.dim() != 4 or src.dim() != 4 or dst.dtype != src.dtype or not triton_available(dst.device):
         return False
-    B, H, T, D = dst.shape
+    B, H, T, D = src.shape
+    if index is None:
+        if dst.shape != src.shape:
+            return False
+    elif (dst.shape[:2] != (B, H) or dst.shape[3] != D or index.shape != (B, T) or index.stride(-1) != 1
+          or index.dtype not in (torch.int32, torch.int64) or index.device != dst.device):
+        return False
     if not tile_width_ok(D) or dst.stride(-1) != 1 or src.stride(-1) != 1 or src.device != dst.device:
         return False
-    if dst.numel():
+    if src.numel():
         _copy_rows_kernel[(B * H, triton.cdiv(T, _COPY_ROWS))](
-            src, dst, H, T, *src.stride()[:3], *dst.stride()[:3], D=D, TB=_COPY_ROWS)
+            src, dst, src if index is None else index, H, T, *src.stride()[:3], *dst.stride()[:3],
+            0 if index is None else index.stride(0), D=D, TB=_COPY_ROWS, HAS_IDX=index is not None)
     return True
 
 
