@@ -476,7 +476,8 @@ def fast_dllm_report(fd: dict[str, Any], batches: list[int]) -> list[str]:
 
 def report(res: dict[str, Any]) -> str:
     lines = [f"dllm_throughput {res['date']} on {res['device']} (torch {res['torch']}), {res['shape']}",
-             f"attention back ends: {res.get('sdpa_backends', 'not recorded')}; cached steps' attention kernel: "
+             f"attention back ends: {res.get('sdpa_backends', 'not recorded')} (in graphs: "
+             f"{res.get('graph_sdpa_backends', 'same')}); cached steps' attention kernel: "
              f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}"
              f"; greedy confidence: {res.get('confidence', 'torch')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
@@ -539,6 +540,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--sdpa-backends", default="default",
                     help="attention back ends: 'default' (paradecode's: no cuDNN), 'torch' (PyTorch's own choice) "
                          "or a comma list of flash, efficient, math, cudnn")
+    ap.add_argument("--graph-sdpa-backends", default="same",
+                    help="attention back ends of the captured forwards only (set_graph_attention_backends): "
+                         "'same' as --sdpa-backends, or a comma list such as cudnn,flash,efficient,math")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
@@ -586,13 +590,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         args.machine = "cpu-smoke"
     args.long = tuple(int(v) for v in args.long.split("x"))
     skip = set(filter(None, args.skip.split(",")))
-    from paradecode.models import attention_backends, set_attention_backends
+    from paradecode.models import (attention_backends, graph_attention_backends, set_attention_backends,
+                                   set_graph_attention_backends)
 
     from paradecode.samplers.common import fused_confidence
 
     fused_confidence(args.confidence == "kernel")
     if args.sdpa_backends != "default":
         set_attention_backends(None if args.sdpa_backends == "torch" else args.sdpa_backends.split(","))
+    if args.graph_sdpa_backends != "same":
+        set_graph_attention_backends(args.graph_sdpa_backends.split(","))
     model = build_model(device, args.smoke, args.model)
     if args.fuse:
         model.fuse_projections()
@@ -627,6 +634,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
         "confidence": args.confidence,
         "sdpa_backends": attention_backends() or "torch's choice",
+        "graph_sdpa_backends": graph_attention_backends() or "same",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
                   + (", fused projections" if args.fuse else "")) if not args.smoke else f"tiny {args.model} fp32 (smoke)",
         "prompt": args.prompt, "gen": args.gen, "block": args.block, "tokens_per_step": args.tokens_per_step,

@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 import paradecode
-from paradecode.models import LLaDAConfig, LLaDAModel, attention_backends, set_attention_backends
+from paradecode.models import (LLaDAConfig, LLaDAModel, attention_backends, graph_attention_backends,
+                               set_attention_backends, set_graph_attention_backends)
 from paradecode.models import attention
 
 
 @pytest.fixture(autouse=True)
 def restore_backends():
-    saved = attention_backends()
+    saved, saved_graph = attention_backends(), graph_attention_backends()
     yield
     set_attention_backends(saved)
+    set_graph_attention_backends(saved_graph)
 
 
 @pytest.fixture
@@ -110,6 +112,46 @@ def test_hugging_face_models_run_under_the_choice(spy):
     logits = adapter(torch.randint(0, 9, (2, 5)))
     assert logits.shape == (2, 5, 10)
     assert spy == [DEFAULT]
+
+
+def test_graph_choice_applies_only_while_a_graph_is_captured(spy):
+    """set_graph_attention_backends: forwards inside graph_capture() (CUDAGraphModel's capture
+    and its warm-up) use it, eager forwards keep the eager choice; None (the default) means the
+    eager choice there too; bad names are refused as for the eager choice."""
+    q = torch.randn(1, 2, 4, 8)
+    assert graph_attention_backends() is None
+    with attention.graph_capture():
+        attention.sdpa(q, q, q, None)
+    set_graph_attention_backends(["cudnn", "flash", "efficient", "math"])
+    attention.sdpa(q, q, q, None)
+    with attention.graph_capture():
+        attention.sdpa(q, q, q, None)
+    attention.sdpa(q, q, q, None)
+    assert spy == [DEFAULT, DEFAULT, [SDPBackend.CUDNN_ATTENTION] + DEFAULT, DEFAULT]
+    assert graph_attention_backends() == ["cudnn", "flash", "efficient", "math"]
+    with pytest.raises(ValueError, match="or None for the eager choice"):
+        set_graph_attention_backends(["cudnn", "fast"])
+    set_graph_attention_backends(None)
+    assert graph_attention_backends() is None
+
+
+def test_graph_model_captures_inside_the_graph_choice(monkeypatch):
+    """CUDAGraphModel records each graph under graph_capture() (checked with the recorder the
+    graph tests stand in for CUDA)."""
+    from paradecode.models import graphs
+
+    seen = []
+
+    def recorder(fn, pool=None):
+        seen.append(attention._capturing)
+        return None, fn()
+
+    monkeypatch.setattr(graphs, "capture_graph", recorder)
+    monkeypatch.setattr(graphs.torch.cuda, "graph_pool_handle", lambda: None)
+    model = graphs.CUDAGraphModel.__new__(graphs.CUDAGraphModel)
+    model._pools = {}
+    out = model._record(lambda x: x + 1, (torch.zeros(2),), "full")
+    assert seen == [True] and not attention._capturing and torch.equal(out[1], torch.ones(2))
 
 
 @pytest.mark.slow

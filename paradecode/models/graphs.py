@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from .attention import graph_capture
 from .wrapper import ModelWrapper
 
 __all__ = ["CUDAGraphModel", "KVBufferStore", "capture_graph", "graph_key"]
@@ -338,7 +339,8 @@ class CUDAGraphModel(ModelWrapper):
         return (graph, output). Tests stand in a recorder that re-runs the body on replay."""
         if pool_name not in self._pools:
             self._pools[pool_name] = torch.cuda.graph_pool_handle()
-        return capture_graph(lambda: body(*args), self._pools[pool_name])
+        with graph_capture():  # the graph's own SDPA choice (set_graph_attention_backends), if any
+            return capture_graph(lambda: body(*args), self._pools[pool_name])
 
 
 def _on_store(key: tuple) -> bool:
