@@ -32,6 +32,8 @@ from typing import Any, Optional
 
 import torch
 
+from paradecode.bench.results_file import write_results
+
 SETTINGS = (("threshold", None, {"threshold": 0.99}), ("threshold", "dual", {"threshold": 0.95}),
             ("lowconf", "dual", {"steps": 256}))
 RUNS = ("A cold", "A warm", "B new prompts", "B again")
@@ -127,12 +129,8 @@ def main(argv: Optional[list[str]] = None) -> int:
            "model": args.model, "task": args.task, "n": args.n, "seed": args.seed, "seed_b": args.seed_b,
            "command": "python benchmarks/attention_backends.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "results": results}
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"attention_backends_{res['date']}_{args.machine}"
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     text = report(res)
-    stem.with_suffix(".txt").write_text(text + "\n")
+    write_results(args.out_dir, f"attention_backends_{res['date']}_{args.machine}", res, text)
     print(text)
     return 0
 

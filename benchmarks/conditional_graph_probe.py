@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from paradecode.bench.results_file import write_results
 
 
 def stand_in_forward(weights: list[list[torch.Tensor]], x: torch.Tensor, out: torch.Tensor) -> None:
@@ -143,11 +143,7 @@ def finish(res: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     text = report(res)
     print(text)
     if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"conditional_graph_probe_{res['date']}_{args.machine}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".txt").write_text(text + "\n")
+        write_results(args.out_dir, f"conditional_graph_probe_{res['date']}_{args.machine}", res, text)
     return res
 
 

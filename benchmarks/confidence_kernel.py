@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from paradecode.bench.results_file import write_results
 from benchmarks.elementwise_kernels import graph_time_us, wall_time_us
 from paradecode.samplers.common import fused_confidence, predict
 from paradecode.samplers.confidence_kernel import top1_confidence
@@ -79,11 +78,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     text = report(res)
     print(text)
     if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"confidence_kernel_{res['date']}_{args.machine if cuda else 'cpu-smoke'}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".txt").write_text(text + "\n")
+        write_results(args.out_dir, f"confidence_kernel_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
     return res
 
 

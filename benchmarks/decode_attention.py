@@ -24,7 +24,6 @@ layers (as a forward replays them) and replayed; the ratio is measured in the sa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,6 +33,8 @@ if "--smoke" in sys.argv:
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton reads it
 
 import torch
+
+from paradecode.bench.results_file import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paradecode.caches.static_kv import StaticKVCache  # noqa: E402
@@ -217,10 +218,8 @@ def main() -> None:
     print(text, flush=True)
     if args.out_dir:
         machine = "h200" if "H200" in info["device"] else ("cpu" if device.type == "cpu" else "gpu")
-        stem = Path(args.out_dir) / f"decode_attention_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
-        stem.with_suffix(".txt").write_text(text)
+        write_results(args.out_dir, f"decode_attention_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine}",
+                      {"info": info, "rows": rows}, text)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+from paradecode.bench.results_file import write_results
 
 from paradecode.models.elementwise_triton import copy_rows_triton, rope_triton, swiglu_triton
 from paradecode.models.llada import apply_rope, rope_cos_sin, swiglu
@@ -158,11 +158,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     text = report(res)
     print(text)
     if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"elementwise_kernels_{res['date']}_{args.machine if cuda else 'cpu-smoke'}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".txt").write_text(text + "\n")
+        write_results(args.out_dir, f"elementwise_kernels_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
     return res
 
 

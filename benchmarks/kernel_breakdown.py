@@ -42,6 +42,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from paradecode.bench.results_file import write_results
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dllm_throughput as dt  # noqa: E402  (benchmarks/ sibling: model, drivers, rates)
 
@@ -362,12 +364,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if "profile" not in skip:
         res["profile"] = kernel_profile(args, device)
     res["wall_s"] = time.perf_counter() - t0
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"kernel_breakdown_{res['date']}_{args.machine}"
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
     text = report(res) if "gemm" in res else json.dumps(res.get("profile", {}), indent=1)
-    stem.with_suffix(".txt").write_text(text + "\n")
+    stem = write_results(args.out_dir, f"kernel_breakdown_{res['date']}_{args.machine}", res, text)
     log(text)
     log(f"wrote {stem}.json/.txt")
     return res

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from paradecode.bench.results_file import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dllm_throughput as dt  # noqa: E402
@@ -169,11 +170,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     text = report(res)
     dt.log(text)
     if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"step_profile_{res['date']}_{args.machine if device == 'cuda' else 'cpu-smoke'}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
-        stem.with_suffix(".txt").write_text(text + "\n")
+        stem = write_results(args.out_dir, f"step_profile_{res['date']}_{args.machine if device == 'cuda' else 'cpu-smoke'}",
+                             res, text)
         dt.log(f"wrote {stem}.json/.txt")
     return res
 
