@@ -11,8 +11,8 @@ first, or pass None, to have it back.
 
 Forwards captured as CUDA graphs (:class:`~paradecode.models.graphs.CUDAGraphModel`) build each
 shape's plan once, at capture: :func:`set_graph_attention_backends` gives them their own choice
-(``["cudnn", "flash", "efficient", "math"]`` was 1.4-4.7% faster in tokens/s at LLaDA-8B's shape,
-batch 1 to 32, every cache: ``benchmarks/README.md``, "cuDNN attention inside CUDA graphs only"),
+(``["cudnn", "flash", "efficient", "math"]`` was 1.4-6.9% faster in tokens/s at LLaDA-8B's shape,
+batch 1 to 32, every cache: ``benchmarks/README.md``, "cuDNN attention inside CUDA graphs"),
 while eager forwards keep the eager choice. The default is the eager choice for both, so that
 graphed and eager forwards run the same kernels and give the same tokens.
 """
