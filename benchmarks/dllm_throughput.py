@@ -506,6 +506,9 @@ def report(res: dict[str, Any]) -> str:
     if gve:
         lines.append("graphs vs eager tokens (batch 2, two blocks): " + ", ".join(
             f"{c} {'equal' if r['equal'] else 'DIFFER'} ({r['replays']} replays)" for c, r in gve.items()))
+        if res.get("graph_sdpa_backends", "same") != "same":
+            lines.append("  (the graphs ran their own attention back ends, --graph-sdpa-backends: other kernels than "
+                         "the eager forwards', so tokens may differ where predictions are within rounding)")
     m = res.get("mean_vs_median")
     if m:
         lines.append(f"dual P{m['prompt']}/G{m['gen']} batch 1: mean step {1e3 * m['mean_step_s']:.2f} ms, "

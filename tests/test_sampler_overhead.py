@@ -99,3 +99,28 @@ def test_every_block_rule_reads_the_device_at_most_once_per_step_inside_a_block(
         flags_read = key.split("/")[0] not in ("lowconf", "prophet")
         assert (row["read_to_forward_ms"] is not None) == flags_read, (key, row["read_to_forward_ms"])
         assert not flags_read or row["read_to_forward_ms"] > 0, key
+
+
+def test_active_rows_is_the_same_tensor_until_a_row_changes_block():
+    """A step inside a block reuses the last active rows (and so its plan); a row that moves to
+    another block (or finishes the generation) gives fresh rows, under inference mode too."""
+    from paradecode.samplers.base import DiffusionState
+
+    state = DiffusionState(x=torch.zeros(3, 8, dtype=torch.long), prompt_length=2, attention_mask=None,
+                           block=torch.zeros(3, dtype=torch.long), step_in_block=torch.zeros(3, dtype=torch.long),
+                           commit_step=torch.zeros(3, 6, dtype=torch.long), origin=2, num_blocks=2, rule=None)
+    rows = state.active_rows()
+    assert rows.tolist() == [0, 1, 2] and state.active_rows() is rows
+    state.step_in_block += 1  # steps inside the block: same rows
+    assert state.active_rows() is rows
+    state.block[1] += 1
+    assert state.active_rows() is not rows and state.active_rows().tolist() == [0, 1, 2]
+    state.block[1] = state.num_blocks  # row 1 is done
+    assert state.active_rows().tolist() == [0, 2]
+    state.block = torch.full((3,), 2)  # a new tensor
+    assert state.active_rows().tolist() == []
+    with torch.inference_mode():  # the loop runs under it: tensors made there keep no version counter
+        state.block = torch.zeros(3, dtype=torch.long)
+        rows = state.active_rows()
+        state.block[0] = 2
+        assert state.active_rows().tolist() == [1, 2]

@@ -91,6 +91,8 @@ class DiffusionState:
     # this step's rows, their block starts (CPU) and the shared block start (None: rows differ),
     # worked out once by request() for apply()
     plan: Optional[tuple] = dataclasses.field(default=None, repr=False)
+    # active_rows()'s last answer and the blocks it was read from
+    _active: Optional[tuple] = dataclasses.field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -109,7 +111,16 @@ class DiffusionState:
         return self.rule.extras
 
     def active_rows(self) -> torch.Tensor:
-        return torch.nonzero(self.block < self.num_blocks).flatten()
+        """(n,) CPU: the rows not finished. The same tensor while the rows' blocks are unchanged,
+        so the per-step plan of those rows is reused (:meth:`BlockDiffusionStrategy._plan`): a
+        step inside a block reads the small host tensor once here and makes no other host op.
+        (Compared by value: tensors made under ``torch.inference_mode`` keep no version counter.)"""
+        blocks, cached = self.block.tolist(), self._active
+        if cached is not None and cached[0] == blocks:
+            return cached[1]
+        rows = torch.nonzero(self.block < self.num_blocks).flatten()
+        self._active = (blocks, rows)
+        return rows
 
 
 class BlockDiffusionStrategy(Strategy[DiffusionState]):
