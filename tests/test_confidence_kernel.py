@@ -59,11 +59,13 @@ def test_kernel_gives_nan_where_pytorchs_softmax_does():
 
 def test_kernel_reads_strided_rows_and_declines_what_it_does_not_cover():
     base = torch.randn(3, 4, 2100, generator=torch.Generator().manual_seed(5))
-    sliced = base[:, 1:3]  # rows of a larger array: strided leading dimensions, a view
-    x0, conf = top1_confidence(sliced, 2)
-    ref_x0, ref_conf = _reference(sliced, 2)
-    assert torch.equal(x0, ref_x0)
-    torch.testing.assert_close(conf, ref_conf, rtol=1e-13, atol=0)
+    for sliced in (base[:, 1:3], base[1:, ::2], base[0, 1:]):  # columns of a larger array: read in place
+        x0, conf = top1_confidence(sliced, 2)
+        ref_x0, ref_conf = _reference(sliced, 2)
+        assert x0.shape == sliced.shape[:-1] and torch.equal(x0, ref_x0)
+        torch.testing.assert_close(conf, ref_conf, rtol=1e-13, atol=0)
+    flat = torch.randn(2, 2, 2, 1500, generator=torch.Generator().manual_seed(6))  # four dimensions: flattened
+    assert torch.equal(top1_confidence(flat)[0], flat.argmax(-1))
     assert top1_confidence(base.to(torch.float64)) is None  # float64 logits: PyTorch's path
     assert top1_confidence(base.transpose(1, 2)) is None  # vocabulary not contiguous
 

@@ -33,11 +33,12 @@ _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 if triton is not None:
 
     @triton.jit
-    def _chunk_top1(L, M, IDX, S, V, CHUNK, FORBID, srow, n_chunks, TILE: tl.constexpr):
-        # one row and one CHUNK of its V logits: the chunk's max, first argmax, sum exp(l - max)
+    def _chunk_top1(L, M, IDX, S, V, CHUNK, FORBID, W, s0, s1, n_chunks, TILE: tl.constexpr):
+        # one row (r // W, r % W of the leading dimensions) and one CHUNK of its V logits: the
+        # chunk's max, first argmax, sum exp(l - max)
         row = tl.program_id(0).to(tl.int64)
         chunk = tl.program_id(1)
-        base = L + row * srow
+        base = L + (row // W) * s0 + (row % W) * s1
         lo = chunk * CHUNK
         hi = tl.minimum(lo + CHUNK, V)
         lanes = tl.arange(0, TILE)
@@ -103,10 +104,13 @@ def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optio
         return None
     V = logits.shape[-1]
     lead = logits.shape[:-1]
-    rows = logits.reshape(-1, V)  # a view where the leading dimensions allow, else a copy
+    # rows addressed as (i, j) of up to two leading dimensions with their own strides: a slice
+    # of a step's logits (the block columns of the full canvas's) is read in place, not copied
+    rows = logits if logits.dim() == 3 else logits.reshape(1, -1, V)
     if rows.stride(-1) != 1:
         return None
-    R = rows.shape[0]
+    W, s0, s1 = rows.shape[1], rows.stride(0), rows.stride(1)
+    R = rows.shape[0] * W
     # enough programs to fill the device: split each row's vocabulary when rows are few
     want = max(1, -(-2 * _multiprocessors(logits.device) // R))
     n_chunks = min(want, 64, -(-V // _TILE))
@@ -120,6 +124,6 @@ def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optio
     x0 = torch.empty(R, dtype=torch.int64, device=dev)
     conf = torch.empty(R, dtype=torch.float64, device=dev)
     forbid_col = -1 if forbid is None or not 0 <= forbid < V else int(forbid)
-    _chunk_top1[(R, n_chunks)](rows, m, idx, s, V, chunk, forbid_col, rows.stride(0), n_chunks, TILE=_TILE)
+    _chunk_top1[(R, n_chunks)](rows, m, idx, s, V, chunk, forbid_col, W, s0, s1, n_chunks, TILE=_TILE)
     _combine_top1[(R,)](m, idx, s, x0, conf, n_chunks, CB=max(2, triton.next_power_of_2(n_chunks)))
     return x0.reshape(lead), conf.reshape(lead)
