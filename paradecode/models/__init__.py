@@ -2,7 +2,8 @@
 
 from .hf import HFDiffusionAdapter, resolve_mask_token_id
 from .dream import DreamConfig, DreamModel
-from .attention import attention_backends, graph_attention_backends, set_attention_backends, set_graph_attention_backends
+from .attention import (attention_backends, graph_attention_backends, set_attention_backends,
+                        set_graph_attention_backends)
 from .llada import LLaDAConfig, LLaDAModel
 from .wrapper import ModelWrapper
 

@@ -34,8 +34,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "canvas_attention", "triton_available",
-           "check_available"]
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "canvas_attention", "multiprocessors",
+           "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
@@ -309,7 +309,8 @@ CANVAS_MAX_TOKENS = 64  # fed tokens per row the canvas kernel keeps in register
 
 
 @functools.lru_cache(maxsize=None)
-def _multiprocessors(device: torch.device) -> int:
+def multiprocessors(device: torch.device) -> int:
+    """SMs of ``device``, which the kernels size their grids by (8 on a CPU: the interpreter)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
 
 
@@ -318,7 +319,7 @@ def _split_count(programs: int, slots: int, block_n: int, device: torch.device) 
     H200 (``benchmarks/results/decode_attention_2026-12-03_h200.txt``) about one program per SM
     beat about two at every dual-cache shape: LLaDA-8B batch 1, 4 splits 11.9 us per layer vs 6
     splits 14.5; batch 8, one split 37.7 vs two 45.7."""
-    return max(1, min(triton.cdiv(slots, block_n), _multiprocessors(device) // programs))
+    return max(1, min(triton.cdiv(slots, block_n), multiprocessors(device) // programs))
 
 
 def _canvas_key_block(block_m: int) -> int:

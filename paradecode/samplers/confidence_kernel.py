@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from ..models.decode_attention import tl, triton, triton_available
+from ..models.decode_attention import multiprocessors, tl, triton, triton_available
 
 __all__ = ["top1_confidence"]
 
@@ -86,12 +86,6 @@ if triton is not None:
         tl.store(CONF + row, conf)
 
 
-def _multiprocessors(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4  # the interpreter: a few chunks, so that tests cover the combination
-
-
 def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """``(argmax, float64 softmax probability of the argmax)`` over the last dimension of
     ``logits`` (any leading shape), with column ``forbid`` (the mask token) excluded as -inf.
@@ -112,7 +106,7 @@ def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optio
     W, s0, s1 = rows.shape[1], rows.stride(0), rows.stride(1)
     R = rows.shape[0] * W
     # enough programs to fill the device: split each row's vocabulary when rows are few
-    want = max(1, -(-2 * _multiprocessors(logits.device) // R))
+    want = max(1, -(-2 * multiprocessors(logits.device) // R))
     n_chunks = min(want, 64, -(-V // _TILE))
     chunk = -(-V // n_chunks)
     chunk = -(-chunk // _TILE) * _TILE
