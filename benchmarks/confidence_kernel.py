@@ -17,16 +17,14 @@ Writes ``confidence_kernel_<date>_<machine>.json`` and ``.txt``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import os
 import time
 from typing import Any, Optional
 
 import torch
 
 from paradecode.bench.results_file import write_results
-from benchmarks.elementwise_kernels import graph_time_us, wall_time_us
+from benchmarks.elementwise_kernels import graph_time_us, kernel_bench_args, wall_time_us
 from paradecode.samplers.common import fused_confidence, predict
 from paradecode.samplers.confidence_kernel import top1_confidence
 
@@ -34,17 +32,8 @@ LLADA_VOCAB, LLADA_MASK_ID = 126464, 126336
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter (TRITON_INTERPRET=1)")
-    ap.add_argument("--rows", default="32,256,1024", help="predicted positions per call (batch x 32 block tokens)")
-    ap.add_argument("--calls", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--machine", default="h200")
-    ap.add_argument("--out-dir", default=None)
-    args = ap.parse_args(argv)
+    args = kernel_bench_args(__doc__, "32,256,1024", "predicted positions per call (batch x 32 block tokens)", argv)
     t0 = time.perf_counter()
-    if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
-        raise SystemExit("--smoke runs the Triton kernel in Triton's interpreter: set TRITON_INTERPRET=1 before starting.")
     cuda = torch.cuda.is_available() and not args.smoke
     device = "cuda" if cuda else "cpu"
     V, mask_id = (LLADA_VOCAB, LLADA_MASK_ID) if cuda else (3000, 2900)

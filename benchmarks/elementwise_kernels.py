@@ -75,18 +75,26 @@ def compare(got: torch.Tensor, want: torch.Tensor) -> dict[str, float]:
     return {"equal_share": float((got == want).float().mean()), "max_abs_diff": float((got.float() - want.float()).abs().max())}
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def kernel_bench_args(doc: str, rows: str, rows_help: str, argv: Optional[list[str]]) -> argparse.Namespace:
+    """The options of a Triton kernel micro-benchmark (this one, ``confidence_kernel.py``): rows
+    per call, graph calls and replays, machine name, output folder, and ``--smoke``, which runs
+    the kernels on CPU under Triton's interpreter (refused unless TRITON_INTERPRET=1 is set)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter (TRITON_INTERPRET=1)")
-    ap.add_argument("--rows", default="32,768,6144,24576", help="token rows (batch x tokens) per call")
+    ap.add_argument("--rows", default=rows, help=rows_help)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--machine", default="h200")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
     if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("--smoke runs the Triton kernels in Triton's interpreter: set TRITON_INTERPRET=1 before starting.")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    args = kernel_bench_args(__doc__, "32,768,6144,24576", "token rows (batch x tokens) per call", argv)
+    t0 = time.perf_counter()
     cuda = torch.cuda.is_available() and not args.smoke
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     H, D, inter = (32, 128, 12288) if not args.smoke else (4, 16, 48)
