@@ -600,7 +600,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     skip = set(filter(None, args.skip.split(",")))
     from paradecode.models import (attention_backends, graph_attention_backends, set_attention_backends,
                                    set_graph_attention_backends)
-
     from paradecode.samplers.common import fused_confidence
 
     fused_confidence(args.confidence == "kernel")

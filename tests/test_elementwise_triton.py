@@ -128,14 +128,9 @@ def test_a_whole_forward_compiled_with_the_kernels_in_still_traces_as_one_graph(
     not the Triton launch: one graph, no break, the eager tokens."""
     from paradecode.speculative.causal_lm import CausalLM, greedy_decode
 
-    from .test_static_llama import LLAMA3_ROPE, fake_cuda_graphs, graph_counting_backend, llama
+    from .test_static_llama import compiled_decode_case
 
-    counting_backend, graphs = graph_counting_backend()
-    fake_cuda_graphs(monkeypatch)
-    torch._dynamo.reset()
-    m = llama(LLAMA3_ROPE, seed=3).double()
-    prompt = torch.tensor([[5, 9, 2, 31, 7]])
-    ref = greedy_decode(CausalLM(m, fuse_projections=True), prompt, 10, cuda_graphs=False)
+    counting_backend, graphs, m, prompt, ref = compiled_decode_case(monkeypatch, fuse=True)
     try:
         llada_module.compile_elementwise(True, backend="eager")
         lm = CausalLM(m, fuse_projections=True, compile_mode="default", compile_backend=counting_backend)

@@ -166,15 +166,22 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))
 
 
-def graph_counting_backend() -> tuple:
-    """A ``torch.compile`` backend that runs each traced graph as it is, and the list it fills."""
+def compiled_decode_case(monkeypatch, fuse: bool) -> tuple:
+    """What a whole-forward compile test starts from: a ``torch.compile`` backend that runs each
+    traced graph as it is and the list it fills, fake CUDA graphs, a fresh dynamo, the model, a
+    prompt and its eager greedy tokens. Returns (backend, graphs, model, prompt, reference)."""
     graphs: list = []
 
     def backend(gm, example_inputs):
         graphs.append(gm)
         return gm.forward
 
-    return backend, graphs
+    fake_cuda_graphs(monkeypatch)
+    torch._dynamo.reset()
+    m = llama(LLAMA3_ROPE, seed=3).double()
+    prompt = torch.tensor([[5, 9, 2, 31, 7]])
+    ref = greedy_decode(CausalLM(m, fuse_projections=fuse), prompt, 10, cuda_graphs=False)
+    return backend, graphs, m, prompt, ref
 
 
 @pytest.mark.parametrize("fuse", [False, True])
@@ -182,12 +189,7 @@ def test_compiled_captured_forward_traces_whole_and_decodes_the_same(monkeypatch
     """``compile_mode``: the forward captured as a graph is one ``torch.compile`` graph (fullgraph:
     a break would raise) over the cache's writes and masks, and decoding through it gives the
     eager tokens. A counting backend stands in for Inductor on the CPU."""
-    counting_backend, graphs = graph_counting_backend()
-    fake_cuda_graphs(monkeypatch)
-    torch._dynamo.reset()
-    m = llama(LLAMA3_ROPE, seed=3).double()
-    prompt = torch.tensor([[5, 9, 2, 31, 7]])
-    ref = greedy_decode(CausalLM(m, fuse_projections=fuse), prompt, 10, cuda_graphs=False)
+    counting_backend, graphs, m, prompt, ref = compiled_decode_case(monkeypatch, fuse)
     lm = CausalLM(m, fuse_projections=fuse, compile_mode="default", compile_backend=counting_backend)
     assert torch.equal(greedy_decode(lm, prompt, 10), ref)
     assert lm.graph_error is None and lm.captures == 1 and lm.replays == 7  # prefill, 1st step eager; capture
