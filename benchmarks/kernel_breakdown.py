@@ -119,9 +119,11 @@ def linear_seconds(m: int, k: int, n: int, device: str, dtype: torch.dtype, call
 
 
 def gemm_sweep(models: dict[str, list], rows: list[int], blas: list[str], device: str, dtype: torch.dtype,
-               bytes_per_s: float, calls: int, reps: int, l2_bytes: int) -> dict[str, Any]:
-    """Per BLAS back end, model, shape and M: seconds, weight-read seconds, and their ratio;
-    per back end, model and M, the GEMM seconds of one forward."""
+               bytes_per_s: float, calls: int, reps: int, l2_bytes: int, flops_per_s: float) -> dict[str, Any]:
+    """Per BLAS back end, model, shape and M: seconds, weight-read seconds, their ratio, and the
+    ratio to the shape's limit (the larger of the read time and 2 M K N FLOPs at the measured
+    matmul rate: at hundreds of rows a product is compute-bound); per back end, model and M,
+    the GEMM seconds of one forward."""
     out: dict[str, Any] = {}
     bits = torch.finfo(dtype).bits
     for lib in blas:
@@ -136,8 +138,10 @@ def gemm_sweep(models: dict[str, list], rows: list[int], blas: list[str], device
                     mm = min(m, HEAD_ROWS[model]) if layers == 0 else m
                     s = linear_seconds(mm, k, n, device, dtype, calls, reps, l2_bytes)
                     r = n * k * bits / 8 / bytes_per_s  # as dllm_throughput's floor: bytes / copy rate
+                    limit = max(r, 2 * mm * k * n / flops_per_s)
                     per_model["shapes"].setdefault(name, {})[str(m)] = {"rows": mm, "us": 1e6 * s,
-                                                                       "read_us": 1e6 * r, "x_read": s / r}
+                                                                       "read_us": 1e6 * r, "x_read": s / r,
+                                                                       "limit_us": 1e6 * limit, "x_limit": s / limit}
                     total += s * max(layers, 1)
                     read += r * max(layers, 1)
                 per_model["forward"][str(m)] = {"gemm_ms": 1e3 * total, "read_ms": 1e3 * read, "x_read": total / read}
@@ -300,15 +304,17 @@ def report(res: dict[str, Any]) -> str:
         for model, pm in per_lib.items():
             cells = [f"{pm['forward'][str(m)]['gemm_ms']:.3f} ({pm['forward'][str(m)]['x_read']:.2f}x)" for m in rows]
             lines.append(f"| {lib} | {model} | " + " | ".join(cells) + " |")
-    lines.append("per shape, x of weight-read time (first blas | others):")
     libs = list(res["gemm"])
-    for model in res["models"]:
-        for name in res["gemm"][libs[0]][model]["shapes"]:
-            cells = []
-            for m in rows:
-                vals = [res["gemm"][lib][model]["shapes"][name][str(m)]["x_read"] for lib in libs]
-                cells.append(" | ".join(f"{v:.2f}" for v in vals))
-            lines.append(f"  {model:9s} {name:8s} " + "  ".join(f"M={m}: {c}" for m, c in zip(rows, cells)))
+    for key, what in (("x_read", "weight-read time"),
+                      ("x_limit", f"limit, max(read, FLOPs at {res.get('matmul_TFLOPs', 0):.4g} TFLOP/s)")):
+        lines.append(f"per shape, x of {what} (first blas | others):")
+        for model in res["models"]:
+            for name in res["gemm"][libs[0]][model]["shapes"]:
+                cells = []
+                for m in rows:
+                    vals = [res["gemm"][lib][model]["shapes"][name][str(m)][key] for lib in libs]
+                    cells.append(" | ".join(f"{v:.2f}" for v in vals))
+                lines.append(f"  {model:9s} {name:8s} " + "  ".join(f"M={m}: {c}" for m, c in zip(rows, cells)))
     for cache, r in res.get("profile", {}).items():
         g = r.get("graphed")
         lines.append(f"LLaDA-8B fused lowconf/{cache} batch 1, first {r['steps']} steps: kernel time "
@@ -352,15 +358,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     skip = set(filter(None, args.skip.split(",")))
     models = SMOKE_LINEARS if args.smoke else LINEARS
     bytes_per_s = dt.copy_rate(device, 1 << (20 if args.smoke else 30), 3 if args.smoke else 20)
+    flops_per_s = dt.matmul_rate(device, 256 if args.smoke else 8192, 3 if args.smoke else 20)
     res: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
-        "dtype": str(dtype).replace("torch.", ""), "copy_GBps": bytes_per_s / 1e9, "rows": rows,
+        "dtype": str(dtype).replace("torch.", ""), "copy_GBps": bytes_per_s / 1e9,
+        "matmul_TFLOPs": flops_per_s / 1e12, "rows": rows,
         "models": list(models), "head_rows": {m: HEAD_ROWS[m] for m in models}, "args": vars(args),
     }
     if "gemm" not in skip:
         res["gemm"] = gemm_sweep(models, rows, args.blas.split(","), device, dtype, bytes_per_s, args.calls,
-                                 args.reps, args.l2_mb << 20)
+                                 args.reps, args.l2_mb << 20, flops_per_s)
     if "profile" not in skip:
         res["profile"] = kernel_profile(args, device)
     res["wall_s"] = time.perf_counter() - t0
