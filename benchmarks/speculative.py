@@ -8,6 +8,8 @@ Methods (greedy, EOS as the model defines it):
   * ``ours_trim``     : the same with VocabTrim (calibrated on prompts disjoint from the test prompts)
   * ``prompt_lookup`` : ``drafter="prompt-lookup"`` (no draft model; ``--lookup-k`` tokens, transformers' 10)
   * ``ours_eager``    : ``ours`` with ``cuda_graphs=False`` (GPU only: what the graphs buy)
+  * ``*_per_forward`` : ``ours``, ``ours_trim`` and ``prompt_lookup`` with ``capture_step=False``: one CUDA
+                        graph per forward instead of one per step (GPU only: what recording whole steps buys)
   * ``hf_assisted``   : ``target.generate(..., assistant_model=draft)``, same draft length, constant schedule
 Reported: seconds, speedups, accepted drafts per target forward, outputs equal to the target's greedy
 output, the draft's share of a step and VocabTrim's draft time per draft forward (``record_draft_time``),
@@ -200,7 +202,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     cuda = device.type == "cuda"
     graphs = not args.eager
     methods = ["hf_target", "target", "ours", "ours_trim", "prompt_lookup"] + (
-        ["ours_eager"] if cuda and graphs and not args.skip_eager_row else [])
+        ["ours_eager"] if cuda and graphs and not args.skip_eager_row else []) + (
+        ["ours_per_forward", "ours_trim_per_forward", "prompt_lookup_per_forward"] if cuda and graphs else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
                 cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
@@ -214,6 +217,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
                               attention=args.attention),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
+    for m in ("ours", "ours_trim", "prompt_lookup"):
+        variants[f"{m}_per_forward"] = dict(variants[m], capture_step=False)
     traces: dict[str, Any] = {}
 
     def run(method, ids):
@@ -386,10 +391,10 @@ def text_report(result: dict) -> str:
     r = result["batch1"]
     lines = [f"speculative decoding, batch 1: {result['info']}", f"path: {r['path']} {r['graphs']}",
              f"forward: {r['forward']}",
-             f"{'method':<14} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
+             f"{'method':<25} {'seconds':>9} {'ms/token':>9} {'x target':>9} {'x assisted':>10} {'accepted/step':>13} {'= greedy':>8}"]
     for m in r["seconds"]:
         acc = r["mean_accepted_drafts_per_step"].get(m, "")
-        lines.append(f"{m:<14} {r['seconds'][m]:>9.3f} {r['ms_per_token'][m]:>9.3f} {r['speedup_vs_target'][m]:>9.3f} "
+        lines.append(f"{m:<25} {r['seconds'][m]:>9.3f} {r['ms_per_token'][m]:>9.3f} {r['speedup_vs_target'][m]:>9.3f} "
                      f"{r['speedup_vs_hf_assisted'][m]:>10.3f} {str(acc):>13} {r['outputs_equal_target_greedy'][m]:>8}")
     lines.append(f"floor: {r['floor']}")
     lines.append(f"draft: {r['draft']}; VocabTrim saves {r['vocabtrim_draft_time_saving']:.1%} of a draft forward")

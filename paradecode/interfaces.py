@@ -174,6 +174,10 @@ class ModelCall(Protocol):
     def release(self, role: str) -> None:
         """Drop the cache of ``role`` (a model that is done, e.g. CoDe's drafter after hand-over)."""
 
+    def count_forward(self, role: str, rows: Optional[torch.Tensor]) -> None:
+        """Count a forward of ``role`` that ran outside ``call`` (inside a step replayed as one
+        CUDA graph), so the trace's forward counts stay the same."""
+
 
 class LayerKV(Protocol):
     """The one layer-level KV protocol every attention layer calls (canvas, VAR and causal-LM

@@ -151,6 +151,10 @@ class ModelCaller:
         self.trace.count_forward(role, request.rows)
         return output
 
+    def count_forward(self, role: str, rows: Optional[torch.Tensor]) -> None:
+        """Count a forward that ran outside :meth:`__call__` (a step replayed as one graph)."""
+        self.trace.count_forward(role, rows)
+
     def release(self, role: str) -> None:
         """Drop the cache of ``role``: its memory is freed once the strategy holds no reference."""
         self.caches.pop(role, None)

@@ -321,15 +321,15 @@ def test_device_copy_of_finished_rows_follows_the_host_one(pair, monkeypatch):
     t2, d2 = copy.deepcopy(target), copy.deepcopy(draft)
     t2.generation_config.eos_token_id = int(free.generated[0, 6])  # row 0 stops early, row 1 at its budget
     seen = []
-    accept = Speculative._accept
+    account = Speculative._account  # the host's side of a step, after its read
 
     def checked(self, state, *args):
-        out = accept(self, state, *args)
+        out = account(self, state, *args)
         assert torch.equal(state.finished_device.cpu(), state.finished)
         seen.append(state.finished.clone())
         return out
 
-    monkeypatch.setattr(Speculative, "_accept", checked)
+    monkeypatch.setattr(Speculative, "_account", checked)
     paradecode.sample(t2, prompt, "speculative", draft_model=d2, max_new_tokens=16)
     assert any(s.tolist() == [True, False] for s in seen)  # a step where only the EOS row was done
     assert seen[-1].all()

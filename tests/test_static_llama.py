@@ -41,12 +41,34 @@ class ReplayedClosure:
         self.out.copy_(self.fn())
 
 
+class ReplayedStep:
+    """A recorded speculative step's stand-in on a CPU: recording runs nothing (as a CUDA graph
+    capture executes nothing), each replay reruns the recorded closure, which reads only what
+    it closed over, as a graph reads only the addresses it recorded."""
+
+    made = 0
+
+    def __init__(self, fn, models):
+        from paradecode.speculative.step_graph import InlineCall
+
+        self.fn, self.call, self.replays = fn, lambda: InlineCall(models), 0
+        ReplayedStep.made += 1
+
+    def replay(self):
+        call = self.call()
+        out = self.fn(call)
+        self.roles, self.replays = tuple(call.roles), self.replays + 1
+        return out
+
+
 def fake_cuda_graphs(monkeypatch) -> None:
-    """Make CausalLM capture and replay on a CPU through :class:`ReplayedClosure`."""
-    from paradecode.speculative import causal_lm
+    """Make CausalLM capture and replay on a CPU through :class:`ReplayedClosure`, and the
+    strategy record whole steps through :class:`ReplayedStep`."""
+    from paradecode.speculative import causal_lm, step_graph
 
     monkeypatch.setattr(causal_lm, "_capture", lambda fn, pool: (lambda g: (g, g.out))(ReplayedClosure(fn)))
     monkeypatch.setattr(causal_lm.CausalLM, "_graphable", lambda self, ids: self.graphs and self.graph_error is None)
+    monkeypatch.setattr(step_graph, "record_step", ReplayedStep)
 
 
 @pytest.mark.parametrize("rope, bias", [(None, False), (LLAMA3_ROPE, True)])
@@ -145,8 +167,8 @@ def test_one_model_as_target_and_draft_keeps_two_caches():
 
 
 def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
-    """The CUDA-graph bookkeeping on a CPU: a stand-in 'graph' re-runs the captured closure into
-    the captured output, as a replay does. Replays must read the rows' lengths and the fed
+    """The CUDA-graph bookkeeping on a CPU (one graph per forward: ``capture_step=False``): a
+    stand-in 'graph' re-runs the captured closure into the captured output, as a replay does. Replays must read the rows' lengths and the fed
     tokens when they run, not when they were captured: outputs equal the eager path's."""
     target = llama(LLAMA3_ROPE, seed=5).double()
     draft = llama(LLAMA3_ROPE, seed=5).double()
@@ -156,7 +178,7 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     rows = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15]]
     eager = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24, cuda_graphs=False)
     fake_cuda_graphs(monkeypatch)
-    graphed = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24)
+    graphed = paradecode.sample(target, rows, "speculative", draft_model=draft, max_new_tokens=24, capture_step=False)
     assert torch.equal(graphed.sequences, eager.sequences)
     acc = torch.stack(graphed.trace.extra("accepted"))
     assert (acc != acc[:, :1]).any()  # rows accepted different numbers of drafts in one step
@@ -164,6 +186,76 @@ def test_graph_replays_read_lengths_and_inputs_at_replay_time(monkeypatch):
     assert lm_t.captures >= 1 and lm_t.replays >= 1 and lm_d.captures >= 2 and lm_d.replays >= 1
     prompt = torch.tensor([[5, 9, 2, 31, 7]])
     assert torch.equal(greedy_decode(lm_t, prompt, 10), greedy_decode(lm_t, prompt, 10, cuda_graphs=False))
+
+
+def step_graphs(target) -> list:
+    """The steps recorded on ``target``'s wrapper (kept buffers -> graphs), in recording order."""
+    return [g for ws in CausalLM.of(target)._workspaces.values() for g in ws.graphs.values()]
+
+
+@pytest.mark.parametrize("drafter", ["model", "prompt-lookup"])
+def test_recorded_steps_decode_the_same_and_are_kept_across_generations(monkeypatch, drafter):
+    """capture_step: once every forward of a step has its own graph, the whole step (drafts,
+    verify, acceptance, canvas write, rollback) is recorded once and replayed, here through an
+    eager stand-in that reruns only what the recording closed over. Tokens and forward counts
+    equal the per-forward path's; a second generation of another prompt length in the same
+    64-column bucket records nothing new, and the first generation's output is not overwritten."""
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    draft = llama(LLAMA3_ROPE, seed=5).double()
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    opts = dict(draft_model=draft) if drafter == "model" else dict(drafter="prompt-lookup")
+    rows_a = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15]]
+    rows_b = [[7, 7, 1, 2], [6, 5, 4, 3, 2, 1, 9], [8, 8]]
+    ref = {name: paradecode.sample(target, rows, "speculative", max_new_tokens=24, cuda_graphs=False, **opts)
+           for name, rows in (("a", rows_a), ("b", rows_b))}
+    fake_cuda_graphs(monkeypatch)
+    per_forward = paradecode.sample(target, rows_a, "speculative", max_new_tokens=24, capture_step=False, **opts)
+    assert step_graphs(target) == []
+    got_a = paradecode.sample(target, rows_a, "speculative", max_new_tokens=24, **opts)
+    (graph,) = step_graphs(target)
+    assert graph.replays >= 2
+    got_b = paradecode.sample(target, rows_b, "speculative", max_new_tokens=24, **opts)
+    assert step_graphs(target) == [graph] and graph.replays >= 4
+    for got, name in ((per_forward, "a"), (got_a, "a"), (got_b, "b")):
+        assert torch.equal(got.sequences, ref[name].sequences)
+        assert got.trace.nfe_by_role == ref[name].trace.nfe_by_role
+        assert torch.equal(torch.stack(got.trace.extra("accepted")), torch.stack(ref[name].trace.extra("accepted")))
+    expected = ("draft", "draft", "draft", "draft", "draft", "target") if drafter == "model" else ("target",)
+    assert graph.roles == expected
+
+
+def test_steps_that_do_not_repeat_are_not_recorded(monkeypatch):
+    """Sampling, the heuristic draft length, the confidence stop and timing the draft change
+    from step to step (or read the host), so they keep one graph per forward."""
+    fake_cuda_graphs(monkeypatch)
+    for opts in (dict(do_sample=True, seed=1), dict(draft_length_schedule="heuristic"),
+                 dict(draft_confidence_threshold=0.5), dict(record_draft_time=True), dict()):
+        target = llama(LLAMA3_ROPE, seed=5).double()
+        paradecode.sample(target, [[5, 9, 2, 31]], "speculative", draft_model=target, max_new_tokens=40, **opts)
+        assert len(step_graphs(target)) == (0 if opts else 1), opts  # the defaults: recorded
+
+
+def test_a_failed_step_recording_falls_back_with_a_warning(monkeypatch):
+    """A step that cannot be recorded runs forward by forward, with the same tokens, and is not
+    tried again on the same buffers."""
+    from paradecode.speculative import step_graph
+
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    ref = paradecode.sample(target, [[5, 9, 2, 31]], "speculative", draft_model=target, max_new_tokens=40,
+                            cuda_graphs=False)
+    fake_cuda_graphs(monkeypatch)
+    tries = []
+
+    def refuse(fn, models):
+        tries.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(step_graph, "record_step", refuse)
+    with pytest.warns(RuntimeWarning, match="forward by forward"):
+        out = paradecode.sample(target, [[5, 9, 2, 31]], "speculative", draft_model=target, max_new_tokens=40)
+    assert torch.equal(out.sequences, ref.sequences) and len(tries) == 1
 
 
 def compiled_decode_case(monkeypatch, fuse: bool) -> tuple:

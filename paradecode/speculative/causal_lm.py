@@ -75,6 +75,7 @@ class CausalLM:
         self.graphs = graphs
         self.max_graphs = max_graphs
         self._caches: dict[tuple, StaticKVCache] = {}
+        self._workspaces: dict[tuple, Any] = {}
         self._seen: dict[tuple, int] = {}
         self._graphs: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self._pool: Any = None
@@ -122,6 +123,30 @@ class CausalLM:
             cache.length.zero_()
             cache.start.zero_()
         return cache
+
+    def workspace(self, key: tuple, make: Any) -> Any:
+        """Device buffers kept with this wrapper under ``key`` (``make()`` on first use), so a
+        strategy's graphs recorded on them replay in later generations; the four most recently
+        used are kept."""
+        item = self._workspaces.pop(key, None)
+        if item is None:
+            with torch.inference_mode(False):
+                item = make()
+        self._workspaces[key] = item
+        while len(self._workspaces) > 4:
+            self._workspaces.pop(next(iter(self._workspaces)))
+        return item
+
+    def warmed(self, cache: StaticKVCache, tokens: int, num_logits: int) -> bool:
+        """Whether a forward of this shape on ``cache`` has run as a graph: compiled, autotuned
+        and captured, so recording it inside a larger graph compiles and tunes nothing."""
+        return (id(cache), tokens, num_logits) in self._graphs
+
+    def inline(self, input_ids: torch.Tensor, cache: StaticKVCache, num_logits: int = 1) -> torch.Tensor:
+        """The forward a capture records, run directly: inside a larger graph being recorded
+        (:mod:`.step_graph`) its kernels join that graph."""
+        T = input_ids.shape[1]
+        return self._captured_forward()(input_ids, cache.positions(T), cache, num_logits)
 
     def _graphable(self, input_ids: torch.Tensor) -> bool:
         return self.graphs and input_ids.is_cuda and self.graph_error is None

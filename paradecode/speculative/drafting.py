@@ -62,6 +62,11 @@ class DraftModelDrafter:
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    def forward_tokens(self, k: int) -> list[int]:
+        """Token counts of the forwards a step after the first runs: two tokens, then one per
+        further draft."""
+        return [2] + ([1] if k > 1 else [])
+
     def propose(self, state: Any, call: ModelCall, k: int) -> Drafts:
         c = self.config
         cache, dev = state.draft_cache, state.tokens.device
@@ -161,6 +166,10 @@ class PromptLookupDrafter:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def forward_tokens(self, k: int) -> list[int]:
+        """No forwards: the drafts come from the text."""
+        return []
 
     def propose(self, state: Any, call: ModelCall, k: int) -> Drafts:
         drafts, lengths = prompt_lookup(

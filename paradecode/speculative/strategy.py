@@ -8,7 +8,9 @@ keep fixed-shape caches with one length per row (:class:`~paradecode.caches.stat
 every row of a batch accepts on its own and decodes as it would alone, and a rollback is a
 length update. Rows stay in the batch until all are done (finished rows commit nothing), so
 every forward after the first has one shape per k and replays as a CUDA graph on a GPU
-(:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got).
+(:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got). A greedy
+step with a constant draft length is itself recorded as one CUDA graph (:mod:`.step_graph`;
+``capture_step``), so it costs one launch instead of k + 1 graphs and ~60 small kernels.
 
 Draft length: fixed (``num_draft_tokens``), transformers' ``heuristic`` schedule (+2 after a
 step where every draft was accepted, -1 otherwise; restarted at ``num_draft_tokens`` for each
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
@@ -34,6 +37,8 @@ from ..caches.static_kv import StaticKVCache
 from ..models.llama import check_attention
 from .causal_lm import CausalLM, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
+from . import step_graph
+from .step_graph import StepBuffers
 from .vocabtrim import VocabTrim
 
 __all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
@@ -72,6 +77,8 @@ class SpeculativeConfig:
     drafter: str = "model"
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
+    # record each greedy step of constant draft length (draft k, verify, accept) as one CUDA graph
+    capture_step: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
     # torch.compile of each captured forward (CausalLM; COMPILE_MODES): one mode for both models,
     # or {"draft": mode} / {"target": mode, "draft": mode} per role (a role left out stays eager).
@@ -155,6 +162,7 @@ class SpeculativeState:
     prompt_length: int
     length: torch.Tensor  # (B,) device: committed tokens per row (prompt columns included)
     start: torch.Tensor  # (B,) device: left-padding columns per row
+    budget_end: torch.Tensor  # (B,) device: the length at which a row has max_new_tokens
     n_gen: torch.Tensor  # (B,) CPU: tokens generated per row
     finished: torch.Tensor  # (B,) CPU bool
     finished_device: torch.Tensor  # (B,) device bool: ``finished``, kept on the device by the step itself
@@ -166,6 +174,8 @@ class SpeculativeState:
     eos_ids: Optional[torch.Tensor]
     keep_ids: Optional[torch.Tensor]  # VocabTrim: the draft's kept token ids, or None
     vocab_size: int
+    models: dict = field(default_factory=dict)
+    buffers: Optional[StepBuffers] = None  # kept device tensors (graphs on a GPU), else None
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -193,6 +203,10 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
     def __init__(self, config: SpeculativeConfig) -> None:
         super().__init__(config)
         self.drafter = DRAFTERS[config.drafter](config)
+        c = config
+        # Steps that repeat exactly (shape and host decisions): greedy, constant k, no early stop.
+        self._recordable = (c.capture_step and c.cuda_graphs and not c.do_sample and not c.record_draft_time
+                            and c.draft_length_schedule == "constant" and c.draft_confidence_threshold == 0)
 
     # ---- setup ---------------------------------------------------------------------------
     def setup(
@@ -271,35 +285,64 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
     ) -> SpeculativeState:
         c = self.config
         B, P = prompt_ids.shape
-        dev = prompt_ids.device
         k_max = c.max_draft_tokens if c.draft_length_schedule == "heuristic" else c.num_draft_tokens
         k_max = min(k_max, c.max_new_tokens)  # a step never drafts past the budget (see step)
-        width = P + c.max_new_tokens + k_max + 2  # room for a finished row's drafts past its end
-        tokens = torch.full((B, width), pad_id, dtype=torch.long, device=dev)
-        tokens[:, :P] = prompt_ids
+        # room for a finished row's drafts past its end; a multiple of 64, as the caches' lengths,
+        # so nearby prompt lengths share kept buffers and their recorded steps
+        width = -(-(P + c.max_new_tokens + k_max + 2) // 64) * 64
         pads = (P - attention_mask.long().sum(1)) if attention_mask is not None else torch.zeros(B, dtype=torch.long)
-        pads = pads.to(dev)
+        buf = self._buffers(models["target"], prompt_ids, width, eos_ids)
+        buf.tokens.fill_(pad_id)
+        buf.tokens[:, :P] = prompt_ids
+        buf.length.fill_(P)
+        buf.start.copy_(pads)
+        buf.budget_end.fill_(P + c.max_new_tokens)
+        buf.finished.zero_()
         caches = {role: lm.cache(B, width, role) for role, lm in models.items()}
         for cache in caches.values():
-            cache.start.copy_(pads)
+            cache.start.copy_(buf.start)
         draft = models.get("draft")
         return SpeculativeState(
-            tokens=tokens,
+            tokens=buf.tokens,
             prompt_length=P,
-            length=torch.full((B,), P, dtype=torch.long, device=dev),
-            start=pads,
+            length=buf.length,
+            start=buf.start,
+            budget_end=buf.budget_end,
             n_gen=torch.zeros(B, dtype=torch.long),
             finished=torch.zeros(B, dtype=torch.bool),
-            finished_device=torch.zeros(B, dtype=torch.bool, device=dev),
+            finished_device=buf.finished,
             active=torch.arange(B),
             target_cache=caches["target"],
             draft_cache=caches.get("draft"),
             k=c.num_draft_tokens,
             generator=generator,
-            eos_ids=eos_ids.to(dev) if eos_ids is not None else None,
+            eos_ids=buf.eos_ids,
             keep_ids=draft.keep_ids if draft is not None else None,
             vocab_size=models["target"].vocab_size,
+            models=models,
+            buffers=buf if self._recordable and models["target"]._graphable(prompt_ids) else None,
         )
+
+    def _buffers(self, target: CausalLM, prompt_ids: torch.Tensor, width: int,
+                 eos_ids: Optional[torch.Tensor]) -> StepBuffers:
+        """The generation's device tensors: kept with the target's wrapper where steps may be
+        recorded as graphs (which hold their addresses), else made fresh."""
+        B, dev = prompt_ids.shape[0], prompt_ids.device
+
+        def make() -> StepBuffers:
+            def vec(dtype: torch.dtype) -> torch.Tensor:
+                return torch.zeros(B, dtype=dtype, device=dev)
+
+            return StepBuffers(
+                tokens=torch.zeros(B, width, dtype=torch.long, device=dev), length=vec(torch.long),
+                start=vec(torch.long), budget_end=vec(torch.long), finished=vec(torch.bool),
+                eos_ids=eos_ids.to(dev) if eos_ids is not None else None,
+            )
+
+        if not (self._recordable and target._graphable(prompt_ids)):
+            return make()
+        eos_key = None if eos_ids is None else tuple(eos_ids.tolist())
+        return target.workspace(("speculative", B, width, eos_key), make)
 
     # ---- one step: draft k, verify once, accept, roll back ----------------------------------
     def step(self, state: SpeculativeState, call: ModelCall) -> torch.Tensor:
@@ -307,22 +350,62 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         remaining = torch.where(state.finished, 0, c.max_new_tokens - state.n_gen)
         # Accepted drafts + the final token never exceed the largest remaining budget.
         k = max(0, int(min(state.k, int(remaining.max()) - 1)))
-        t0 = time.perf_counter()
-        drafts = self.drafter.propose(state, call, k)
-        if c.record_draft_time:
-            if state.tokens.device.type == "cuda":
-                torch.cuda.synchronize(state.tokens.device)
-            state.extras["draft_seconds"] = time.perf_counter() - t0
-        # Verify: the target's cache holds all committed tokens but the last (the whole prompt
-        # is fed at the first step); it scores that token and every draft in one forward.
+        graph = self._step_graph(state, k)
+        if graph is not None:
+            counts = graph.replay()
+            for role in graph.roles:
+                call.count_forward(role, state.active)
+        else:
+            t0 = time.perf_counter()
+            drafts = self.drafter.propose(state, call, k)
+            if c.record_draft_time:
+                if state.tokens.device.type == "cuda":
+                    torch.cuda.synchronize(state.tokens.device)
+                state.extras["draft_seconds"] = time.perf_counter() - t0
+            counts = self._verify_and_accept(state, call, drafts)
+        state.steps += 1
+        return self._account(state, k, counts.cpu())  # the step's one host sync: how far each row got
+
+    def _device_step(self, state: SpeculativeState, call: ModelCall, k: int) -> torch.Tensor:
+        """A whole step on the device (what :meth:`_step_graph` records): the step's counts."""
+        return self._verify_and_accept(state, call, self.drafter.propose(state, call, k))
+
+    def _step_graph(self, state: SpeculativeState, k: int) -> Any:
+        """The graph of this step, recorded on first use; None where the step runs as it is
+        (sampling, a changing draft length, the first step, a shape not yet warmed up)."""
+        buf = state.buffers
+        if buf is None or buf.error is not None or state.steps == 0 or k != self.config.num_draft_tokens:
+            return None
+        models, caches = state.models, {"target": state.target_cache, "draft": state.draft_cache}
+        shapes = [("target", k + 1, k + 1)] + [("draft", t, 1) for t in self.drafter.forward_tokens(k)]
+        key = tuple((id(models[role]), id(caches[role]), t, n) for role, t, n in shapes)
+        graph = buf.graphs.get(key)
+        if graph is not None:
+            return graph
+        if not all(models[role].warmed(caches[role], t, n) for role, t, n in shapes):
+            return None  # compile, autotune and capture each forward first (CausalLM does)
+        try:
+            graph = step_graph.record_step(lambda inline: self._device_step(state, inline, k), models)
+        except RuntimeError as err:  # run steps as before; the same tokens either way
+            buf.error = f"{type(err).__name__}: {err}"
+            warnings.warn(f"recording a speculative step as one CUDA graph failed, running it forward by forward: "
+                          f"{buf.error}", RuntimeWarning)
+            return None
+        buf.graphs[key] = graph
+        return graph
+
+    def _verify_and_accept(self, state: SpeculativeState, call: ModelCall, drafts: Drafts) -> torch.Tensor:
+        """Verify: the target's cache holds all committed tokens but the last (the whole prompt
+        is fed at the first step); it scores that token and every draft in one forward. Then
+        accept, write the canvas and roll both caches back, all on the device."""
         first = state.tokens[:, : state.prompt_length] if state.steps == 0 else state.tokens.gather(1, state.length[:, None] - 1)
         ids = torch.cat([first, drafts.tokens], dim=1) if drafts.k else first
         logits = call("target", Request(ids, kwargs=dict(cache=state.target_cache, num_logits=drafts.k + 1), rows=state.active))
-        committed = self._accept(state, drafts, logits)
-        state.steps += 1
-        return committed
+        return self._accept(state, drafts, logits)
 
     def _accept(self, state: SpeculativeState, drafts: Drafts, logits: torch.Tensor) -> torch.Tensor:
+        """The acceptance rule and its writes; returns (3 or 4, B) counts on the device:
+        drafts accepted, tokens committed, EOS hit (and drafts proposed, when k > 0)."""
         c = self.config
         k = drafts.k
         dev = state.tokens.device
@@ -337,8 +420,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         cand.scatter_(1, n[:, None], nxt[:, None])
         # The budget left per row, from device tensors: copying the host's count up would be a
         # pageable host->device copy, which waits for the verify forward before the step's own work.
-        generated = state.length - state.prompt_length
-        remaining = torch.where(state.finished_device, 0, c.max_new_tokens - generated)
+        remaining = torch.where(state.finished_device, 0, state.budget_end - state.length)
         length = torch.minimum(n + 1, remaining)  # 0 for finished rows
         j = torch.arange(k + 1, device=dev)
         hit_eos = torch.zeros_like(n, dtype=torch.bool)
@@ -352,12 +434,16 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         keep = j[None, :] < length[:, None]
         state.tokens.scatter_(1, cols, torch.where(keep, cand, state.tokens.gather(1, cols)))
         state.length += length
-        state.finished_device |= hit_eos | (state.length - state.prompt_length >= c.max_new_tokens)
+        state.finished_device |= hit_eos | (state.length >= state.budget_end)
         # Roll back: the target keeps every committed token but the last, the drafter likewise.
         state.target_cache.set_length(state.length - 1)
         self.drafter.accepted(state, drafts)
-        # One host sync per step: how far each row got.
-        counts = torch.stack([n, length, hit_eos.long()] + ([drafts.lengths] if k else [])).cpu()
+        return torch.stack([n, length, hit_eos.long()] + ([drafts.lengths] if k else []))
+
+    def _account(self, state: SpeculativeState, k: int, counts: torch.Tensor) -> torch.Tensor:
+        """The host's side of a step, from its counts read back: per-row tallies, the draft
+        length schedule, which rows are done. Returns the tokens committed per row."""
+        c = self.config
         n_cpu, length_cpu, eos_cpu = counts[0], counts[1], counts[2].bool()
         act = state.active
         accepted = torch.zeros(state.batch_size, dtype=torch.long)
@@ -386,4 +472,5 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         return self.config.max_new_tokens  # every step commits at least one token per row
 
     def result(self, state: SpeculativeState) -> torch.Tensor:
-        return state.tokens[:, : state.prompt_length + self.config.max_new_tokens]
+        # a copy: the canvas may be a kept buffer that the next generation overwrites
+        return state.tokens[:, : state.prompt_length + self.config.max_new_tokens].clone()
