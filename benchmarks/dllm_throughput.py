@@ -484,7 +484,7 @@ def report(res: dict[str, Any]) -> str:
              f"attention back ends: {res.get('sdpa_backends', 'not recorded')} (in graphs: "
              f"{res.get('graph_sdpa_backends', 'same')}); cached steps' attention kernel: "
              f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}"
-             f"; greedy confidence: {res.get('confidence', 'torch')}",
+             f"; greedy confidence: {res.get('confidence', 'torch')}; matmul library: {res.get('blas', 'default')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -551,6 +551,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--graph-sdpa-backends", default="same",
                     help="attention back ends of the captured forwards only (set_graph_attention_backends): "
                          "'same' as --sdpa-backends, or a comma list such as cudnn,flash,efficient,math")
+    ap.add_argument("--blas", choices=("default", "cublas", "cublaslt"), default="default",
+                    help="the matmul library (torch.backends.cuda.preferred_blas_library): kernel_breakdown.py "
+                         "found cuBLASLt faster than cuBLAS for some skinny projections")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
@@ -603,6 +606,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from paradecode.samplers.common import fused_confidence
 
     fused_confidence(args.confidence == "kernel")
+    if args.blas != "default" and device == "cuda":
+        torch.backends.cuda.preferred_blas_library(args.blas)
     if args.sdpa_backends != "default":
         set_attention_backends(None if args.sdpa_backends == "torch" else args.sdpa_backends.split(","))
     if args.graph_sdpa_backends != "same":
@@ -639,7 +644,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
-        "confidence": args.confidence,
+        "confidence": args.confidence, "blas": args.blas,
         "sdpa_backends": attention_backends() or "torch's choice",
         "graph_sdpa_backends": graph_attention_backends() or "same",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"
