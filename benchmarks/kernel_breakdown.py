@@ -74,12 +74,23 @@ def log(msg: str) -> None:
 
 
 def set_blas(name: str) -> None:
-    torch.backends.cuda.preferred_blas_library(name)
+    """The matmul library of the next products; ``inductor`` keeps cuBLAS for PyTorch's own
+    matmuls and times ``torch.compile``'s max-autotune choice instead (see :func:`linear_fn`)."""
+    torch.backends.cuda.preferred_blas_library("cublas" if name == "inductor" else name)
+
+
+def linear_fn(lib: str) -> Any:
+    """``F.linear``, or under ``inductor`` F.linear compiled with max-autotune (its Triton
+    templates and cuBLAS searched per shape, no graphs of its own; one compile per shape)."""
+    if lib != "inductor":
+        return F.linear
+    torch._dynamo.reset()  # a fresh compile per shape: the sweep's shapes outnumber dynamo's recompile limit
+    return torch.compile(lambda x, w: F.linear(x, w), mode="max-autotune-no-cudagraphs", dynamic=False)
 
 
 # ---- GEMM sweep -------------------------------------------------------------------------------
 def linear_seconds(m: int, k: int, n: int, device: str, dtype: torch.dtype, calls: int, reps: int,
-                   l2_bytes: int) -> float:
+                   l2_bytes: int, linear: Any = F.linear) -> float:
     """Seconds of one ``F.linear`` of an (m, k) input with an (n, k) weight, the weight read
     from HBM: calls cycle through enough weight copies to exceed ``l2_bytes``."""
     wbytes = n * k * torch.finfo(dtype).bits // 8
@@ -90,7 +101,7 @@ def linear_seconds(m: int, k: int, n: int, device: str, dtype: torch.dtype, call
 
     def body() -> None:
         for i in range(calls):
-            F.linear(x, ws[i % copies])
+            linear(x, ws[i % copies])
 
     if device != "cuda":
         body()
@@ -136,7 +147,7 @@ def gemm_sweep(models: dict[str, list], rows: list[int], blas: list[str], device
                 total = read = 0.0
                 for name, k, n, layers in shapes:
                     mm = min(m, HEAD_ROWS[model]) if layers == 0 else m
-                    s = linear_seconds(mm, k, n, device, dtype, calls, reps, l2_bytes)
+                    s = linear_seconds(mm, k, n, device, dtype, calls, reps, l2_bytes, linear_fn(lib))
                     r = n * k * bits / 8 / bytes_per_s  # as dllm_throughput's floor: bytes / copy rate
                     limit = max(r, 2 * mm * k * n / flops_per_s)
                     per_model["shapes"].setdefault(name, {})[str(m)] = {"rows": mm, "us": 1e6 * s,
@@ -332,7 +343,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes and model on CPU: a check of the script")
     ap.add_argument("--rows", default="1,2,4,6,8,16,32,64", help="M, the fed rows of each GEMM")
-    ap.add_argument("--blas", default="cublas,cublaslt", help="back ends (torch.backends.cuda.preferred_blas_library)")
+    ap.add_argument("--blas", default="cublas,cublaslt",
+                    help="back ends: cublas, cublaslt (torch.backends.cuda.preferred_blas_library), inductor "
+                         "(torch.compile max-autotune per shape: minutes)")
+    ap.add_argument("--models", default=",".join(LINEARS), help="which models' linear shapes to sweep")
     ap.add_argument("--calls", type=int, default=24, help="GEMM calls per captured graph (at least the weight copies)")
     ap.add_argument("--reps", type=int, default=20, help="graph replays timed per GEMM")
     ap.add_argument("--l2-mb", type=int, default=60, help="L2 size the weight copies must overflow (H200: 60 MB)")
@@ -356,7 +370,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     rows = [int(v) for v in args.rows.split(",")]
     skip = set(filter(None, args.skip.split(",")))
-    models = SMOKE_LINEARS if args.smoke else LINEARS
+    models = SMOKE_LINEARS if args.smoke else {m: LINEARS[m] for m in args.models.split(",")}
     bytes_per_s = dt.copy_rate(device, 1 << (20 if args.smoke else 30), 3 if args.smoke else 20)
     flops_per_s = dt.matmul_rate(device, 256 if args.smoke else 8192, 3 if args.smoke else 20)
     res: dict[str, Any] = {
