@@ -224,6 +224,9 @@ def test_recorded_steps_decode_the_same_and_are_kept_across_generations(monkeypa
         assert torch.equal(torch.stack(got.trace.extra("accepted")), torch.stack(ref[name].trace.extra("accepted")))
     expected = ("draft", "draft", "draft", "draft", "draft", "target") if drafter == "model" else ("target",)
     assert graph.roles == expected
+    if drafter == "prompt-lookup":  # the n-gram length is part of what a step records
+        paradecode.sample(target, rows_a, "speculative", max_new_tokens=24, prompt_lookup_max_ngram=3, **opts)
+        assert len(step_graphs(target)) == 2
 
 
 def test_steps_that_do_not_repeat_are_not_recorded(monkeypatch):

@@ -378,7 +378,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             return None
         models, caches = state.models, {"target": state.target_cache, "draft": state.draft_cache}
         shapes = [("target", k + 1, k + 1)] + [("draft", t, 1) for t in self.drafter.forward_tokens(k)]
-        key = tuple((id(models[role]), id(caches[role]), t, n) for role, t, n in shapes)
+        c = self.config
+        key = (c.drafter, c.prompt_lookup_max_ngram) + tuple((id(models[role]), id(caches[role]), t, n)
+                                                             for role, t, n in shapes)
         graph = buf.graphs.get(key)
         if graph is not None:
             return graph
