@@ -46,13 +46,10 @@ class ReplayedStep:
     capture executes nothing), each replay reruns the recorded closure, which reads only what
     it closed over, as a graph reads only the addresses it recorded."""
 
-    made = 0
-
     def __init__(self, fn, models):
         from paradecode.speculative.step_graph import InlineCall
 
         self.fn, self.call, self.replays = fn, lambda: InlineCall(models), 0
-        ReplayedStep.made += 1
 
     def replay(self):
         call = self.call()
