@@ -322,7 +322,8 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
 
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
                 timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
-                compile_mode=compile_modes(args) or None, attention=args.attention)
+                compile_mode=compile_modes(args) or None, attention=args.attention,
+                capture_step=not args.per_forward)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
@@ -443,6 +444,8 @@ def main() -> None:
     ap.add_argument("--skip-eager-row", action="store_true",
                     help="leave out ours_eager (what CUDA graphs buy: ~35 s of a GPU run, no target depends on it)")
     ap.add_argument("--top", type=int, default=30, help="--profile: kernels listed by device time")
+    ap.add_argument("--per-forward", action="store_true",
+                    help="--profile: one CUDA graph per forward (capture_step=False) instead of one per step")
     ap.add_argument("--profile", action="store_true",
                     help="no timed bench: profile one prompt's generation by ours (kernel time by class, device "
                          "idle time, host waits per target step) -> speculative_profile_*.json/.txt")
@@ -478,7 +481,8 @@ def main() -> None:
     if args.profile:
         prof = profile_ours(target, draft, prompts[0], args, device)
         tag = ("smoke" if args.smoke else f"random-{args.random.replace('-', '')}" if args.random else "pair") + (
-            "-fuse" if args.fuse_projections else "") + ("-triton" if args.attention == "triton" else "")
+            "-fuse" if args.fuse_projections else "") + ("-triton" if args.attention == "triton" else "") + (
+            "-per-forward" if args.per_forward else "")
         stem = Path(args.out_dir) / f"speculative_profile_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps({"info": info, "args": vars(args), "profile": prof}, indent=1))
