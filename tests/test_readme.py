@@ -182,6 +182,9 @@ def test_result_files_are_named_and_referenced():
     bad = sorted(n for n in on_disk if not RESULT_NAME.match(n))
     assert not bad, f"result files not named <benchmark>_<YYYY-MM-DD>_<machine>[_variant].<ext>: {bad}"
     for doc in (README, BENCH_README):
+        # a brace list inside a name (results/x_{a,b}.json) is not read as names: write each out
+        braced = re.findall(r"results/[\w.-]*\{[^}]*\}[\w.-]", doc.read_text())
+        assert not braced, f"{doc.name}: name each result file in full, not {braced}"
         missing = sorted(_named_results(doc.read_text()) - on_disk)
         assert not missing, f"{doc.name} names result files that do not exist: {missing}"
     unreferenced = sorted(on_disk - _named_results(BENCH_README.read_text()))
