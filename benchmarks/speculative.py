@@ -10,6 +10,8 @@ Methods (greedy, EOS as the model defines it):
   * ``ours_eager``    : ``ours`` with ``cuda_graphs=False`` (GPU only: what the graphs buy)
   * ``*_per_forward`` : ``ours``, ``ours_trim`` and ``prompt_lookup`` with ``capture_step=False``: one CUDA
                         graph per forward instead of one per step (GPU only: what recording whole steps buys)
+  * ``*_sync``        : ``ours`` and ``ours_trim`` with ``launch_ahead=False``: each recorded step launched after
+                        the previous one's read (GPU only: what queueing the next step first buys)
   * ``hf_assisted``   : ``target.generate(..., assistant_model=draft)``, same draft length, constant schedule
 Reported: seconds, speedups, accepted drafts per target forward, outputs equal to the target's greedy
 output, the draft's share of a step and VocabTrim's draft time per draft forward (``record_draft_time``),
@@ -203,7 +205,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     graphs = not args.eager
     methods = ["hf_target", "target", "ours", "ours_trim", "prompt_lookup"] + (
         ["ours_eager"] if cuda and graphs and not args.skip_eager_row else []) + (
-        ["ours_per_forward", "ours_trim_per_forward", "prompt_lookup_per_forward"] if cuda and graphs else [])
+        ["ours_per_forward", "ours_trim_per_forward", "prompt_lookup_per_forward", "ours_sync", "ours_trim_sync"]
+        if cuda and graphs else [])
     methods.append("hf_assisted")
     spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
                 cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
@@ -219,6 +222,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     }
     for m in ("ours", "ours_trim", "prompt_lookup"):
         variants[f"{m}_per_forward"] = dict(variants[m], capture_step=False)
+    for m in ("ours", "ours_trim"):
+        variants[f"{m}_sync"] = dict(variants[m], launch_ahead=False)
     traces: dict[str, Any] = {}
 
     def run(method, ids):

@@ -226,6 +226,35 @@ def test_recorded_steps_decode_the_same_and_are_kept_across_generations(monkeypa
         assert len(step_graphs(target)) == 2
 
 
+def test_a_step_queued_before_the_read_runs_in_vain_only_after_an_eos(monkeypatch):
+    """launch_ahead: the next recorded step is queued before this one's counts are read. Where
+    the budget ends the generation the host stops queueing in time; where an EOS ends it, the
+    queued step runs in vain: the same tokens, one more step's forwards counted (they ran)."""
+    import copy
+
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    prompt = [[5, 9, 2, 31]]
+    free = paradecode.sample(target, prompt, "speculative", draft_model=target, max_new_tokens=48, cuda_graphs=False)
+    gen = free.generated[0].tolist()
+    stop = next(i for i in range(24, 48) if gen[i] not in gen[:i])  # a token first generated late
+    runs = {}
+    for name, eos in (("budget", None), ("eos", gen[stop])):
+        m = copy.deepcopy(target)
+        m.generation_config.eos_token_id = eos
+        monkeypatch.undo()
+        ref = paradecode.sample(m, prompt, "speculative", draft_model=m, max_new_tokens=48, cuda_graphs=False)
+        fake_cuda_graphs(monkeypatch)
+        runs[name] = [ref] + [paradecode.sample(m, prompt, "speculative", draft_model=m, max_new_tokens=48,
+                                                launch_ahead=ahead) for ahead in (False, True)]
+        assert len(step_graphs(m)) == 1
+    for name, (ref, sync, ahead) in runs.items():
+        assert torch.equal(sync.sequences, ref.sequences) and torch.equal(ahead.sequences, ref.sequences), name
+        assert sync.trace.nfe_by_role == ref.trace.nfe_by_role, name
+        vain = {"target": 1, "draft": 5} if name == "eos" else {"target": 0, "draft": 0}
+        assert {r: ahead.trace.nfe_by_role[r] - ref.trace.nfe_by_role[r] for r in vain} == vain, name
+    assert runs["eos"][0].generated[0, stop].item() == gen[stop] and runs["eos"][0].generated.shape[1] == 48
+
+
 def test_steps_that_do_not_repeat_are_not_recorded(monkeypatch):
     """Sampling, the heuristic draft length, the confidence stop and timing the draft change
     from step to step (or read the host), so they keep one graph per forward."""

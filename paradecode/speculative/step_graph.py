@@ -22,7 +22,33 @@ import torch
 
 from ..interfaces import Request
 
-__all__ = ["StepBuffers", "InlineCall", "StepGraph", "record_step"]
+__all__ = ["StepBuffers", "CountsCopy", "InlineCall", "StepGraph", "record_step"]
+
+
+class CountsCopy:
+    """A recorded step's counts, copied to the host without waiting: the host can queue the
+    next step before it reads this one's. Two buffers, so a step's counts survive the next
+    replay; a GPU copies into pinned memory and marks the copy with an event."""
+
+    def __init__(self, rows: int, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = [torch.empty(4, rows, dtype=torch.long, pin_memory=self.cuda) for _ in range(2)]
+        self.events = [torch.cuda.Event() if self.cuda else None for _ in range(2)]
+        self.next = 0
+
+    def start(self, counts: torch.Tensor) -> int:
+        """Queue the copy of ``counts`` (n, B), n <= 4; returns the slot to :meth:`wait` on."""
+        slot, self.next = self.next, 1 - self.next
+        self.host[slot][: counts.shape[0]].copy_(counts, non_blocking=self.cuda)
+        if self.cuda:
+            self.events[slot].record()
+        return slot
+
+    def wait(self, slot: int) -> torch.Tensor:
+        """The counts of ``slot`` once copied (a copy of the buffer, which is reused)."""
+        if self.cuda:
+            self.events[slot].synchronize()
+        return self.host[slot].clone()
 
 
 @dataclass
@@ -36,6 +62,7 @@ class StepBuffers:
     budget_end: torch.Tensor  # (B,) the length at which a row has its max_new_tokens
     finished: torch.Tensor  # (B,) bool
     eos_ids: Optional[torch.Tensor]
+    copies: Optional[CountsCopy] = None  # where recorded steps' counts reach the host
     graphs: dict = field(default_factory=dict)  # step key -> StepGraph
     error: Optional[str] = None  # a failed recording: never try again on these buffers
 

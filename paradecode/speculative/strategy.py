@@ -38,7 +38,7 @@ from ..models.llama import check_attention
 from .causal_lm import CausalLM, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
 from . import step_graph
-from .step_graph import StepBuffers
+from .step_graph import CountsCopy, StepBuffers
 from .vocabtrim import VocabTrim
 
 __all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
@@ -79,6 +79,9 @@ class SpeculativeConfig:
     cuda_graphs: bool = True
     # record each greedy step of constant draft length (draft k, verify, accept) as one CUDA graph
     capture_step: bool = True
+    # queue the next recorded step before reading this one's counts (hides the host's turnaround;
+    # a generation that ends on EOS runs one step in vain, whose tokens are discarded)
+    launch_ahead: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
     # torch.compile of each captured forward (CausalLM; COMPILE_MODES): one mode for both models,
     # or {"draft": mode} / {"target": mode, "draft": mode} per role (a role left out stays eager).
@@ -176,6 +179,7 @@ class SpeculativeState:
     vocab_size: int
     models: dict = field(default_factory=dict)
     buffers: Optional[StepBuffers] = None  # kept device tensors (graphs on a GPU), else None
+    ahead: Optional[tuple] = None  # (graph, k, counts slot) of a step queued before the last read
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -336,7 +340,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             return StepBuffers(
                 tokens=torch.zeros(B, width, dtype=torch.long, device=dev), length=vec(torch.long),
                 start=vec(torch.long), budget_end=vec(torch.long), finished=vec(torch.bool),
-                eos_ids=eos_ids.to(dev) if eos_ids is not None else None,
+                eos_ids=eos_ids.to(dev) if eos_ids is not None else None, copies=CountsCopy(B, dev),
             )
 
         if not (self._recordable and target._graphable(prompt_ids)):
@@ -348,23 +352,39 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
     def step(self, state: SpeculativeState, call: ModelCall) -> torch.Tensor:
         c = self.config
         remaining = torch.where(state.finished, 0, c.max_new_tokens - state.n_gen)
-        # Accepted drafts + the final token never exceed the largest remaining budget.
-        k = max(0, int(min(state.k, int(remaining.max()) - 1)))
-        graph = self._step_graph(state, k)
-        if graph is not None:
-            counts = graph.replay()
-            for role in graph.roles:
-                call.count_forward(role, state.active)
+        ahead, state.ahead = state.ahead, None
+        if ahead is not None:  # queued by the previous step, before its read
+            graph, k, slot = ahead
         else:
-            t0 = time.perf_counter()
-            drafts = self.drafter.propose(state, call, k)
-            if c.record_draft_time:
-                if state.tokens.device.type == "cuda":
-                    torch.cuda.synchronize(state.tokens.device)
-                state.extras["draft_seconds"] = time.perf_counter() - t0
-            counts = self._verify_and_accept(state, call, drafts)
+            # Accepted drafts + the final token never exceed the largest remaining budget.
+            k = max(0, int(min(state.k, int(remaining.max()) - 1)))
+            graph = self._step_graph(state, k)
+            if graph is None:
+                t0 = time.perf_counter()
+                drafts = self.drafter.propose(state, call, k)
+                if c.record_draft_time:
+                    if state.tokens.device.type == "cuda":
+                        torch.cuda.synchronize(state.tokens.device)
+                    state.extras["draft_seconds"] = time.perf_counter() - t0
+                counts = self._verify_and_accept(state, call, drafts)
+                state.steps += 1
+                return self._account(state, k, counts.cpu())  # the step's one host sync: how far each row got
+            slot = self._launch(state, graph, call)
+        # The next step may be queued now when this one cannot end the generation by its budget
+        # and leaves k as it is: some row keeps >= 2 (k + 1) tokens to go (only an EOS in every
+        # row could make the queued step run in vain; finished rows commit nothing).
+        if c.launch_ahead and int(remaining.max()) >= 2 * (k + 1):
+            state.ahead = (graph, k, self._launch(state, graph, call))
         state.steps += 1
-        return self._account(state, k, counts.cpu())  # the step's one host sync: how far each row got
+        return self._account(state, k, state.buffers.copies.wait(slot))
+
+    def _launch(self, state: SpeculativeState, graph: Any, call: ModelCall) -> int:
+        """Replay a recorded step, count its forwards (they run whether or not the step's result
+        is read) and queue its counts' copy to the host; returns the copy's slot."""
+        counts = graph.replay()
+        for role in graph.roles:
+            call.count_forward(role, state.active)
+        return state.buffers.copies.start(counts)
 
     def _device_step(self, state: SpeculativeState, call: ModelCall, k: int) -> torch.Tensor:
         """A whole step on the device (what :meth:`_step_graph` records): the step's counts."""
