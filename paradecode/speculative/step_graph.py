@@ -4,7 +4,8 @@ With one graph per forward (:class:`.causal_lm.CausalLM`), a step still launches
 and some sixty small kernels between them (the draft's argmax, the acceptance rule, the
 canvas write, the caches' rollback), each a launch and a gap on the device. A step of fixed
 shape (greedy, a constant draft length) repeats exactly, so all of it can be one graph: the
-host replays it and reads the step's counts, as before.
+host replays it and reads the step's counts through :class:`CountsCopy`, which lets it queue
+the next step's replay before that read.
 
 A graph records memory addresses, so everything a step reads or writes must stay allocated
 from one generation to the next: the models' caches (kept by ``CausalLM.cache``) and the

@@ -10,7 +10,9 @@ length update. Rows stay in the batch until all are done (finished rows commit n
 every forward after the first has one shape per k and replays as a CUDA graph on a GPU
 (:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got). A greedy
 step with a constant draft length is itself recorded as one CUDA graph (:mod:`.step_graph`;
-``capture_step``), so it costs one launch instead of k + 1 graphs and ~60 small kernels.
+``capture_step``), so it costs one launch instead of k + 1 graphs and ~60 small kernels, and the
+next such step is queued before this one's counts are read (``launch_ahead``), so the host's
+turnaround overlaps the device's work.
 
 Draft length: fixed (``num_draft_tokens``), transformers' ``heuristic`` schedule (+2 after a
 step where every draft was accepted, -1 otherwise; restarted at ``num_draft_tokens`` for each
