@@ -46,7 +46,7 @@ class ReplayedStep:
     capture executes nothing), each replay reruns the recorded closure, which reads only what
     it closed over, as a graph reads only the addresses it recorded."""
 
-    def __init__(self, fn, models):
+    def __init__(self, fn, models, buffers):
         from paradecode.speculative.step_graph import InlineCall
 
         self.fn, self.call, self.replays = fn, lambda: InlineCall(models), 0
@@ -277,7 +277,7 @@ def test_a_failed_step_recording_falls_back_with_a_warning(monkeypatch):
     fake_cuda_graphs(monkeypatch)
     tries = []
 
-    def refuse(fn, models):
+    def refuse(fn, models, buffers):
         tries.append(1)
         raise RuntimeError("operation not permitted when stream is capturing")
 

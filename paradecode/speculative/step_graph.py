@@ -64,6 +64,7 @@ class StepBuffers:
     finished: torch.Tensor  # (B,) bool
     eos_ids: Optional[torch.Tensor]
     copies: Optional[CountsCopy] = None  # where recorded steps' counts reach the host
+    pool: Any = None  # the CUDA graph memory pool its steps share (they never run at once)
     graphs: dict = field(default_factory=dict)  # step key -> StepGraph
     error: Optional[str] = None  # a failed recording: never try again on these buffers
 
@@ -86,14 +87,18 @@ class InlineCall:
 
 
 class StepGraph:
-    """``fn(call) -> counts`` recorded as one CUDA graph in its own memory pool. Recording
-    executes nothing; :meth:`replay` runs the step and returns its counts tensor (overwritten
-    by the next replay). ``roles``: the forwards one step runs, by role."""
+    """``fn(call) -> counts`` recorded as one CUDA graph in the memory pool of ``buffers`` (shared
+    by the steps recorded on them: one runs at a time, and each one's counts are copied out
+    before the next replay). Recording executes nothing; :meth:`replay` runs the step and
+    returns its counts tensor (overwritten by the next replay). ``roles``: the forwards one step
+    runs, by role."""
 
-    def __init__(self, fn: Callable[[InlineCall], torch.Tensor], models: dict) -> None:
+    def __init__(self, fn: Callable[[InlineCall], torch.Tensor], models: dict, buffers: StepBuffers) -> None:
+        if buffers.pool is None:
+            buffers.pool = torch.cuda.graph_pool_handle()
         call = InlineCall(models)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=torch.cuda.graph_pool_handle()):
+        with torch.cuda.graph(self.graph, pool=buffers.pool):
             self.out = fn(call)
         self.roles = tuple(call.roles)
 
@@ -102,7 +107,7 @@ class StepGraph:
         return self.out
 
 
-def record_step(fn: Callable[[InlineCall], torch.Tensor], models: dict) -> Any:
+def record_step(fn: Callable[[InlineCall], torch.Tensor], models: dict, buffers: StepBuffers) -> Any:
     """The recording the strategy uses (a seam: tests replace it with an eager stand-in that
     reruns ``fn`` at each replay)."""
-    return StepGraph(fn, models)
+    return StepGraph(fn, models, buffers)

@@ -409,7 +409,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         if not all(models[role].warmed(caches[role], t, n) for role, t, n in shapes):
             return None  # compile, autotune and capture each forward first (CausalLM does)
         try:
-            graph = step_graph.record_step(lambda inline: self._device_step(state, inline, k), models)
+            graph = step_graph.record_step(lambda inline: self._device_step(state, inline, k), models, buf)
         except RuntimeError as err:  # run steps as before; the same tokens either way
             buf.error = f"{type(err).__name__}: {err}"
             warnings.warn(f"recording a speculative step as one CUDA graph failed, running it forward by forward: "
