@@ -82,7 +82,8 @@ class SpeculativeConfig:
     # record each greedy step of constant draft length (draft k, verify, accept) as one CUDA graph
     capture_step: bool = True
     # queue the next recorded step before reading this one's counts (hides the host's turnaround;
-    # a generation that ends on EOS runs one step in vain, whose tokens are discarded)
+    # a generation that ends on EOS runs one step in vain, whose tokens are discarded; with the
+    # loop's timing=True each step's time then includes the device work of the step queued after it)
     launch_ahead: bool = True
     fuse_projections: bool = False  # joined q/k/v and gate/up matmuls (paradecode.models.llama.LlamaLM)
     # torch.compile of each captured forward (CausalLM; COMPILE_MODES): one mode for both models,
