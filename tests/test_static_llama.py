@@ -255,6 +255,21 @@ def test_a_step_queued_before_the_read_runs_in_vain_only_after_an_eos(monkeypatc
     assert runs["eos"][0].generated[0, stop].item() == gen[stop] and runs["eos"][0].generated.shape[1] == 48
 
 
+def test_counts_copies_alternate_and_survive_the_next_step():
+    """Two steps in flight: each one's counts land in its own slot, and what ``wait`` returns is
+    not overwritten by a later step's copy."""
+    from paradecode.speculative.step_graph import CountsCopy
+
+    copies = CountsCopy(2, torch.device("cpu"))
+    a = copies.start(torch.tensor([[1, 2], [3, 4], [0, 1], [5, 5]]))
+    b = copies.start(torch.tensor([[9, 9], [9, 9], [1, 1]]))  # k = 0: three rows of counts
+    assert a != b
+    got_a = copies.wait(a)
+    assert copies.start(torch.full((4, 2), 7)) == a  # the slot is reused two launches later
+    assert got_a.tolist() == [[1, 2], [3, 4], [0, 1], [5, 5]]
+    assert copies.wait(b)[:3].tolist() == [[9, 9], [9, 9], [1, 1]]
+
+
 def test_steps_that_do_not_repeat_are_not_recorded(monkeypatch):
     """Sampling, the heuristic draft length, the confidence stop and timing the draft change
     from step to step (or read the host), so they keep one graph per forward."""
