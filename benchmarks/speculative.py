@@ -194,6 +194,14 @@ def compile_modes(args) -> dict:
     return {role: args.compile_forward for role in args.compile_roles.split(",") if role}
 
 
+def shared_options(args) -> dict:
+    """``paradecode.sample`` options every paradecode speculative method of a run shares (the
+    drafter and its draft length come on top)."""
+    return dict(strategy="speculative", max_new_tokens=args.max_new_tokens, timing=False, cuda_graphs=not args.eager,
+                fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
+                attention=args.attention)
+
+
 def graph_counts(model, args, role: str) -> dict:
     lm = wrapper(model, args, role)
     return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
@@ -208,16 +216,11 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         ["ours_per_forward", "ours_trim_per_forward", "prompt_lookup_per_forward", "ours_sync", "ours_trim_sync"]
         if cuda and graphs else [])
     methods.append("hf_assisted")
-    spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=k, max_new_tokens=N, timing=False,
-                cuda_graphs=graphs, fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
-                attention=args.attention)
+    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=k)
     variants = {
         "ours": spec,
         "ours_trim": dict(spec, vocabtrim=trim),
-        "prompt_lookup": dict(strategy="speculative", drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
-                              max_new_tokens=N, timing=False, cuda_graphs=graphs,
-                              fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
-                              attention=args.attention),
+        "prompt_lookup": dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k),
         "ours_eager": dict(spec, cuda_graphs=False),
     }
     for m in ("ours", "ours_trim", "prompt_lookup"):
@@ -325,10 +328,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from kernel_breakdown import device_gaps, time_by_class
 
-    spec = dict(strategy="speculative", draft_model=draft, num_draft_tokens=args.k, max_new_tokens=args.max_new_tokens,
-                timing=False, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
-                compile_mode=compile_modes(args) or None, attention=args.attention,
-                capture_step=not args.per_forward)
+    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=args.k, capture_step=not args.per_forward)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
