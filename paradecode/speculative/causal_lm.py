@@ -29,6 +29,15 @@ __all__ = ["CausalLM", "vocab_size", "greedy_decode", "COMPILE_MODES", "check_co
 _STASH = "_paradecode_causal_lm"
 
 
+LENGTH_BUCKET = 64
+
+
+def bucket_length(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`LENGTH_BUCKET`: the length of kept caches and
+    buffers, so that nearby requests share them (and the graphs recorded on them)."""
+    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
 def vocab_size(model: nn.Module) -> int:
     """Rows of the LM head: the size of the distribution the model predicts."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -114,7 +123,7 @@ class CausalLM:
         """An empty cache of ``batch`` rows for ``role`` (one model may be both target and draft),
         reused across calls so graphs captured on it stay valid. Lengths are rounded up to a
         multiple of 64 so nearby requests share one cache."""
-        max_len = -(-max_len // 64) * 64
+        max_len = bucket_length(max_len)
         key = (role, batch, max_len)
         with torch.inference_mode(False):  # plain tensors: resettable in and out of inference mode
             cache = self._caches.get(key)

@@ -37,7 +37,7 @@ from ..interfaces import ModelCall, Request, Strategy
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from ..caches.static_kv import StaticKVCache
 from ..models.llama import check_attention
-from .causal_lm import CausalLM, check_compile_mode, vocab_size
+from .causal_lm import CausalLM, bucket_length, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
 from . import step_graph
 from .step_graph import CountsCopy, StepBuffers
@@ -294,11 +294,13 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         B, P = prompt_ids.shape
         k_max = c.max_draft_tokens if c.draft_length_schedule == "heuristic" else c.num_draft_tokens
         k_max = min(k_max, c.max_new_tokens)  # a step never drafts past the budget (see step)
-        # room for a finished row's drafts past its end; a multiple of 64, as the caches' lengths,
-        # so nearby prompt lengths share kept buffers and their recorded steps
-        width = -(-(P + c.max_new_tokens + k_max + 2) // 64) * 64
+        # room for a finished row's drafts past its end, bucketed as the caches' lengths, so
+        # nearby prompt lengths share kept buffers and their recorded steps
+        width = bucket_length(P + c.max_new_tokens + k_max + 2)
         pads = (P - attention_mask.long().sum(1)) if attention_mask is not None else torch.zeros(B, dtype=torch.long)
-        buf = self._buffers(models["target"], prompt_ids, width, eos_ids)
+        # steps may be recorded as graphs, which hold addresses: keep the buffers with the target
+        kept = self._recordable and models["target"]._graphable(prompt_ids)
+        buf = self._buffers(models["target"], prompt_ids, width, eos_ids, kept)
         buf.tokens.fill_(pad_id)
         buf.tokens[:, :P] = prompt_ids
         buf.length.fill_(P)
@@ -327,13 +329,12 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             keep_ids=draft.keep_ids if draft is not None else None,
             vocab_size=models["target"].vocab_size,
             models=models,
-            buffers=buf if self._recordable and models["target"]._graphable(prompt_ids) else None,
+            buffers=buf if kept else None,
         )
 
     def _buffers(self, target: CausalLM, prompt_ids: torch.Tensor, width: int,
-                 eos_ids: Optional[torch.Tensor]) -> StepBuffers:
-        """The generation's device tensors: kept with the target's wrapper where steps may be
-        recorded as graphs (which hold their addresses), else made fresh."""
+                 eos_ids: Optional[torch.Tensor], kept: bool) -> StepBuffers:
+        """The generation's device tensors: kept with the target's wrapper (``kept``), else made fresh."""
         B, dev = prompt_ids.shape[0], prompt_ids.device
 
         def make() -> StepBuffers:
@@ -346,7 +347,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 eos_ids=eos_ids.to(dev) if eos_ids is not None else None, copies=CountsCopy(B, dev),
             )
 
-        if not (self._recordable and target._graphable(prompt_ids)):
+        if not kept:
             return make()
         eos_key = None if eos_ids is None else tuple(eos_ids.tolist())
         return target.workspace(("speculative", B, width, eos_key), make)
