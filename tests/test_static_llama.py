@@ -213,7 +213,10 @@ def test_recorded_steps_decode_the_same_and_are_kept_across_generations(monkeypa
     got_a = paradecode.sample(target, rows_a, "speculative", max_new_tokens=24, **opts)
     (graph,) = step_graphs(target)
     assert graph.replays >= 2
+    state_a = {name: getattr(got_a.state, name).clone() for name in ("tokens", "length", "finished_device")}
     got_b = paradecode.sample(target, rows_b, "speculative", max_new_tokens=24, **opts)
+    for name, value in state_a.items():  # the returned state holds copies of the kept buffers
+        assert torch.equal(getattr(got_a.state, name), value), name
     assert step_graphs(target) == [graph] and graph.replays >= 4
     for got, name in ((per_forward, "a"), (got_a, "a"), (got_b, "b")):
         assert torch.equal(got.sequences, ref[name].sequences)

@@ -24,6 +24,7 @@ rule depends only on the draft's own outputs, so decoding stays lossless.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import warnings
@@ -164,6 +165,10 @@ class SpeculativeConfig:
 
 @dataclass
 class SpeculativeState:
+    """One generation's state. The caches (and, while it runs, the device tensors) may be kept
+    with the models' wrappers for the next generation; ``result`` leaves the state copies of
+    the small tensors, while its caches are the next generation's on the same model."""
+
     tokens: torch.Tensor  # (B, P + max_new_tokens + scratch) output canvas, pad after a row's end
     prompt_length: int
     length: torch.Tensor  # (B,) device: committed tokens per row (prompt columns included)
@@ -411,7 +416,10 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         if not all(models[role].warmed(caches[role], t, n) for role, t, n in shapes):
             return None  # compile, autotune and capture each forward first (CausalLM does)
         try:
-            graph = step_graph.record_step(lambda inline: self._device_step(state, inline, k), models, buf)
+            # the step records this state's fields as they are now (a graph keeps addresses, not
+            # the Python object): a copy, since ``result`` points the caller's state at copies
+            recorded = copy.copy(state)
+            graph = step_graph.record_step(lambda inline: self._device_step(recorded, inline, k), models, buf)
         except RuntimeError as err:  # run steps as before; the same tokens either way
             buf.error = f"{type(err).__name__}: {err}"
             warnings.warn(f"recording a speculative step as one CUDA graph failed, running it forward by forward: "
@@ -498,5 +506,10 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         return self.config.max_new_tokens  # every step commits at least one token per row
 
     def result(self, state: SpeculativeState) -> torch.Tensor:
-        # a copy: the canvas may be a kept buffer that the next generation overwrites
+        if state.buffers is not None:
+            # the kept buffers are the next generation's: the state returned to the caller keeps
+            # copies (small: ids and per-row counts), so a later generation leaves it as it ended
+            for name in ("tokens", "length", "start", "budget_end", "finished_device"):
+                setattr(state, name, getattr(state, name).clone())
+            state.buffers, state.ahead = None, None
         return state.tokens[:, : state.prompt_length + self.config.max_new_tokens].clone()
