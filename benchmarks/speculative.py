@@ -315,6 +315,72 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     return res
 
 
+def bench_batched(target, draft, args, device, trim: VocabTrim, vocab: int) -> dict:
+    """Throughput as the batch grows: the target alone, ours and ours + VocabTrim on batches of
+    ``B`` random prompts of one length, for each ``B`` in ``--batches``. Rows accept on their own;
+    a step verifies every unfinished row's drafts in one forward, so speculative decoding pays
+    while the target's batched forward stays bound by its weight read. Each method runs twice on
+    a warm-up batch, then ``--batch-repeats`` timed batches of fresh prompts; lossless = every
+    row equal to the target alone's row in the same batch."""
+    k, N = args.k, args.max_new_tokens
+    graphs = not args.eager
+    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=k)
+    variants = {"ours": spec, "ours_trim": dict(spec, vocabtrim=trim)}
+    methods = ["target", *variants]
+    rows: dict[str, Any] = {}
+    for B in args.batches:
+        def run(method, ids):
+            if method == "target":
+                return greedy_decode(wrapper(target, args), ids, N, cuda_graphs=graphs), None
+            out = paradecode.sample(target, ids, **variants[method])
+            return out.generated, out.trace
+
+        warm = torch.tensor(random_prompts(B, args.prompt_length, vocab, seed=100 + B), device=device)
+        for m in methods:
+            run(m, warm)
+            run(m, warm)
+        seconds = {m: 0.0 for m in methods}
+        equal = {m: 0 for m in methods}
+        committed = {m: [0, 0] for m in variants}  # [tokens, target forwards]
+        for r in range(args.batch_repeats):
+            ids = torch.tensor(random_prompts(B, args.prompt_length, vocab, seed=1000 * B + r), device=device)
+            outs = {}
+            for m in methods:
+                (outs[m], trace), dt = timed(lambda: run(m, ids), device)
+                seconds[m] += dt
+                if trace is not None:
+                    committed[m][0] += int(trace.tokens_committed.sum())
+                    committed[m][1] += trace.nfe_by_role["target"]
+            for m in methods:
+                equal[m] += sum(int(torch.equal(outs[m][i, :N], outs["target"][i])) for i in range(B))
+        n_tok = B * N * args.batch_repeats
+        rows[str(B)] = {
+            "seconds": {m: round(s, 4) for m, s in seconds.items()},
+            "tokens_per_second": {m: round(n_tok / s, 1) for m, s in seconds.items()},
+            "speedup_vs_target": {m: round(seconds["target"] / s, 3) for m, s in seconds.items()},
+            "rows_equal_target": {m: f"{equal[m]}/{B * args.batch_repeats}" for m in methods},
+            "target_forwards": {m: t[1] for m, t in committed.items()},
+            # tokens per verify and row: accepted drafts + 1 while a row runs, 0 once it has finished
+            "tokens_per_forward_and_row": {m: round(t[0] / max(1, t[1]) / B, 3) for m, t in committed.items()},
+        }
+        print(f"batch {B}: {rows[str(B)]}", flush=True)
+    return {"max_new_tokens": N, "num_draft_tokens": k, "prompt_length": args.prompt_length,
+            "repeats": args.batch_repeats, "vocabtrim_size": trim.size, "batches": rows}
+
+
+def batched_report(result: dict) -> str:
+    r = result["batched"]
+    lines = [f"speculative decoding by batch size: {result['info']}",
+             f"{r['repeats']} timed batches of {r['max_new_tokens']} new tokens per row, k = {r['num_draft_tokens']}, "
+             f"VocabTrim {r['vocabtrim_size']} rows",
+             f"{'batch':>5} {'method':<10} {'tokens/s':>10} {'x target':>9} {'tokens/forward/row':>18} {'= target':>9}"]
+    for B, row in r["batches"].items():
+        for m in row["seconds"]:
+            lines.append(f"{B:>5} {m:<10} {row['tokens_per_second'][m]:>10.1f} {row['speedup_vs_target'][m]:>9.3f} "
+                         f"{str(row['tokens_per_forward_and_row'].get(m, '')):>18} {row['rows_equal_target'][m]:>9}")
+    return "\n".join(lines) + "\n"
+
+
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
@@ -408,6 +474,14 @@ def text_report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_tag(args) -> str:
+    """The results file's suffix: ``--tag``, else the pair and the forward's options."""
+    if args.tag:
+        return args.tag
+    tag = "smoke" if args.smoke else (f"random-{args.random.replace('-', '')}" if args.random else "pair")
+    return tag + ("-fuse" if args.fuse_projections else "") + ("-triton" if args.attention == "triton" else "")
+
+
 def machine_tag(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu"
@@ -448,6 +522,10 @@ def main() -> None:
     ap.add_argument("--tag", default=None, help="file name suffix (default: the pair)")
     ap.add_argument("--skip-eager-row", action="store_true",
                     help="leave out ours_eager (what CUDA graphs buy: ~35 s of a GPU run, no target depends on it)")
+    ap.add_argument("--batches", default=None,
+                    help="comma list of batch sizes, e.g. 1,4,16: instead of the batch-1 table, the target alone, ours "
+                         "and ours + VocabTrim at each batch size (random pair only) -> speculative_batched_*.json/.txt")
+    ap.add_argument("--batch-repeats", type=int, default=2, help="--batches: timed batches per size")
     ap.add_argument("--top", type=int, default=30, help="--profile: kernels listed by device time")
     ap.add_argument("--per-forward", action="store_true",
                     help="--profile: one CUDA graph per forward (capture_step=False) instead of one per step")
@@ -455,6 +533,12 @@ def main() -> None:
                     help="no timed bench: profile one prompt's generation by ours (kernel time by class, device "
                          "idle time, host waits per target step) -> speculative_profile_*.json/.txt")
     args = ap.parse_args()
+    if args.batches:
+        args.batches = [int(b) for b in args.batches.split(",") if b]
+        if not args.random and not args.smoke:
+            ap.error("--batches needs --random SHAPE: a batch stacks prompts of one length (the trained pair's vary)")
+        if not args.batches or min(args.batches) < 1:
+            ap.error("--batches takes positive batch sizes, e.g. 1,4,16")
     if args.smoke:
         args.random, args.device, args.dtype = "tiny", "cpu", "float32"
         args.prompts, args.max_new_tokens, args.calib_prompts, args.calib_tokens = 2, 24, 8, 32
@@ -481,7 +565,7 @@ def main() -> None:
         info = {"pair": str(args.pair or "paradecode/zoo/spec-pair")}
     info.update(device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"), dtype=args.dtype,
                 torch=torch.__version__, target_params=sum(p.numel() for p in target.parameters()),
-                draft_params=sum(p.numel() for p in draft.parameters()), batch=1)
+                draft_params=sum(p.numel() for p in draft.parameters()), batch=args.batches or 1)
     print(info, flush=True)
     if args.profile:
         prof = profile_ours(target, draft, prompts[0], args, device)
@@ -497,15 +581,22 @@ def main() -> None:
     trim = calibrate(target, calib, args.trim or V // 4, max_new_tokens=args.calib_tokens, do_sample=True)
     print("vocabtrim", trim.size, trim.meta, f"{time.time() - t0:.1f}s", flush=True)
     result: dict[str, Any] = {"info": info, "args": vars(args)}
+    if args.batches:
+        result["batched"] = bench_batched(target, draft, args, device, trim, V)
+        result["wall_seconds"] = round(time.time() - t0, 1)
+        stem = Path(args.out_dir) / f"speculative_batched_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{run_tag(args)}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        report = batched_report(result)
+        stem.with_suffix(".txt").write_text(report)
+        print(report + f"wrote {stem}.json/.txt in {result['wall_seconds']} s", flush=True)
+        return
     res = bench(target, draft, prompts, args, device, trim)
     res["floor"] = floor_figures(target, device, res, args.copy_bytes, args)
     res["targets"] = targets(res)
     result["batch1"] = res
     result["wall_seconds"] = round(time.time() - t0, 1)
-    tag = args.tag or ("smoke" if args.smoke else (f"random-{args.random.replace('-', '')}" if args.random else "pair"))
-    tag += "-fuse" if args.fuse_projections and not args.tag else ""
-    tag += "-triton" if args.attention == "triton" and not args.tag else ""
-    stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{tag}"
+    stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{run_tag(args)}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     report = text_report(result)

@@ -1,0 +1,47 @@
+"""benchmarks/speculative.py --batches: the batch sweep's figures on the tiny random pair (CPU)."""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(k=3, max_new_tokens=10, prompt_length=6, batches=[1, 3], batch_repeats=1, eager=True,
+                fuse_projections=False, compile_forward=None, compile_roles="target,draft", attention="sdpa")
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_batch_sweep_checks_every_row_against_the_target_alone_in_its_batch():
+    mod = load_script("benchmarks/speculative.py", "speculative_bench")
+    target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
+    calib = mod.random_prompts(4, 6, info["vocab"], seed=2)
+    trim = mod.calibrate(target, calib, info["vocab"] // 4, max_new_tokens=16, do_sample=True)
+    res = mod.bench_batched(target, draft, _args(), torch.device("cpu"), trim, info["vocab"])
+    assert set(res["batches"]) == {"1", "3"}
+    for B, row in res["batches"].items():
+        n = int(B)
+        assert row["rows_equal_target"] == {m: f"{n}/{n}" for m in ("target", "ours", "ours_trim")}
+        for m in ("ours", "ours_trim"):
+            # a row commits 1 .. k + 1 tokens per verify while it runs; 10 tokens need >= 3 verifies of 4
+            assert 0 < row["tokens_per_forward_and_row"][m] <= 4
+            assert row["target_forwards"][m] >= 3
+        assert row["tokens_per_second"]["target"] == pytest.approx(n * 10 / row["seconds"]["target"], rel=0.01)
+    text = mod.batched_report({"info": info, "batched": res})
+    assert "ours_trim" in text and text.count("\n") == 3 + 2 * 3
+
+
+def test_batch_sweep_refuses_the_trained_pair_with_a_reason(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speculative.py"), "--batches", "1,4",
+                           "--device", "cpu", "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "--batches needs --random" in proc.stderr
