@@ -29,6 +29,10 @@ Pairs:
                     traffic per forward are those of the real shapes.
   --smoke           CPU check of the whole script at tiny shapes (seconds).
 
+``--batches 1,4,16``: instead of that table, the target alone, ours and ours + VocabTrim on batches
+of random prompts of one length (random pairs only), tokens per second and every row checked
+against the target alone's row in its batch -> ``speculative_batched_<date>_<machine>_<tag>``.
+
 Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
 
     python benchmarks/speculative.py --smoke --out-dir /tmp
@@ -503,7 +507,8 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=5, help="draft tokens per step (both implementations)")
     ap.add_argument("--lookup-k", type=int, default=10, help="prompt-lookup tokens per step (transformers' default)")
     ap.add_argument("--trim", type=int, default=None, help="VocabTrim size (default: vocab/4)")
-    ap.add_argument("--calib-prompts", type=int, default=64)
+    ap.add_argument("--calib-prompts", type=int, default=256,
+                    help="VocabTrim calibration prompts (64 left some of the random pair's output cycles unvisited)")
     ap.add_argument("--calib-tokens", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs anywhere (the fallback path)")
     ap.add_argument("--compile-norm", action="store_true",
