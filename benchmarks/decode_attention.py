@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paradecode.caches.static_kv import StaticKVCache  # noqa: E402
 from paradecode.loop import synchronize as sync  # noqa: E402
 from paradecode.models.attention import sdpa  # noqa: E402
-from paradecode.models.decode_attention import canvas_attention  # noqa: E402
+from paradecode.models.decode_attention import canvas_attention, rope_cache_attention, rope_cache_splits  # noqa: E402
+from paradecode.speculative.causal_lm import bucket_length  # noqa: E402
 from paradecode.models.graphs import capture_graph  # noqa: E402
 from paradecode.models.llada import compile_elementwise, rope_joined, split_qkv  # noqa: E402
 from paradecode.models.llama import _additive_mask, _attend, _pack_mask, gqa_mode  # noqa: E402
@@ -96,9 +97,12 @@ def graph_us(fn, layers: int, replays: int) -> float:
     return 1e6 * (time.perf_counter() - t) / (replays * layers)
 
 
-def run_shape(name, B, args, device, dtype) -> dict:
-    H, Hkv, D, T, length = SHAPES[name]
-    S = args.slots
+def run_shape(name, B, args, device, dtype, length: int | None = None) -> dict:
+    """One shape at ``length`` cached slots (None: the shape's own), in a cache of ``--slots``
+    or the bucket that holds them."""
+    H, Hkv, D, T, own = SHAPES[name]
+    length = own if length is None else length
+    S = max(args.slots, bucket_length(length + T + 1))
     mode = gqa_mode(H, Hkv, D, dtype, device)
     qkv, cos, sin, c1 = make(B, H, Hkv, D, T, length, S, dtype, device)
     _, _, _, c2 = make(B, H, Hkv, D, T, length, S, dtype, device)
@@ -109,7 +113,8 @@ def run_shape(name, B, args, device, dtype) -> dict:
     out = triton_layer(qkv, cos, sin, c2, H, Hkv, D)
     sync(device)
     new = slice(length, length + T)
-    row = {"shape": name, "batch": B, "gqa_mode": mode,
+    row = {"shape": name, "batch": B, "gqa_mode": mode, "length": length, "slots": S,
+           "splits": rope_cache_splits(B, T, H, Hkv, S, device),
            "max_abs_diff_out": float((out.float() - ref.float()).abs().max()),
            "max_abs_ref_out": float(ref.float().abs().max()),
            "max_abs_diff_k_written": float((c1.k[0][:, :, new].float() - c2.k[0][:, :, new].float()).abs().max()),
@@ -119,6 +124,11 @@ def run_shape(name, B, args, device, dtype) -> dict:
                                   args.layers, args.replays)
         row["triton_us"] = graph_us(lambda: triton_layer(qkv, cos, sin, c2, H, Hkv, D), args.layers, args.replays)
         row["sdpa_over_triton"] = row["sdpa_us"] / row["triton_us"]
+        q, k, v = split_qkv(qkv, H, Hkv, D)
+        row["triton_us_by_split"] = {
+            n: graph_us(lambda: rope_cache_attention(q, k, v, cos, sin, c2.k[0], c2.v[0], c2.length, c2.start, H, Hkv,
+                                                     D, D ** -0.5, n_split=n), args.layers, args.replays)
+            for n in args.cache_splits}
     return row
 
 
@@ -177,12 +187,17 @@ def report(rows: list[dict], info: dict) -> str:
     sweeps = [f"  {r['shape']} batch {r['batch']}, canvas_attention by splits x key block: "
               + ", ".join(f"{k} {us:.2f} us" for k, us in r["triton_us_by_split_block"].items())
               for r in rows if r.get("triton_us_by_split_block")]
+    sweeps += [f"  {r['shape']} batch {r['batch']} at {r['length']} slots, rope_cache_attention by splits: "
+               + ", ".join(f"{k} {us:.2f} us" for k, us in r["triton_us_by_split"].items())
+               for r in rows if r.get("triton_us_by_split")]
     lines = [f"one layer's RoPE + cache write + attention: {info}",
-             f"{'shape':<16} {'B':>2} {'sdpa us':>8} {'triton us':>9} {'ratio':>6} {'|diff| out':>10} {'k':>8} {'v':>8}"]
+             f"{'shape':<16} {'B':>2} {'cached':>6} {'splits':>6} {'sdpa us':>8} {'triton us':>9} {'ratio':>6} "
+             f"{'|diff| out':>10} {'k':>8} {'v':>8}"]
     for r in rows:
         t = (f"{r['sdpa_us']:>8.2f} {r['triton_us']:>9.2f} {r['sdpa_over_triton']:>6.2f}" if "sdpa_us" in r
              else f"{'-':>8} {'-':>9} {'-':>6}")
-        lines.append(f"{r['shape']:<16} {r['batch']:>2} {t} {r['max_abs_diff_out']:>10.2e} "
+        lines.append(f"{r['shape']:<16} {r['batch']:>2} {r.get('length', '-'):>6} {r.get('splits', '-'):>6} {t} "
+                     f"{r['max_abs_diff_out']:>10.2e} "
                      f"{r['max_abs_diff_k_written']:>8.1e} {r['max_abs_diff_v_written']:>8.1e}")
     return "\n".join(lines + sweeps) + "\n"
 
@@ -195,6 +210,9 @@ def main() -> None:
     ap.add_argument("--canvas-splits", default="", help="also time canvas_attention with these split counts, e.g. 1,2,4,8,16")
     ap.add_argument("--canvas-block-n", default="64", help="key block sizes of that sweep, e.g. 32,64,128")
     ap.add_argument("--slots", type=int, default=192, help="cache slots per row (the bench's 32 + 96 + k + 2, rounded to 64)")
+    ap.add_argument("--lengths", default="", help="cached slots before the step for the draft / verify shapes, e.g. "
+                                                  "100,2000,8000 (default: each shape's own, 100)")
+    ap.add_argument("--cache-splits", default="", help="also time rope_cache_attention with these split counts, e.g. 1,2,4,8")
     ap.add_argument("--layers", type=int, default=32, help="layers captured per graph")
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--compile-elementwise", action="store_true", help="the SDPA path's RoPE and cache write compiled")
@@ -206,9 +224,12 @@ def main() -> None:
         args.batches, args.canvas_batches = "1", "1"
     args.canvas_splits = [int(n) for n in args.canvas_splits.split(",") if n]
     args.canvas_block_n = [int(n) for n in args.canvas_block_n.split(",") if n]
+    args.cache_splits = [int(n) for n in args.cache_splits.split(",") if n]
+    lengths = [int(n) for n in args.lengths.split(",") if n] or [None]
     if args.compile_elementwise:
         compile_elementwise()
-    rows = [run_shape(name, int(B), args, device, dtype) for B in args.batches.split(",") for name in SHAPES]
+    rows = [run_shape(name, int(B), args, device, dtype, n) for n in lengths for B in args.batches.split(",")
+            for name in SHAPES]
     rows += [run_canvas_shape(name, int(B), args, device, dtype) for B in args.canvas_batches.split(",")
              for name in CANVAS_SHAPES]
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)",

@@ -109,6 +109,31 @@ def test_kernel_matches_the_sdpa_path(B, T, H, Hkv, D, lengths, starts):
     assert torch.equal(kc, kc2) and torch.equal(vc, vc2)  # the same slots written, the same values
 
 
+@pytest.mark.parametrize("n_split", [2, 3, 5])
+def test_a_cache_split_over_programs_matches_the_sdpa_path(n_split):
+    """FlashDecoding over the cache's slots: splits that start past a row's length (or end
+    before its start) add nothing, the new keys count once, the cache is written once."""
+    B, T, H, Hkv, D, S = 3, 6, 8, 2, 32, 320
+    q, k, v, cos, sin, kc, vc, length, start = inputs(B, T, H, Hkv, D, S, [300, 70, 0], [130, 5, 0])
+    kc2, vc2 = kc.clone(), vc.clone()
+    out = rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, H, Hkv, D, D ** -0.5, n_split=n_split)
+    ref = reference_rope_cache_attention(q, k, v, cos, sin, kc2, vc2, length, start, H, Hkv, D, D ** -0.5)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    assert torch.equal(kc, kc2) and torch.equal(vc, vc2)
+
+
+def test_caches_split_by_capacity_only_when_long():
+    """The split count depends on the cache's capacity, not its length (a captured graph stays
+    right as it fills), and a short cache keeps one program per query block."""
+    from paradecode.models import decode_attention as da
+
+    cpu = torch.device("cpu")  # 8 "SMs" under the interpreter
+    assert da._cache_split_count(8, 192, cpu) == 1  # the speculative benchmark's cache
+    assert da._cache_split_count(2, 4096, cpu) == 4  # as many as the device has room for
+    assert da._cache_split_count(1, 1024, cpu) == 2  # splits of at least CACHE_SPLIT_SLOTS
+    assert da._cache_split_count(16, 8192, cpu) == 1  # a batch that fills the device alone
+
+
 def test_float16_agrees_to_rounding():
     q, k, v, cos, sin, kc, vc, length, start = inputs(2, 3, 8, 2, 64, 192, [150, 64], [2, 0], dtype=torch.float16)
     kc2, vc2 = kc.clone(), vc.clone()
@@ -210,6 +235,9 @@ def test_the_benchmark_compares_both_paths_on_the_cpu():
     assert row["max_abs_diff_out"] < 1e-2 < row["max_abs_ref_out"]
     assert "sdpa_us" not in row  # timings only on a GPU
     assert "draft-1b T=2" in mod.report([row], {"device": "cpu"})
+    longer = mod.run_shape("draft-1b T=1", 1, Namespace(slots=128), torch.device("cpu"), torch.float16, length=300)
+    assert (longer["length"], longer["slots"], longer["splits"]) == (300, 320, 1)  # the bucket that holds them
+    assert longer["max_abs_diff_out"] < 1e-2 < longer["max_abs_ref_out"]
     dual = mod.run_canvas_shape("dream-7b dual", 1, Namespace(), torch.device("cpu"), torch.float16)
     assert dual["max_abs_diff_k_written"] == 0 and dual["max_abs_diff_out"] < 1e-2 < dual["max_abs_ref_out"]
 

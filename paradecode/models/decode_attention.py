@@ -34,8 +34,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "rope_cache_attention", "canvas_attention", "multiprocessors",
-           "triton_available", "check_available"]
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "CACHE_SPLIT_SLOTS", "rope_cache_attention", "rope_cache_splits",
+           "canvas_attention", "multiprocessors", "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
@@ -98,14 +98,15 @@ if triton is not None:
 
     @triton.jit
     def _rope_cache_attention_kernel(
-        Q, K, V, q_row, k_row, v_row, COS, SIN, KC, VC, LEN, START, OUT,
-        T, S, scale,
-        H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, REP: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+        Q, K, V, q_row, k_row, v_row, COS, SIN, KC, VC, LEN, START, OUT, PM, PL, PACC,
+        T, S, scale, split_len,
+        H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, REP: tl.constexpr, NQB: tl.constexpr,
+        NSPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
     ):
         b = tl.program_id(0)
         kvh = tl.program_id(1)
-        mb = tl.program_id(2)
+        mb = tl.program_id(2) // NSPLIT
+        sp = tl.program_id(2) % NSPLIT  # this program's share of the cache's slots
         length = tl.load(LEN + b)
         start = tl.load(START + b)
         d = tl.arange(0, D)
@@ -118,7 +119,7 @@ if triton is not None:
         v_new = tl.load(V + (b * T + tn)[:, None] * v_row + kvh * D + d[None, :], mask=t_ok[:, None], other=0.0)
         slot_t = length + tn
         at = ((b * HKV + kvh) * S + slot_t)[:, None] * D + d[None, :]
-        write = (tn < tl.where(mb == 0, T, 0))[:, None] & (d[None, :] < D)
+        write = (tn < tl.where((mb == 0) & (sp == 0), T, 0))[:, None] & (d[None, :] < D)
         tl.store(KC + at, k_new, mask=write)
         tl.store(VC + at, v_new.to(VC.dtype.element_ty), mask=write)
 
@@ -134,10 +135,12 @@ if triton is not None:
         m_i = tl.full((BLOCK_M,), -1.0e30, tl.float32)  # finite: a fully masked block adds nothing
         l_i = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D), tl.float32)
-        # Cached slots [start, length): every query of this forward sees them all.
+        # Cached slots [start, length): every query of this forward sees them all. This split
+        # takes those in [sp * split_len, (sp + 1) * split_len) (split_len: whole key blocks).
         base = (b * HKV + kvh) * S
-        lo = (start // BLOCK_N) * BLOCK_N
-        for n0 in range(lo, length, BLOCK_N):
+        lo = tl.maximum((start // BLOCK_N) * BLOCK_N, sp * split_len)
+        hi = tl.minimum(length, sp * split_len + split_len)
+        for n0 in range(lo, hi, BLOCK_N):
             s_idx = n0 + tl.arange(0, BLOCK_N)
             s_ok = (s_idx >= start) & (s_idx < length)
             at_n = (base + s_idx)[:, None] * D + d[None, :]
@@ -145,15 +148,21 @@ if triton is not None:
             vb = tl.load(VC + at_n, mask=s_ok[:, None], other=0.0)
             valid = s_ok[None, :] & (q_slot[:, None] >= 0)
             m_i, l_i, acc = _softmax_block(q, kb, vb, valid, m_i, l_i, acc, scale)
-        # The new keys, causally: slot s_t is seen by queries at or after it (and from start on).
-        valid = t_ok[None, :] & (
+        # The new keys, causally (by split 0): slot s_t is seen by queries at or after it (and from start on).
+        valid = (t_ok & (sp == 0))[None, :] & (
             ((slot_t[None, :] >= start) & (slot_t[None, :] <= q_slot[:, None])) | (slot_t[None, :] == q_slot[:, None])
         )
         m_i, l_i, acc = _softmax_block(q, k_new, v_new.to(KC.dtype.element_ty), valid, m_i, l_i, acc, scale)
 
-        out = acc / l_i[:, None]
-        o_at = OUT + (b * T + t)[:, None] * (H * D) + head[:, None] * D + d[None, :]
-        tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
+        if NSPLIT == 1:
+            out = acc / l_i[:, None]
+            o_at = OUT + (b * T + t)[:, None] * (H * D) + head[:, None] * D + d[None, :]
+            tl.store(o_at, out.to(OUT.dtype.element_ty), mask=r_ok[:, None])
+        else:  # partial sums, merged by _combine_splits
+            part = ((b * HKV + kvh) * NSPLIT + sp) * (NQB * BLOCK_M) + r
+            tl.store(PM + part, m_i)
+            tl.store(PL + part, l_i)
+            tl.store(PACC + part[:, None] * D + d[None, :], acc)
 
 
     @triton.jit
@@ -218,7 +227,7 @@ if triton is not None:
         tl.store(PACC + part[:, None] * D + d[None, :], acc)
 
     @triton.jit
-    def _canvas_attention_combine(
+    def _combine_splits(
         PM, PL, PACC, OUT, T,
         H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, REP: tl.constexpr, NQB: tl.constexpr,
         NSPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -274,13 +283,18 @@ def _launch_layout(cos: torch.Tensor, sin: torch.Tensor, B: int, T: int, head_di
     ``rep * T`` query rows of a key/value head, 16 to 64 at a time) and the new-token block."""
     cos = cos.reshape(B, T, head_dim).float().contiguous()
     sin = sin.reshape(B, T, head_dim).float().contiguous()
-    return cos, sin, min(64, max(16, _pow2(rep * T))), max(16, _pow2(T))
+    return cos, sin, _query_block(rep * T), max(16, _pow2(T))
+
+
+def _query_block(rows: int) -> int:
+    """Query rows per program: a key/value head's ``rep * T`` rows, 16 to 64 at a time."""
+    return min(64, max(16, _pow2(rows)))
 
 
 def rope_cache_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     k_cache: torch.Tensor, v_cache: torch.Tensor, length: torch.Tensor, start: torch.Tensor,
-    n_heads: int, n_kv: int, head_dim: int, scale: float, block_n: int = 64,
+    n_heads: int, n_kv: int, head_dim: int, scale: float, block_n: int = 64, n_split: Optional[int] = None,
 ) -> torch.Tensor:
     """Attention output (B, T, n_heads * head_dim) of one layer's new tokens, the cache updated.
 
@@ -289,6 +303,9 @@ def rope_cache_attention(
     contiguous). ``cos`` / ``sin`` (B, 1, T, head_dim) float32. ``k_cache`` / ``v_cache``
     (B, n_kv, S, head_dim) contiguous; ``length`` / ``start`` (B,) the cache's slots written
     before this forward and its left padding (the new tokens go to ``length[b] ..``).
+    ``n_split``: programs per query block, each over a share of the cache's slots, merged by a
+    second kernel (FlashDecoding); None: :func:`_cache_split_count`, by the cache's capacity
+    ``S`` (not its length, so a captured graph stays right as the cache fills).
     """
     B, T, _ = q.shape
     S = k_cache.shape[2]
@@ -296,12 +313,23 @@ def rope_cache_attention(
     _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
-    grid = (B, n_kv, triton.cdiv(rep * T, block_m))
-    _rope_cache_attention_kernel[grid](
+    nqb = triton.cdiv(rep * T, block_m)
+    splits, split_len = _cache_splits(B * n_kv * nqb, S, block_n, q.device, n_split)
+    pm = pl = pacc = out  # one split writes the output itself
+    if splits > 1:
+        f32 = dict(dtype=torch.float32, device=q.device)
+        pm = torch.empty(B, n_kv, splits, nqb * block_m, **f32)
+        pl = torch.empty_like(pm)
+        pacc = torch.empty(B, n_kv, splits, nqb * block_m, head_dim, **f32)
+    _rope_cache_attention_kernel[(B, n_kv, nqb * splits)](
         q, k, v, q.stride(1), k.stride(1), v.stride(1), cos, sin, k_cache, v_cache, length, start, out,
-        T, S, scale, H=n_heads, HKV=n_kv, D=head_dim, REP=rep,
+        pm, pl, pacc, T, S, scale, split_len, H=n_heads, HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_T=block_t,
     )
+    if splits > 1:
+        _combine_splits[(B, n_kv, nqb)](
+            pm, pl, pacc, out, T, H=n_heads, HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m,
+        )
     return out
 
 
@@ -320,6 +348,33 @@ def _split_count(programs: int, slots: int, block_n: int, device: torch.device) 
     beat about two at every dual-cache shape: LLaDA-8B batch 1, 4 splits 11.9 us per layer vs 6
     splits 14.5; batch 8, one split 37.7 vs two 45.7."""
     return max(1, min(triton.cdiv(slots, block_n), multiprocessors(device) // programs))
+
+
+CACHE_SPLIT_SLOTS = 512
+"""Fewest cache slots per split of :func:`rope_cache_attention`: a short cache (the speculative
+benchmark's 192 slots) keeps one program per query block and no second kernel."""
+
+
+def _cache_split_count(programs: int, slots: int, device: torch.device) -> int:
+    """Splits of a static cache's slots: one program per query block reads the whole cache, so
+    at batch 1 eight key/value heads leave most SMs idle once the cache is long (a 4k-token
+    prompt); splits of at least :data:`CACHE_SPLIT_SLOTS` slots fill the GPU about once."""
+    return max(1, min(slots // CACHE_SPLIT_SLOTS, multiprocessors(device) // programs))
+
+
+def _cache_splits(programs: int, slots: int, block_n: int, device: torch.device,
+                  n_split: Optional[int] = None) -> tuple[int, int]:
+    """(splits, slots per split): ``n_split`` or :func:`_cache_split_count`'s, each split whole key blocks."""
+    splits = n_split or _cache_split_count(programs, slots, device)
+    split_len = triton.cdiv(triton.cdiv(slots, splits), block_n) * block_n
+    return triton.cdiv(slots, split_len), split_len
+
+
+def rope_cache_splits(B: int, T: int, n_heads: int, n_kv: int, slots: int, device: torch.device,
+                      block_n: int = 64) -> int:
+    """How many programs :func:`rope_cache_attention` splits each query block's slots over, by default."""
+    rep = n_heads // n_kv
+    return _cache_splits(B * n_kv * triton.cdiv(rep * T, _query_block(rep * T)), slots, block_n, device)[0]
 
 
 def _canvas_key_block(block_m: int) -> int:
@@ -374,7 +429,7 @@ def canvas_attention(
         BLOCK_T=block_t, HAS_MASK=has_mask,
     )
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
-    _canvas_attention_combine[(B, n_kv, nqb)](
+    _combine_splits[(B, n_kv, nqb)](
         pm, pl, pacc, out, T, H=n_heads, HKV=n_kv, D=head_dim, REP=rep, NQB=nqb, NSPLIT=splits, BLOCK_M=block_m,
     )
     return out
