@@ -588,23 +588,21 @@ def main() -> None:
     result: dict[str, Any] = {"info": info, "args": vars(args)}
     if args.batches:
         result["batched"] = bench_batched(target, draft, args, device, trim, V)
-        result["wall_seconds"] = round(time.time() - t0, 1)
-        stem = Path(args.out_dir) / f"speculative_batched_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{run_tag(args)}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        report = batched_report(result)
-        stem.with_suffix(".txt").write_text(report)
-        print(report + f"wrote {stem}.json/.txt in {result['wall_seconds']} s", flush=True)
+        save(result, "speculative_batched", batched_report(result), args, device, t0)
         return
     res = bench(target, draft, prompts, args, device, trim)
     res["floor"] = floor_figures(target, device, res, args.copy_bytes, args)
     res["targets"] = targets(res)
     result["batch1"] = res
+    save(result, "speculative", text_report(result), args, device, t0)
+
+
+def save(result: dict, bench_name: str, report: str, args, device: torch.device, t0: float) -> None:
+    """``<out-dir>/<bench_name>_<date>_<machine>_<tag>.{json,txt}``, with the run's wall time."""
     result["wall_seconds"] = round(time.time() - t0, 1)
-    stem = Path(args.out_dir) / f"speculative_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{run_tag(args)}"
+    stem = Path(args.out_dir) / f"{bench_name}_{time.strftime('%Y-%m-%d', time.gmtime())}_{machine_tag(device)}_{run_tag(args)}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    report = text_report(result)
     stem.with_suffix(".txt").write_text(report)
     print(report + f"wrote {stem}.json/.txt in {result['wall_seconds']} s", flush=True)
 
