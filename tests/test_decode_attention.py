@@ -161,6 +161,8 @@ def test_bad_shapes_get_a_clear_error():
         rope_cache_attention(q, k, v, cos, sin, kc.transpose(2, 3), vc, length, start, 4, 2, 16, 0.25)
     with pytest.raises(ValueError, match=r"q must be \(B, T, 4 \* 16\)"):
         rope_cache_attention(q[..., :32], k, v, cos, sin, kc, vc, length, start, 4, 2, 16, 0.25)
+    with pytest.raises(ValueError, match="n_split must be a positive int"):
+        rope_cache_attention(q, k, v, cos, sin, kc, vc, length, start, 4, 2, 16, 0.25, n_split=0)
 
 
 def tiny(seed, dtype=torch.float32, scale=4.0):

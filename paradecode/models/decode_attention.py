@@ -365,6 +365,8 @@ def _cache_split_count(programs: int, slots: int, device: torch.device) -> int:
 def _cache_splits(programs: int, slots: int, block_n: int, device: torch.device,
                   n_split: Optional[int] = None) -> tuple[int, int]:
     """(splits, slots per split): ``n_split`` or :func:`_cache_split_count`'s, each split whole key blocks."""
+    if n_split is not None and (not isinstance(n_split, int) or n_split < 1):
+        raise ValueError(f"n_split must be a positive int (or None to size it by the cache), got {n_split!r}.")
     splits = n_split or _cache_split_count(programs, slots, device)
     split_len = triton.cdiv(triton.cdiv(slots, splits), block_n) * block_n
     return triton.cdiv(slots, split_len), split_len
