@@ -350,6 +350,11 @@ def _split_count(programs: int, slots: int, block_n: int, device: torch.device) 
     return max(1, min(triton.cdiv(slots, block_n), multiprocessors(device) // programs))
 
 
+def _check_split(n_split: Optional[int]) -> None:
+    if n_split is not None and (not isinstance(n_split, int) or n_split < 1):
+        raise ValueError(f"n_split must be a positive int (or None to size it by the keys), got {n_split!r}.")
+
+
 CACHE_SPLIT_SLOTS = 512
 """Fewest cache slots per split of :func:`rope_cache_attention`: a short cache (the speculative
 benchmark's 192 slots) keeps one program per query block and no second kernel."""
@@ -365,8 +370,7 @@ def _cache_split_count(programs: int, slots: int, device: torch.device) -> int:
 def _cache_splits(programs: int, slots: int, block_n: int, device: torch.device,
                   n_split: Optional[int] = None) -> tuple[int, int]:
     """(splits, slots per split): ``n_split`` or :func:`_cache_split_count`'s, each split whole key blocks."""
-    if n_split is not None and (not isinstance(n_split, int) or n_split < 1):
-        raise ValueError(f"n_split must be a positive int (or None to size it by the cache), got {n_split!r}.")
+    _check_split(n_split)
     splits = n_split or _cache_split_count(programs, slots, device)
     split_len = triton.cdiv(triton.cdiv(slots, splits), block_n) * block_n
     return triton.cdiv(slots, split_len), split_len
@@ -415,6 +419,7 @@ def canvas_attention(
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     block_n = block_n or _canvas_key_block(block_m)
     nqb = triton.cdiv(rep * T, block_m)
+    _check_split(n_split)
     splits = n_split or _split_count(B * n_kv * nqb, L, block_n, q.device)
     split_len = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
     splits = triton.cdiv(L, split_len)
