@@ -322,8 +322,8 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
 def bench_batched(target, draft, args, device, trim: VocabTrim, vocab: int) -> dict:
     """Throughput as the batch grows: the target alone, ours and ours + VocabTrim on batches of
     ``B`` random prompts of one length, for each ``B`` in ``--batches``. Rows accept on their own;
-    a step verifies every unfinished row's drafts in one forward, so speculative decoding pays
-    while the target's batched forward stays bound by its weight read. Each method runs twice on
+    one verify forward serves the whole batch (finished rows ride along until the last is done),
+    so speculative decoding pays while that forward stays bound by its weight read. Each method runs twice on
     a warm-up batch, then ``--batch-repeats`` timed batches of fresh prompts; lossless = every
     row equal to the target alone's row in the same batch."""
     k, N = args.k, args.max_new_tokens
@@ -332,13 +332,14 @@ def bench_batched(target, draft, args, device, trim: VocabTrim, vocab: int) -> d
     variants = {"ours": spec, "ours_trim": dict(spec, vocabtrim=trim)}
     methods = ["target", *variants]
     rows: dict[str, Any] = {}
-    for B in args.batches:
-        def run(method, ids):
-            if method == "target":
-                return greedy_decode(wrapper(target, args), ids, N, cuda_graphs=graphs), None
-            out = paradecode.sample(target, ids, **variants[method])
-            return out.generated, out.trace
 
+    def run(method, ids):
+        if method == "target":
+            return greedy_decode(wrapper(target, args), ids, N, cuda_graphs=graphs), None
+        out = paradecode.sample(target, ids, **variants[method])
+        return out.generated, out.trace
+
+    for B in args.batches:
         warm = torch.tensor(random_prompts(B, args.prompt_length, vocab, seed=100 + B), device=device)
         for m in methods:
             run(m, warm)
@@ -539,7 +540,10 @@ def main() -> None:
                          "idle time, host waits per target step) -> speculative_profile_*.json/.txt")
     args = ap.parse_args()
     if args.batches:
-        args.batches = [int(b) for b in args.batches.split(",") if b]
+        try:
+            args.batches = [int(b) for b in args.batches.split(",") if b]
+        except ValueError:
+            ap.error(f"--batches takes a comma list of batch sizes, e.g. 1,4,16; got {args.batches!r}")
         if not args.random and not args.smoke:
             ap.error("--batches needs --random SHAPE: a batch stacks prompts of one length (the trained pair's vary)")
         if not args.batches or min(args.batches) < 1:
