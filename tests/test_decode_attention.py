@@ -130,7 +130,7 @@ def test_caches_split_by_capacity_only_when_long():
     cpu = torch.device("cpu")  # 8 "SMs" under the interpreter
     assert da._cache_split_count(8, 192, cpu) == 1  # the speculative benchmark's cache
     assert da._cache_split_count(2, 4096, cpu) == 4  # as many as the device has room for
-    assert da._cache_split_count(1, 1024, cpu) == 2  # splits of at least CACHE_SPLIT_SLOTS
+    assert da._cache_split_count(1, 512, cpu) == 2  # splits of at least CACHE_SPLIT_SLOTS
     assert da._cache_split_count(16, 8192, cpu) == 1  # a batch that fills the device alone
 
 

@@ -355,9 +355,13 @@ def _check_split(n_split: Optional[int]) -> None:
         raise ValueError(f"n_split must be a positive int (or None to size it by the keys), got {n_split!r}.")
 
 
-CACHE_SPLIT_SLOTS = 512
+CACHE_SPLIT_SLOTS = 256
 """Fewest cache slots per split of :func:`rope_cache_attention`: a short cache (the speculative
-benchmark's 192 slots) keeps one program per query block and no second kernel."""
+benchmark's 192 slots) keeps one program per query block and no second kernel. On an H200
+(``benchmarks/results/decode_attention_2026-12-03_h200_long-cache.txt``), at 4,000 cached slots
+and batch 1, 16 splits of 256 slots beat 8 of 512 (10.3 vs 12.0 us per layer for the 1B draft,
+16.2 vs 17.6 for the 8B verify; one program 52.1 / 73.5); at 100 cached slots a split costs
+~1 us (4.1 vs 5.1)."""
 
 
 def _cache_split_count(programs: int, slots: int, device: torch.device) -> int:
