@@ -314,7 +314,7 @@ def rope_cache_attention(
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)
     nqb = triton.cdiv(rep * T, block_m)
-    splits, split_len = _cache_splits(B * n_kv * nqb, S, block_n, q.device, n_split)
+    splits, split_len = _split_layout(S, block_n, n_split, _cache_split_count(B * n_kv * nqb, S, q.device))
     pm = pl = pacc = out  # one split writes the output itself
     if splits > 1:
         f32 = dict(dtype=torch.float32, device=q.device)
@@ -350,9 +350,13 @@ def _split_count(programs: int, slots: int, block_n: int, device: torch.device) 
     return max(1, min(triton.cdiv(slots, block_n), multiprocessors(device) // programs))
 
 
-def _check_split(n_split: Optional[int]) -> None:
+def _split_layout(slots: int, block_n: int, n_split: Optional[int], default: int) -> tuple[int, int]:
+    """(splits, slots per split) of ``slots`` keys in whole blocks of ``block_n``: ``n_split``
+    (checked) or ``default`` shares, fewer where rounding to whole blocks leaves one empty."""
     if n_split is not None and (not isinstance(n_split, int) or n_split < 1):
         raise ValueError(f"n_split must be a positive int (or None to size it by the keys), got {n_split!r}.")
+    split_len = triton.cdiv(triton.cdiv(slots, n_split or default), block_n) * block_n
+    return triton.cdiv(slots, split_len), split_len
 
 
 CACHE_SPLIT_SLOTS = 256
@@ -371,20 +375,12 @@ def _cache_split_count(programs: int, slots: int, device: torch.device) -> int:
     return max(1, min(slots // CACHE_SPLIT_SLOTS, multiprocessors(device) // programs))
 
 
-def _cache_splits(programs: int, slots: int, block_n: int, device: torch.device,
-                  n_split: Optional[int] = None) -> tuple[int, int]:
-    """(splits, slots per split): ``n_split`` or :func:`_cache_split_count`'s, each split whole key blocks."""
-    _check_split(n_split)
-    splits = n_split or _cache_split_count(programs, slots, device)
-    split_len = triton.cdiv(triton.cdiv(slots, splits), block_n) * block_n
-    return triton.cdiv(slots, split_len), split_len
-
-
 def rope_cache_splits(B: int, T: int, n_heads: int, n_kv: int, slots: int, device: torch.device,
                       block_n: int = 64) -> int:
     """How many programs :func:`rope_cache_attention` splits each query block's slots over, by default."""
     rep = n_heads // n_kv
-    return _cache_splits(B * n_kv * triton.cdiv(rep * T, _query_block(rep * T)), slots, block_n, device)[0]
+    programs = B * n_kv * triton.cdiv(rep * T, _query_block(rep * T))
+    return _split_layout(slots, block_n, None, _cache_split_count(programs, slots, device))[0]
 
 
 def _canvas_key_block(block_m: int) -> int:
@@ -423,10 +419,7 @@ def canvas_attention(
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     block_n = block_n or _canvas_key_block(block_m)
     nqb = triton.cdiv(rep * T, block_m)
-    _check_split(n_split)
-    splits = n_split or _split_count(B * n_kv * nqb, L, block_n, q.device)
-    split_len = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
-    splits = triton.cdiv(L, split_len)
+    splits, split_len = _split_layout(L, block_n, n_split, _split_count(B * n_kv * nqb, L, block_n, q.device))
     f32 = dict(dtype=torch.float32, device=q.device)
     pm = torch.empty(B, n_kv, splits, nqb * block_m, **f32)
     pl = torch.empty_like(pm)
