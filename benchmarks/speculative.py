@@ -206,6 +206,12 @@ def shared_options(args) -> dict:
                 attention=args.attention)
 
 
+def draft_variants(args, draft, trim: VocabTrim | None) -> dict:
+    """``ours`` (the draft model, k drafts) and ``ours_trim`` (the same with VocabTrim)."""
+    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=args.k)
+    return {"ours": spec, "ours_trim": dict(spec, vocabtrim=trim)}
+
+
 def graph_counts(model, args, role: str) -> dict:
     lm = wrapper(model, args, role)
     return {"captures": lm.captures, "replays": lm.replays, "error": lm.graph_error}
@@ -220,13 +226,11 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
         ["ours_per_forward", "ours_trim_per_forward", "prompt_lookup_per_forward", "ours_sync", "ours_trim_sync"]
         if cuda and graphs else [])
     methods.append("hf_assisted")
-    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=k)
-    variants = {
-        "ours": spec,
-        "ours_trim": dict(spec, vocabtrim=trim),
-        "prompt_lookup": dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k),
-        "ours_eager": dict(spec, cuda_graphs=False),
-    }
+    variants = draft_variants(args, draft, trim)
+    variants.update(
+        prompt_lookup=dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k),
+        ours_eager=dict(variants["ours"], cuda_graphs=False),
+    )
     for m in ("ours", "ours_trim", "prompt_lookup"):
         variants[f"{m}_per_forward"] = dict(variants[m], capture_step=False)
     for m in ("ours", "ours_trim"):
@@ -328,8 +332,7 @@ def bench_batched(target, draft, args, device, trim: VocabTrim, vocab: int) -> d
     row equal to the target alone's row in the same batch."""
     k, N = args.k, args.max_new_tokens
     graphs = not args.eager
-    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=k)
-    variants = {"ours": spec, "ours_trim": dict(spec, vocabtrim=trim)}
+    variants = draft_variants(args, draft, trim)
     methods = ["target", *variants]
     rows: dict[str, Any] = {}
 
@@ -399,7 +402,7 @@ def profile_ours(target, draft, prompt, args, device) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from kernel_breakdown import device_gaps, time_by_class
 
-    spec = dict(shared_options(args), draft_model=draft, num_draft_tokens=args.k, capture_step=not args.per_forward)
+    spec = dict(draft_variants(args, draft, None)["ours"], capture_step=not args.per_forward)
     ids = torch.tensor([prompt], device=device)
     for _ in range(2):
         paradecode.sample(target, ids, **spec)
