@@ -33,6 +33,12 @@ Pairs:
 of random prompts of one length (random pairs only), tokens per second and every row checked
 against the target alone's row in its batch -> ``speculative_batched_<date>_<machine>_<tag>``.
 
+``--sampled T``: instead of that table, sampling at temperature T, batch 1: ours, ours + VocabTrim and
+prompt lookup, each with whole steps recorded (their random numbers drawn before each replay) and
+with one graph per forward, beside the target alone (greedy); each prompt's seed is the same for
+every method, so the two paths' tokens are checked equal, and once against steps run without
+graphs -> ``speculative_sampled_<date>_<machine>_<tag>``.
+
 Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
 
     python benchmarks/speculative.py --smoke --out-dir /tmp
@@ -376,6 +382,78 @@ def bench_batched(target, draft, args, device, trim: VocabTrim, vocab: int) -> d
             "repeats": args.batch_repeats, "vocabtrim_size": trim.size, "batches": rows}
 
 
+def bench_sampled(target, draft, prompts, args, device, trim: VocabTrim) -> dict:
+    """Sampling at ``--sampled`` T, batch 1: each paradecode method with whole steps recorded and
+    with one graph per forward (``capture_step=False``), beside the target alone (greedy: what
+    sampling's speedup is read against). Prompt i is sampled with seed 1000 + i by every method,
+    so the recorded and per-forward tokens must be equal; the first prompt is also run without
+    graphs and checked against them (the eager draws match the kept buffers' draws)."""
+    N = args.max_new_tokens
+    sampled = dict(do_sample=True, temperature=args.sampled)
+    variants = {m: dict(v, **sampled) for m, v in draft_variants(args, draft, trim).items()}
+    variants["prompt_lookup"] = dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
+                                     **sampled)
+    for m in list(variants):
+        variants[f"{m}_per_forward"] = dict(variants[m], capture_step=False)
+    methods = ["target", *variants]
+    traces: dict[str, Any] = {}
+
+    def run(method, ids, seed):
+        if method == "target":
+            return greedy_decode(wrapper(target, args), ids, N, cuda_graphs=not args.eager)[0]
+        out = paradecode.sample(target, ids, seed=seed, **variants[method])
+        traces[method] = out.trace
+        return out.generated[0]
+
+    ids0 = torch.tensor([prompts[0]], device=device)
+    for m in methods:  # warm-up: the second run records the steps
+        run(m, ids0, 1000)
+        run(m, ids0, 1000)
+    eager = {m: run(m, ids0, 1000) for m in ("ours", "ours_trim")}
+    eager_ref = {m: paradecode.sample(target, ids0, seed=1000, **dict(variants[m], cuda_graphs=False)).generated[0]
+                 for m in eager}
+    seconds = {m: 0.0 for m in methods}
+    equal = {m: 0 for m in variants if not m.endswith("_per_forward")}
+    committed = {m: [0, 0] for m in variants}  # [tokens, target forwards]
+    for i, p in enumerate(prompts):
+        ids = torch.tensor([p], device=device)
+        outs = {}
+        for m in methods:
+            outs[m], dt = timed(lambda: run(m, ids, 1000 + i), device)
+            seconds[m] += dt
+            if m in committed:
+                committed[m][0] += int(traces[m].tokens_committed.sum())
+                committed[m][1] += traces[m].nfe_by_role["target"]
+        for m in equal:
+            equal[m] += int(torch.equal(outs[m], outs[f"{m}_per_forward"]))
+        print(f"prompt {i}: seconds { {m: round(seconds[m], 3) for m in methods} }", flush=True)
+    n_tok = len(prompts) * N
+    return {
+        "temperature": args.sampled, "prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": args.k,
+        "vocabtrim_size": trim.size,
+        "seconds": {m: round(t, 4) for m, t in seconds.items()},
+        "tokens_per_second": {m: round(n_tok / t, 1) for m, t in seconds.items()},
+        "speedup_vs_target": {m: round(seconds["target"] / t, 3) for m, t in seconds.items()},
+        "recorded_equal_per_forward": {m: f"{n}/{len(prompts)}" for m, n in equal.items()},
+        "recorded_equal_eager_first_prompt": {m: bool(torch.equal(eager[m], eager_ref[m])) for m in eager},
+        "mean_accepted_drafts_per_step": {m: round((t[0] - t[1]) / max(1, t[1]), 3) for m, t in committed.items()},
+    }
+
+
+def sampled_report(result: dict) -> str:
+    r = result["sampled"]
+    lines = [f"speculative sampling at temperature {r['temperature']}, batch 1: {result['info']}",
+             f"{r['prompts']} prompts x {r['max_new_tokens']} new tokens, k = {r['num_draft_tokens']}, "
+             f"VocabTrim {r['vocabtrim_size']} rows; the target alone is greedy",
+             f"{'method':<26} {'tokens/s':>9} {'x target':>9} {'accepted/step':>14}"]
+    for m in r["seconds"]:
+        lines.append(f"{m:<26} {r['tokens_per_second'][m]:>9.1f} {r['speedup_vs_target'][m]:>9.3f} "
+                     f"{str(r['mean_accepted_drafts_per_step'].get(m, '')):>14}")
+    lines.append(f"recorded steps' tokens equal one graph per forward's (same seed): {r['recorded_equal_per_forward']}")
+    lines.append(f"... and steps without graphs', first prompt: {r['recorded_equal_eager_first_prompt']}")
+    return "\n".join(lines) + "\n"
+
+
 def batched_report(result: dict) -> str:
     r = result["batched"]
     lines = [f"speculative decoding by batch size: {result['info']}",
@@ -535,6 +613,9 @@ def main() -> None:
                     help="comma list of batch sizes, e.g. 1,4,16: instead of the batch-1 table, the target alone, ours "
                          "and ours + VocabTrim at each batch size (random pair only) -> speculative_batched_*.json/.txt")
     ap.add_argument("--batch-repeats", type=int, default=2, help="--batches: timed batches per size")
+    ap.add_argument("--sampled", type=float, default=None, metavar="T",
+                    help="instead of the batch-1 table, sampling at temperature T: recorded steps vs one graph per "
+                         "forward, tokens checked equal for one seed -> speculative_sampled_*.json/.txt")
     ap.add_argument("--top", type=int, default=30, help="--profile: kernels listed by device time")
     ap.add_argument("--per-forward", action="store_true",
                     help="--profile: one CUDA graph per forward (capture_step=False) instead of one per step")
@@ -551,6 +632,8 @@ def main() -> None:
             ap.error("--batches needs --random SHAPE: a batch stacks prompts of one length (the trained pair's vary)")
         if not args.batches or min(args.batches) < 1:
             ap.error("--batches takes positive batch sizes, e.g. 1,4,16")
+    if args.sampled is not None and (args.sampled <= 0 or args.batches or args.profile):
+        ap.error("--sampled takes a temperature > 0 and runs alone (not with --batches or --profile)")
     if args.smoke:
         args.random, args.device, args.dtype = "tiny", "cpu", "float32"
         args.prompts, args.max_new_tokens, args.calib_prompts, args.calib_tokens = 2, 24, 8, 32
@@ -596,6 +679,10 @@ def main() -> None:
     if args.batches:
         result["batched"] = bench_batched(target, draft, args, device, trim, V)
         save(result, "speculative_batched", batched_report(result), args, device, t0)
+        return
+    if args.sampled is not None:
+        result["sampled"] = bench_sampled(target, draft, prompts, args, device, trim)
+        save(result, "speculative_sampled", sampled_report(result), args, device, t0)
         return
     res = bench(target, draft, prompts, args, device, trim)
     res["floor"] = floor_figures(target, device, res, args.copy_bytes, args)

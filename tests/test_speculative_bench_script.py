@@ -45,3 +45,25 @@ def test_batch_sweep_refuses_the_trained_pair_with_a_reason(tmp_path):
                            "--device", "cpu", "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "--batches needs --random" in proc.stderr
+
+
+def test_sampled_table_checks_recorded_steps_against_one_graph_per_forward(monkeypatch):
+    """--sampled: every method samples each prompt with one seed, so the recorded steps' tokens
+    equal the per-forward path's (here through the CPU stand-ins for CUDA graphs)."""
+    from .test_static_llama import fake_cuda_graphs
+
+    mod = load_script("benchmarks/speculative.py", "speculative_bench")
+    target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
+    prompts = mod.random_prompts(2, 6, info["vocab"], seed=1)
+    trim = mod.calibrate(target, mod.random_prompts(4, 6, info["vocab"], seed=2), info["vocab"] // 4,
+                         max_new_tokens=16, do_sample=True)
+    fake_cuda_graphs(monkeypatch)
+    res = mod.bench_sampled(target, draft, prompts, _args(eager=False, sampled=0.8, lookup_k=4), torch.device("cpu"),
+                            trim)
+    assert res["recorded_equal_per_forward"] == {m: "2/2" for m in ("ours", "ours_trim", "prompt_lookup")}
+    assert res["recorded_equal_eager_first_prompt"] == {"ours": True, "ours_trim": True}
+    assert set(res["seconds"]) == {"target", "ours", "ours_trim", "prompt_lookup", "ours_per_forward",
+                                   "ours_trim_per_forward", "prompt_lookup_per_forward"}
+    assert res["mean_accepted_drafts_per_step"]["ours"] > 0
+    text = mod.sampled_report({"info": info, "sampled": res})
+    assert "temperature 0.8" in text and "'ours': '2/2'" in text

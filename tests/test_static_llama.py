@@ -229,6 +229,38 @@ def test_recorded_steps_decode_the_same_and_are_kept_across_generations(monkeypa
         assert len(step_graphs(target)) == 2
 
 
+@pytest.mark.parametrize("drafter, trim", [("model", False), ("model", True), ("prompt-lookup", False)])
+def test_recorded_sampled_steps_draw_the_tokens_of_steps_run_as_they_are(monkeypatch, drafter, trim):
+    """A sampled step is recorded too: it reads its random numbers from kept buffers filled from
+    the call's generator before each replay, in the order a step run as it is draws them, so for
+    one seed the tokens equal those of eager steps and of one graph per forward. The sampling
+    settings are part of what a step records: another temperature or top-k records a new step,
+    never replays one recorded with other settings."""
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    draft = llama(LLAMA3_ROPE, seed=6).double()  # far from the target: rejections and residual draws
+    opts = dict(draft_model=draft) if drafter == "model" else dict(drafter="prompt-lookup")
+    if trim:
+        opts["vocabtrim"] = list(range(0, 64, 2))
+    rows = [[5, 9, 2, 31, 7, 8], [3, 4], [5, 9, 2, 5, 9]]
+    settings = [dict(seed=11), dict(seed=12), dict(seed=11, temperature=0.7, top_k=5), dict(seed=12, top_p=0.8)]
+    ref = [paradecode.sample(target, rows, "speculative", max_new_tokens=24, do_sample=True, cuda_graphs=False,
+                             **opts, **s) for s in settings]
+    fake_cuda_graphs(monkeypatch)
+    per_forward = paradecode.sample(target, rows, "speculative", max_new_tokens=24, do_sample=True,
+                                    capture_step=False, **opts, **settings[0])
+    assert step_graphs(target) == []
+    got = [paradecode.sample(target, rows, "speculative", max_new_tokens=24, do_sample=True, **opts, **s)
+           for s in settings]
+    graphs = step_graphs(target)
+    # three settings, three steps: another seed alone records nothing new
+    assert len(graphs) == 3 and all(g.replays >= 2 and g.noise is not None for g in graphs)
+    for out, expected in zip([per_forward] + got, ref[:1] + ref):
+        assert torch.equal(out.sequences, expected.sequences)
+        assert torch.equal(torch.stack(out.trace.extra("accepted")), torch.stack(expected.trace.extra("accepted")))
+    drafted = torch.stack(ref[0].trace.extra("drafted")).sum()
+    assert torch.stack(ref[0].trace.extra("accepted")).sum() < drafted  # rejections happened
+
+
 def test_a_step_queued_before_the_read_runs_in_vain_only_after_an_eos(monkeypatch):
     """launch_ahead: the next recorded step is queued before this one's counts are read. Where
     the budget ends the generation the host stops queueing in time; where an EOS ends it, the
@@ -274,10 +306,10 @@ def test_counts_copies_alternate_and_survive_the_next_step():
 
 
 def test_steps_that_do_not_repeat_are_not_recorded(monkeypatch):
-    """Sampling, the heuristic draft length, the confidence stop and timing the draft change
-    from step to step (or read the host), so they keep one graph per forward."""
+    """The heuristic draft length, the confidence stop and timing the draft change from step to
+    step (or read the host), so they keep one graph per forward."""
     fake_cuda_graphs(monkeypatch)
-    for opts in (dict(do_sample=True, seed=1), dict(draft_length_schedule="heuristic"),
+    for opts in (dict(draft_length_schedule="heuristic"),
                  dict(draft_confidence_threshold=0.5), dict(record_draft_time=True), dict()):
         target = llama(LLAMA3_ROPE, seed=5).double()
         paradecode.sample(target, [[5, 9, 2, 31]], "speculative", draft_model=target, max_new_tokens=40, **opts)

@@ -10,9 +10,11 @@ have drafted different lengths (an adaptive draft stops early).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+
+from .noise import DrawnNoise, sample_categorical
 
 __all__ = ["warp_probs", "accept_greedy", "accept_sampled", "leading_true"]
 
@@ -77,6 +79,7 @@ def accept_sampled(
     target_probs: torch.Tensor,
     draft_len: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    noise: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lossless speculative sampling.
 
@@ -87,6 +90,8 @@ def accept_sampled(
         target_probs: (rows, k + 1, V) p_1..p_{k+1}.
         draft_len: (rows,) drafts each row proposes (<= k); None = all k.
         generator: for the uniform draws and the final token.
+        noise: where those numbers come from instead (:mod:`.noise`: a recorded step's
+            :class:`~.noise.KeptNoise`); None: drawn from ``generator``.
     Returns:
         (accepted (rows,), next_token (rows,)).
     """
@@ -94,7 +99,8 @@ def accept_sampled(
     idx = drafts[..., None]
     p_d = target_probs[:, :k].gather(2, idx).squeeze(2)
     q_d = draft_probs.gather(2, idx).squeeze(2)
-    u = torch.rand(p_d.shape, device=p_d.device, generator=generator, dtype=p_d.dtype)
+    noise = noise if noise is not None else DrawnNoise(generator)
+    u = noise.accept(p_d)
     # u < p/q written without a division (q_d > 0: d was sampled from q).
     ok = (u * q_d < p_d) & _limit(draft_len, k, drafts)
     n = leading_true(ok)
@@ -109,5 +115,4 @@ def accept_sampled(
         # A rejection implies p < q somewhere, hence mass > 0; guard against round-off anyway.
         residual = torch.where(mass > 0, residual / mass.clamp(min=torch.finfo(mass.dtype).tiny), p_next)
         p_next = torch.where(rejected[:, None], residual, p_next)
-    token = torch.multinomial(p_next, 1, generator=generator).squeeze(1)
-    return n, token
+    return n, sample_categorical(p_next, noise.final(p_next))

@@ -22,6 +22,7 @@ import torch
 
 from ..interfaces import ModelCall, Request
 from .acceptance import warp_probs
+from .noise import sample_categorical
 
 __all__ = ["Drafts", "DraftModelDrafter", "PromptLookupDrafter", "prompt_lookup", "DRAFTERS"]
 
@@ -76,10 +77,10 @@ class DraftModelDrafter:
         probs: list[torch.Tensor] = []
         lengths = torch.zeros(b, dtype=torch.long, device=dev)
         drafting = torch.ones(b, dtype=torch.bool, device=dev)
-        for _ in range(k):
+        for i in range(k):
             logits = call(self.role, Request(ids, kwargs=dict(cache=cache, num_logits=1), rows=state.active))[:, -1]
             cache.advance(ids.shape[1])
-            token, q, conf = self._pick(state, logits)
+            token, q, conf = self._pick(state, logits, i)
             tokens.append(token)
             if q is not None:
                 probs.append(q)
@@ -93,14 +94,16 @@ class DraftModelDrafter:
             return Drafts(torch.zeros(b, 0, dtype=torch.long, device=dev), None, None)
         return Drafts(torch.stack(tokens, 1), torch.stack(probs, 1) if probs else None, lengths)
 
-    def _pick(self, state: Any, logits: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """The drafted token per row, q over the full vocabulary (sampling), its confidence."""
+    def _pick(self, state: Any, logits: torch.Tensor,
+              i: int) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Drafted token ``i`` per row, q over the full vocabulary (sampling: drawn with the
+        step's noise, ``state.noise``), its confidence."""
         c, keep_ids = self.config, state.keep_ids
         conf = None
         q = None
         if c.do_sample:
             q = warp_probs(logits, c.temperature, c.top_k, c.top_p)
-            idx = torch.multinomial(q, 1, generator=state.generator).squeeze(1)
+            idx = sample_categorical(q, state.noise.draft(i, q))
             conf = q.gather(1, idx[:, None]).squeeze(1)
             if keep_ids is not None:  # q over the full vocabulary: zero outside the kept tokens
                 full = q.new_zeros(q.shape[0], state.vocab_size)

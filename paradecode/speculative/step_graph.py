@@ -3,7 +3,7 @@
 With one graph per forward (:class:`.causal_lm.CausalLM`), a step still launches k + 1 graphs
 and some sixty small kernels between them (the draft's argmax, the acceptance rule, the
 canvas write, the caches' rollback), each a launch and a gap on the device. A step of fixed
-shape (greedy, a constant draft length) repeats exactly, so all of it can be one graph: the
+shape (a constant draft length) repeats exactly, so all of it can be one graph: the
 host replays it and reads the step's counts through :class:`CountsCopy`, which lets it queue
 the next step's replay before that read.
 
@@ -91,7 +91,10 @@ class StepGraph:
     by the steps recorded on them: one runs at a time, and each one's counts are copied out
     before the next replay). Recording executes nothing; :meth:`replay` runs the step and
     returns its counts tensor (overwritten by the next replay). ``roles``: the forwards one step
-    runs, by role."""
+    runs, by role. ``noise``: a sampled step's :class:`~.noise.KeptNoise`, which the strategy
+    fills before each replay (None: greedy)."""
+
+    noise: Any = None
 
     def __init__(self, fn: Callable[[InlineCall], torch.Tensor], models: dict, buffers: StepBuffers) -> None:
         if buffers.pool is None:

@@ -8,11 +8,13 @@ keep fixed-shape caches with one length per row (:class:`~paradecode.caches.stat
 every row of a batch accepts on its own and decodes as it would alone, and a rollback is a
 length update. Rows stay in the batch until all are done (finished rows commit nothing), so
 every forward after the first has one shape per k and replays as a CUDA graph on a GPU
-(:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got). A greedy
-step with a constant draft length is itself recorded as one CUDA graph (:mod:`.step_graph`;
+(:class:`.causal_lm.CausalLM`). A step reads the device once (how far each row got). A step with
+a constant draft length is itself recorded as one CUDA graph (:mod:`.step_graph`;
 ``capture_step``), so it costs one launch instead of k + 1 graphs and ~60 small kernels, and the
 next such step is queued before this one's counts are read (``launch_ahead``), so the host's
-turnaround overlaps the device's work.
+turnaround overlaps the device's work. A sampled step reads its random numbers from kept
+buffers filled before each replay (:mod:`.noise`), so it records too, with the tokens of a step
+that runs as it is.
 
 Draft length: fixed (``num_draft_tokens``), transformers' ``heuristic`` schedule (+2 after a
 step where every draft was accepted, -1 otherwise; restarted at ``num_draft_tokens`` for each
@@ -40,6 +42,7 @@ from ..caches.static_kv import StaticKVCache
 from ..models.llama import check_attention
 from .causal_lm import CausalLM, bucket_length, check_compile_mode, vocab_size
 from .drafting import DRAFTERS, Drafts
+from .noise import DrawnNoise, KeptNoise
 from . import step_graph
 from .step_graph import CountsCopy, StepBuffers
 from .vocabtrim import VocabTrim
@@ -80,7 +83,7 @@ class SpeculativeConfig:
     drafter: str = "model"
     prompt_lookup_max_ngram: int = 2
     cuda_graphs: bool = True
-    # record each greedy step of constant draft length (draft k, verify, accept) as one CUDA graph
+    # record each step of constant draft length (draft k, verify, accept) as one CUDA graph
     capture_step: bool = True
     # queue the next recorded step before reading this one's counts (hides the host's turnaround;
     # a generation that ends on EOS runs one step in vain, whose tokens are discarded; with the
@@ -182,6 +185,7 @@ class SpeculativeState:
     draft_cache: Optional[StaticKVCache]
     k: int  # current draft length (the heuristic schedule changes it)
     generator: Optional[torch.Generator]
+    noise: Any  # sampling: where a step's random numbers come from (.noise), else None
     eos_ids: Optional[torch.Tensor]
     keep_ids: Optional[torch.Tensor]  # VocabTrim: the draft's kept token ids, or None
     vocab_size: int
@@ -216,8 +220,8 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         super().__init__(config)
         self.drafter = DRAFTERS[config.drafter](config)
         c = config
-        # Steps that repeat exactly (shape and host decisions): greedy, constant k, no early stop.
-        self._recordable = (c.capture_step and c.cuda_graphs and not c.do_sample and not c.record_draft_time
+        # Steps that repeat exactly (shape and host decisions): constant k, no early stop.
+        self._recordable = (c.capture_step and c.cuda_graphs and not c.record_draft_time
                             and c.draft_length_schedule == "constant" and c.draft_confidence_threshold == 0)
 
     # ---- setup ---------------------------------------------------------------------------
@@ -330,6 +334,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             draft_cache=caches.get("draft"),
             k=c.num_draft_tokens,
             generator=generator,
+            noise=DrawnNoise(generator) if c.do_sample else None,
             eos_ids=buf.eos_ids,
             keep_ids=draft.keep_ids if draft is not None else None,
             vocab_size=models["target"].vocab_size,
@@ -388,8 +393,11 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         return self._account(state, k, state.buffers.copies.wait(slot))
 
     def _launch(self, state: SpeculativeState, graph: Any, call: ModelCall) -> int:
-        """Replay a recorded step, count its forwards (they run whether or not the step's result
-        is read) and queue its counts' copy to the host; returns the copy's slot."""
+        """Replay a recorded step (a sampled one after its numbers are drawn), count its forwards
+        (they run whether or not the step's result is read) and queue its counts' copy to the
+        host; returns the copy's slot."""
+        if graph.noise is not None:
+            graph.noise.fill(state.generator)
         counts = graph.replay()
         for role in graph.roles:
             call.count_forward(role, state.active)
@@ -401,15 +409,17 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
 
     def _step_graph(self, state: SpeculativeState, k: int) -> Any:
         """The graph of this step, recorded on first use; None where the step runs as it is
-        (sampling, a changing draft length, the first step, a shape not yet warmed up)."""
+        (a changing draft length, the first step, a shape not yet warmed up)."""
         buf = state.buffers
         if buf is None or buf.error is not None or state.steps == 0 or k != self.config.num_draft_tokens:
             return None
         models, caches = state.models, {"target": state.target_cache, "draft": state.draft_cache}
         shapes = [("target", k + 1, k + 1)] + [("draft", t, 1) for t in self.drafter.forward_tokens(k)]
         c = self.config
-        key = (c.drafter, c.prompt_lookup_max_ngram) + tuple((id(models[role]), id(caches[role]), t, n)
-                                                             for role, t, n in shapes)
+        # everything the recorded step bakes in: the drafter, the sampling settings, the models,
+        # caches and shapes (the graphs live with buffers that outlive this strategy object)
+        settings = (c.drafter, c.prompt_lookup_max_ngram, c.do_sample, c.temperature, c.top_k, c.top_p)
+        key = settings + tuple((id(models[role]), id(caches[role]), t, n) for role, t, n in shapes)
         graph = buf.graphs.get(key)
         if graph is not None:
             return graph
@@ -419,7 +429,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             # the step records this state's fields as they are now (a graph keeps addresses, not
             # the Python object): a copy, since ``result`` points the caller's state at copies
             recorded = copy.copy(state)
+            recorded.noise = self._kept_noise(state, k)
             graph = step_graph.record_step(lambda inline: self._device_step(recorded, inline, k), models, buf)
+            graph.noise = recorded.noise
         except RuntimeError as err:  # run steps as before; the same tokens either way
             buf.error = f"{type(err).__name__}: {err}"
             warnings.warn(f"recording a speculative step as one CUDA graph failed, running it forward by forward: "
@@ -427,6 +439,16 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             return None
         buf.graphs[key] = graph
         return graph
+
+    def _kept_noise(self, state: SpeculativeState, k: int) -> Optional[KeptNoise]:
+        """The buffers a sampled step's graph reads its random numbers from (None: greedy)."""
+        if not self.config.do_sample:
+            return None
+        draft = state.models.get("draft")
+        draft_vocab = None
+        if self.drafter.role is not None and k:
+            draft_vocab = draft.keep_ids.numel() if draft.keep_ids is not None else state.vocab_size
+        return KeptNoise(state.batch_size, k, draft_vocab, state.vocab_size, state.tokens.device)
 
     def _verify_and_accept(self, state: SpeculativeState, call: ModelCall, drafts: Drafts) -> torch.Tensor:
         """Verify: the target's cache holds all committed tokens but the last (the whole prompt
@@ -446,7 +468,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         if c.do_sample:
             p = warp_probs(logits, c.temperature, c.top_k, c.top_p)
             q = drafts.probs if k else p[:, :0]
-            n, nxt = accept_sampled(drafts.tokens, q, p, drafts.lengths, state.generator)
+            n, nxt = accept_sampled(drafts.tokens, q, p, drafts.lengths, noise=state.noise)
         else:
             n, nxt = accept_greedy(drafts.tokens, logits, drafts.lengths)
         # Candidate text of this step: d_1..d_n then the target's token.
