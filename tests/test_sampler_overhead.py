@@ -80,6 +80,18 @@ def test_a_dual_cache_step_adds_no_copy_no_read_and_next_to_no_host_work():
         assert dual["launches"] - none["launches"] <= 2, (rule, none["launches"], dual["launches"])
 
 
+def test_a_dkv_step_plans_its_feed_with_one_device_read():
+    """dKV feeds each row's own columns: its plan reads the widest row of each part, whether
+    the window is whole and the reuse rate in one read of the device, not one read each."""
+    ops = _sampler_ops()
+    model = ops.build_model(2, "cpu", torch.float32, small=True)
+    prompt = torch.randint(0, model.config.vocab_size - 200, (1, 16), generator=torch.Generator().manual_seed(0))
+    args = argparse.Namespace(gen=32, block=32, tokens_per_step=4, steps=8)
+    row = ops.count(model, prompt, "lowconf", "dkv-decode", args)
+    reads = {site: n for site, n in row["sites"].items() if site.startswith("d2h") and "caches/" in site}
+    assert reads and sum(reads.values()) <= 1 + 1e-9, reads  # per step; steps that refresh read nothing
+
+
 @pytest.mark.slow
 def test_every_block_rule_reads_the_device_at_most_once_per_step_inside_a_block():
     ops = _sampler_ops()

@@ -221,12 +221,18 @@ class CanvasKVCache(CachePolicy):
             if ro is not None:
                 ro = ro[:, :L].to(fed.device) & ~to_device(full, fed.device)[:, None]
                 extra = ro.repeat(reps, 1) if extra is None else extra | ro.repeat(reps, 1)
-            idx, n_win, t_win = self._order(fed, win, L, W if bucket and not self._wide else 0, bucket)
+            # one read of the device for the plan: the widest row of each part, whether every
+            # window column is fed, and the reuse rate
+            n_win = (fed & win).sum(-1)
+            plan = [n_win.max(), (fed & ~win).sum(-1).max(), (n_win == W).all(), fed.sum().double() / fed.numel()]
+            most_win, most_other, complete, fed_share = torch.stack([v.double() for v in plan]).tolist()
+            idx, t_win = self._order(fed, win, L, (int(most_win), int(most_other)),
+                                     W if bucket and not self._wide else 0, bucket)
             if extra is not None:
                 read_only = extra.gather(1, idx.clamp(max=L - 1)) & (idx < L)
                 self._write = torch.where(read_only, L, idx)
-            self._complete, self._t_win = bool((n_win == W).all()), t_win
-            self._stats = {"reuse_rate": float(1.0 - fed.double().mean())}
+            self._complete, self._t_win = bool(complete), t_win
+            self._stats = {"reuse_rate": 1.0 - fed_share}
         # Padding of the feed needs no key mask: padded queries write the trash slot L, which
         # the keys (sliced to :L) leave out. Only real padding of the canvas (left-padded
         # prompts) does; the mask then also hides the trash slot.
@@ -434,7 +440,10 @@ class CanvasKVCache(CachePolicy):
         col = torch.arange(L, device=x.device)[None, :]
         ws = to_device(win_start[sub], x.device)[:, None]
         win = (col >= ws) & (col < ws + W)
-        idx, _, t_win = self._order(torch.ones(len(sub), L, dtype=torch.bool, device=x.device), win, L)
+        # every column fed: a row's window part is its window inside the canvas (host values)
+        in_win = [min(w + W, L) - min(w, L) for w in win_start[sub].tolist()]
+        fed = torch.ones(len(sub), L, dtype=torch.bool, device=x.device)
+        idx, t_win = self._order(fed, win, L, (max(in_win), L - min(in_win)))
         tokens, pos = x[dev].gather(1, idx), positions[dev].gather(1, idx)
         key_mask = None if am is None else _padding_key_mask(am[dev], L)
         kwargs = {"positions": pos, "cache": self, "logits_range": (0, t_win)}
@@ -521,16 +530,17 @@ class CanvasKVCache(CachePolicy):
         return torch.where(win >= self._shift, where.gather(1, prev), here[:, : self._t_win])
 
     def _order(
-        self, fed: torch.Tensor, win: torch.Tensor, L: int, window_width: int = 0, bucket: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        self, fed: torch.Tensor, win: torch.Tensor, L: int, most: tuple[int, int], window_width: int = 0,
+        bucket: int = 0,
+    ) -> tuple[torch.Tensor, int]:
         """Feed order: each row's fed window columns (ascending), then its other fed columns;
-        rows padded with the trash column ``L``. ``window_width`` pads the window part to a
-        fixed width and ``bucket`` the total to a multiple, so that the fed shapes repeat
-        (CUDA graphs). Returns (idx, fed window count per row, width of the window part)."""
+        rows padded with the trash column ``L``. ``most``: the most fed columns of a row inside
+        and outside the window (read by the caller, in its one read of the device).
+        ``window_width`` pads the window part to a fixed width and ``bucket`` the total to a
+        multiple, so that the fed shapes repeat (CUDA graphs). Returns (idx, width of the window part)."""
         col = torch.arange(L, device=fed.device).expand_as(fed)
-        n_a, n_b = (fed & win).sum(-1), (fed & ~win).sum(-1)
-        t_a = max(int(n_a.max()), window_width)
-        t_b = int(n_b.max())
+        t_a = max(most[0], window_width)
+        t_b = most[1]
         if bucket:
             t_b = -(-(t_a + t_b) // bucket) * bucket - t_a
 
@@ -541,7 +551,7 @@ class CanvasKVCache(CachePolicy):
                 cols = torch.cat([cols, cols.new_full((cols.shape[0], width - cols.shape[1]), L)], dim=1)
             return cols
 
-        return torch.cat([part(fed & win, t_a), part(fed & ~win, t_b)], dim=1), n_a, t_a
+        return torch.cat([part(fed & win, t_a), part(fed & ~win, t_b)], dim=1), t_a
 
     def _compact(self, req_rows: torch.Tensor) -> bool:
         """Keep the buffers of rows still decoding; False when a row is new (refresh)."""
