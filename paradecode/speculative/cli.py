@@ -1,0 +1,193 @@
+"""``paradecode speculative``: speculative decoding of a causal LM from the command line.
+
+``paradecode sample`` serves diffusion LMs; a causal LM pair needs two checkpoints, which
+``-o`` cannot carry. This command loads the target and the draft (``AutoModelForCausalLM``
+directories or hub ids; ``spec-pair``: the shipped pair), tokenizes the prompt, decodes with
+the ``speculative`` strategy and prints the text; the trace, the drafts accepted per step and,
+with ``--compare``, the target alone's time and whether both gave the same tokens go to stderr
+as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+SHIPPED_PAIR = "spec-pair"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "speculative", help="speculative decoding of a causal LM with a draft model or prompt lookup",
+        description="Decode a prompt with a target causal LM and a draft (or prompt lookup): draft k tokens, "
+                    "verify them in one target forward, keep what the target agrees with (lossless).",
+    )
+    p.add_argument("--target", default=SHIPPED_PAIR,
+                   help=f"target checkpoint: a directory, a hub id, or {SHIPPED_PAIR!r} (the shipped pair)")
+    p.add_argument("--draft", default=None,
+                   help=f"draft checkpoint sharing the target's tokenizer (default with --target {SHIPPED_PAIR}: its draft)")
+    p.add_argument("--drafter", default="model", choices=["model", "prompt-lookup"],
+                   help="prompt-lookup drafts from the text itself and needs no --draft")
+    p.add_argument("--prompt", required=True, help="text (or a JSON list of token ids)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--vocabtrim", default=None, help="a VocabTrim file (VocabTrim.save) for the draft's head")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default: the checkpoint's)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compare", action="store_true",
+                   help="also time the target alone (greedy, as many tokens) and check the tokens agree; both run "
+                        "once untimed first (setup, graph capture)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option (repeatable), e.g. -o num_draft_tokens=4 -o do_sample=true "
+                        "(`paradecode strategies speculative` lists them)")
+    p.set_defaults(func=run)
+
+
+def _load_causal_lm(name: str, device: str, dtype: Optional[torch.dtype]) -> tuple[Any, Any]:
+    """(model, tokenizer or None) of a causal LM directory or hub id."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr carries the one JSON line
+
+    from ..models.loading import _HUB_ID, resolve_checkpoint
+
+    path = Path(name)
+    if not path.is_dir():
+        if path.exists() or not _HUB_ID.match(name):
+            raise ValueError(f"{name!r} is not a checkpoint directory nor a hub id (org/name); give a directory "
+                             f"with config.json and weights (AutoModelForCausalLM), or {SHIPPED_PAIR!r}.")
+        path = resolve_checkpoint(name)
+    if not (path / "config.json").exists():
+        raise ValueError(f"{path} has no config.json: not a transformers checkpoint directory.")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    except ValueError as err:  # e.g. a masked (diffusion) LM's config
+        raise ValueError(f"{path}: not a causal LM that AutoModelForCausalLM builds ({str(err)[:160]}); "
+                         f"diffusion LMs decode with `paradecode sample`.") from None
+    tokenizer = None
+    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def load_models(args: argparse.Namespace) -> tuple[Any, Optional[Any], Any]:
+    """(target, draft or None, codec): ``codec`` turns the prompt into ids and ids into text."""
+    from ..models.loading import parse_dtype
+
+    dtype = parse_dtype(args.dtype)
+    if args.drafter == "prompt-lookup" and args.draft is not None:
+        raise ValueError("--drafter prompt-lookup drafts from the text itself: leave --draft out.")
+    if args.target == SHIPPED_PAIR:
+        from transformers.utils import logging as hf_logging
+
+        from .pair import load_pair
+
+        hf_logging.disable_progress_bar()
+        target, draft = load_pair(dtype=dtype or torch.float32, device=args.device)
+        if args.draft is not None:
+            draft, _ = _load_causal_lm(args.draft, args.device, dtype)
+        return target, draft if args.drafter == "model" else None, _PairCodec()
+    target, tokenizer = _load_causal_lm(args.target, args.device, dtype)
+    draft = None
+    if args.drafter == "model":
+        if args.draft is None:
+            raise ValueError("--draft is needed with --drafter model (a smaller causal LM with the target's "
+                             "tokenizer), or pass --drafter prompt-lookup.")
+        draft, _ = _load_causal_lm(args.draft, args.device, dtype)
+    return target, draft, _TokenizerCodec(tokenizer)
+
+
+class _PairCodec:
+    """The shipped pair's characters; its prompts start with BOS, as in training."""
+
+    def encode(self, text: str) -> list[int]:
+        from .pair import BOS, encode
+
+        return [BOS] + encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        from .pair import decode
+
+        return decode(ids)
+
+
+class _TokenizerCodec:
+    """A checkpoint's own tokenizer; without one, prompts are JSON lists of ids and outputs ids."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is not None:
+            return list(self.tokenizer(text)["input_ids"])
+        try:
+            ids = json.loads(text)
+        except json.JSONDecodeError:
+            ids = None
+        if not (isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids)):
+            raise ValueError("the target has no tokenizer files, so --prompt must be a JSON list of token ids (e.g. '[5, 9, 2]')")
+        return ids
+
+    def decode(self, ids: list[int]) -> Any:
+        return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ids
+
+
+def run(args: argparse.Namespace) -> int:
+    import paradecode
+
+    from ..cli import parse_options
+    from ..loop import synchronize
+    from .causal_lm import CausalLM, greedy_decode
+    from .vocabtrim import VocabTrim
+
+    options = parse_options(args.option, "-o")
+    own = {"draft_model": "--draft", "vocabtrim": "--vocabtrim", "drafter": "--drafter", "max_new_tokens": "--max-new-tokens"}
+    for name, flag in own.items():
+        if name in options:
+            raise ValueError(f"-o {name}=... is set by its own flag here ({flag}); leave it out of -o.")
+    target, draft, codec = load_models(args)
+    ids = torch.tensor([codec.encode(args.prompt)], device=args.device)
+    extra: dict[str, Any] = {}
+    if draft is not None:
+        extra["draft_model"] = draft
+        if args.vocabtrim is not None:
+            extra["vocabtrim"] = VocabTrim.load(args.vocabtrim)
+    elif args.vocabtrim is not None:
+        raise ValueError("--vocabtrim trims a draft model's head; prompt lookup has none.")
+    spec = dict(strategy="speculative", drafter=args.drafter, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                **extra, **options)
+    if args.compare:
+        paradecode.sample(target, ids, **spec)  # untimed: wrappers, caches, graphs
+    t0 = time.perf_counter()
+    out = paradecode.sample(target, ids, **spec)
+    synchronize(args.device)
+    seconds = time.perf_counter() - t0
+    gen = out.generated[0, : int(out.trace.tokens_committed[0])].tolist()
+    print(codec.decode(gen))
+    accepted = [int(a.sum()) for a in out.trace.extra("accepted")]
+    report: dict[str, Any] = dict(out.trace.summary(), seconds=round(seconds, 4),
+                                  accepted_drafts_per_step=round(sum(accepted) / max(1, len(accepted)), 3))
+    if args.compare:
+        alone = CausalLM.of(target, fuse_projections=bool(options.get("fuse_projections", False)),
+                            attention=options.get("attention", "sdpa"))
+        # as many tokens as speculative decoding gave (it stops at EOS; the target alone does not)
+        graphs = bool(options.get("cuda_graphs", True))
+        greedy_decode(alone, ids, len(gen), cuda_graphs=graphs)  # untimed, as above
+        t0 = time.perf_counter()
+        ref = greedy_decode(alone, ids, len(gen), cuda_graphs=graphs)
+        synchronize(args.device)
+        report["target_alone_seconds"] = round(time.perf_counter() - t0, 4)
+        report["speedup_vs_target_alone"] = round(report["target_alone_seconds"] / seconds, 3)
+        if not options.get("do_sample", False):
+            report["same_tokens_as_target_alone"] = ref[0, : len(gen)].tolist() == gen
+    print(json.dumps(report), file=sys.stderr)
+    return 0
