@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import parse_options
     from ..loop import synchronize
     from .causal_lm import CausalLM, greedy_decode
+    from .strategy import SpeculativeConfig
     from .vocabtrim import VocabTrim
 
     options = parse_options(args.option, "-o")
@@ -177,17 +178,17 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = dict(out.trace.summary(), seconds=round(seconds, 4),
                                   accepted_drafts_per_step=round(sum(accepted) / max(1, len(accepted)), 3))
     if args.compare:
-        alone = CausalLM.of(target, fuse_projections=bool(options.get("fuse_projections", False)),
-                            attention=options.get("attention", "sdpa"))
+        c = SpeculativeConfig(**options)  # the target's forward as speculative decoding ran it
+        alone = CausalLM.of(target, fuse_projections=c.fuse_projections, compile_mode=c.compile_mode_of("target"),
+                            attention=c.attention)
         # as many tokens as speculative decoding gave (it stops at EOS; the target alone does not)
-        graphs = bool(options.get("cuda_graphs", True))
-        greedy_decode(alone, ids, len(gen), cuda_graphs=graphs)  # untimed, as above
+        greedy_decode(alone, ids, len(gen), cuda_graphs=c.cuda_graphs)  # untimed, as above
         t0 = time.perf_counter()
-        ref = greedy_decode(alone, ids, len(gen), cuda_graphs=graphs)
+        ref = greedy_decode(alone, ids, len(gen), cuda_graphs=c.cuda_graphs)
         synchronize(args.device)
         report["target_alone_seconds"] = round(time.perf_counter() - t0, 4)
         report["speedup_vs_target_alone"] = round(report["target_alone_seconds"] / seconds, 3)
-        if not options.get("do_sample", False):
+        if not c.do_sample:
             report["same_tokens_as_target_alone"] = ref[0, : len(gen)].tolist() == gen
     print(json.dumps(report), file=sys.stderr)
     return 0
