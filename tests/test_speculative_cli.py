@@ -33,6 +33,12 @@ def test_the_shipped_pair_decodes_the_target_greedy_text(capsys):
     assert report["same_tokens_as_target_alone"] is True
     assert report["nfe_by_role"]["target"] < report["tokens"]  # drafts were accepted
     assert report["accepted_drafts_per_step"] > 0 and report["speedup_vs_target_alone"] > 0
+    # the same pair as checkpoint directories, through their own tokenizer: the text without its EOS
+    pair = Path(__file__).resolve().parents[1] / "paradecode" / "zoo" / "spec-pair"
+    code, out, err = run(capsys, "--target", str(pair / "target"), "--draft", str(pair / "draft"),
+                         "--prompt", "sort 5 3 8 1 9 2 > ", "--max-new-tokens", "24")
+    assert code == 0, err
+    assert out.strip() == "1 2 3 5 8 9"
 
 
 def test_prompt_lookup_and_sampling_options_reach_the_strategy(capsys, tmp_path):

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     synchronize(args.device)
     seconds = time.perf_counter() - t0
     gen = out.generated[0, : int(out.trace.tokens_committed[0])].tolist()
-    print(codec.decode(gen))
+    eos = out.state.eos_ids.tolist() if out.state.eos_ids is not None else []
+    print(codec.decode(gen[:-1] if gen and gen[-1] in eos else gen))  # the text, without the EOS that ended it
     accepted = [int(a.sum()) for a in out.trace.extra("accepted")]
     report: dict[str, Any] = dict(out.trace.summary(), seconds=round(seconds, 4),
                                   accepted_drafts_per_step=round(sum(accepted) / max(1, len(accepted)), 3))
