@@ -22,7 +22,7 @@ LAYERS = [
 ]
 # Modules of a family's package that sit above its strategies: its entry point and its demos.
 ABOVE = {"paradecode.vision.api": 4, "paradecode.vision.demo": 5, "paradecode.vision.cli": 5,
-         "paradecode.speculative.cli": 5,
+         "paradecode.speculative.cli": 5, "paradecode.speculative.continuous": 4,
          "paradecode.__main__": 5}  # `python -m paradecode`: the CLI entry point
 
 

@@ -45,6 +45,19 @@ class StaticKVCache:
         """A cache shaped for a :class:`~paradecode.models.llama.LlamaLM`."""
         return cls(len(model.layers), batch, model.n_kv, max_len, model.head_dim, model.dtype, model.device)
 
+    def row(self, r: int) -> "StaticKVCache":
+        """Row ``r`` as a cache of one row: views of its buffers, length and start (what a forward
+        on it writes lands in this cache), e.g. to fill a row with a new prompt while the other
+        rows keep theirs."""
+        view = object.__new__(StaticKVCache)
+        view.k = [t[r : r + 1] for t in self.k]
+        view.v = [t[r : r + 1] for t in self.v]
+        view.max_len = self.max_len
+        view.length, view.start = self.length[r : r + 1], self.start[r : r + 1]
+        view._slots, view._rows, view._heads = self._slots, self._rows[:1], self._heads
+        view._index = view._mask = None
+        return view
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

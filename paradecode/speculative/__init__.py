@@ -3,6 +3,7 @@ importing this package registers the ``speculative`` strategy."""
 
 from .acceptance import accept_greedy, accept_sampled, warp_probs
 from .causal_lm import CausalLM, greedy_decode
+from .continuous import ContinuousOutput, generate_continuous
 from .strategy import SpeculativeConfig, SpeculativeDecoding, SpeculativeState
 from .vocabtrim import VocabTrim, calibrate, count_tokens
 
@@ -12,6 +13,8 @@ __all__ = [
     "SpeculativeState",
     "CausalLM",
     "greedy_decode",
+    "generate_continuous",
+    "ContinuousOutput",
     "VocabTrim",
     "calibrate",
     "count_tokens",

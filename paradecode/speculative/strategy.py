@@ -520,6 +520,39 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         state.active = torch.nonzero(~state.finished).flatten()
         return length_cpu
 
+    # ---- a finished row takes a new prompt (continuous batching) ----------------------------
+    def refill(self, state: SpeculativeState, row: int, prompt: Sequence[int], pad_id: int) -> None:
+        """Start ``prompt`` in finished row ``row`` while the other rows go on: its canvas and
+        counts reset in place (recorded steps keep their addresses), the prompt left-padded to
+        the canvas' prompt width, and both caches filled to where a step expects them (the
+        target with every prompt token but the last, a draft model with all but the last two)
+        by forwards of that row alone."""
+        P, n = state.prompt_length, len(prompt)
+        if not state.finished[row]:
+            raise ValueError(f"row {row} is still generating; only a finished row takes a new prompt.")
+        if not 2 <= n <= P:
+            raise ValueError(f"a refill prompt needs 2 to {P} tokens (the canvas' prompt width), got {n}.")
+        dev = state.tokens.device
+        pad = P - n
+        state.tokens[row].fill_(pad_id)
+        state.tokens[row, pad:P] = torch.tensor(list(prompt), dtype=torch.long, device=dev)
+        state.length[row], state.start[row] = P, pad
+        state.budget_end[row] = P + self.config.max_new_tokens
+        state.finished_device[row] = False
+        fills = [("target", state.target_cache, P - 1)]
+        if self.drafter.role is not None:
+            fills.append(("draft", state.draft_cache, P - 2))
+        ids = state.tokens[row : row + 1]
+        for role, cache, width in fills:
+            view = cache.row(row)
+            view.start.fill_(pad)
+            view.length.zero_()
+            if width:
+                state.models[role].lm(ids[:, :width], view.positions(width), view, 1)  # eager: one row, once
+            view.length.fill_(width)
+        state.n_gen[row], state.finished[row] = 0, False
+        state.active = torch.nonzero(~state.finished).flatten()
+
     # ---- end -----------------------------------------------------------------------------
     def done(self, state: SpeculativeState) -> bool:
         return bool(state.finished.all())

@@ -1,0 +1,111 @@
+"""Continuous batching: rows that finish take the next prompt, and every prompt decodes as it
+would alone (greedy: the target's own tokens), with a draft model or prompt lookup, through
+recorded steps too."""
+
+import copy
+
+import pytest
+import torch
+
+import paradecode
+
+from paradecode.speculative.continuous import generate_continuous
+
+from .test_static_llama import LLAMA3_ROPE, fake_cuda_graphs, llama
+
+PROMPTS = [[5, 9, 2, 31, 7, 8], [3, 4], [12, 13, 14, 15], [7, 7, 1, 2], [6, 5, 4, 3, 2, 1, 9], [8, 8], [2, 40, 41]]
+
+
+def alone(target, prompt, n, eos=None):
+    """The target's greedy continuation of ``prompt``: ``n`` tokens, cut after the first EOS."""
+    out = target.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=eos,
+                          pad_token_id=0)[0, len(prompt):].tolist()
+    return out[: out.index(eos) + 1] if eos in out else out
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target = llama(LLAMA3_ROPE, seed=5).double()
+    draft = copy.deepcopy(target)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(0.005 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
+    return target, draft
+
+
+@pytest.mark.parametrize("drafter", ["model", "prompt-lookup"])
+def test_every_prompt_decodes_as_it_would_alone(pair, drafter):
+    target, draft = pair
+    opts = dict(draft_model=draft) if drafter == "model" else dict(drafter="prompt-lookup")
+    out = generate_continuous(target, PROMPTS, 3, max_new_tokens=12, **opts)
+    assert out.generated == [alone(target, p, 12) for p in PROMPTS]
+    assert out.tokens == 12 * len(PROMPTS) and out.steps == out.target_forwards
+    # never more batch steps than fixed batches of three, each waiting for its slowest row
+    waves = [paradecode.sample(target, PROMPTS[i : i + 3], "speculative", max_new_tokens=12, **opts).trace.steps
+             for i in range(0, len(PROMPTS), 3)]
+    assert out.steps <= sum(waves)
+    assert drafter == "prompt-lookup" or out.accepted_drafts > len(PROMPTS)  # the close draft is accepted
+
+
+def test_rows_ending_on_eos_take_the_next_prompt_early(pair):
+    target, draft = pair
+    m = copy.deepcopy(target)
+    free = [alone(m, p, 16) for p in PROMPTS]
+    eos = free[0][5]  # a token some rows generate early
+    m.generation_config.eos_token_id = eos
+    out = generate_continuous(m, PROMPTS, 2, max_new_tokens=16, draft_model=draft)
+    assert out.generated == [alone(m, p, 16, eos) for p in PROMPTS]
+    assert any(len(g) < 16 for g in out.generated)
+
+
+def test_recorded_steps_with_refills_decode_the_same(pair, monkeypatch):
+    """Refills write the kept buffers in place, so recorded steps (and the step queued before the
+    read) replay on them unchanged."""
+    target, draft = pair
+    ref = generate_continuous(target, PROMPTS, 3, max_new_tokens=20, draft_model=draft, cuda_graphs=False)
+    fake_cuda_graphs(monkeypatch)
+    from .test_static_llama import step_graphs
+
+    got = generate_continuous(target, PROMPTS, 3, max_new_tokens=20, draft_model=draft)
+    assert got.generated == ref.generated == [alone(target, p, 20) for p in PROMPTS]
+    assert step_graphs(target) and all(g.replays >= 1 for g in step_graphs(target))
+
+
+def test_a_refilled_row_holds_the_caches_a_step_expects(pair):
+    """After a refill, the row's target cache holds every prompt token but the last and the
+    draft's all but the last two: feeding those through the row gives the Hugging Face model's
+    logits of the whole prompt, while the other row keeps its cache."""
+    from paradecode.speculative import SpeculativeConfig, SpeculativeDecoding
+
+    target, draft = pair
+    out = paradecode.sample(target, [[5, 9, 2, 31, 7, 8], [3, 4, 5]], "speculative", draft_model=draft, max_new_tokens=6)
+    state = out.state
+    other = state.target_cache.k[0][0].clone()
+    strat = SpeculativeDecoding(SpeculativeConfig(max_new_tokens=6))
+    new = [7, 7, 1, 2, 9]
+    strat.refill(state, 1, new, pad_id=0)
+    assert not state.finished[1] and state.n_gen[1] == 0 and state.active.tolist() == [1]
+    assert state.tokens[1, :6].tolist() == [0] + new and int(state.start[1]) == 1 and int(state.length[1]) == 6
+    for role, lm, cache, unseen in (("target", target, state.target_cache, 1), ("draft", draft, state.draft_cache, 2)):
+        view = cache.row(1)
+        assert int(view.length) == 6 - unseen
+        logits = state.models[role](torch.tensor([new[-unseen:]]), cache=view, num_logits=1)[0, -1]
+        torch.testing.assert_close(logits, lm(torch.tensor([new])).logits[0, -1], rtol=0, atol=1e-9)
+    assert torch.equal(state.target_cache.k[0][0], other)
+    with pytest.raises(ValueError, match="still generating"):
+        strat.refill(state, 1, new, pad_id=0)
+    state.finished[1] = True
+    with pytest.raises(ValueError, match="2 to 6 tokens"):
+        strat.refill(state, 1, list(range(1, 9)), pad_id=0)
+
+
+def test_bad_input_is_a_clear_error(pair):
+    target, draft = pair
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        generate_continuous(target, [[1, 2], [3]], 2, draft_model=draft)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        generate_continuous(target, [[1, 2]], 0, draft_model=draft)
+    with pytest.raises(ValueError, match="prompts is empty"):
+        generate_continuous(target, [], 2, draft_model=draft)
+    with pytest.raises(ValueError, match="unknown option"):
+        generate_continuous(target, [[1, 2]], 2, draft_model=draft, bogus=1)
