@@ -39,6 +39,12 @@ with one graph per forward, beside the target alone (greedy); each prompt's seed
 every method, so the two paths' tokens are checked equal, and once against steps run without
 graphs -> ``speculative_sampled_<date>_<machine>_<tag>``.
 
+``--continuous 4,16``: instead of that table, ``--prompts`` random prompts through ours at each
+batch size, in fixed batches (each waits for its slowest row) and with continuous batching
+(``generate_continuous``: a finished row takes the next prompt); a set of ``--eos-tokens`` of the
+pair's frequent tokens ends rows early, as real text does. Every prompt's tokens are checked equal
+between the two -> ``speculative_continuous_<date>_<machine>_<tag>``.
+
 Results go to ``<out-dir>/speculative_<date>_<machine>_<tag>.{json,txt}``.
 
     python benchmarks/speculative.py --smoke --out-dir /tmp
@@ -67,7 +73,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 import paradecode  # noqa: E402
 from paradecode.loop import synchronize as sync  # noqa: E402
-from paradecode.speculative import CausalLM, VocabTrim, calibrate, greedy_decode  # noqa: E402
+from paradecode.speculative import CausalLM, VocabTrim, calibrate, generate_continuous, greedy_decode  # noqa: E402
 from paradecode.speculative.causal_lm import COMPILE_MODES  # noqa: E402
 
 SHAPES = {
@@ -440,6 +446,70 @@ def bench_sampled(target, draft, prompts, args, device, trim: VocabTrim) -> dict
     }
 
 
+def with_eos_tokens(target, n: int, seed: int = 3) -> list[int]:
+    """Make ``n`` of the random pair's frequent tokens (the rows of its LM head that are not zero)
+    end a generation, as real text's EOS does: rows then stop after varied lengths."""
+    frequent = torch.nonzero(target.lm_head.weight.abs().sum(1) > 0).flatten().cpu()
+    eos = frequent[torch.randperm(len(frequent), generator=torch.Generator().manual_seed(seed))[:n]].tolist()
+    target.generation_config.eos_token_id = eos
+    return eos
+
+
+def bench_continuous(target, draft, args, device, vocab: int) -> dict:
+    """``--prompts`` random prompts through ours at each ``--continuous`` batch size: fixed batches
+    (``paradecode.sample`` on consecutive groups, each running until its slowest row is done) vs
+    continuous batching (``generate_continuous``). Rows end on the EOS set of
+    :func:`with_eos_tokens` or at ``--max-new-tokens``. Each way runs once untimed, then timed;
+    every prompt's tokens must be equal between the two."""
+    N = args.max_new_tokens
+    eos = with_eos_tokens(target, args.eos_tokens)
+    options = {k: v for k, v in shared_options(args).items() if k not in ("strategy", "timing")}
+    options.update(num_draft_tokens=args.k)
+    prompts = random_prompts(args.prompts, args.prompt_length, vocab, seed=1)
+    rows: dict[str, Any] = {}
+
+    def fixed(B):
+        outs, steps = [], 0
+        for i in range(0, len(prompts), B):
+            out = paradecode.sample(target, prompts[i : i + B], strategy="speculative", timing=False,
+                                    draft_model=draft, **options)
+            steps += out.trace.steps
+            outs += [g[: int(n)].tolist() for g, n in zip(out.generated, out.trace.tokens_committed)]
+        return outs, steps
+
+    def continuous(B):
+        out = generate_continuous(target, prompts, B, draft_model=draft, **options)
+        return out.generated, out.steps
+
+    for B in args.continuous:
+        result = {}
+        for name, fn in (("fixed", fixed), ("continuous", continuous)):
+            fn(B)  # untimed: captures and recordings
+            (outs, steps), dt = timed(lambda: fn(B), device)
+            result[name] = {"seconds": round(dt, 4), "steps": steps, "tokens": sum(len(o) for o in outs),
+                            "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), "outputs": outs}
+        equal = sum(a == b for a, b in zip(result["fixed"].pop("outputs"), result["continuous"].pop("outputs")))
+        rows[str(B)] = {**result, "prompts_equal": f"{equal}/{len(prompts)}",
+                        "speedup": round(result["fixed"]["seconds"] / result["continuous"]["seconds"], 3)}
+        print(f"batch {B}: {rows[str(B)]}", flush=True)
+    return {"prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": args.k, "eos_tokens": len(eos),
+            "batches": rows}
+
+
+def continuous_report(result: dict) -> str:
+    r = result["continuous"]
+    lines = [f"speculative decoding, fixed batches vs continuous batching: {result['info']}",
+             f"{r['prompts']} prompts, up to {r['max_new_tokens']} new tokens (rows end on any of {r['eos_tokens']} "
+             f"EOS tokens), k = {r['num_draft_tokens']}",
+             f"{'batch':>5} {'fixed tok/s':>12} {'steps':>6} {'continuous tok/s':>17} {'steps':>6} {'speedup':>8} "
+             f"{'= prompts':>10}"]
+    for B, row in r["batches"].items():
+        f, c = row["fixed"], row["continuous"]
+        lines.append(f"{B:>5} {f['tokens_per_second']:>12.1f} {f['steps']:>6} {c['tokens_per_second']:>17.1f} "
+                     f"{c['steps']:>6} {row['speedup']:>8.3f} {row['prompts_equal']:>10}")
+    return "\n".join(lines) + "\n"
+
+
 def sampled_report(result: dict) -> str:
     r = result["sampled"]
     lines = [f"speculative sampling at temperature {r['temperature']}, batch 1: {result['info']}",
@@ -613,6 +683,11 @@ def main() -> None:
                     help="comma list of batch sizes, e.g. 1,4,16: instead of the batch-1 table, the target alone, ours "
                          "and ours + VocabTrim at each batch size (random pair only) -> speculative_batched_*.json/.txt")
     ap.add_argument("--batch-repeats", type=int, default=2, help="--batches: timed batches per size")
+    ap.add_argument("--continuous", default=None,
+                    help="comma list of batch sizes: instead of the batch-1 table, --prompts random prompts in fixed "
+                         "batches vs continuous batching (random pair only) -> speculative_continuous_*.json/.txt")
+    ap.add_argument("--eos-tokens", type=int, default=40,
+                    help="--continuous: frequent tokens that end a row (40 of 4,096: rows of ~100 tokens on average)")
     ap.add_argument("--sampled", type=float, default=None, metavar="T",
                     help="instead of the batch-1 table, sampling at temperature T: recorded steps vs one graph per "
                          "forward, tokens checked equal for one seed -> speculative_sampled_*.json/.txt")
@@ -632,6 +707,13 @@ def main() -> None:
             ap.error("--batches needs --random SHAPE: a batch stacks prompts of one length (the trained pair's vary)")
         if not args.batches or min(args.batches) < 1:
             ap.error("--batches takes positive batch sizes, e.g. 1,4,16")
+    if args.continuous:
+        try:
+            args.continuous = [int(b) for b in args.continuous.split(",") if b]
+        except ValueError:
+            ap.error(f"--continuous takes a comma list of batch sizes, e.g. 4,16; got {args.continuous!r}")
+        if not args.continuous or min(args.continuous) < 1 or not (args.random or args.smoke):
+            ap.error("--continuous takes positive batch sizes, e.g. 4,16, and a random pair (--random SHAPE)")
     if args.sampled is not None and (args.sampled <= 0 or args.batches or args.profile):
         ap.error("--sampled takes a temperature > 0 and runs alone (not with --batches or --profile)")
     if args.smoke:
@@ -679,6 +761,10 @@ def main() -> None:
     if args.batches:
         result["batched"] = bench_batched(target, draft, args, device, trim, V)
         save(result, "speculative_batched", batched_report(result), args, device, t0)
+        return
+    if args.continuous:
+        result["continuous"] = bench_continuous(target, draft, args, device, V)
+        save(result, "speculative_continuous", continuous_report(result), args, device, t0)
         return
     if args.sampled is not None:
         result["sampled"] = bench_sampled(target, draft, prompts, args, device, trim)

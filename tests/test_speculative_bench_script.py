@@ -67,3 +67,23 @@ def test_sampled_table_checks_recorded_steps_against_one_graph_per_forward(monke
     assert res["mean_accepted_drafts_per_step"]["ours"] > 0
     text = mod.sampled_report({"info": info, "sampled": res})
     assert "temperature 0.8" in text and "'ours': '2/2'" in text
+
+
+def test_continuous_table_checks_every_prompt_against_fixed_batches():
+    """--continuous: rows ending on the EOS set at varied lengths; continuous batching gives every
+    prompt the fixed batches' tokens in no more batch steps (fewer once rows end apart)."""
+    mod = load_script("benchmarks/speculative.py", "speculative_bench")
+    target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
+    args = _args(continuous=[2, 4], prompts=9, eos_tokens=400, max_new_tokens=24)
+    res = mod.bench_continuous(target, draft, args, torch.device("cpu"), info["vocab"])
+    assert set(res["batches"]) == {"2", "4"} and res["eos_tokens"] == 400
+    lengths = set()
+    for B, row in res["batches"].items():
+        assert row["prompts_equal"] == "9/9", B
+        assert row["continuous"]["tokens"] == row["fixed"]["tokens"]
+        assert row["continuous"]["steps"] <= row["fixed"]["steps"], B
+        lengths.add(row["fixed"]["tokens"])
+    assert any(row["continuous"]["steps"] < row["fixed"]["steps"] for row in res["batches"].values())
+    assert next(iter(lengths)) < 9 * 24  # some rows ended on an EOS
+    text = mod.continuous_report({"info": info, "continuous": res})
+    assert "continuous tok/s" in text and text.count("\n") == 3 + 2
