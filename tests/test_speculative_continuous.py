@@ -71,6 +71,15 @@ def test_recorded_steps_with_refills_decode_the_same(pair, monkeypatch):
     assert step_graphs(target) and all(g.replays >= 1 for g in step_graphs(target))
 
 
+def test_sampling_with_refills_is_reproducible_with_a_seed(pair, monkeypatch):
+    target, draft = pair
+    fake_cuda_graphs(monkeypatch)
+    runs = [generate_continuous(target, PROMPTS, 3, max_new_tokens=10, draft_model=draft, do_sample=True,
+                                temperature=0.8, seed=s) for s in (4, 4, 5)]
+    assert runs[0].generated == runs[1].generated != runs[2].generated
+    assert all(len(g) == 10 for g in runs[0].generated)
+
+
 def test_a_refilled_row_holds_the_caches_a_step_expects(pair):
     """After a refill, the row's target cache holds every prompt token but the last and the
     draft's all but the last two: feeding those through the row gives the Hugging Face model's
