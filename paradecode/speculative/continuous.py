@@ -64,7 +64,6 @@ def generate_continuous(
     if min(len(r) for r in rows) < 2:
         raise ValueError("every prompt needs at least 2 tokens (a refilled row's draft cache keeps all but the last two).")
     strat = SpeculativeDecoding(build_config(SpeculativeConfig, "strategy 'speculative'", options))
-    strat.config.validate()
     models, context = strat.setup(target, draft_model=draft_model, vocabtrim=vocabtrim)
     pad = context["pad_id"]
     device = next(target.parameters()).device
