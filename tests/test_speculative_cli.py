@@ -55,6 +55,20 @@ def test_prompt_lookup_and_sampling_options_reach_the_strategy(capsys, tmp_path)
     assert sampled[0][0] == 0 and sampled[0][1] == sampled[1][1]  # one seed, one text
 
 
+def test_a_prompts_file_decodes_every_line_in_order_with_continuous_batching(capsys, tmp_path):
+    lines = ["sort 5 3 8 1 9 2 > ", "add 12+345 > ", "list 3 tree > ", "rev apple > ", "count 3 to 9 > "]
+    alone = [run(capsys, "--prompt", line)[1].strip() for line in lines]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n\n")  # a blank line is no prompt
+    code, out, err = run(capsys, "--prompts-file", str(path), "--batch-size", "2")
+    assert code == 0, err
+    assert out.splitlines() == alone and alone[:2] == ["1 2 3 5 8 9", "357"]
+    report = json.loads(err.strip().splitlines()[-1])
+    assert report["prompts"] == 5 and report["batch_size"] == 2 and report["steps"] == report["target_forwards"]
+    code, _, err = run(capsys, "--prompts-file", str(path), "--compare")
+    assert code == 2 and "use it with --prompt" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--target", "/nonexistent"], "not a checkpoint directory nor a hub id"),
     (["--target", TASKS_6M], "diffusion LMs decode with `paradecode sample`"),

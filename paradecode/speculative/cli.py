@@ -34,7 +34,12 @@ def add_parser(subparsers: Any) -> None:
                    help=f"draft checkpoint sharing the target's tokenizer (default with --target {SHIPPED_PAIR}: its draft)")
     p.add_argument("--drafter", default="model", choices=["model", "prompt-lookup"],
                    help="prompt-lookup drafts from the text itself and needs no --draft")
-    p.add_argument("--prompt", required=True, help="text (or a JSON list of token ids)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="text (or a JSON list of token ids)")
+    source.add_argument("--prompts-file", default=None,
+                        help="one prompt per line, decoded --batch-size rows at a time with continuous batching "
+                             "(a finished row takes the next prompt); one output per line, in order")
+    p.add_argument("--batch-size", type=int, default=8, help="--prompts-file: rows decoded at once")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--vocabtrim", default=None, help="a VocabTrim file (VocabTrim.save) for the draft's head")
     p.add_argument("--device", default="cpu")
@@ -155,8 +160,9 @@ def run(args: argparse.Namespace) -> int:
     for name, flag in own.items():
         if name in options:
             raise ValueError(f"-o {name}=... is set by its own flag here ({flag}); leave it out of -o.")
+    if args.prompts_file is not None and args.compare:
+        raise ValueError("--compare times one prompt against the target alone; use it with --prompt, not --prompts-file.")
     target, draft, codec = load_models(args)
-    ids = torch.tensor([codec.encode(args.prompt)], device=args.device)
     extra: dict[str, Any] = {}
     if draft is not None:
         extra["draft_model"] = draft
@@ -164,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
             extra["vocabtrim"] = VocabTrim.load(args.vocabtrim)
     elif args.vocabtrim is not None:
         raise ValueError("--vocabtrim trims a draft model's head; prompt lookup has none.")
+    if args.prompts_file is not None:
+        return _run_many(args, target, codec, dict(extra, drafter=args.drafter, seed=args.seed, **options))
+    ids = torch.tensor([codec.encode(args.prompt)], device=args.device)
     spec = dict(strategy="speculative", drafter=args.drafter, max_new_tokens=args.max_new_tokens, seed=args.seed,
                 **extra, **options)
     if args.compare:
@@ -173,8 +182,7 @@ def run(args: argparse.Namespace) -> int:
     synchronize(args.device)
     seconds = time.perf_counter() - t0
     gen = out.generated[0, : int(out.trace.tokens_committed[0])].tolist()
-    eos = out.state.eos_ids.tolist() if out.state.eos_ids is not None else []
-    print(codec.decode(gen[:-1] if gen and gen[-1] in eos else gen))  # the text, without the EOS that ended it
+    print(codec.decode(_without_eos(gen, target)))
     accepted = [int(a.sum()) for a in out.trace.extra("accepted")]
     report: dict[str, Any] = dict(out.trace.summary(), seconds=round(seconds, 4),
                                   accepted_drafts_per_step=round(sum(accepted) / max(1, len(accepted)), 3))
@@ -192,4 +200,29 @@ def run(args: argparse.Namespace) -> int:
         if not c.do_sample:
             report["same_tokens_as_target_alone"] = ref[0, : len(gen)].tolist() == gen
     print(json.dumps(report), file=sys.stderr)
+    return 0
+
+
+def _without_eos(gen: list[int], target: Any) -> list[int]:
+    """A generation's tokens without the EOS that ended it (a tokenizer may not mark it special)."""
+    from .strategy import eos_token_ids
+
+    return gen[:-1] if gen and gen[-1] in eos_token_ids(target) else gen
+
+
+def _run_many(args: argparse.Namespace, target: Any, codec: Any, options: dict) -> int:
+    """``--prompts-file``: every line's prompt through :func:`.continuous.generate_continuous`."""
+    from .continuous import generate_continuous
+
+    lines = [line.rstrip("\n") for line in Path(args.prompts_file).read_text().splitlines()]
+    prompts = [codec.encode(line) for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"{args.prompts_file} has no prompt (one per line).")
+    out = generate_continuous(target, prompts, args.batch_size, max_new_tokens=args.max_new_tokens, **options)
+    for gen in out.generated:
+        print(codec.decode(_without_eos(gen, target)))
+    print(json.dumps({"prompts": len(prompts), "batch_size": args.batch_size, "tokens": out.tokens,
+                      "steps": out.steps, "target_forwards": out.target_forwards,
+                      "accepted_drafts": out.accepted_drafts, "seconds": round(out.seconds, 4),
+                      "tokens_per_second": round(out.tokens / out.seconds, 1)}), file=sys.stderr)
     return 0

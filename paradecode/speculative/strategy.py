@@ -47,7 +47,7 @@ from . import step_graph
 from .step_graph import CountsCopy, StepBuffers
 from .vocabtrim import VocabTrim
 
-__all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding"]
+__all__ = ["SpeculativeConfig", "SpeculativeState", "SpeculativeDecoding", "eos_token_ids"]
 
 SCHEDULES = ("constant", "heuristic")
 
@@ -200,6 +200,17 @@ class SpeculativeState:
         return self.tokens.shape[0]
 
 
+def eos_token_ids(model: nn.Module) -> list[int]:
+    """The ids that end a generation of ``model``: its generation config's, else its config's."""
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
 def _as_ids(value: Any) -> Optional[torch.Tensor]:
     if value is None:
         return None
@@ -277,15 +288,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             lm.graphs = self.config.cuda_graphs
         cfg = model.config
         gen_cfg = getattr(model, "generation_config", None)
-        eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
-        if eos is None:
-            eos = getattr(cfg, "eos_token_id", None)
+        eos = eos_token_ids(model)
         pad = getattr(gen_cfg, "pad_token_id", None) if gen_cfg is not None else None
         if pad is None:
             pad = getattr(cfg, "pad_token_id", None)
         if pad is None:
-            pad = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else 0
-        return models, {"pad_id": int(pad), "eos_ids": _as_ids(eos) if self.config.stop_at_eos else None, "models": models}
+            pad = eos[0] if eos else 0
+        eos_ids = _as_ids(eos) if self.config.stop_at_eos and eos else None
+        return models, {"pad_id": int(pad), "eos_ids": eos_ids, "models": models}
 
     # ---- start ---------------------------------------------------------------------------
     def start(
