@@ -210,12 +210,21 @@ def compile_modes(args) -> dict:
     return {role: args.compile_forward for role in args.compile_roles.split(",") if role}
 
 
-def shared_options(args) -> dict:
-    """``paradecode.sample`` options every paradecode speculative method of a run shares (the
+def strategy_options(args) -> dict:
+    """The ``speculative`` strategy's options every paradecode method of a run shares (the
     drafter and its draft length come on top)."""
-    return dict(strategy="speculative", max_new_tokens=args.max_new_tokens, timing=False, cuda_graphs=not args.eager,
-                fuse_projections=args.fuse_projections, compile_mode=compile_modes(args) or None,
-                attention=args.attention)
+    return dict(max_new_tokens=args.max_new_tokens, cuda_graphs=not args.eager, fuse_projections=args.fuse_projections,
+                compile_mode=compile_modes(args) or None, attention=args.attention)
+
+
+def shared_options(args) -> dict:
+    """``paradecode.sample`` options of those methods: the strategy's, untimed steps."""
+    return dict(strategy="speculative", timing=False, **strategy_options(args))
+
+
+def lookup_variant(args) -> dict:
+    """``prompt_lookup``: no draft model, ``--lookup-k`` tokens from the text."""
+    return dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k)
 
 
 def draft_variants(args, draft, trim: VocabTrim | None) -> dict:
@@ -240,7 +249,7 @@ def bench(target, draft, prompts, args, device, trim: VocabTrim | None) -> dict:
     methods.append("hf_assisted")
     variants = draft_variants(args, draft, trim)
     variants.update(
-        prompt_lookup=dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k),
+        prompt_lookup=lookup_variant(args),
         ours_eager=dict(variants["ours"], cuda_graphs=False),
     )
     for m in ("ours", "ours_trim", "prompt_lookup"):
@@ -397,8 +406,7 @@ def bench_sampled(target, draft, prompts, args, device, trim: VocabTrim) -> dict
     N = args.max_new_tokens
     sampled = dict(do_sample=True, temperature=args.sampled)
     variants = {m: dict(v, **sampled) for m, v in draft_variants(args, draft, trim).items()}
-    variants["prompt_lookup"] = dict(shared_options(args), drafter="prompt-lookup", num_draft_tokens=args.lookup_k,
-                                     **sampled)
+    variants["prompt_lookup"] = dict(lookup_variant(args), **sampled)
     for m in list(variants):
         variants[f"{m}_per_forward"] = dict(variants[m], capture_step=False)
     methods = ["target", *variants]
@@ -463,16 +471,15 @@ def bench_continuous(target, draft, args, device, vocab: int) -> dict:
     every prompt's tokens must be equal between the two."""
     N = args.max_new_tokens
     eos = with_eos_tokens(target, args.eos_tokens)
-    options = {k: v for k, v in shared_options(args).items() if k not in ("strategy", "timing")}
-    options.update(num_draft_tokens=args.k)
+    options = dict(strategy_options(args), num_draft_tokens=args.k)
+    ours = draft_variants(args, draft, None)["ours"]  # the same options through paradecode.sample
     prompts = random_prompts(args.prompts, args.prompt_length, vocab, seed=1)
     rows: dict[str, Any] = {}
 
     def fixed(B):
         outs, steps = [], 0
         for i in range(0, len(prompts), B):
-            out = paradecode.sample(target, prompts[i : i + B], strategy="speculative", timing=False,
-                                    draft_model=draft, **options)
+            out = paradecode.sample(target, prompts[i : i + B], **ours)
             steps += out.trace.steps
             outs += [g[: int(n)].tolist() for g, n in zip(out.generated, out.trace.tokens_committed)]
         return outs, steps
