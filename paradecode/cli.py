@@ -120,6 +120,20 @@ def generation_options(strategy: str, model_defaults: dict[str, int], options: d
     return generation_defaults(get_strategy_class(strategy).Config, model_defaults, options)
 
 
+def prompt_ids(text: str, tokenizer: Any, owner: str) -> list[int]:
+    """A ``--prompt``'s token ids: ``text`` through ``tokenizer``, or (a model without one) read
+    as a JSON list of ids."""
+    if tokenizer is not None:
+        return list(tokenizer(text)["input_ids"])
+    try:
+        ids = json.loads(text)
+    except json.JSONDecodeError:
+        ids = None
+    if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+        raise ValueError(f"{owner} has no tokenizer, so --prompt must be a JSON list of token ids (e.g. '[5, 9, 2]')")
+    return ids
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import paradecode
     from paradecode import zoo
@@ -130,15 +144,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if cache_options and args.cache is None:
         raise ValueError("--cache-option was given without --cache NAME")
     model, tok = load_model_and_tokenizer(args.model, device=args.device)
-    if tok is not None:
-        ids = tok(args.prompt)["input_ids"]
-    else:
-        try:
-            ids = json.loads(args.prompt)
-        except json.JSONDecodeError:
-            ids = None
-        if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
-            raise ValueError(f"{args.model} has no tokenizer.json, so --prompt must be a JSON list of token ids (e.g. '[5, 9, 2]')")
+    ids = prompt_ids(args.prompt, tok, args.model)
     options = generation_options(args.strategy, zoo.generation_defaults(args.model), options)
     out = paradecode.sample(
         model, [ids], strategy=args.strategy, seed=args.seed, cache=args.cache,

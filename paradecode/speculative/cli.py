@@ -57,9 +57,6 @@ def add_parser(subparsers: Any) -> None:
 def _load_causal_lm(name: str, device: str, dtype: Optional[torch.dtype]) -> tuple[Any, Any]:
     """(model, tokenizer or None) of a causal LM directory or hub id."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # stderr carries the one JSON line
 
     from ..models.loading import _HUB_ID, resolve_checkpoint
 
@@ -86,17 +83,17 @@ def _load_causal_lm(name: str, device: str, dtype: Optional[torch.dtype]) -> tup
 
 def load_models(args: argparse.Namespace) -> tuple[Any, Optional[Any], Any]:
     """(target, draft or None, codec): ``codec`` turns the prompt into ids and ids into text."""
+    from transformers.utils import logging as hf_logging
+
     from ..models.loading import parse_dtype
 
+    hf_logging.disable_progress_bar()  # stderr carries the one JSON line
     dtype = parse_dtype(args.dtype)
     if args.drafter == "prompt-lookup" and args.draft is not None:
         raise ValueError("--drafter prompt-lookup drafts from the text itself: leave --draft out.")
     if args.target == SHIPPED_PAIR:
-        from transformers.utils import logging as hf_logging
-
         from .pair import load_pair
 
-        hf_logging.disable_progress_bar()
         target, draft = load_pair(dtype=dtype or torch.float32, device=args.device)
         if args.draft is not None:
             draft, _ = _load_causal_lm(args.draft, args.device, dtype)
@@ -132,15 +129,9 @@ class _TokenizerCodec:
         self.tokenizer = tokenizer
 
     def encode(self, text: str) -> list[int]:
-        if self.tokenizer is not None:
-            return list(self.tokenizer(text)["input_ids"])
-        try:
-            ids = json.loads(text)
-        except json.JSONDecodeError:
-            ids = None
-        if not (isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids)):
-            raise ValueError("the target has no tokenizer files, so --prompt must be a JSON list of token ids (e.g. '[5, 9, 2]')")
-        return ids
+        from ..cli import prompt_ids
+
+        return prompt_ids(text, self.tokenizer, "the target")
 
     def decode(self, ids: list[int]) -> Any:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ids
