@@ -16,7 +16,7 @@ import torch
 
 from .noise import DrawnNoise, sample_categorical
 
-__all__ = ["warp_probs", "accept_greedy", "accept_sampled", "leading_true"]
+__all__ = ["warp_probs", "accept_greedy", "accept_sampled", "leading_true", "first_eos"]
 
 
 def warp_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -39,6 +39,17 @@ def warp_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, t
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     return logits.softmax(-1)
+
+
+def first_eos(tokens: torch.Tensor, eos_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) column of each row's first EOS among its first ``lengths`` tokens of ``tokens`` (B, n);
+    n where there is none. A broadcast compare, not ``torch.isin``: isin sorts with ``unique``
+    (a read of the device) once the id set is larger than about 10 n^0.145, and a recorded step
+    cannot hold a read (40 EOS ids over a 6-token step broke the recording on a GPU)."""
+    n = tokens.shape[1]
+    j = torch.arange(n, device=tokens.device)
+    hit = (tokens[..., None] == eos_ids).any(-1) & (j[None, :] < lengths[:, None])
+    return torch.where(hit, j[None, :], n).min(1).values
 
 
 def leading_true(ok: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from ..interfaces import ModelCall, Request
-from .acceptance import warp_probs
+from .acceptance import first_eos, warp_probs
 from .noise import sample_categorical
 
 __all__ = ["Drafts", "DraftModelDrafter", "PromptLookupDrafter", "prompt_lookup", "DRAFTERS"]
@@ -152,8 +152,7 @@ def prompt_lookup(
     drafts = tokens.gather(1, (chosen[:, None] + j).clamp(max=W - 1))
     lengths = torch.where(have, torch.clamp(length - chosen, max=k), 0)
     if eos_ids is not None and k:
-        is_eos = torch.isin(drafts, eos_ids) & (j[None, :] < lengths[:, None])
-        lengths = torch.minimum(lengths, torch.where(is_eos, j[None, :], k).min(1).values)
+        lengths = torch.minimum(lengths, first_eos(drafts, eos_ids, lengths))
     return drafts, lengths
 
 

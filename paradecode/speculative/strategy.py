@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..interfaces import ModelCall, Request, Strategy
-from .acceptance import accept_greedy, accept_sampled, warp_probs
+from .acceptance import accept_greedy, accept_sampled, first_eos, warp_probs
 from ..caches.static_kv import StaticKVCache
 from ..models.llama import check_attention
 from .causal_lm import CausalLM, bucket_length, check_compile_mode, vocab_size
@@ -491,9 +491,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         j = torch.arange(k + 1, device=dev)
         hit_eos = torch.zeros_like(n, dtype=torch.bool)
         if state.eos_ids is not None:
-            is_eos = torch.isin(cand, state.eos_ids) & (j[None, :] < length[:, None])
-            hit_eos = is_eos.any(1)
-            length = torch.where(hit_eos, torch.where(is_eos, j[None, :], k + 1).min(1).values + 1, length)
+            eos_at = first_eos(cand, state.eos_ids, length)
+            hit_eos = eos_at <= k
+            length = torch.where(hit_eos, eos_at + 1, length)
         # Write the committed tokens into the canvas (the rest of the k + 1 go to scratch columns
         # past the row's end, which later steps overwrite or ``result`` cuts off).
         cols = state.length[:, None] + j[None, :]
