@@ -118,3 +118,19 @@ def test_bad_input_is_a_clear_error(pair):
         generate_continuous(target, [], 2, draft_model=draft)
     with pytest.raises(ValueError, match="unknown option"):
         generate_continuous(target, [[1, 2]], 2, draft_model=draft, bogus=1)
+
+
+def test_refills_run_in_one_kept_cache_captured_once_it_repeats(pair, monkeypatch):
+    """Every refill of a role fills the same one-row cache (so its forward is a graph from the
+    second refill on) and copies it into the row: the tokens stay the target's own."""
+    target, draft = pair
+    fake_cuda_graphs(monkeypatch)
+    prompts = [[5, 9, 2, 31, 7, 8], [3, 4, 9, 9, 1, 2], [12, 13, 14, 15, 16, 17]] * 3
+    out = generate_continuous(target, prompts, 2, max_new_tokens=8, draft_model=draft)
+    assert out.generated == [alone(target, p, 8) for p in prompts]
+    from paradecode.speculative.causal_lm import CausalLM
+
+    for model, role, width in ((target, "target", 5), (draft, "draft", 4)):
+        lm = CausalLM.of(model)
+        kept = [c for (r, b, _), c in lm._caches.items() if r == f"{role}-refill" and b == 1]
+        assert len(kept) == 1 and (id(kept[0]), width, 1) in lm._graphs

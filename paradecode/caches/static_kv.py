@@ -58,6 +58,13 @@ class StaticKVCache:
         view._index = view._mask = None
         return view
 
+    def copy_row(self, r: int, src: "StaticKVCache", slots: int) -> None:
+        """Row ``r``'s first ``slots`` key/value slots of every layer from ``src``'s row 0 (one
+        multi-tensor copy), e.g. a prompt filled in a kept one-row cache, whose forward can be
+        a captured graph where this row's forward could not."""
+        dst = [t[r, :, :slots] for t in self.k + self.v]
+        torch._foreach_copy_(dst, [t[0, :, :slots] for t in src.k + src.v])
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

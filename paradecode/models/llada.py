@@ -405,6 +405,10 @@ def compile_elementwise(enable: bool = True, backend: str = "inductor", triton_k
     if not enable:
         _KERNELS.update(EAGER_KERNELS)
         return
+    # Sizes 0 and 1 stay specialised under dynamic=True, so batch 1 / one token / a one-row refill
+    # each compile their own entry; past dynamo's default limit of 8 per function, new shapes would
+    # run the eager kernels (hit on a GPU by continuous batching's refills at several batch sizes).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     _KERNELS.update({name: torch.compile(fn, dynamic=True, backend=backend) for name, fn in EAGER_KERNELS.items()})
     if triton_kernels:
         from .elementwise_triton import rope_triton, swiglu_triton, triton

@@ -535,8 +535,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         """Start ``prompt`` in finished row ``row`` while the other rows go on: its canvas and
         counts reset in place (recorded steps keep their addresses), the prompt left-padded to
         the canvas' prompt width, and both caches filled to where a step expects them (the
-        target with every prompt token but the last, a draft model with all but the last two)
-        by forwards of that row alone."""
+        target with every prompt token but the last, a draft model with all but the last two).
+        Each fill is a forward of that row alone in a kept one-row cache, which is captured as a
+        graph once it repeats (an eager 8B forward is launch-bound: ~30 ms), then copied in."""
         P, n = state.prompt_length, len(prompt)
         if not state.finished[row]:
             raise ValueError(f"row {row} is still generating; only a finished row takes a new prompt.")
@@ -545,7 +546,9 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         dev = state.tokens.device
         pad = P - n
         state.tokens[row].fill_(pad_id)
-        state.tokens[row, pad:P] = torch.tensor(list(prompt), dtype=torch.long, device=dev)
+        # pinned and queued: a pageable copy would wait for the step queued ahead of the read
+        ids = torch.tensor(list(prompt), dtype=torch.long)
+        state.tokens[row, pad:P].copy_(ids.pin_memory() if dev.type == "cuda" else ids, non_blocking=True)
         state.length[row], state.start[row] = P, pad
         state.budget_end[row] = P + self.config.max_new_tokens
         state.finished_device[row] = False
@@ -554,11 +557,14 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             fills.append(("draft", state.draft_cache, P - 2))
         ids = state.tokens[row : row + 1]
         for role, cache, width in fills:
+            if width:
+                lm = state.models[role]
+                one = lm.cache(1, P, f"{role}-refill")  # zero length; the same cache every refill
+                one.start.fill_(pad)
+                lm(ids[:, :width], cache=one, num_logits=1)
+                cache.copy_row(row, one, width)
             view = cache.row(row)
             view.start.fill_(pad)
-            view.length.zero_()
-            if width:
-                state.models[role].lm(ids[:, :width], view.positions(width), view, 1)  # eager: one row, once
             view.length.fill_(width)
         state.n_gen[row], state.finished[row] = 0, False
         state.active = torch.nonzero(~state.finished).flatten()
