@@ -196,6 +196,32 @@ def test_llama_forward_gives_the_sdpa_logits():
     assert torch.equal(caches["triton"].length, caches["sdpa"].length)
 
 
+def test_a_prompt_longer_than_the_kernel_takes_takes_sdpa(monkeypatch):
+    """A feed of more than CACHE_MAX_TOKENS new tokens (a long prompt) runs the SDPA path: the
+    kernel's block of new tokens is as wide as the feed (a 3,900-token prompt compiled for
+    minutes on a GPU). The kernel itself refuses such a feed with a clear error."""
+    from paradecode.models import decode_attention
+
+    m = tiny(0)
+    lm = LlamaLM(m, fuse_projections=True, attention="triton")
+    ref = LlamaLM(m, fuse_projections=True, attention="sdpa")
+    caches = [StaticKVCache.for_model(x, 1, 128) for x in (lm, ref)]
+    ids = torch.randint(1, 64, (1, 12), generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(decode_attention, "CACHE_MAX_TOKENS", 8)
+    monkeypatch.setattr("paradecode.models.llama.CACHE_MAX_TOKENS", 8)
+    calls = []
+    monkeypatch.setattr(StaticKVCache, "attend", lambda self, *a: calls.append(a) or pytest.fail("kernel called"))
+    with torch.no_grad():
+        got, want = (x(ids, c.positions(12), c, num_logits=12) for x, c in zip((lm, ref), caches))
+    torch.testing.assert_close(got, want)
+    q = torch.zeros(1, 12, 4 * 16)
+    kv = torch.zeros(1, 12, 2 * 16)
+    cache = torch.zeros(1, 2, 64, 16)
+    with pytest.raises(ValueError, match="at most 8 new tokens per row"):
+        rope_cache_attention(q, kv, kv, torch.zeros(1, 1, 12, 16), torch.zeros(1, 1, 12, 16), cache, cache,
+                             torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), 4, 2, 16, 0.25)
+
+
 def test_speculative_with_the_kernel_equals_target_greedy():
     target = tiny(0)
     draft = tiny(0)

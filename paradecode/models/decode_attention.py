@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "CACHE_SPLIT_SLOTS", "rope_cache_attention", "rope_cache_splits",
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "CACHE_MAX_TOKENS", "CACHE_SPLIT_SLOTS", "rope_cache_attention", "rope_cache_splits",
            "canvas_attention", "multiprocessors", "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
@@ -291,6 +291,9 @@ def _query_block(rows: int) -> int:
     return min(64, max(16, _pow2(rows)))
 
 
+CACHE_MAX_TOKENS = 64  # new tokens per row rope_cache_attention keeps in registers (a step's k + 1)
+
+
 def rope_cache_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     k_cache: torch.Tensor, v_cache: torch.Tensor, length: torch.Tensor, start: torch.Tensor,
@@ -310,6 +313,9 @@ def rope_cache_attention(
     B, T, _ = q.shape
     S = k_cache.shape[2]
     rep = n_heads // n_kv
+    if T > CACHE_MAX_TOKENS:  # its block of new tokens would be T wide: a 3,900-token prompt took minutes to compile
+        raise ValueError(f"rope_cache_attention takes at most {CACHE_MAX_TOKENS} new tokens per row, got {T}; "
+                         "feed a prompt through the SDPA path (LlamaLM does).")
     _check(q, k, v, k_cache, v_cache, B, T, S, n_heads, n_kv, head_dim)
     cos, sin, block_m, block_t = _launch_layout(cos, sin, B, T, head_dim, rep)
     out = torch.empty(B, T, n_heads * head_dim, dtype=q.dtype, device=q.device)

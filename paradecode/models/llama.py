@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decode_attention import ATTENTION_KERNELS, check_available
+from .decode_attention import ATTENTION_KERNELS, CACHE_MAX_TOKENS, check_available
 from .llada import _KERNELS, FusedLinears, rope_joined, split_qkv
 
 __all__ = ["LlamaLM", "check_supported", "gqa_mode", "SUPPORTED_TYPES", "GQA_MODES"]
@@ -315,7 +315,8 @@ class LlamaLM(nn.Module):
         """:meth:`forward` with the joined matmuls, one RoPE call for q and k, copy-free GQA and
         the key mask made additive once per forward (not by SDPA in every layer)."""
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
-        kernel = self.attention == "triton"
+        # the kernel is for a step's few tokens; a prompt's forward takes SDPA
+        kernel = self.attention == "triton" and input_ids.shape[1] <= CACHE_MAX_TOKENS
         x = self.hf_model.model.embed_tokens(input_ids)
         cos, sin = self.rope(positions, torch.float32)  # float32 tables: LLaDA's RoPE rotates in float32
         cache.begin_forward(positions, build_mask=not kernel)
