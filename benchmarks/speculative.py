@@ -484,23 +484,29 @@ def bench_continuous(target, draft, args, device, vocab: int) -> dict:
             outs += [g[: int(n)].tolist() for g, n in zip(out.generated, out.trace.tokens_committed)]
         return outs, steps
 
-    def continuous(B):
-        out = generate_continuous(target, prompts, B, draft_model=draft, **options)
+    def continuous(B, m):
+        out = generate_continuous(target, prompts, B, draft_model=draft, min_refill=m, **options)
         return out.generated, out.steps
 
+    def measure(fn):
+        fn()  # untimed: captures and recordings
+        (outs, steps), dt = timed(fn, device)
+        return {"seconds": round(dt, 4), "steps": steps, "tokens": sum(len(o) for o in outs),
+                "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), "outputs": outs}
+
+    refills = args.min_refill or [1]
     for B in args.continuous:
-        result = {}
-        for name, fn in (("fixed", fixed), ("continuous", continuous)):
-            fn(B)  # untimed: captures and recordings
-            (outs, steps), dt = timed(lambda: fn(B), device)
-            result[name] = {"seconds": round(dt, 4), "steps": steps, "tokens": sum(len(o) for o in outs),
-                            "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), "outputs": outs}
-        equal = sum(a == b for a, b in zip(result["fixed"].pop("outputs"), result["continuous"].pop("outputs")))
-        rows[str(B)] = {**result, "prompts_equal": f"{equal}/{len(prompts)}",
-                        "speedup": round(result["fixed"]["seconds"] / result["continuous"]["seconds"], 3)}
-        print(f"batch {B}: {rows[str(B)]}", flush=True)
+        fixed_row = measure(lambda: fixed(B))
+        fixed_outs = fixed_row.pop("outputs")
+        for m in refills:
+            cont = measure(lambda: continuous(B, min(m, B)))
+            equal = sum(a == b for a, b in zip(fixed_outs, cont.pop("outputs")))
+            key = str(B) if len(refills) == 1 else f"{B}/min{min(m, B)}"
+            rows[key] = {"fixed": fixed_row, "continuous": cont, "prompts_equal": f"{equal}/{len(prompts)}",
+                         "speedup": round(fixed_row["seconds"] / cont["seconds"], 3)}
+            print(f"batch {key}: {rows[key]}", flush=True)
     return {"prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": args.k, "eos_tokens": len(eos),
-            "batches": rows}
+            "min_refill": refills, "batches": rows}
 
 
 def continuous_report(result: dict) -> str:
@@ -508,11 +514,11 @@ def continuous_report(result: dict) -> str:
     lines = [f"speculative decoding, fixed batches vs continuous batching: {result['info']}",
              f"{r['prompts']} prompts, up to {r['max_new_tokens']} new tokens (rows end on any of {r['eos_tokens']} "
              f"EOS tokens), k = {r['num_draft_tokens']}",
-             f"{'batch':>5} {'fixed tok/s':>12} {'steps':>6} {'continuous tok/s':>17} {'steps':>6} {'speedup':>8} "
+             f"{'batch':>8} {'fixed tok/s':>12} {'steps':>6} {'continuous tok/s':>17} {'steps':>6} {'speedup':>8} "
              f"{'= prompts':>10}"]
-    for B, row in r["batches"].items():
+    for B, row in r["batches"].items():  # B: the batch, or batch/min<min_refill> when several were run
         f, c = row["fixed"], row["continuous"]
-        lines.append(f"{B:>5} {f['tokens_per_second']:>12.1f} {f['steps']:>6} {c['tokens_per_second']:>17.1f} "
+        lines.append(f"{B:>8} {f['tokens_per_second']:>12.1f} {f['steps']:>6} {c['tokens_per_second']:>17.1f} "
                      f"{c['steps']:>6} {row['speedup']:>8.3f} {row['prompts_equal']:>10}")
     return "\n".join(lines) + "\n"
 
@@ -693,6 +699,9 @@ def main() -> None:
     ap.add_argument("--continuous", default=None,
                     help="comma list of batch sizes: instead of the batch-1 table, --prompts random prompts in fixed "
                          "batches vs continuous batching (random pair only) -> speculative_continuous_*.json/.txt")
+    ap.add_argument("--min-refill", default=None,
+                    help="--continuous: comma list of generate_continuous(min_refill=...) values, each beside the same "
+                         "fixed batches (default 1: refill after every step that finishes a row)")
     ap.add_argument("--eos-tokens", type=int, default=40,
                     help="--continuous: frequent tokens that end a row (40 of 4,096: rows of ~100 tokens on average)")
     ap.add_argument("--sampled", type=float, default=None, metavar="T",
@@ -721,6 +730,13 @@ def main() -> None:
             ap.error(f"--continuous takes a comma list of batch sizes, e.g. 4,16; got {args.continuous!r}")
         if not args.continuous or min(args.continuous) < 1 or not (args.random or args.smoke):
             ap.error("--continuous takes positive batch sizes, e.g. 4,16, and a random pair (--random SHAPE)")
+    if args.min_refill:
+        try:
+            args.min_refill = [int(m) for m in args.min_refill.split(",") if m]
+        except ValueError:
+            ap.error(f"--min-refill takes a comma list of positive ints, e.g. 1,4; got {args.min_refill!r}")
+        if not args.continuous or not args.min_refill or min(args.min_refill) < 1:
+            ap.error("--min-refill takes positive ints, e.g. 1,4, with --continuous")
     if args.sampled is not None and (args.sampled <= 0 or args.batches or args.profile):
         ap.error("--sampled takes a temperature > 0 and runs alone (not with --batches or --profile)")
     if args.smoke:

@@ -74,7 +74,7 @@ def test_continuous_table_checks_every_prompt_against_fixed_batches():
     prompt the fixed batches' tokens in no more batch steps (fewer once rows end apart)."""
     mod = load_script("benchmarks/speculative.py", "speculative_bench")
     target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
-    args = _args(continuous=[2, 4], prompts=9, eos_tokens=400, max_new_tokens=24)
+    args = _args(continuous=[2, 4], prompts=9, eos_tokens=400, max_new_tokens=24, min_refill=None)
     res = mod.bench_continuous(target, draft, args, torch.device("cpu"), info["vocab"])
     assert set(res["batches"]) == {"2", "4"} and res["eos_tokens"] == 400
     lengths = set()
@@ -87,3 +87,17 @@ def test_continuous_table_checks_every_prompt_against_fixed_batches():
     assert next(iter(lengths)) < 9 * 24  # some rows ended on an EOS
     text = mod.continuous_report({"info": info, "continuous": res})
     assert "continuous tok/s" in text and text.count("\n") == 3 + 2
+
+
+def test_continuous_table_runs_each_min_refill_beside_the_same_fixed_batches():
+    """--min-refill 1,2: one continuous row per value (keyed batch/min<m>), each checked against
+    the same fixed batches."""
+    mod = load_script("benchmarks/speculative.py", "speculative_bench")
+    target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
+    args = _args(continuous=[4], prompts=9, eos_tokens=400, max_new_tokens=24, min_refill=[1, 2])
+    res = mod.bench_continuous(target, draft, args, torch.device("cpu"), info["vocab"])
+    assert set(res["batches"]) == {"4/min1", "4/min2"} and res["min_refill"] == [1, 2]
+    rows = list(res["batches"].values())
+    assert rows[0]["fixed"] is rows[1]["fixed"]  # one fixed measurement for both
+    assert all(r["prompts_equal"] == "9/9" and r["continuous"]["tokens"] == r["fixed"]["tokens"] for r in rows)
+    assert "4/min2" in mod.continuous_report({"info": info, "continuous": res})

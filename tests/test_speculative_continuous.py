@@ -108,12 +108,55 @@ def test_a_refilled_row_holds_the_caches_a_step_expects(pair):
         strat.refill(state, 1, list(range(1, 9)), pad_id=0)
 
 
+def test_rows_refilled_together_hold_the_caches_a_step_expects(pair):
+    """Two rows refilled in one forward per model (prompts of different lengths, a kept cache of
+    two rows): each row's caches give the Hugging Face model's logits of its whole prompt."""
+    from paradecode.speculative import SpeculativeConfig, SpeculativeDecoding
+
+    target, draft = pair
+    out = paradecode.sample(target, [[5, 9, 2, 31, 7, 8], [3, 4, 5]], "speculative", draft_model=draft, max_new_tokens=6)
+    state = out.state
+    strat = SpeculativeDecoding(SpeculativeConfig(max_new_tokens=6))
+    new = [[7, 7, 1, 2, 9], [4, 40, 41, 42, 43, 44]]
+    strat.refill_rows(state, [1, 0], new, pad_id=0)
+    assert state.active.tolist() == [0, 1] and state.tokens[1, :6].tolist() == [0] + new[0]
+    for row, prompt in ((1, new[0]), (0, new[1])):
+        for role, lm, cache, unseen in (("target", target, state.target_cache, 1), ("draft", draft, state.draft_cache, 2)):
+            view = cache.row(row)
+            assert int(view.length) == 6 - unseen and int(view.start) == 6 - len(prompt)
+            logits = state.models[role](torch.tensor([prompt[-unseen:]]), cache=view, num_logits=1)[0, -1]
+            torch.testing.assert_close(logits, lm(torch.tensor([prompt])).logits[0, -1], rtol=0, atol=1e-9)
+    state.finished[:] = True
+    with pytest.raises(ValueError, match="a row more than once"):
+        strat.refill_rows(state, [1, 1], new, pad_id=0)
+    with pytest.raises(ValueError, match="one prompt per row"):
+        strat.refill_rows(state, [1], new, pad_id=0)
+
+
+@pytest.mark.parametrize("min_refill", [2, 3])
+def test_finished_rows_wait_to_be_refilled_together(pair, monkeypatch, min_refill):
+    """``min_refill``: rows are refilled in groups of at least that many (fewer only for the last
+    waiting prompts), and every prompt still decodes as it would alone."""
+    from paradecode.speculative import SpeculativeDecoding
+
+    target, draft = pair
+    groups = []
+    real = SpeculativeDecoding.refill_rows
+    monkeypatch.setattr(SpeculativeDecoding, "refill_rows",
+                        lambda self, state, rows, prompts, pad: groups.append(len(rows)) or real(self, state, rows, prompts, pad))
+    out = generate_continuous(target, PROMPTS, 3, max_new_tokens=12, draft_model=draft, min_refill=min_refill)
+    assert out.generated == [alone(target, p, 12) for p in PROMPTS]
+    assert sum(groups) == len(PROMPTS) - 3 and groups[:-1] and min(groups[:-1]) >= min_refill
+
+
 def test_bad_input_is_a_clear_error(pair):
     target, draft = pair
     with pytest.raises(ValueError, match="at least 2 tokens"):
         generate_continuous(target, [[1, 2], [3]], 2, draft_model=draft)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         generate_continuous(target, [[1, 2]], 0, draft_model=draft)
+    with pytest.raises(ValueError, match="min_refill must be an int from 1 to batch_size"):
+        generate_continuous(target, [[1, 2]], 2, draft_model=draft, min_refill=3)
     with pytest.raises(ValueError, match="prompts is empty"):
         generate_continuous(target, [], 2, draft_model=draft)
     with pytest.raises(ValueError, match="unknown option"):

@@ -58,12 +58,12 @@ class StaticKVCache:
         view._index = view._mask = None
         return view
 
-    def copy_row(self, r: int, src: "StaticKVCache", slots: int) -> None:
-        """Row ``r``'s first ``slots`` key/value slots of every layer from ``src``'s row 0 (one
-        multi-tensor copy), e.g. a prompt filled in a kept one-row cache, whose forward can be
-        a captured graph where this row's forward could not."""
-        dst = [t[r, :, :slots] for t in self.k + self.v]
-        torch._foreach_copy_(dst, [t[0, :, :slots] for t in src.k + src.v])
+    def copy_rows(self, rows: "list[int]", src: "StaticKVCache", slots: int) -> None:
+        """Rows ``rows`` take the first ``slots`` key/value slots of every layer from ``src``'s
+        rows 0, 1, ... (one multi-tensor copy), e.g. prompts filled in a kept cache, whose forward
+        can be a captured graph where a forward on these rows could not."""
+        dst = [t[r, :, :slots] for t in self.k + self.v for r in rows]
+        torch._foreach_copy_(dst, [t[i, :, :slots] for t in src.k + src.v for i in range(len(rows))])
 
     @property
     def nbytes(self) -> int:

@@ -2,8 +2,8 @@
 
 A batch decodes until its slowest row is done, so as the batch grows more of it idles (the
 benchmark's speedup falls from 1.69x at batch 1 to 1.05x at 32). Here a row that finishes
-leaves its output and takes the next waiting prompt at once: its canvas and counts reset in
-place and both caches are filled for that row alone (:meth:`SpeculativeDecoding.refill`),
+leaves its output and takes the next waiting prompt: its canvas and counts reset in place and
+both caches are filled for the refilled rows alone (:meth:`SpeculativeDecoding.refill_rows`),
 while the other rows keep decoding. The batch keeps its shape, so recorded steps replay as
 before. Each prompt decodes as it would alone (greedy: the target's own greedy tokens).
 """
@@ -50,14 +50,22 @@ def generate_continuous(
     draft_model: Optional[nn.Module] = None,
     vocabtrim: Any = None,
     seed: Optional[int] = None,
+    min_refill: int = 1,
     **options: Any,
 ) -> ContinuousOutput:
-    """Decode every prompt with speculative decoding, ``batch_size`` rows at a time, each row
-    taking the next prompt as soon as it finishes. ``options`` are the ``speculative``
-    strategy's (``max_new_tokens``, ``num_draft_tokens``, ``drafter`` ...). Prompts are lists
-    of ids, 2 or more tokens each."""
+    """Decode every prompt with speculative decoding, ``batch_size`` rows at a time, finished
+    rows taking the next prompts. ``options`` are the ``speculative`` strategy's
+    (``max_new_tokens``, ``num_draft_tokens``, ``drafter`` ...). Prompts are lists of ids, 2 or
+    more tokens each.
+
+    ``min_refill``: finished rows wait until at least this many (or every waiting prompt) can
+    be refilled together. A refill is one forward of each model for all its rows and reads
+    every weight, as a step does; an idle row costs a step little at a large batch. 1 refills
+    after every step that finishes a row."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if not isinstance(min_refill, int) or not 1 <= min_refill <= batch_size:
+        raise ValueError(f"min_refill must be an int from 1 to batch_size ({batch_size}), got {min_refill!r}.")
     rows = [list(map(int, p)) for p in prompts]
     if not rows:
         raise ValueError("prompts is empty: give at least one prompt (a list of token ids).")
@@ -85,14 +93,15 @@ def generate_continuous(
             trace.add(committed, 0.0, None, dict(state.extras))
             state.extras.clear()
             for b in range(B):
-                if owner[b] is None or not state.finished[b]:
-                    continue
-                n = int(state.n_gen[b])
-                generated[owner[b]] = state.tokens[b, P : P + n].tolist()
-                owner[b] = None
-                if waiting:
+                if owner[b] is not None and state.finished[b]:
+                    generated[owner[b]] = state.tokens[b, P : P + int(state.n_gen[b])].tolist()
+                    owner[b] = None
+            idle = [b for b in range(B) if owner[b] is None]
+            if waiting and len(idle) >= min(min_refill, len(waiting)):
+                take = idle[: len(waiting)]
+                for b in take:
                     owner[b] = waiting.pop(0)
-                    strat.refill(state, b, rows[owner[b]], pad)
+                strat.refill_rows(state, take, [rows[owner[b]] for b in take], pad)
             if all(o is None for o in owner):
                 break
     synchronize(device)

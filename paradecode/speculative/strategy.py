@@ -530,43 +530,64 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
         state.active = torch.nonzero(~state.finished).flatten()
         return length_cpu
 
-    # ---- a finished row takes a new prompt (continuous batching) ----------------------------
+    # ---- finished rows take new prompts (continuous batching) -------------------------------
     def refill(self, state: SpeculativeState, row: int, prompt: Sequence[int], pad_id: int) -> None:
-        """Start ``prompt`` in finished row ``row`` while the other rows go on: its canvas and
-        counts reset in place (recorded steps keep their addresses), the prompt left-padded to
-        the canvas' prompt width, and both caches filled to where a step expects them (the
-        target with every prompt token but the last, a draft model with all but the last two).
-        Each fill is a forward of that row alone in a kept one-row cache, which is captured as a
-        graph once it repeats (an eager 8B forward is launch-bound: ~30 ms), then copied in."""
-        P, n = state.prompt_length, len(prompt)
-        if not state.finished[row]:
-            raise ValueError(f"row {row} is still generating; only a finished row takes a new prompt.")
-        if not 2 <= n <= P:
-            raise ValueError(f"a refill prompt needs 2 to {P} tokens (the canvas' prompt width), got {n}.")
+        """Start ``prompt`` in finished row ``row`` while the other rows go on (:meth:`refill_rows`)."""
+        self.refill_rows(state, [row], [prompt], pad_id)
+
+    def refill_rows(self, state: SpeculativeState, rows: Sequence[int], prompts: Sequence[Sequence[int]],
+                    pad_id: int) -> None:
+        """Start ``prompts[i]`` in finished row ``rows[i]`` while the other rows go on: their canvas
+        rows and counts reset in place (recorded steps keep their addresses), each prompt
+        left-padded to the canvas' prompt width, and both caches filled to where a step expects
+        them (the target with every prompt token but the last, a draft model with all but the
+        last two).
+
+        The fill is one forward per model for all the rows, in a kept cache of as many rows
+        (rounded up to a power of two, so few shapes recur and are captured as graphs; an eager
+        8B forward is launch-bound, ~30 ms), then copied into the rows. A forward reads every
+        weight however many rows it carries, so refilling rows together costs about one."""
+        P, r = state.prompt_length, len(rows)
+        if r != len(prompts) or not r:
+            raise ValueError(f"refill_rows takes one prompt per row, got {r} rows and {len(prompts)} prompts.")
+        if len(set(rows)) != r:
+            raise ValueError(f"refill_rows got a row more than once: {list(rows)}.")
+        for row, prompt in zip(rows, prompts):
+            if not state.finished[row]:
+                raise ValueError(f"row {row} is still generating; only a finished row takes a new prompt.")
+            if not 2 <= len(prompt) <= P:
+                raise ValueError(f"a refill prompt needs 2 to {P} tokens (the canvas' prompt width), got {len(prompt)}.")
         dev = state.tokens.device
-        pad = P - n
-        state.tokens[row].fill_(pad_id)
-        # pinned and queued: a pageable copy would wait for the step queued ahead of the read
-        ids = torch.tensor(list(prompt), dtype=torch.long)
-        state.tokens[row, pad:P].copy_(ids.pin_memory() if dev.type == "cuda" else ids, non_blocking=True)
-        state.length[row], state.start[row] = P, pad
-        state.budget_end[row] = P + self.config.max_new_tokens
-        state.finished_device[row] = False
+        width = 1 << (r - 1).bit_length()  # the kept cache's rows; the spare ones repeat the last prompt
+        padded = [[pad_id] * (P - len(p)) + list(map(int, p)) for p in prompts]
+        padded += [padded[-1]] * (width - r)
+        host = torch.tensor(padded, dtype=torch.long)
+        pads = torch.tensor([P - len(p) for p in prompts] + [P - len(prompts[-1])] * (width - r))
+        if dev.type == "cuda":  # pinned and queued: a pageable copy would wait for the step queued ahead
+            host, pads = host.pin_memory(), pads.pin_memory()
+        ids = host.to(dev, non_blocking=True)
+        pads_dev = pads.to(dev, non_blocking=True)
+        for i, row in enumerate(rows):
+            state.tokens[row].fill_(pad_id)
+            state.tokens[row, :P].copy_(ids[i])
+            pad = int(pads[i])
+            state.length[row], state.start[row] = P, pad
+            state.budget_end[row] = P + self.config.max_new_tokens
+            state.finished_device[row] = False
         fills = [("target", state.target_cache, P - 1)]
         if self.drafter.role is not None:
             fills.append(("draft", state.draft_cache, P - 2))
-        ids = state.tokens[row : row + 1]
-        for role, cache, width in fills:
-            if width:
+        for role, cache, slots in fills:
+            if slots:
                 lm = state.models[role]
-                one = lm.cache(1, P, f"{role}-refill")  # zero length; the same cache every refill
-                one.start.fill_(pad)
-                lm(ids[:, :width], cache=one, num_logits=1)
-                cache.copy_row(row, one, width)
-            view = cache.row(row)
-            view.start.fill_(pad)
-            view.length.fill_(width)
-        state.n_gen[row], state.finished[row] = 0, False
+                kept = lm.cache(width, P, f"{role}-refill")  # zero lengths; the same cache for this width
+                kept.start.copy_(pads_dev)
+                lm(ids[:, :slots], cache=kept, num_logits=1)
+                cache.copy_rows(rows, kept, slots)
+            for i, row in enumerate(rows):
+                cache.start[row], cache.length[row] = int(pads[i]), slots
+        for row in rows:
+            state.n_gen[row], state.finished[row] = 0, False
         state.active = torch.nonzero(~state.finished).flatten()
 
     # ---- end -----------------------------------------------------------------------------
