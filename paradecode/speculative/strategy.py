@@ -559,21 +559,21 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 raise ValueError(f"a refill prompt needs 2 to {P} tokens (the canvas' prompt width), got {len(prompt)}.")
         dev = state.tokens.device
         width = 1 << (r - 1).bit_length()  # the kept cache's rows; the spare ones repeat the last prompt
-        padded = [[pad_id] * (P - len(p)) + list(map(int, p)) for p in prompts]
-        padded += [padded[-1]] * (width - r)
-        host = torch.tensor(padded, dtype=torch.long)
+        canvas = torch.full((width, state.tokens.shape[1]), pad_id, dtype=torch.long)
         pads = torch.tensor([P - len(p) for p in prompts] + [P - len(prompts[-1])] * (width - r))
+        for i in range(width):
+            canvas[i, int(pads[i]) : P] = torch.tensor(list(map(int, prompts[min(i, r - 1)])))
+        index = torch.tensor(list(rows))
         if dev.type == "cuda":  # pinned and queued: a pageable copy would wait for the step queued ahead
-            host, pads = host.pin_memory(), pads.pin_memory()
-        ids = host.to(dev, non_blocking=True)
-        pads_dev = pads.to(dev, non_blocking=True)
-        for i, row in enumerate(rows):
-            state.tokens[row].fill_(pad_id)
-            state.tokens[row, :P].copy_(ids[i])
-            pad = int(pads[i])
-            state.length[row], state.start[row] = P, pad
-            state.budget_end[row] = P + self.config.max_new_tokens
-            state.finished_device[row] = False
+            canvas, pads, index = canvas.pin_memory(), pads.pin_memory(), index.pin_memory()
+        canvas, pads, index = (t.to(dev, non_blocking=True) for t in (canvas, pads, index))
+        # Row writes by index, each one kernel: a Python scalar written through ``t[row] =`` is
+        # a copy from the host.
+        state.tokens.index_copy_(0, index, canvas[:r])
+        state.length.index_fill_(0, index, P)
+        state.start.index_copy_(0, index, pads[:r])
+        state.budget_end.index_fill_(0, index, P + self.config.max_new_tokens)
+        state.finished_device.index_fill_(0, index, False)
         fills = [("target", state.target_cache, P - 1)]
         if self.drafter.role is not None:
             fills.append(("draft", state.draft_cache, P - 2))
@@ -581,11 +581,11 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             if slots:
                 lm = state.models[role]
                 kept = lm.cache(width, P, f"{role}-refill")  # zero lengths; the same cache for this width
-                kept.start.copy_(pads_dev)
-                lm(ids[:, :slots], cache=kept, num_logits=1)
+                kept.start.copy_(pads)
+                lm(canvas[:, : slots], cache=kept, num_logits=1)
                 cache.copy_rows(rows, kept, slots)
-            for i, row in enumerate(rows):
-                cache.start[row], cache.length[row] = int(pads[i]), slots
+            cache.start.index_copy_(0, index, pads[:r])
+            cache.length.index_fill_(0, index, slots)
         for row in rows:
             state.n_gen[row], state.finished[row] = 0, False
         state.active = torch.nonzero(~state.finished).flatten()
