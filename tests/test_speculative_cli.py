@@ -65,6 +65,10 @@ def test_a_prompts_file_decodes_every_line_in_order_with_continuous_batching(cap
     assert out.splitlines() == alone and alone[:2] == ["1 2 3 5 8 9", "357"]
     report = json.loads(err.strip().splitlines()[-1])
     assert report["prompts"] == 5 and report["batch_size"] == 2 and report["steps"] == report["target_forwards"]
+    code, out, err = run(capsys, "--prompts-file", str(path), "--batch-size", "2", "--min-refill", "2")
+    assert code == 0 and out.splitlines() == alone, err  # rows refilled in pairs: the same outputs
+    code, _, err = run(capsys, "--prompts-file", str(path), "--min-refill", "0")
+    assert code == 2 and "min_refill must be an int from 1" in err
     code, _, err = run(capsys, "--prompts-file", str(path), "--compare")
     assert code == 2 and "use it with --prompt" in err
 

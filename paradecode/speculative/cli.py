@@ -40,6 +40,8 @@ def add_parser(subparsers: Any) -> None:
                         help="one prompt per line, decoded --batch-size rows at a time with continuous batching "
                              "(a finished row takes the next prompt); one output per line, in order")
     p.add_argument("--batch-size", type=int, default=8, help="--prompts-file: rows decoded at once")
+    p.add_argument("--min-refill", type=int, default=1,
+                   help="--prompts-file: finished rows wait until this many can take new prompts together")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--vocabtrim", default=None, help="a VocabTrim file (VocabTrim.save) for the draft's head")
     p.add_argument("--device", default="cpu")
@@ -209,7 +211,8 @@ def _run_many(args: argparse.Namespace, target: Any, codec: Any, options: dict) 
     prompts = [codec.encode(line) for line in lines if line.strip()]
     if not prompts:
         raise ValueError(f"{args.prompts_file} has no prompt (one per line).")
-    out = generate_continuous(target, prompts, args.batch_size, max_new_tokens=args.max_new_tokens, **options)
+    out = generate_continuous(target, prompts, args.batch_size, max_new_tokens=args.max_new_tokens,
+                              min_refill=min(args.min_refill, args.batch_size), **options)
     for gen in out.generated:
         print(codec.decode(_without_eos(gen, target)))
     print(json.dumps({"prompts": len(prompts), "batch_size": args.batch_size, "tokens": out.tokens,
