@@ -4,7 +4,6 @@ import contextlib
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import paradecode
 from paradecode.caches.static_kv import StaticKVCache
@@ -12,6 +11,8 @@ from paradecode.models.llama import LlamaLM
 from paradecode.speculative import greedy_decode
 from paradecode.speculative.causal_lm import CausalLM
 from paradecode.speculative.drafting import prompt_lookup
+
+from .conftest import NoHostReads
 
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -31,24 +32,6 @@ def llama(rope=None, vocab=64, seed=0, bias=False, dtype=torch.float32):
         for p in m.parameters():
             p.mul_(4.0)
     return m
-
-
-class NoHostReads(TorchDispatchMode):
-    """Refuses, inside the CPU stand-ins for graphs, the ops a CUDA graph cannot record: those
-    whose output shape or value the host must read (nonzero, unique, boolean indexing, .item(),
-    multinomial's checks) and ``isin``, which sorts with ``unique`` once its id set is larger
-    than about 10 n^0.145 (on a GPU that broke the recording of a step with 40 EOS ids)."""
-
-    REFUSED = {"nonzero", "_unique", "_unique2", "unique_dim", "unique_consecutive", "masked_select", "isin",
-               "_local_scalar_dense", "item", "equal", "is_nonzero", "multinomial", "repeat_interleave"}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        indices = args[1] if name in ("index", "index_put", "index_put_") else ()
-        bool_index = any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices)
-        if name in self.REFUSED or bool_index:
-            raise AssertionError(f"{func} reads the device from the host: a CUDA graph cannot record it")
-        return func(*args, **(kwargs or {}))
 
 
 class ReplayedClosure:
