@@ -34,8 +34,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "CACHE_MAX_TOKENS", "CACHE_SPLIT_SLOTS", "rope_cache_attention", "rope_cache_splits",
-           "canvas_attention", "multiprocessors", "triton_available", "check_available"]
+__all__ = ["ATTENTION_KERNELS", "CANVAS_MAX_TOKENS", "CACHE_MAX_TOKENS", "CACHE_SPLIT_SLOTS", "rope_cache_attention",
+           "rope_cache_splits", "canvas_attention", "multiprocessors", "triton_available", "check_available"]
 
 try:  # an optional dependency: CPU builds of torch come without it
     import triton
