@@ -209,11 +209,21 @@ def test_a_prompt_longer_than_the_kernel_takes_takes_sdpa(monkeypatch):
     ids = torch.randint(1, 64, (1, 12), generator=torch.Generator().manual_seed(4))
     monkeypatch.setattr(decode_attention, "CACHE_MAX_TOKENS", 8)
     monkeypatch.setattr("paradecode.models.llama.CACHE_MAX_TOKENS", 8)
-    calls = []
-    monkeypatch.setattr(StaticKVCache, "attend", lambda self, *a: calls.append(a) or pytest.fail("kernel called"))
+    attend = StaticKVCache.attend
+    monkeypatch.setattr(StaticKVCache, "attend", lambda self, *a: pytest.fail("the kernel took a 12-token feed"))
     with torch.no_grad():
         got, want = (x(ids, c.positions(12), c, num_logits=12) for x, c in zip((lm, ref), caches))
-    torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got, want)
+        monkeypatch.setattr(StaticKVCache, "attend", attend)
+        for c in caches:
+            c.advance(12)
+        # then steps of 3 and 1 tokens through the kernel, on the cache the SDPA path wrote
+        for T in (3, 1):
+            step = torch.randint(1, 64, (1, T), generator=torch.Generator().manual_seed(T))
+            got, want = (x(step, c.positions(T), c, num_logits=T) for x, c in zip((lm, ref), caches))
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+            for c in caches:
+                c.advance(T)
     q = torch.zeros(1, 12, 4 * 16)
     kv = torch.zeros(1, 12, 2 * 16)
     cache = torch.zeros(1, 2, 64, 16)
