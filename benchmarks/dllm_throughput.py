@@ -713,30 +713,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def _smoke_graphs(model: LLaDAModel) -> CUDAGraphModel:
     """CPU stand-in: 'captures' record the body and re-run it on replay against the static
-    inputs (the test suite's recorder), so ``--smoke`` walks the wrapper's replay paths."""
-    import copy
+    inputs (:mod:`paradecode.models.graph_standins`), so ``--smoke`` walks the replay paths."""
+    from paradecode.models.graph_standins import ReplayedGraphs
 
-    class _Replay:
-        def __init__(self, body, args, out):
-            self.body, self.args, self.out = body, args, out
-
-        def replay(self):
-            self.out.copy_(self.body(*self.args))
-
-    class Recorded(CUDAGraphModel):
-        def _graphable(self, input_ids):
-            return True
-
-        def _record(self, body, args, pool_name):
-            ids, pos, cache, mask = args
-            frozen = None
-            if cache is not None:
-                frozen = copy.copy(cache)
-                frozen._k, frozen._v = list(cache._k), list(cache._v)
-            out = body(*args)
-            return _Replay(body, (ids, pos, frozen, mask), out), out
-
-    return Recorded(model, max_graphs=256, capture_after=0)
+    return ReplayedGraphs(model, max_graphs=256, capture_after=0)
 
 
 if __name__ == "__main__":

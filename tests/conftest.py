@@ -14,7 +14,6 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from paradecode.models import LLaDAConfig, LLaDAModel  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 MASK = 60
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,23 +61,3 @@ def make_tiny_model() -> LLaDAModel:
 def prompts() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     return torch.randint(0, 50, (3, 6), generator=g)
-
-
-class NoHostReads(TorchDispatchMode):
-    """Refuses, inside the CPU stand-ins for graphs, the ops a CUDA graph cannot record: those
-    whose output shape or value the host must read (nonzero, unique, boolean indexing, .item(),
-    multinomial's checks, repeats given as a tensor) and ``isin``, which sorts with ``unique``
-    once its id set is larger than about 10 n^0.145 (on a GPU that broke the recording of a step
-    with 40 EOS ids)."""
-
-    REFUSED = {"nonzero", "_unique", "_unique2", "unique_dim", "unique_consecutive", "masked_select", "isin",
-               "_local_scalar_dense", "item", "equal", "is_nonzero", "multinomial"}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name, kwargs = func.overloadpacket.__name__, kwargs or {}
-        indices = args[1] if name in ("index", "index_put", "index_put_") else ()
-        bool_index = any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices)
-        sized_by_data = name == "repeat_interleave" and func._overloadname != "self_int" and kwargs.get("output_size") is None
-        if name in self.REFUSED or bool_index or sized_by_data:
-            raise AssertionError(f"{func} reads the device from the host: a CUDA graph cannot record it")
-        return func(*args, **kwargs)

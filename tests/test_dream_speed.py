@@ -17,7 +17,7 @@ from paradecode.registry import get_cache_class
 
 from .test_contract import RUNS
 from .test_dream import MASK, PARTIAL_CACHES, _canvas_request, tiny_dream
-from .test_graph_buckets import RecordedGraphs
+from paradecode.models.graph_standins import ReplayedGraphs
 
 CACHES = [None, "prefix", "dual", "dkv-decode"]
 OPTS = dict(gen_length=16, block_length=8, steps=8)
@@ -121,7 +121,7 @@ def test_recorded_graphs_of_dream_replay_the_eager_tokens(pair, cache):
     """Capture and replay bookkeeping for a shifted-logits model, unpadded and padded batches,
     two calls in a row (the second replays the first's graphs on new prompts)."""
     plain, fused = pair
-    graphed = RecordedGraphs(fused)
+    graphed = ReplayedGraphs(fused)
     for prompts in (_prompts(3, 1), _prompts(3, 2), _ragged(1), _ragged(4)):
         ref = paradecode.sample(plain, prompts, "lowconf", cache=cache, **OPTS)
         out = paradecode.sample(graphed, prompts, "lowconf", cache=cache, **OPTS)

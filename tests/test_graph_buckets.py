@@ -1,48 +1,22 @@
 """CUDA-graph keys, static inputs and buffer reuse of ``CUDAGraphModel``, checked on CPU.
 
-Real capture needs a GPU; here a recorder stands in for it: it runs the body once at capture
-and re-runs it on every replay against the *static* tensors and a snapshot of the cache's
-Python state taken at capture (what a CUDA graph freezes). Any input the wrapper forgets to
-copy in before a replay (ids, positions, fed columns, attention mask, key mask), or a graph
-replayed on buffers it no longer owns, then gives different tokens from the eager model.
+Real capture needs a GPU; here ``paradecode.models.graph_standins.ReplayedGraphs`` stands in
+for it: it runs the body once at capture and re-runs it on every replay against the *static*
+tensors and a snapshot of the cache's Python state taken at capture (what a CUDA graph
+freezes). Any input the wrapper forgets to copy in before a replay (ids, positions, fed
+columns, attention mask, key mask), or a graph replayed on buffers it no longer owns, then
+gives different tokens from the eager model.
 """
-
-import copy
 
 import pytest
 import torch
 
 import paradecode
 from paradecode.models import LLaDAModel
-from paradecode.models.graphs import CUDAGraphModel, KVBufferStore, graph_key
+from paradecode.models.graph_standins import ReplayedGraphs
+from paradecode.models.graphs import KVBufferStore, graph_key
 
-from .conftest import NoHostReads, tiny_config
-
-
-class _FakeGraph:
-    def __init__(self, body, args, out):
-        self.body, self.args, self.out = body, args, out
-
-    def replay(self):
-        with NoHostReads():  # what a capture would refuse
-            self.out.copy_(self.body(*self.args))
-
-
-class RecordedGraphs(CUDAGraphModel):
-    """CUDAGraphModel whose 'graphs' are recorded calls, so its bookkeeping runs on CPU."""
-
-    def _graphable(self, input_ids):
-        return True
-
-    def _record(self, body, args, pool_name):
-        ids, pos, cache, mask = args
-        frozen = None
-        if cache is not None:
-            frozen = copy.copy(cache)  # the control flow a graph bakes in: this forward's
-            frozen._k, frozen._v = list(cache._k), list(cache._v)
-        with NoHostReads():
-            out = body(ids, pos, cache, mask)
-        return _FakeGraph(body, (ids, pos, frozen, mask), out), out
+from .conftest import tiny_config
 
 
 def _model() -> LLaDAModel:
@@ -64,7 +38,7 @@ OPTS = dict(gen_length=16, block_length=4, steps=8)  # 4 blocks, 2 tokens per st
 @pytest.mark.parametrize("cache", [None, "prefix", "dual", "dkv-decode"])
 def test_padded_batches_replay_graphs_and_match_eager(cache):
     model = _model()
-    graphed = RecordedGraphs(model)
+    graphed = ReplayedGraphs(model)
     for seed in (1, 4):  # the second call replays the first call's graphs on new prompts
         prompts = _ragged(seed)
         ref = paradecode.sample(model, prompts, "lowconf", cache=cache, **OPTS)
@@ -82,7 +56,7 @@ def test_padded_batches_replay_graphs_and_match_eager(cache):
 @pytest.mark.parametrize("rows", [1, 2, 4])
 def test_each_batch_size_is_its_own_bucket_and_unpadded_batches_match(rows):
     model = _model()
-    graphed = RecordedGraphs(model)
+    graphed = ReplayedGraphs(model)
     g = torch.Generator().manual_seed(rows)
     prompts = torch.randint(0, 50, (rows, 6), generator=g)
     for _ in range(2):
@@ -95,7 +69,7 @@ def test_each_batch_size_is_its_own_bucket_and_unpadded_batches_match(rows):
 
 def test_without_buffer_reuse_graphs_are_recaptured_per_call():
     model = _model()
-    graphed = RecordedGraphs(model, reuse_buffers=False)
+    graphed = ReplayedGraphs(model, reuse_buffers=False)
     prompts = torch.randint(0, 50, (2, 6))
     paradecode.sample(graphed, prompts, "lowconf", cache="dual", **OPTS)
     first = graphed.captures
@@ -138,7 +112,7 @@ def test_buffer_store_hands_back_the_same_buffer_and_token_per_shape():
 @pytest.mark.parametrize("groups", [1, 2])
 def test_alternating_batch_sizes_keep_at_most_the_store_groups(groups):
     model = _model()
-    graphed = RecordedGraphs(model, kv_groups=groups)
+    graphed = ReplayedGraphs(model, kv_groups=groups)
     prompts = {r: torch.randint(0, 50, (r, 6)) for r in (1, 2)}
     for r in (2, 1, 2, 1):
         captures = graphed.captures
@@ -152,7 +126,7 @@ def test_alternating_batch_sizes_keep_at_most_the_store_groups(groups):
 
 def test_default_positions_of_padded_batches_are_the_models():
     model = _model()
-    graphed = RecordedGraphs(model)
+    graphed = ReplayedGraphs(model)
     ids = torch.randint(0, 50, (2, 6))
     mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     with torch.no_grad():
@@ -165,7 +139,7 @@ def test_default_positions_of_padded_batches_are_the_models():
 
 def test_a_later_generation_replays_its_first_refresh_too():
     model = _model()
-    graphed = RecordedGraphs(model)
+    graphed = ReplayedGraphs(model)
     prompts = torch.randint(0, 50, (2, 6))
     for _ in range(2):
         paradecode.sample(graphed, prompts, "lowconf", cache="dual", **OPTS)
@@ -179,7 +153,7 @@ def test_a_later_generation_replays_its_first_refresh_too():
 
 def test_no_cache_graphs_keep_only_the_most_recent_shapes():
     model = _model()
-    graphed = RecordedGraphs(model, capture_after=0, full_shapes=2)
+    graphed = ReplayedGraphs(model, capture_after=0, full_shapes=2)
     ids = {n: torch.randint(0, 50, (1, n)) for n in (4, 5, 6)}
     with torch.no_grad():
         for n in (4, 5, 4, 6):  # 4 was used after 5: 5 is the least recently used when 6 comes

@@ -10,9 +10,8 @@ from paradecode.caches.static_kv import StaticKVCache
 from paradecode.models.llama import LlamaLM
 from paradecode.speculative import greedy_decode
 from paradecode.speculative.causal_lm import CausalLM
+from paradecode.models.graph_standins import NoHostReads
 from paradecode.speculative.drafting import prompt_lookup
-
-from .conftest import NoHostReads
 
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
