@@ -482,17 +482,17 @@ def bench_continuous(target, draft, args, device, vocab: int) -> dict:
             out = paradecode.sample(target, prompts[i : i + B], **ours)
             steps += out.trace.steps
             outs += [g[: int(n)].tolist() for g, n in zip(out.generated, out.trace.tokens_committed)]
-        return outs, steps
+        return outs, steps, {}
 
     def continuous(B, m):
         out = generate_continuous(target, prompts, B, draft_model=draft, min_refill=m, **options)
-        return out.generated, out.steps
+        return out.generated, out.steps, {"refills": out.refills}
 
     def measure(fn):
         fn()  # untimed: captures and recordings
-        (outs, steps), dt = timed(fn, device)
+        (outs, steps, extra), dt = timed(fn, device)
         return {"seconds": round(dt, 4), "steps": steps, "tokens": sum(len(o) for o in outs),
-                "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), "outputs": outs}
+                "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), **extra, "outputs": outs}
 
     refills = args.min_refill or [1]
     for B in args.continuous:
@@ -514,12 +514,12 @@ def continuous_report(result: dict) -> str:
     lines = [f"speculative decoding, fixed batches vs continuous batching: {result['info']}",
              f"{r['prompts']} prompts, up to {r['max_new_tokens']} new tokens (rows end on any of {r['eos_tokens']} "
              f"EOS tokens), k = {r['num_draft_tokens']}",
-             f"{'batch':>8} {'fixed tok/s':>12} {'steps':>6} {'continuous tok/s':>17} {'steps':>6} {'speedup':>8} "
-             f"{'= prompts':>10}"]
+             f"{'batch':>8} {'fixed tok/s':>12} {'steps':>6} {'continuous tok/s':>17} {'steps':>6} {'refills':>8} "
+             f"{'speedup':>8} {'= prompts':>10}"]
     for B, row in r["batches"].items():  # B: the batch, or batch/min<min_refill> when several were run
         f, c = row["fixed"], row["continuous"]
         lines.append(f"{B:>8} {f['tokens_per_second']:>12.1f} {f['steps']:>6} {c['tokens_per_second']:>17.1f} "
-                     f"{c['steps']:>6} {row['speedup']:>8.3f} {row['prompts_equal']:>10}")
+                     f"{c['steps']:>6} {c.get('refills', '-'):>8} {row['speedup']:>8.3f} {row['prompts_equal']:>10}")
     return "\n".join(lines) + "\n"
 
 

@@ -100,4 +100,5 @@ def test_continuous_table_runs_each_min_refill_beside_the_same_fixed_batches():
     rows = list(res["batches"].values())
     assert rows[0]["fixed"] is rows[1]["fixed"]  # one fixed measurement for both
     assert all(r["prompts_equal"] == "9/9" and r["continuous"]["tokens"] == r["fixed"]["tokens"] for r in rows)
+    assert rows[1]["continuous"]["refills"] <= rows[0]["continuous"]["refills"]  # groups of two: no more forwards
     assert "4/min2" in mod.continuous_report({"info": info, "continuous": res})

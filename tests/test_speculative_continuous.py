@@ -147,6 +147,7 @@ def test_finished_rows_wait_to_be_refilled_together(pair, monkeypatch, min_refil
     out = generate_continuous(target, PROMPTS, 3, max_new_tokens=12, draft_model=draft, min_refill=min_refill)
     assert out.generated == [alone(target, p, 12) for p in PROMPTS]
     assert sum(groups) == len(PROMPTS) - 3 and groups[:-1] and min(groups[:-1]) >= min_refill
+    assert out.refills == len(groups)
 
 
 def test_bad_input_is_a_clear_error(pair):

@@ -29,13 +29,15 @@ __all__ = ["ContinuousOutput", "generate_continuous"]
 class ContinuousOutput:
     """``generated[i]``: prompt i's new tokens (up to its EOS, which is kept); ``steps``: batch
     steps run; ``target_forwards``: verify forwards (one per step); ``accepted_drafts``: drafts
-    accepted over all prompts; ``seconds``: wall time."""
+    accepted over all prompts; ``seconds``: wall time; ``refills``: refill forwards (one per
+    model for each group of rows refilled together)."""
 
     generated: list[list[int]]
     steps: int
     target_forwards: int
     accepted_drafts: int
     seconds: float
+    refills: int = 0
 
     @property
     def tokens(self) -> int:
@@ -86,6 +88,7 @@ def generate_continuous(
     generated: list[Optional[list[int]]] = [None] * len(rows)
     trace = Trace(B)
     call = ModelCaller(models, {}, trace, strat.name)
+    refills = 0
     t0 = time.perf_counter()
     with torch.inference_mode():
         while True:
@@ -102,6 +105,7 @@ def generate_continuous(
                 for b in take:
                     owner[b] = waiting.pop(0)
                 strat.refill_rows(state, take, [rows[owner[b]] for b in take], pad)
+                refills += 1
             if all(o is None for o in owner):
                 break
     synchronize(device)
@@ -109,4 +113,4 @@ def generate_continuous(
     trace.finalize()
     accepted = sum(int(a.sum()) for a in trace.extra("accepted"))
     return ContinuousOutput([g if g is not None else [] for g in generated], trace.steps,
-                            trace.nfe_by_role.get("target", 0), accepted, seconds)
+                            trace.nfe_by_role.get("target", 0), accepted, seconds, refills)
