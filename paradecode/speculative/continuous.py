@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import build_config
 from ..inputs import make_generator
-from ..loop import ModelCaller, Trace, synchronize
+from ..loop import ModelCaller, Trace
 from .strategy import SpeculativeConfig, SpeculativeDecoding
 
 __all__ = ["ContinuousOutput", "generate_continuous"]
@@ -85,7 +85,9 @@ def generate_continuous(
     state = strat.start(ids, attention_mask=mask, generator=make_generator(seed, device), **context)
     owner: list[Optional[int]] = list(range(B))  # the prompt each row decodes (None: idle)
     waiting = list(range(B, len(rows)))
-    generated: list[Optional[list[int]]] = [None] * len(rows)
+    # finished rows' tokens, copied on the device and read once at the end: reading them as rows
+    # finish would wait for the step queued ahead of the read (launch_ahead) every time
+    finished: list[tuple[int, torch.Tensor]] = []
     trace = Trace(B)
     call = ModelCaller(models, {}, trace, strat.name)
     refills = 0
@@ -97,7 +99,7 @@ def generate_continuous(
             state.extras.clear()
             for b in range(B):
                 if owner[b] is not None and state.finished[b]:
-                    generated[owner[b]] = state.tokens[b, P : P + int(state.n_gen[b])].tolist()
+                    finished.append((owner[b], state.tokens[b, P : P + int(state.n_gen[b])].clone()))
                     owner[b] = None
             idle = [b for b in range(B) if owner[b] is None]
             if waiting and len(idle) >= min(min_refill, len(waiting)):
@@ -108,9 +110,13 @@ def generate_continuous(
                 refills += 1
             if all(o is None for o in owner):
                 break
-    synchronize(device)
+        flat = torch.cat([t for _, t in finished]).tolist()  # the one read of the generated tokens
     seconds = time.perf_counter() - t0
+    generated: list[list[int]] = [[] for _ in rows]
+    at = 0
+    for i, t in finished:
+        generated[i], at = flat[at : at + len(t)], at + len(t)
     trace.finalize()
     accepted = sum(int(a.sum()) for a in trace.extra("accepted"))
-    return ContinuousOutput([g if g is not None else [] for g in generated], trace.steps,
+    return ContinuousOutput(generated, trace.steps,
                             trace.nfe_by_role.get("target", 0), accepted, seconds, refills)
