@@ -494,19 +494,19 @@ def bench_continuous(target, draft, args, device, vocab: int) -> dict:
         return {"seconds": round(dt, 4), "steps": steps, "tokens": sum(len(o) for o in outs),
                 "tokens_per_second": round(sum(len(o) for o in outs) / dt, 1), **extra, "outputs": outs}
 
-    refills = args.min_refill or [1]
+    min_refills = args.min_refill or [1]
     for B in args.continuous:
         fixed_row = measure(lambda: fixed(B))
         fixed_outs = fixed_row.pop("outputs")
-        for m in refills:
+        for m in min_refills:
             cont = measure(lambda: continuous(B, min(m, B)))
             equal = sum(a == b for a, b in zip(fixed_outs, cont.pop("outputs")))
-            key = str(B) if len(refills) == 1 else f"{B}/min{min(m, B)}"
+            key = str(B) if len(min_refills) == 1 else f"{B}/min{min(m, B)}"
             rows[key] = {"fixed": fixed_row, "continuous": cont, "prompts_equal": f"{equal}/{len(prompts)}",
                          "speedup": round(fixed_row["seconds"] / cont["seconds"], 3)}
             print(f"batch {key}: {rows[key]}", flush=True)
     return {"prompts": len(prompts), "max_new_tokens": N, "num_draft_tokens": args.k, "eos_tokens": len(eos),
-            "min_refill": refills, "batches": rows}
+            "min_refill": min_refills, "batches": rows}
 
 
 def continuous_report(result: dict) -> str:
