@@ -108,19 +108,28 @@ def test_a_refilled_row_holds_the_caches_a_step_expects(pair):
         strat.refill(state, 1, list(range(1, 9)), pad_id=0)
 
 
-def test_rows_refilled_together_hold_the_caches_a_step_expects(pair):
-    """Two rows refilled in one forward per model (prompts of different lengths, a kept cache of
-    two rows): each row's caches give the Hugging Face model's logits of its whole prompt."""
-    from paradecode.speculative import SpeculativeConfig, SpeculativeDecoding
+@pytest.mark.parametrize("refill_tokens, groups", [(256, [[2, 0, 1]]), (12, [[2, 0], [1]])])
+def test_rows_refilled_together_hold_the_caches_a_step_expects(pair, monkeypatch, refill_tokens, groups):
+    """Three rows refilled together (prompts of different lengths; a kept cache of four rows, or
+    groups of two when REFILL_TOKENS caps a forward at 12 prompt tokens): each row's caches give
+    the Hugging Face model's logits of its whole prompt."""
+    from paradecode.caches.static_kv import StaticKVCache
+    from paradecode.speculative import SpeculativeConfig, SpeculativeDecoding, strategy
 
     target, draft = pair
-    out = paradecode.sample(target, [[5, 9, 2, 31, 7, 8], [3, 4, 5]], "speculative", draft_model=draft, max_new_tokens=6)
+    out = paradecode.sample(target, [[5, 9, 2, 31, 7, 8], [3, 4, 5], [6, 6, 6, 6]], "speculative", draft_model=draft,
+                            max_new_tokens=6)
     state = out.state
     strat = SpeculativeDecoding(SpeculativeConfig(max_new_tokens=6))
-    new = [[7, 7, 1, 2, 9], [4, 40, 41, 42, 43, 44]]
-    strat.refill_rows(state, [1, 0], new, pad_id=0)
-    assert state.active.tolist() == [0, 1] and state.tokens[1, :6].tolist() == [0] + new[0]
-    for row, prompt in ((1, new[0]), (0, new[1])):
+    new = [[7, 7, 1, 2, 9], [4, 40, 41, 42, 43, 44], [9, 8]]
+    monkeypatch.setattr(strategy, "REFILL_TOKENS", refill_tokens)
+    copied = []
+    real = StaticKVCache.copy_rows
+    monkeypatch.setattr(StaticKVCache, "copy_rows", lambda self, rows, src, n: copied.append(rows) or real(self, rows, src, n))
+    strat.refill_rows(state, [2, 0, 1], new, pad_id=0)
+    assert copied == groups * 2  # the target's fills, then the draft's
+    assert state.active.tolist() == [0, 1, 2] and state.tokens[2, :6].tolist() == [0] + new[0]
+    for row, prompt in ((2, new[0]), (0, new[1]), (1, new[2])):
         for role, lm, cache, unseen in (("target", target, state.target_cache, 1), ("draft", draft, state.draft_cache, 2)):
             view = cache.row(row)
             assert int(view.length) == 6 - unseen and int(view.start) == 6 - len(prompt)
@@ -128,9 +137,9 @@ def test_rows_refilled_together_hold_the_caches_a_step_expects(pair):
             torch.testing.assert_close(logits, lm(torch.tensor([prompt])).logits[0, -1], rtol=0, atol=1e-9)
     state.finished[:] = True
     with pytest.raises(ValueError, match="a row more than once"):
-        strat.refill_rows(state, [1, 1], new, pad_id=0)
+        strat.refill_rows(state, [1, 1], new[:2], pad_id=0)
     with pytest.raises(ValueError, match="one prompt per row"):
-        strat.refill_rows(state, [1], new, pad_id=0)
+        strat.refill_rows(state, [1], new[:2], pad_id=0)
 
 
 @pytest.mark.parametrize("min_refill", [2, 3])
