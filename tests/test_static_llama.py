@@ -7,10 +7,10 @@ import torch
 
 import paradecode
 from paradecode.caches.static_kv import StaticKVCache
+from paradecode.models.graph_standins import NoHostReads
 from paradecode.models.llama import LlamaLM
 from paradecode.speculative import greedy_decode
 from paradecode.speculative.causal_lm import CausalLM
-from paradecode.models.graph_standins import NoHostReads
 from paradecode.speculative.drafting import prompt_lookup
 
 transformers = pytest.importorskip("transformers")
