@@ -67,6 +67,7 @@ def test_a_prompts_file_decodes_every_line_in_order_with_continuous_batching(cap
     assert report["prompts"] == 5 and report["batch_size"] == 2 and report["steps"] == report["target_forwards"]
     code, out, err = run(capsys, "--prompts-file", str(path), "--batch-size", "2", "--min-refill", "2")
     assert code == 0 and out.splitlines() == alone, err  # rows refilled in pairs: the same outputs
+    assert 1 <= json.loads(err.strip().splitlines()[-1])["refills"] <= report["refills"] <= 3
     code, _, err = run(capsys, "--prompts-file", str(path), "--min-refill", "0")
     assert code == 2 and "min_refill must be an int from 1" in err
     code, _, err = run(capsys, "--prompts-file", str(path), "--compare")

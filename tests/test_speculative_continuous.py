@@ -187,3 +187,16 @@ def test_refills_run_in_one_kept_cache_captured_once_it_repeats(pair, monkeypatc
         lm = CausalLM.of(model)
         kept = [c for (r, b, _), c in lm._caches.items() if r == f"{role}-refill" and b == 1]
         assert len(kept) == 1 and (id(kept[0]), width, 1) in lm._graphs
+
+
+def test_a_trimmed_draft_keeps_every_prompt_lossless(pair, monkeypatch):
+    """``vocabtrim``: the draft proposes from half the vocabulary; refills and recorded steps
+    still give every prompt the target's own greedy tokens, and drafts are still accepted."""
+    from paradecode.speculative import VocabTrim
+
+    target, draft = pair
+    fake_cuda_graphs(monkeypatch)
+    trim = VocabTrim(torch.arange(0, 64, 2), 64)
+    out = generate_continuous(target, PROMPTS, 3, max_new_tokens=12, draft_model=draft, vocabtrim=trim, min_refill=2)
+    assert out.generated == [alone(target, p, 12) for p in PROMPTS]
+    assert out.accepted_drafts > 0

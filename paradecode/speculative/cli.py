@@ -217,6 +217,6 @@ def _run_many(args: argparse.Namespace, target: Any, codec: Any, options: dict) 
         print(codec.decode(_without_eos(gen, target)))
     print(json.dumps({"prompts": len(prompts), "batch_size": args.batch_size, "tokens": out.tokens,
                       "steps": out.steps, "target_forwards": out.target_forwards,
-                      "accepted_drafts": out.accepted_drafts, "seconds": round(out.seconds, 4),
+                      "accepted_drafts": out.accepted_drafts, "refills": out.refills, "seconds": round(out.seconds, 4),
                       "tokens_per_second": round(out.tokens / out.seconds, 1)}), file=sys.stderr)
     return 0
