@@ -98,19 +98,26 @@ SHAPES = {
 
 
 # ---- models and prompts ----------------------------------------------------------------------
+def next_token_maps(vocab: int, agree: float, seed: int = 0, frequent: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random pair's greedy next-token maps (target, draft): any token -> one of ``frequent``
+    tokens, a permutation inside that set for the target; the draft's agrees on a fraction ``agree``."""
+    g = torch.Generator().manual_seed(seed)
+    freq = torch.randperm(vocab, generator=g)[:frequent]  # the "frequent" tokens
+    target_map = freq[torch.randint(frequent, (vocab,), generator=g)]  # any token -> a frequent one
+    target_map[freq] = freq[torch.randperm(frequent, generator=g)]  # a permutation inside the set
+    draft_map = target_map.clone()
+    differ = torch.rand(vocab, generator=g) >= agree
+    draft_map[differ] = freq[torch.randint(frequent, (int(differ.sum()),), generator=g)]
+    return target_map, draft_map
+
+
 def random_pair(shape: str, agree: float, device: str, dtype: torch.dtype, seed: int = 0, frequent: int = 4096):
     """Random-weight Llama pair whose greedy outputs follow known next-token maps (see module doc)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tkw, dkw = SHAPES[shape]
     V = tkw["vocab_size"]
-    g = torch.Generator().manual_seed(seed)
-    freq = torch.randperm(V, generator=g)[:frequent]  # the "frequent" tokens
-    target_map = freq[torch.randint(frequent, (V,), generator=g)]  # any token -> a frequent one
-    target_map[freq] = freq[torch.randperm(frequent, generator=g)]  # a permutation inside the set
-    draft_map = target_map.clone()
-    differ = torch.rand(V, generator=g) >= agree
-    draft_map[differ] = freq[torch.randint(frequent, (int(differ.sum()),), generator=g)]
+    target_map, draft_map = next_token_maps(V, agree, seed, frequent)
     models = []
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -498,10 +505,10 @@ def bench_continuous(target, draft, args, device, vocab: int) -> dict:
     for B in args.continuous:
         fixed_row = measure(lambda: fixed(B))
         fixed_outs = fixed_row.pop("outputs")
-        for m in min_refills:
-            cont = measure(lambda: continuous(B, min(m, B)))
+        for m in dict.fromkeys(min(m, B) for m in min_refills):  # clipped to B, each value once
+            cont = measure(lambda: continuous(B, m))
             equal = sum(a == b for a, b in zip(fixed_outs, cont.pop("outputs")))
-            key = str(B) if len(min_refills) == 1 else f"{B}/min{min(m, B)}"
+            key = str(B) if len(min_refills) == 1 else f"{B}/min{m}"
             rows[key] = {"fixed": fixed_row, "continuous": cont, "prompts_equal": f"{equal}/{len(prompts)}",
                          "speedup": round(fixed_row["seconds"] / cont["seconds"], 3)}
             print(f"batch {key}: {rows[key]}", flush=True)

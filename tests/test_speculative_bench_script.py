@@ -89,16 +89,42 @@ def test_continuous_table_checks_every_prompt_against_fixed_batches():
     assert "continuous tok/s" in text and text.count("\n") == 3 + 2
 
 
-def test_continuous_table_runs_each_min_refill_beside_the_same_fixed_batches():
-    """--min-refill 1,2: one continuous row per value (keyed batch/min<m>), each checked against
-    the same fixed batches."""
+def test_continuous_table_runs_each_min_refill_beside_the_same_fixed_batches(monkeypatch):
+    """--min-refill 1,2,4,8 at batch 4: one continuous row per value (keyed batch/min<m>), each
+    checked against the same fixed batches; 8 is clipped to 4, which runs once."""
     mod = load_script("benchmarks/speculative.py", "speculative_bench")
     target, draft, info = mod.random_pair("tiny", 0.8, "cpu", torch.float32)
-    args = _args(continuous=[4], prompts=9, eos_tokens=400, max_new_tokens=24, min_refill=[1, 2])
+    calls = []
+    real = mod.generate_continuous
+    monkeypatch.setattr(mod, "generate_continuous", lambda *a, **kw: calls.append(kw["min_refill"]) or real(*a, **kw))
+    args = _args(continuous=[4], prompts=9, eos_tokens=400, max_new_tokens=24, min_refill=[1, 2, 4, 8])
     res = mod.bench_continuous(target, draft, args, torch.device("cpu"), info["vocab"])
-    assert set(res["batches"]) == {"4/min1", "4/min2"} and res["min_refill"] == [1, 2]
+    assert set(res["batches"]) == {"4/min1", "4/min2", "4/min4"} and res["min_refill"] == [1, 2, 4, 8]
+    assert calls == [1, 1, 2, 2, 4, 4]  # each value untimed, then timed; the clipped 8 not again
     rows = list(res["batches"].values())
-    assert rows[0]["fixed"] is rows[1]["fixed"]  # one fixed measurement for both
+    assert rows[0]["fixed"] is rows[1]["fixed"] is rows[2]["fixed"]  # one fixed measurement for all
     assert all(r["prompts_equal"] == "9/9" and r["continuous"]["tokens"] == r["fixed"]["tokens"] for r in rows)
     assert rows[1]["continuous"]["refills"] <= rows[0]["continuous"]["refills"]  # groups of two: no more forwards
     assert "4/min2" in mod.continuous_report({"info": info, "continuous": res})
+
+
+def test_trim_coverage_follows_the_pairs_map():
+    """trim_coverage.py: greedy chains follow the random pair's target map; a test prompt ending
+    in a calibration prompt's last token is kept whole, and a kept set too small for the
+    calibration's tokens is not."""
+    mod = load_script("benchmarks/trim_coverage.py", "trim_coverage")
+    target_map, draft_map = mod.next_token_maps(8192, 0.8)
+    target, _, _ = load_script("benchmarks/speculative.py", "speculative_bench").random_pair("tiny", 0.8, "cpu", torch.float32)
+    with torch.no_grad():
+        assert greedy_next(target, 5) == int(target_map[5])
+    chain = mod.greedy_chain(target_map, 5, 10)
+    assert chain[0] == int(target_map[5]) and all(chain[i + 1] == int(target_map[chain[i]]) for i in range(9))
+    calib = [[1, 2, 5], [3, 4, 77]]
+    keep = mod.kept_set(target_map, calib, 10, 2048)
+    assert set(chain) <= keep and set(mod.greedy_chain(target_map, 77, 10)) <= keep
+    small = mod.kept_set(target_map, calib, 10, 3)
+    assert len(small) == 3 and not set(chain) | set(mod.greedy_chain(target_map, 77, 10)) <= small
+
+
+def greedy_next(model, token: int) -> int:
+    return int(model(torch.tensor([[token]])).logits[0, -1].argmax())
