@@ -1,0 +1,64 @@
+"""benchmarks/issue15.py: the one-run summary of issue 15's targets."""
+
+import json
+
+import pytest
+
+from .conftest import load_script
+
+
+def _dllm(x_limits: dict, mean_over_median: float = 1.4, shares: dict = None, equal: bool = True) -> dict:
+    return {
+        "batches": [1, 8], "shape": "LLaDA-8B random bf16", "prompt": 512, "gen": 256, "block": 32, "tokens_per_step": 4,
+        "throughput": {k: {"tokens_per_s": 100.0, "x_limit": x} for k, x in x_limits.items()},
+        "mean_vs_median": {"prompt": 1024, "gen": 1024, "mean_step_s": 0.0105, "median_step_s": 0.0075,
+                           "mean_over_median": mean_over_median},
+        "sampler_share": {k: {"unsynced_share": s} for k, s in (shares or {"lowconf/dual": 0.01}).items()},
+        "graph_vs_eager": {"dual": {"equal": equal}},
+    }
+
+
+ALL_CELLS = {f"{b}/{c}": 1.2 for b in (1, 8) for c in ("none", "prefix", "dual", "dkv-decode")}
+
+
+def test_cached_settings_are_met_only_when_every_cell_is_within_the_limit():
+    mod = load_script("benchmarks/issue15.py", "issue15_bench")
+    rows = {r["target"].split(" (")[0]: r for r in mod.dllm_targets(_dllm(ALL_CELLS), "f")}
+    assert rows["every cached setting within 1.3x of its limit"]["met"]
+    assert all(r["met"] for r in rows.values())
+
+    over = dict(ALL_CELLS, **{"8/dkv-decode": 1.31, "1/none": 9.0})  # no cache has no 1.3x target
+    row = mod.dllm_targets(_dllm(over), "f")[0]
+    assert not row["met"] and "dkv-decode b8 1.310x" in row["value"] and "none" not in row["value"]
+    assert row["worst"] == (8, "dkv-decode", 1.31)
+
+    missing = {k: v for k, v in ALL_CELLS.items() if k != "1/prefix"}
+    row = mod.dllm_targets(_dllm(missing), "f")[0]
+    assert not row["met"] and "not measured: 1" in row["value"]
+
+
+def test_mean_median_sampler_and_graph_rows():
+    mod = load_script("benchmarks/issue15.py", "issue15_bench")
+    rows = mod.dllm_targets(_dllm(ALL_CELLS, mean_over_median=1.51, shares={"a/dual": 0.049, "b/none": 0.07},
+                                  equal=False), "f")
+    by = {r["target"].split(" ")[0] + r["target"].split(" ")[1]: r for r in rows}
+    assert not by["dualcache"]["met"] and "1.51" in by["dualcache"]["value"]
+    assert not by["samplershare"]["met"] and by["samplershare"]["value"].startswith("1/2") and "b/none 7.0%" in by["samplershare"]["value"]
+    assert not by["graphedforwards"]["met"] and "DIFFER" in by["graphedforwards"]["value"]
+    empty = {k: v for k, v in _dllm(ALL_CELLS).items() if k not in ("mean_vs_median", "sampler_share", "graph_vs_eager")}
+    assert [r["met"] for r in mod.dllm_targets(empty, "f")[1:]] == [False, False, False]  # not measured is not met
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_one_summary_of_both_benchmarks(tmp_path):
+    """Both scripts run (their CPU checks) as subprocesses; the summary names both files and
+    holds the issue's nine targets, and its table the four caches."""
+    mod = load_script("benchmarks/issue15.py", "issue15_bench")
+    s = mod.main(["--smoke", "--out-dir", str(tmp_path)])
+    assert s["failed"] == [] and s["of"] == 9 and len(s["targets"]) == 9
+    assert s["files"]["speculative"].startswith("speculative_") and s["files"]["dllm"].startswith("dllm_throughput_")
+    (summary,) = tmp_path.glob("issue15_*_cpu-smoke.json")
+    assert json.loads(summary.read_text())["met"] == s["met"]
+    text = next(tmp_path.glob("issue15_*_cpu-smoke.txt")).read_text()
+    assert all(f"| {c} |" in text for c in ("none", "prefix", "dual", "dkv-decode"))
+    assert "lossless" in text and "python benchmarks/speculative.py" in s["commands"]["speculative"]
