@@ -567,7 +567,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--fast-dllm-dir", default=None,
                     help="checkout of NVlabs/Fast-dLLM's llada/ (generate.py, model/): adds its loops' rows")
     ap.add_argument("--fast-dllm-reps", type=int, default=1, help="timed generations per Fast-dLLM row")
-    ap.add_argument("--machine", default="h200", help="machine name in the results file name")
+    ap.add_argument("--machine", default="h200",
+                    help="machine name in the results file name; with a variant of its own (h200_x), no other is added")
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -576,7 +577,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     def save(res: dict[str, Any], partial: bool) -> None:
         tag = "" if args.model == "llada" else f"{args.model}_"
-        variant = "_triton-attention" if args.attention == "triton" else ""
+        # a --machine with its own variant (h200_issue15) is the name as given: one variant per name
+        variant = "_triton-attention" if args.attention == "triton" and "_" not in args.machine else ""
         stem = out / f"dllm_throughput_{tag}{res['date']}_{args.machine}{variant}"
         res["graph_captures"], res["graph_replays"] = graphed.captures, graphed.replays
         res["wall_s"], res["complete"] = time.perf_counter() - t_start, not partial
