@@ -148,22 +148,37 @@ def _row(values: Any, where: str) -> list[int]:
     return out
 
 
-def _rows(prompt_ids: Sequence[Any]) -> list[list[int]]:
+def _rows(prompt_ids: Sequence[Any], name: str = "prompt_ids") -> list[list[int]]:
     """A list of ids (one prompt) or a list of rows (several) as lists of ints."""
     if len(prompt_ids) == 0:
-        raise ValueError("prompt_ids is empty; give at least one prompt with at least one token.")
+        raise ValueError(f"{name} is empty; give at least one prompt with at least one token.")
     kinds = {"id" if _is_id(x) else "row" if _is_row(x) else "other" for x in prompt_ids}
     if kinds == {"row"}:
-        rows = [_row(r, f"prompt_ids[{i}]") for i, r in enumerate(prompt_ids)]
+        rows = [_row(r, f"{name}[{i}]") for i, r in enumerate(prompt_ids)]
     elif "row" in kinds:
         raise ValueError(
-            "prompt_ids mixes token ids and lists; give one prompt (a list of ids) or a list of prompts (lists of ids)."
+            f"{name} mixes token ids and lists; give one prompt (a list of ids) or a list of prompts (lists of ids)."
         )
     else:
-        rows = [_row(prompt_ids, "prompt_ids")]
+        rows = [_row(prompt_ids, name)]
     for i, r in enumerate(rows):
         if not r:
-            raise ValueError(f"prompt_ids[{i}] is empty; every prompt needs at least one token.")
+            raise ValueError(f"{name}[{i}] is empty; every prompt needs at least one token.")
+    return rows
+
+
+def prompt_rows(prompts: Sequence[Any], vocab_size: Optional[int] = None) -> list[list[int]]:
+    """Prompts (a list of ids, or a list of rows of ids of any lengths) as lists of ints, each
+    id checked against ``vocab_size``: the checks :func:`prepare_prompts` makes, for callers
+    that keep the rows apart (continuous batching pads each row only when it enters the batch)."""
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError("prompts must be token ids, got a string; tokenize it first (e.g. tokenizer(text).input_ids).")
+    rows = _rows(list(prompts), "prompts")
+    for i, r in enumerate(rows):
+        bad = next((j for j, t in enumerate(r) if t < 0 or (vocab_size is not None and t >= vocab_size)), None)
+        if bad is not None:
+            valid = f"[0, {vocab_size - 1}] (the model's vocabulary)" if vocab_size is not None else "non-negative"
+            raise ValueError(f"prompts must hold token ids in {valid}, got {r[bad]} in prompt {i} at position {bad}.")
     return rows
 
 

@@ -171,6 +171,16 @@ def test_bad_input_is_a_clear_error(pair):
         generate_continuous(target, [], 2, draft_model=draft)
     with pytest.raises(ValueError, match="unknown option"):
         generate_continuous(target, [[1, 2]], 2, draft_model=draft, bogus=1)
+    V = target.config.vocab_size
+    with pytest.raises(ValueError, match=rf"token ids in \[0, {V - 1}\].*got -3 in prompt 1 at position 1"):
+        generate_continuous(target, [[1, 2], [4, -3, 5]], 2, draft_model=draft)  # not an index error in the embedding
+    with pytest.raises(ValueError, match=f"got {V} in prompt 2 at position 0"):
+        generate_continuous(target, [[1, 2], [3, 4], [V, 1]], 2, draft_model=draft)  # a later prompt, checked up front
+    with pytest.raises(TypeError, match="tokenize"):
+        generate_continuous(target, ["a prompt", "another"], 2, draft_model=draft)
+    most = target.config.max_position_embeddings
+    with pytest.raises(ValueError, match="use max_new_tokens <= 3"):
+        generate_continuous(target, [[1, 2], [1] * (most - 3)], 2, draft_model=draft, max_new_tokens=8)
 
 
 def test_refills_run_in_one_kept_cache_captured_once_it_repeats(pair, monkeypatch):

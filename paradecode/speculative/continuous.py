@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import build_config
-from ..inputs import make_generator
+from ..inputs import check_length, make_generator, model_vocab_size, prompt_rows
 from ..loop import ModelCaller, Trace
 from .strategy import SpeculativeConfig, SpeculativeDecoding
 
@@ -68,9 +68,9 @@ def generate_continuous(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if not isinstance(min_refill, int) or not 1 <= min_refill <= batch_size:
         raise ValueError(f"min_refill must be an int from 1 to batch_size ({batch_size}), got {min_refill!r}.")
-    rows = [list(map(int, p)) for p in prompts]
-    if not rows:
+    if len(prompts) == 0:
         raise ValueError("prompts is empty: give at least one prompt (a list of token ids).")
+    rows = prompt_rows(prompts, model_vocab_size(target))
     if min(len(r) for r in rows) < 2:
         raise ValueError("every prompt needs at least 2 tokens (a refilled row's draft cache keeps all but the last two).")
     strat = SpeculativeDecoding(build_config(SpeculativeConfig, "strategy 'speculative'", options))
@@ -78,6 +78,7 @@ def generate_continuous(
     pad = context["pad_id"]
     device = next(target.parameters()).device
     P = max(len(r) for r in rows)  # one prompt width for every prompt that will pass through the batch
+    check_length("max_new_tokens", strat.config.max_new_tokens, P, target)
     B = min(batch_size, len(rows))
     first = rows[:B]
     ids = torch.tensor([[pad] * (P - len(r)) + r for r in first], device=device)
