@@ -489,6 +489,9 @@ def report(res: dict[str, Any]) -> str:
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
              f"CUDA graphs; tokens/s (limit, x of limit):"]
+    if res.get("split_k"):
+        split = {key: v for key, v in res["split_k"]["table"].items() if v > 1}
+        lines.insert(-1, f"split-K (attn_out, ff_out), splits kept as faster: {split or 'none'}")
     if not res["throughput"]:
         lines[-1] = lines[-1].replace("; tokens/s (limit, x of limit):", "; tokens/s not measured in this run (--skip)")
     else:
@@ -554,6 +557,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--blas", choices=("default", "cublas", "cublaslt"), default="default",
                     help="the matmul library (torch.backends.cuda.preferred_blas_library): kernel_breakdown.py "
                          "found cuBLASLt faster than cuBLAS for some skinny projections")
+    ap.add_argument("--split-k", action="store_true",
+                    help="split the attention output and MLP down matmuls where timing on this GPU says it pays "
+                         "(LLaDAModel.use_split_k('tune'); --smoke: a fixed plan that splits every shape in two)")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
@@ -619,6 +625,21 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         model.fuse_projections()
     if args.attention == "triton":
         model.use_attention_kernel("triton")
+    split_plan = None
+    if args.split_k:
+        if args.model != "llada":
+            sys.exit("error: --split-k is built for LLaDA's blocks (LLaDAModel.use_split_k).")
+        if args.smoke:
+            from paradecode.models.split_k import SplitKPlan
+
+            blk = model.model.transformer["blocks"][0]
+            shapes = {tuple(blk.attn_out.weight.shape), tuple(blk.ff_out.weight.shape)}
+            model.use_split_k(SplitKPlan({(m, n, k): 2 for m in (32, 64, 128, 256) for n, k in shapes}))
+        else:
+            t_tune = time.perf_counter()
+            model.use_split_k("tune")
+            log(f"split-K tuned in {time.perf_counter() - t_tune:.1f} s: {model.model.transformer['blocks'][0].split_k}")
+        split_plan = model.model.transformer["blocks"][0].split_k
     if args.compile_elementwise:
         from paradecode.models.llada import compile_elementwise
 
@@ -647,6 +668,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
         "confidence": args.confidence, "blas": args.blas,
+        "split_k": None if split_plan is None else {"table": {f"{m}x{n}x{k}": v for (m, n, k), v in split_plan.table.items()},
+                                                    "times_s": {f"{m}x{n}x{k}": v for (m, n, k), v in
+                                                                getattr(model, "split_k_times", {}).items()}},
         "sdpa_backends": attention_backends() or "torch's choice",
         "graph_sdpa_backends": graph_attention_backends() or "same",
         "shape": (f"{'Dream-v0-7B' if args.model == 'dream' else 'LLaDA-8B'} random bf16"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from transformers import PretrainedConfig
 from .attention import sdpa
 from .decode_attention import ATTENTION_KERNELS, check_available
 from .checkpoint import load_model_dir, save_model_dir
+from .split_k import SplitKPlan, plan_from_times, project, tune_split_k
 
 __all__ = ["EAGER_KERNELS", "FusableProjections", "FusedLinears", "LLaDAConfig", "LLaDAModel", "compile_elementwise"]
 
@@ -456,6 +457,7 @@ class LLaDABlock(FusableProjections, nn.Module):
         self.ff_proj = nn.Linear(c.d_model, c.hidden_mlp, bias=c.include_bias)
         self.up_proj = nn.Linear(c.d_model, c.hidden_mlp, bias=c.include_bias)
         self.ff_out = nn.Linear(c.hidden_mlp, c.d_model, bias=c.include_bias)
+        self.split_k: Optional[SplitKPlan] = None  # attn_out / ff_out matmuls split (LLaDAModel.use_split_k)
 
     def forward(
         self,
@@ -472,9 +474,9 @@ class LLaDABlock(FusableProjections, nn.Module):
         if att is None:
             q, k, v, cos, sin = qkv_heads(self, h, cos, sin, fused)
             att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache).transpose(1, 2).reshape(B, T, C)
-        x, h = self.ff_norm.residual(x, self.attn_out(att))
+        x, h = self.ff_norm.residual(x, project(self.attn_out, att, self.split_k))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
-        return x + self.ff_out(_KERNELS["swiglu"](gate, up))
+        return x + project(self.ff_out, _KERNELS["swiglu"](gate, up), self.split_k)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
@@ -571,6 +573,27 @@ class LLaDAModel(nn.Module):
         """``"triton"``: a cached step's RoPE, KV write and attention in Triton kernels where the
         cache allows it (:func:`kernel_attention`; a CUDA GPU); ``"sdpa"``: back to PyTorch's."""
         set_attention_kernel(self.model.transformer["blocks"], kind, next(self.parameters()).device)
+        return self
+
+    def use_split_k(self, plan: Union[str, SplitKPlan, None] = "tune") -> "LLaDAModel":
+        """Split the attention output and MLP down matmuls over their input features where that
+        is faster (:mod:`paradecode.models.split_k`): ``"tune"`` times the splits on this GPU with
+        the model's own weights (a few seconds, CUDA only), a :class:`SplitKPlan` is used as
+        given, None turns splitting off. Tokens can differ from the unsplit model's (another
+        summation order); call it before capturing graphs."""
+        blocks = list(self.model.transformer["blocks"])
+        if isinstance(plan, str):
+            if plan != "tune":
+                raise ValueError(f"use_split_k takes 'tune', a SplitKPlan or None, got {plan!r}.")
+            times: dict = {}
+            for name in ("attn_out", "ff_out"):
+                times.update(tune_split_k([getattr(b, name).weight for b in blocks]))
+            plan = plan_from_times(times)
+            self.split_k_times = times
+        elif plan is not None and not isinstance(plan, SplitKPlan):
+            raise ValueError(f"use_split_k takes 'tune', a SplitKPlan or None, got {type(plan).__name__}.")
+        for b in blocks:
+            b.split_k = plan
         return self
 
     # ---- forward ---------------------------------------------------------------------------
