@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> None:
                              "(a finished row takes the next prompt); one output per line, in order")
     p.add_argument("--batch-size", type=int, default=8, help="--prompts-file: rows decoded at once")
     p.add_argument("--min-refill", type=int, default=1,
-                   help="--prompts-file: finished rows wait until this many can take new prompts together")
+                   help="--prompts-file: finished rows wait until this many can take new prompts together "
+                        "(measured best on an H200 at 8B/1B: 1 at batch 4, 4 at batch 16 and 32)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--vocabtrim", default=None, help="a VocabTrim file (VocabTrim.save) for the draft's head")
     p.add_argument("--device", default="cpu")

@@ -63,7 +63,9 @@ def generate_continuous(
     ``min_refill``: finished rows wait until at least this many (or every waiting prompt) can
     be refilled together. A refill is one forward of each model for all its rows and reads
     every weight, as a step does; an idle row costs a step little at a large batch. 1 refills
-    after every step that finishes a row."""
+    after every step that finishes a row. On an H200 at the 8B/1B shapes (``benchmarks/README.md``,
+    "Refills grouped"), 1 was best at batch 4 (1.27x fixed batches; 4 gave 0.99x) and 4 at
+    batch 16 and 32 (1.29x / 1.26x, against 1.23x / 1.15x with 1)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if not isinstance(min_refill, int) or not 1 <= min_refill <= batch_size:
