@@ -14,7 +14,9 @@ and its own compile state), on the settings of the README's single-GPU table:
 
 Then it reads both results files and writes ``issue15_<date>_<machine>.{json,txt}``: each
 target of the issue with its value, met or not, and the file it comes from. The two
-benchmarks' own files stay beside it, with their full tables.
+benchmarks' own files stay beside it, with their full tables. ``--parts all`` adds speculative
+decoding at batch 1 / 4 / 16 / 32 and continuous batching against fixed batches (256 prompts,
+``min_refill`` 1 and 4) as figures beside the targets; they take about eight more minutes.
 
     PYTHONPATH=. python benchmarks/issue15.py --fast-dllm-dir .gpu/fast-dllm --out-dir OUT   # GPU, ~7 min
     PYTHONPATH=. python benchmarks/issue15.py --smoke --out-dir /tmp/i15                     # CPU check
@@ -39,7 +41,7 @@ LIMIT_X, MEAN_MEDIAN, SAMPLER_SHARE = 1.3, 1.5, 0.05
 
 
 def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
-    """The two benchmark command lines this run executes."""
+    """The benchmark command lines of every part."""
     py = sys.executable
     spec = [py, str(HERE / "speculative.py"), "--tag", f"{args.tag}", "--out-dir", str(out)]
     dllm = [py, str(HERE / "dllm_throughput.py"), "--machine", f"{args.machine}_{args.tag}", "--out-dir", str(out),
@@ -53,7 +55,10 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, list[str]]:
         dllm += ["--fuse", "--compile-elementwise", "--attention", "triton"]
     if args.fast_dllm_dir:
         dllm += ["--fast-dllm-dir", args.fast_dllm_dir]
-    return {"speculative": spec, "dllm": dllm}
+    batched = spec + ["--batches", "1,2" if args.smoke else "1,4,16,32"]
+    continuous = spec + ["--continuous", "2,4" if args.smoke else "4,16,32", "--min-refill", "1,4"] + (
+        ["--prompts", "8"] if args.smoke else ["--prompts", "256"])
+    return {"speculative": spec, "dllm": dllm, "batched": batched, "continuous": continuous}
 
 
 def newest(out: Path, pattern: str) -> Optional[Path]:
@@ -139,13 +144,36 @@ def dllm_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary(spec: Optional[dict], dllm: Optional[dict], names: dict[str, Optional[str]]) -> dict[str, Any]:
+def batch_figures(res: dict[str, Any]) -> list[str]:
+    """The batched table in one line per batch: ours (and with VocabTrim) over the target alone."""
+    out = []
+    for B, row in res["batched"]["batches"].items():
+        sp, eq = row["speedup_vs_target"], row["rows_equal_target"]
+        out.append(f"batch {B}: target {row['tokens_per_second']['target']:.0f} tok/s; ours {sp['ours']:.2f}x, "
+                   f"with VocabTrim {sp['ours_trim']:.2f}x; rows equal {eq['ours']}, {eq['ours_trim']}")
+    return out
+
+
+def continuous_figures(res: dict[str, Any]) -> list[str]:
+    """Continuous batching over fixed batches, one line per batch size and min_refill."""
+    return [f"batch {key}: {row['speedup']:.2f}x fixed batches ({row['continuous']['tokens_per_second']:.0f} against "
+            f"{row['fixed']['tokens_per_second']:.0f} tok/s), prompts equal {row['prompts_equal']}"
+            for key, row in res["continuous"]["batches"].items()]
+
+
+def summary(spec: Optional[dict], dllm: Optional[dict], names: dict[str, Optional[str]],
+            batched: Optional[dict] = None, continuous: Optional[dict] = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if spec is not None:
         rows += speculative_targets(spec, names["speculative"])
     if dllm is not None:
         rows += dllm_targets(dllm, names["dllm"])
-    return {"targets": rows, "files": names, "met": sum(r["met"] for r in rows), "of": len(rows),
+    figures = {}
+    if batched is not None:
+        figures["speculative by batch size"] = batch_figures(batched)
+    if continuous is not None:
+        figures["continuous batching"] = continuous_figures(continuous)
+    return {"targets": rows, "figures": figures, "files": names, "met": sum(r["met"] for r in rows), "of": len(rows),
             "devices": {k: (v or {}).get("info", {}).get("device") if k == "speculative" else (v or {}).get("device")
                         for k, v in (("speculative", spec), ("dllm", dllm))}}
 
@@ -154,6 +182,8 @@ def report(s: dict[str, Any], dllm: Optional[dict]) -> str:
     lines = [f"issue 15 in one run: {s['met']} of {s['of']} targets met; devices {s['devices']}",
              "| target | value | met |", "|---|---|---|"]
     lines += [f"| {r['target']} | {r['value']} | {'yes' if r['met'] else 'no'} |" for r in s["targets"]]
+    for title, lines_ in s.get("figures", {}).items():
+        lines += ["", f"{title}:"] + [f"  {line}" for line in lines_]
     if dllm is not None and dllm.get("throughput"):
         lines += ["", f"{dllm['shape']}, P{dllm['prompt']}/G{dllm['gen']}, block {dllm['block']}, "
                       f"{dllm['tokens_per_step']} tokens per step: tokens/s (x of limit)"] + dllm_table(dllm)
@@ -170,14 +200,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--tag", default="issue15", help="suffix of the two benchmarks' results files")
     ap.add_argument("--dllm-budget-s", type=float, default=300.0,
                     help="dllm_throughput.py --budget-s: parts not started by then are skipped and reported")
-    ap.add_argument("--parts", default="speculative,dllm", help="comma list: speculative, dllm")
+    ap.add_argument("--parts", default="speculative,dllm",
+                    help="comma list of speculative, dllm (the issue's targets), batched and continuous (speculative "
+                         "decoding at batch 1-32 and continuous batching: figures beside them, ~8 more minutes on "
+                         "an H200); 'all' for the four")
     ap.add_argument("--summarize", action="store_true",
                     help="run nothing: summarize the newest results files of both benchmarks in --out-dir")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     args = ap.parse_args(argv)
-    parts = [p for p in args.parts.split(",") if p]
-    if not parts or set(parts) - {"speculative", "dllm"}:
-        ap.error(f"--parts takes speculative and/or dllm, got {args.parts!r}")
+    known = ("speculative", "dllm", "batched", "continuous")
+    parts = list(known) if args.parts == "all" else [p for p in args.parts.split(",") if p]
+    if not parts or set(parts) - set(known):
+        ap.error(f"--parts takes a comma list of {', '.join(known)} (or all), got {args.parts!r}")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cmds = commands(args, out)
@@ -186,13 +220,19 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(f"== {part}: {' '.join(cmds[part])}", flush=True)
         if subprocess.run(cmds[part]).returncode != 0:
             failed.append(part)
-    spec_file = newest(out, f"speculative_*_{args.tag}.json") if "speculative" in parts else None
+    spec_file = newest(out, f"speculative_2*_{args.tag}.json") if "speculative" in parts else None  # 2...: the date
+    batched_file = newest(out, f"speculative_batched_*_{args.tag}.json") if "batched" in parts else None
+    continuous_file = newest(out, f"speculative_continuous_*_{args.tag}.json") if "continuous" in parts else None
     dllm_machine = "cpu-smoke" if args.smoke else f"{args.machine}_{args.tag}"  # --smoke names its own file
     dllm_file = newest(out, f"dllm_throughput_*_{dllm_machine}*.json") if "dllm" in parts else None
     spec = json.loads(spec_file.read_text()) if spec_file else None
     dllm = json.loads(dllm_file.read_text()) if dllm_file else None
     names = {"speculative": spec_file and spec_file.stem, "dllm": dllm_file and dllm_file.stem}
-    s = summary(spec, dllm, names)
+    extra = {}
+    for part, f in (("batched", batched_file), ("continuous", continuous_file)):
+        if f is not None:
+            names[part], extra[part] = f.stem, json.loads(f.read_text())
+    s = summary(spec, dllm, names, **extra)
     s["commands"] = {p: " ".join(["python"] + [str(Path(c).relative_to(HERE.parent)) if c.endswith(".py") else c
                                                for c in cmds[p][1:]]) for p in parts}
     s["failed"] = failed

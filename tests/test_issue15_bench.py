@@ -54,11 +54,18 @@ def test_smoke_run_writes_one_summary_of_both_benchmarks(tmp_path):
     """Both scripts run (their CPU checks) as subprocesses; the summary names both files and
     holds the issue's nine targets, and its table the four caches."""
     mod = load_script("benchmarks/issue15.py", "issue15_bench")
-    s = mod.main(["--smoke", "--out-dir", str(tmp_path)])
+    s = mod.main(["--smoke", "--parts", "all", "--out-dir", str(tmp_path)])
     assert s["failed"] == [] and s["of"] == 9 and len(s["targets"]) == 9
-    assert s["files"]["speculative"].startswith("speculative_") and s["files"]["dllm"].startswith("dllm_throughput_")
+    assert s["files"]["speculative"].startswith("speculative_2") and s["files"]["dllm"].startswith("dllm_throughput_")
+    assert s["files"]["batched"].startswith("speculative_batched_")
+    assert s["files"]["continuous"].startswith("speculative_continuous_")
+    assert [line.split(":")[0] for line in s["figures"]["speculative by batch size"]] == ["batch 1", "batch 2"]
+    assert any(line.startswith("batch 4/min4:") for line in s["figures"]["continuous batching"])
     (summary,) = tmp_path.glob("issue15_*_cpu-smoke.json")
     assert json.loads(summary.read_text())["met"] == s["met"]
     text = next(tmp_path.glob("issue15_*_cpu-smoke.txt")).read_text()
     assert all(f"| {c} |" in text for c in ("none", "prefix", "dual", "dkv-decode"))
     assert "lossless" in text and "python benchmarks/speculative.py" in s["commands"]["speculative"]
+    assert "continuous batching:" in text
+    with pytest.raises(SystemExit):
+        mod.main(["--smoke", "--parts", "speculative,paged", "--out-dir", str(tmp_path)])
