@@ -2,10 +2,13 @@
 
 At a few hundred rows (a dual-cache step at batch 8, the prefix cache's block + suffix) the
 attention output and MLP down projections of an 8B model have 4,096 output columns: cuBLAS's
-tiles then cover about half of an H200's 132 SMs once, and those two matmuls ran at 1.6-1.7x
-their limit (``benchmarks/README.md``, "the projections at M = 256"). Splitting the reduction
-dimension into ``s`` parts, as one strided batched matmul with float32 partial outputs summed
-after, gives ``s`` times the tiles for the same weight bytes.
+tiles then cover about half of an H200's 132 SMs once, and those two matmuls ran at 1.6-1.7x and
+1.3-1.6x their limits (``benchmarks/README.md``, "the projections at M = 256"). Splitting the
+reduction dimension into ``s`` parts, as one strided batched matmul with float32 partial outputs
+summed after, gives ``s`` times the tiles for the same weight bytes. Measured on an H200, the
+partial outputs cost more than the tiles save at 256 rows; a split won only where cuBLAS's own
+choice was slow (the down projection at 192 and 224 rows). So it is opt-in
+(``LLaDAModel.use_split_k``), and the timing decides per shape.
 
 Whether a split pays depends on the shape and the GPU, so :func:`tune_split_k` times each
 candidate on the model's own weights (every layer's in turn, so that they come from memory,
@@ -17,6 +20,7 @@ the same model without them, and eager and graphed forwards of one model agree.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Iterable, Optional, Sequence
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SplitKPlan", "split_k_linear", "project", "tune_split_k", "SPLITS", "TUNED_ROWS"]
+__all__ = ["SplitKPlan", "split_k_linear", "project", "tune_split_k", "plan_from_times", "SPLITS", "TUNED_ROWS"]
 
 SPLITS = (1, 2, 3, 4, 6, 8)
 """Candidate split counts; a split needs ``in_features / s`` to be a multiple of 64."""
@@ -45,7 +49,7 @@ def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
         raise ValueError(f"splits must divide the {k} input features, got {splits}.")
     rows = x.reshape(-1, k)
     part = k // splits
-    a = rows.view(rows.shape[0], splits, part).transpose(0, 1)  # (s, M, K/s): views, no copy
+    a = rows.reshape(rows.shape[0], splits, part).transpose(0, 1)  # (s, M, K/s): a view of contiguous rows
     b = weight.view(n_out, splits, part).permute(1, 2, 0)  # (s, K/s, N): the weight as stored
     out = _bmm_wide(a, b).sum(0)
     if bias is not None:
@@ -86,11 +90,12 @@ class SplitKPlan:
         self.rows = sorted({m for m, _, _ in self.table})
 
     def splits(self, rows: int, weight: torch.Tensor) -> int:
-        at = next((m for m in self.rows if m >= rows), None)
-        if at is None:
+        """The split for ``rows`` rows of ``weight`` (out, in): the plan's entry at the next tuned row count."""
+        i = bisect.bisect_left(self.rows, rows)
+        if i == len(self.rows):
             return 1
         n_out, k = weight.shape
-        return self.table.get((at, n_out, k), 1)
+        return self.table.get((self.rows[i], n_out, k), 1)
 
     def __repr__(self) -> str:
         kept = {key: s for key, s in self.table.items() if s > 1}
