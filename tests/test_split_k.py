@@ -20,6 +20,8 @@ def test_a_split_matmul_is_the_matmul(splits):
     y = split_k_linear(x, w, b, splits)
     assert y.shape == (2, 5, 7) and y.dtype == x.dtype
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-12, atol=1e-12)
+    strided = torch.randn(48, 10, generator=g, dtype=torch.float64).T  # rows not contiguous
+    torch.testing.assert_close(split_k_linear(strided, w, None, splits), F.linear(strided, w), rtol=1e-12, atol=1e-12)
 
 
 def test_a_split_rounds_once_from_float32_sums():
