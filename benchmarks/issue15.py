@@ -165,23 +165,26 @@ def summary(spec: Optional[dict], dllm: Optional[dict], names: dict[str, Optiona
             batched: Optional[dict] = None, continuous: Optional[dict] = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if spec is not None:
-        rows += speculative_targets(spec, names["speculative"])
+        rows += speculative_targets(spec, names.get("speculative"))
     if dllm is not None:
-        rows += dllm_targets(dllm, names["dllm"])
+        rows += dllm_targets(dllm, names.get("dllm"))
     figures = {}
     if batched is not None:
         figures["speculative by batch size"] = batch_figures(batched)
     if continuous is not None:
         figures["continuous batching"] = continuous_figures(continuous)
+    runs = (("speculative", spec), ("dllm", dllm), ("batched", batched), ("continuous", continuous))
     return {"targets": rows, "figures": figures, "files": names, "met": sum(r["met"] for r in rows), "of": len(rows),
-            "devices": {k: (v or {}).get("info", {}).get("device") if k == "speculative" else (v or {}).get("device")
-                        for k, v in (("speculative", spec), ("dllm", dllm))}}
+            "devices": {k: v.get("device") or v.get("info", {}).get("device") for k, v in runs if v is not None}}
 
 
 def report(s: dict[str, Any], dllm: Optional[dict]) -> str:
-    lines = [f"issue 15 in one run: {s['met']} of {s['of']} targets met; devices {s['devices']}",
-             "| target | value | met |", "|---|---|---|"]
-    lines += [f"| {r['target']} | {r['value']} | {'yes' if r['met'] else 'no'} |" for r in s["targets"]]
+    if s["targets"]:
+        lines = [f"issue 15 in one run: {s['met']} of {s['of']} targets met; devices {s['devices']}",
+                 "| target | value | met |", "|---|---|---|"]
+        lines += [f"| {r['target']} | {r['value']} | {'yes' if r['met'] else 'no'} |" for r in s["targets"]]
+    else:
+        lines = [f"issue 15, figures only (the parts with targets, speculative and dllm, did not run); devices {s['devices']}"]
     for title, lines_ in s.get("figures", {}).items():
         lines += ["", f"{title}:"] + [f"  {line}" for line in lines_]
     if dllm is not None and dllm.get("throughput"):
@@ -227,7 +230,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     dllm_file = newest(out, f"dllm_throughput_*_{dllm_machine}*.json") if "dllm" in parts else None
     spec = json.loads(spec_file.read_text()) if spec_file else None
     dllm = json.loads(dllm_file.read_text()) if dllm_file else None
-    names = {"speculative": spec_file and spec_file.stem, "dllm": dllm_file and dllm_file.stem}
+    names = {p: f and f.stem for p, f in (("speculative", spec_file), ("dllm", dllm_file)) if p in parts}
     extra = {}
     for part, f in (("batched", batched_file), ("continuous", continuous_file)):
         if f is not None:
@@ -237,7 +240,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                                                for c in cmds[p][1:]]) for p in parts}
     s["failed"] = failed
     machine = "cpu-smoke" if args.smoke else args.machine
-    stem = out / f"issue15_{datetime.date.today().isoformat()}_{machine}"
+    # the default parts name the file alone; other sets of parts say which, so they do not overwrite it
+    variant = "" if parts == ["speculative", "dllm"] or args.smoke else "_" + "-".join(parts)
+    stem = out / f"issue15_{datetime.date.today().isoformat()}_{machine}{variant}"
     text = report(s, dllm)
     stem.with_suffix(".json").write_text(json.dumps(s, indent=1) + "\n")
     stem.with_suffix(".txt").write_text(text)

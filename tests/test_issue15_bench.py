@@ -69,3 +69,19 @@ def test_smoke_run_writes_one_summary_of_both_benchmarks(tmp_path):
     assert "continuous batching:" in text
     with pytest.raises(SystemExit):
         mod.main(["--smoke", "--parts", "speculative,paged", "--out-dir", str(tmp_path)])
+
+
+def test_other_parts_write_their_own_summary_and_say_it_has_no_targets(tmp_path):
+    """--summarize --parts batched: the summary is named by its parts (the default run's file is
+    not overwritten) and lists the figures, with no target table."""
+    mod = load_script("benchmarks/issue15.py", "issue15_bench")
+    row = {"speedup_vs_target": {"target": 1.0, "ours": 1.5, "ours_trim": 1.6},
+           "tokens_per_second": {"target": 800.0}, "rows_equal_target": {"ours": "8/8", "ours_trim": "8/8"}}
+    (tmp_path / "speculative_batched_2026-12-04_h200_issue15.json").write_text(
+        json.dumps({"info": {"device": "NVIDIA H200"}, "batched": {"batches": {"4": row}}}))
+    s = mod.main(["--summarize", "--parts", "batched", "--out-dir", str(tmp_path)])
+    assert s["of"] == 0 and s["files"] == {"batched": "speculative_batched_2026-12-04_h200_issue15"}
+    assert s["figures"]["speculative by batch size"] == [
+        "batch 4: target 800 tok/s; ours 1.50x, with VocabTrim 1.60x; rows equal 8/8, 8/8"]
+    (summary,) = tmp_path.glob("issue15_*_h200_batched.txt")
+    assert summary.read_text().startswith("issue 15, figures only") and not list(tmp_path.glob("issue15_*_h200.json"))
