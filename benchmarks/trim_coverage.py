@@ -6,8 +6,8 @@ target generates on calibration prompts. A test prompt whose output runs through
 permutation that no calibration output visited gets drafts from outside its path, and few are
 accepted. This script needs no model: it follows the maps on the CPU. Calibration outputs are
 taken as greedy (sampling at temperature 1 leaves the map's token rarely: its logit is ~20 above
-the rest), and tokens never generated fill the kept set by lower id, as ``VocabTrim.from_counts``
-does. Prompts are ``speculative.py``'s: test prompts seed 1, calibration prompts seed 2.
+the rest). The kept set is ``VocabTrim.from_counts``'s: tokens never generated fill it by lower
+id. Prompts are ``speculative.py``'s: test prompts seed 1, calibration prompts seed 2.
 
     PYTHONPATH=. python benchmarks/trim_coverage.py --prompt-lengths 96,3900 [--prompts 6]
 """
@@ -23,6 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speculative import SHAPES, next_token_maps, random_prompts  # noqa: E402
 
+from paradecode.speculative.vocabtrim import VocabTrim, count_tokens  # noqa: E402
+
 
 def greedy_chain(next_token: torch.Tensor, last: int, n: int) -> list[int]:
     """The ``n`` tokens a model following ``next_token`` generates after a prompt ending in ``last``."""
@@ -35,12 +37,10 @@ def greedy_chain(next_token: torch.Tensor, last: int, n: int) -> list[int]:
 
 
 def kept_set(next_token: torch.Tensor, calib: list[list[int]], tokens: int, size: int) -> set[int]:
-    """The kept ids: every token the calibration outputs hold, then unseen ids by lower id."""
-    counts = torch.zeros(next_token.numel(), dtype=torch.long)
-    for p in calib:
-        counts.index_add_(0, torch.tensor(greedy_chain(next_token, p[-1], tokens)), torch.ones(tokens, dtype=torch.long))
-    order = torch.sort(counts.double(), descending=True, stable=True).indices[:size]
-    return set(order.tolist())
+    """The ids VocabTrim keeps from the calibration outputs (``VocabTrim.from_counts``: the most
+    generated first, unseen ids by lower id)."""
+    outputs = [greedy_chain(next_token, p[-1], tokens) for p in calib]
+    return set(VocabTrim.from_counts(count_tokens(outputs, next_token.numel()), size).keep_ids.tolist())
 
 
 def coverage(shape: str, prompt_length: int, prompts: int, calib_prompts: int, calib_tokens: int,
