@@ -174,11 +174,10 @@ def prompt_rows(prompts: Sequence[Any], vocab_size: Optional[int] = None) -> lis
     if isinstance(prompts, (str, bytes)):
         raise TypeError("prompts must be token ids, got a string; tokenize it first (e.g. tokenizer(text).input_ids).")
     rows = _rows(list(prompts), "prompts")
+    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)  # right-padded: positions are the rows'
     for i, r in enumerate(rows):
-        bad = next((j for j, t in enumerate(r) if t < 0 or (vocab_size is not None and t >= vocab_size)), None)
-        if bad is not None:
-            valid = f"[0, {vocab_size - 1}] (the model's vocabulary)" if vocab_size is not None else "non-negative"
-            raise ValueError(f"prompts must hold token ids in {valid}, got {r[bad]} in prompt {i} at position {bad}.")
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    _check_ids(ids, vocab_size, "prompts")
     return rows
 
 
@@ -201,7 +200,7 @@ def _from_numpy(arr: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr).astype(np.int64))
 
 
-def _check_ids(ids: torch.Tensor, vocab_size: Optional[int]) -> None:
+def _check_ids(ids: torch.Tensor, vocab_size: Optional[int], name: str = "prompt_ids") -> None:
     """Every id in [0, vocab_size): name the first one that is not."""
     if ids.device.type == "meta":
         return  # no values to look at
@@ -211,7 +210,7 @@ def _check_ids(ids: torch.Tensor, vocab_size: Optional[int]) -> None:
     if bool(bad.any()):
         r, c = (int(i) for i in bad.nonzero()[0])
         valid = f"[0, {vocab_size - 1}] (the model's vocabulary)" if vocab_size is not None else "non-negative"
-        raise ValueError(f"prompt_ids must hold token ids in {valid}, got {int(ids[r, c])} at row {r}, position {c}.")
+        raise ValueError(f"{name} must hold token ids in {valid}, got {int(ids[r, c])} at row {r}, position {c}.")
 
 
 def _mask_tensor(mask: Any) -> torch.Tensor:

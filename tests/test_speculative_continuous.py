@@ -172,9 +172,9 @@ def test_bad_input_is_a_clear_error(pair):
     with pytest.raises(ValueError, match="unknown option"):
         generate_continuous(target, [[1, 2]], 2, draft_model=draft, bogus=1)
     V = target.config.vocab_size
-    with pytest.raises(ValueError, match=rf"token ids in \[0, {V - 1}\].*got -3 in prompt 1 at position 1"):
+    with pytest.raises(ValueError, match=rf"token ids in \[0, {V - 1}\].*got -3 at row 1, position 1"):
         generate_continuous(target, [[1, 2], [4, -3, 5]], 2, draft_model=draft)  # not an index error in the embedding
-    with pytest.raises(ValueError, match=f"got {V} in prompt 2 at position 0"):
+    with pytest.raises(ValueError, match=f"got {V} at row 2, position 0"):
         generate_continuous(target, [[1, 2], [3, 4], [V, 1]], 2, draft_model=draft)  # a later prompt, checked up front
     with pytest.raises(TypeError, match="tokenize"):
         generate_continuous(target, ["a prompt", "another"], 2, draft_model=draft)
