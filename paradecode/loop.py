@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from functools import partial
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
@@ -137,19 +138,35 @@ class ModelCaller:
         self._used: dict[str, Any] = {}
 
     def __call__(self, role: str, request: Request) -> Any:
+        return self.stage_forward(role, request)()
+
+    def stage_forward(self, role: str, request: Request) -> Callable[[], Any]:
+        """The forward of ``role`` on ``request``, split in two: what can be worked out before
+        the forward runs (a canvas cache's feed plan) is done now, and the returned call runs
+        the forward (counted then, not now). A step that must wait for the device anyway plans
+        its successor's forward this way while it waits; a plan never run costs nothing else."""
         model = self.models.get(role)
         if model is None:
             raise ValueError(
                 f"strategy {self.strategy!r} asks for a model with role {role!r}, but only {sorted(self.models)} were given."
             )
         cache = self.caches.get(role)
-        if cache is not None:
-            output = cache.forward(model, request)
-            self._used[role] = cache
+        if cache is None:
+            launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
+            run = launch(request.inputs, **request.kwargs) if launch is not None else partial(model, request.inputs, **request.kwargs)
+        elif hasattr(cache, "stage_forward"):
+            run = cache.stage_forward(model, request)
         else:
-            output = model(request.inputs, **request.kwargs)
-        self.trace.count_forward(role, request.rows)
-        return output
+            run = partial(cache.forward, model, request)
+
+        def forward() -> Any:
+            output = run()
+            if cache is not None:
+                self._used[role] = cache
+            self.trace.count_forward(role, request.rows)
+            return output
+
+        return forward
 
     def count_forward(self, role: str, rows: Optional[torch.Tensor]) -> None:
         """Count a forward that ran outside :meth:`__call__` (a step replayed as one graph)."""

@@ -47,6 +47,7 @@ class _BlockCache(CanvasKVCache):
     exact_options = {"refresh_every": 1}
     feeds_suffix: bool = False
     split_refresh = True  # rows at a block's first step refresh alone; the others feed their block
+    plans_ahead = True  # the feed follows from each row's block and step in it
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         i = canvas.step_in_block

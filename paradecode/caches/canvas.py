@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -65,6 +66,11 @@ class CanvasKVCache(CachePolicy):
     #: then one forward of the refreshing rows alone, instead of feeding every row the whole
     #: canvas (a policy whose window is fully fed at every partial step: Fast-dLLM's caches).
     split_refresh: bool = False
+    #: Whether :meth:`prepare` is a function of the request alone (its :meth:`full_rows` and
+    #: :meth:`recompute` keep no state), so a step may plan its successor's feed before it knows
+    #: that successor will run (:meth:`stage_forward`). Off unless a policy says so: a policy that counts
+    #: its plans would count one never run.
+    plans_ahead: bool = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -122,10 +128,38 @@ class CanvasKVCache(CachePolicy):
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
         self._shift = int(getattr(model, "logits_shift", 0))
         feed = self.prepare(request)
-        out = self.restore(model(feed.inputs, **feed.kwargs), feed)
+        return self._finish(model, model(feed.inputs, **feed.kwargs), feed)
+
+    def _finish(self, model: Any, output: Any, feed: Request) -> Any:
+        out = self.restore(output, feed)
         if self._refresh is not None:
             out = self._run_refresh(model, out)
         return out
+
+    def stage_forward(self, model: Any, request: Request) -> Callable[[], Any]:
+        """:meth:`forward` in two halves (``ModelCaller.stage_forward``): the feed is planned
+        now (and a model with its own ``stage_forward``, a graph wrapper, queues its inputs);
+        the returned call runs it. Only for policies whose plan is a function of the request
+        (``plans_ahead``): planning a forward that never runs must change nothing the next
+        plan reads. The figures of the last forward run stay the ones :meth:`stats` reports
+        until this one runs. Policies that count forwards in their plan run it at the call."""
+        if not self.plans_ahead:
+            return partial(self.forward, model, request)
+        if request.canvas is None:
+            raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
+        shift, kept = self._shift, self._stats
+        self._shift = int(getattr(model, "logits_shift", 0))
+        feed = self.prepare(request)
+        planned = (self._shift, self._stats)
+        self._shift, self._stats = shift, kept
+        launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
+        forward = launch(feed.inputs, **feed.kwargs) if launch is not None else partial(model, feed.inputs, **feed.kwargs)
+
+        def run() -> Any:
+            self._shift, self._stats = planned
+            return self._finish(model, forward(), feed)
+
+        return run
 
     def prepare(self, request: Request) -> Request:
         """The request to run: the fed positions only, with ``cache=self`` attached."""

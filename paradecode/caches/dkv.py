@@ -52,6 +52,7 @@ class DKVDecode(CanvasKVCache):
     exact_options = {"cache_reloading_step": 1}
     may_skip_window = True
     graph_bucket = 64
+    plans_ahead = True  # the feed follows from the request's canvas, step and commits
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         i = canvas.step_in_block
@@ -80,6 +81,7 @@ class DKVGreedy(CanvasKVCache):
     exact_options = {"cache_reloading_step": 1}
     may_skip_window = True
     graph_bucket = 64
+    plans_ahead = True  # the feed follows from the request's canvas, step and commits
 
     def full_rows(self, canvas: CanvasRequest) -> torch.Tensor:
         return canvas.step_in_block % self.config.cache_reloading_step == 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -222,6 +223,22 @@ class CUDAGraphModel(ModelWrapper):
         logits_range: Optional[tuple[int, int]] = None,
         logits_from: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        return self.stage_forward(input_ids, positions, cache, attention_mask, logits_range, logits_from)()
+
+    def stage_forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: Optional[torch.Tensor] = None,
+        cache: Any = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        logits_range: Optional[tuple[int, int]] = None,
+        logits_from: Optional[torch.Tensor] = None,
+    ) -> Callable[[], torch.Tensor]:
+        """:meth:`forward` in two halves: a replay's input copies are queued now (stream-ordered
+        after the device work already queued), the returned call launches the graph and the
+        head. A step that waits for its read plans its successor this way (``ModelCaller.stage_forward``),
+        so after the read only the launch is left. Forwards that run eagerly or capture are
+        done entirely by the returned call. Nothing may replay this key's graph in between."""
         head = {} if logits_from is None else {"logits_from": logits_from}  # only shifted models take it
         if cache is not None and self.store is not None and getattr(cache, "_store", False) is None:
             use = getattr(cache, "use_buffer_store", None)
@@ -229,34 +246,45 @@ class CUDAGraphModel(ModelWrapper):
                 use(self.store)
         key = self._key(input_ids, positions, cache, attention_mask)
         if key is None:
-            return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
-                              logits_range=logits_range, **head)
+            return partial(self.model, input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
+                           logits_range=logits_range, **head)
         positions = self._positions(input_ids, positions, cache, attention_mask)
         entry = self._graphs.get(key)
         if entry is None:
-            seen = self._seen.get(key, 0)
-            if len(self._graphs) >= self.max_graphs or seen < self.capture_after:
-                self._seen[key] = seen + 1
-                return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
-                                  logits_range=logits_range, **head)
-            entry = self._capture(key, input_ids, positions, cache, attention_mask)
-        else:
-            self._graphs.move_to_end(key)
-            entry.ids.copy_(input_ids)
-            entry.pos.copy_(positions)
-            if entry.mask is not None:
-                entry.mask.copy_(attention_mask)
+            return partial(self._first_sight, key, input_ids, positions, cache, attention_mask, logits_range, head)
+        entry.ids.copy_(input_ids)
+        entry.pos.copy_(positions)
+        if entry.mask is not None:
+            entry.mask.copy_(attention_mask)
+        if entry.idx is not None:
+            entry.idx.copy_(cache.graph_index())
+            if entry.write is not None:
+                entry.write.copy_(cache.graph_write_index())
+        if entry.key_mask is not None:
+            entry.key_mask.copy_(cache.graph_key_mask())
+
+        def replay() -> torch.Tensor:
+            if key in self._graphs:
+                self._graphs.move_to_end(key)
             if entry.idx is not None:
-                entry.idx.copy_(cache.graph_index())
-                if entry.write is not None:
-                    entry.write.copy_(cache.graph_write_index())
                 cache.bind_index(entry.idx, entry.write)
             if entry.key_mask is not None:
-                entry.key_mask.copy_(cache.graph_key_mask())
                 cache.bind_key_mask(entry.key_mask)
             entry.graph.replay()
             self.replays += 1
-        return self.model.logits_of(entry.out, logits_range, **head)  # eager: the logits window may move between steps
+            return self.model.logits_of(entry.out, logits_range, **head)  # eager: the window may move between steps
+
+        return replay
+
+    def _first_sight(self, key, input_ids, positions, cache, attention_mask, logits_range, head) -> torch.Tensor:
+        """A key without a graph: run eagerly (counting sightings) or capture it now."""
+        seen = self._seen.get(key, 0)
+        if len(self._graphs) >= self.max_graphs or seen < self.capture_after:
+            self._seen[key] = seen + 1
+            return self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask,
+                              logits_range=logits_range, **head)
+        entry = self._capture(key, input_ids, positions, cache, attention_mask)
+        return self.model.logits_of(entry.out, logits_range, **head)
 
     # ---- keys -----------------------------------------------------------------------------
     def _graphable(self, input_ids: torch.Tensor) -> bool:

@@ -23,7 +23,8 @@ from ..interfaces import CanvasRequest, ModelCall, Request, Strategy, block_colu
 from ..models.hf import HFDiffusionAdapter, resolve_mask_token_id
 from .block import BlockStep, BlockView, NonFiniteLogitsError, Revision, RuleState, block_step, finish_step
 
-__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "Revision", "RuleState"]
+__all__ = ["DiffusionConfig", "DiffusionState", "BlockDiffusionStrategy", "BlockStep", "BlockView", "Revision", "RuleState",
+           "look_ahead"]
 
 LAYOUTS = ("llada", "llada2")
 MAX_CFG_SCALE = 1e4
@@ -71,6 +72,40 @@ class DiffusionConfig:
         return self.gen_length // self.block_length
 
 
+_look_ahead: Optional[bool] = None
+
+
+def look_ahead(enable: Optional[bool] = None) -> None:
+    """Whether a step that reads the device (every rule without a fixed schedule) plans the
+    next step's forward while the read waits: the request and a cache's feed plan are host
+    work, which would otherwise leave the device idle after each read. None (the default): on
+    CUDA canvases only (on a CPU there is no device to overlap, and a plan thrown away at a
+    block's end would cost time); True / False: always / never (tests, A/B runs). Process-wide;
+    the tokens and forward counts are the same either way."""
+    global _look_ahead
+    _look_ahead = None if enable is None else bool(enable)
+
+
+def _plans_ahead(x: torch.Tensor) -> bool:
+    return x.is_cuda if _look_ahead is None else _look_ahead
+
+
+@dataclass
+class _Planned:
+    """A next step's forward planned ahead: valid for the state whose :func:`_ahead_key` is ``key``."""
+
+    key: tuple
+    rows: torch.Tensor
+    run: Any  # () -> the forward's output
+
+
+def _ahead_key(state: "DiffusionState") -> tuple:
+    """What a step's request depends on besides the canvas's device values: the step count, each
+    row's block and step in it, writes outside commits, and the attention mask in use."""
+    return (state.rule.steps, state.block.tolist(), state.step_in_block.tolist(), state.edits,
+            id(state.attention_mask))
+
+
 @dataclass
 class DiffusionState:
     """The canvas a diffusion-LM generation decodes, and the rule's state.
@@ -93,6 +128,13 @@ class DiffusionState:
     plan: Optional[tuple] = dataclasses.field(default=None, repr=False)
     # active_rows()'s last answer and the blocks it was read from
     _active: Optional[tuple] = dataclasses.field(default=None, repr=False)
+    # canvas writes outside a step's block commits (an early exit's fill, an end-of-text cut,
+    # pinned tokens): a next step planned before them is planned on a stale canvas
+    edits: int = 0
+    # the next step's forward, planned while this step waited for its read (see look_ahead)
+    ahead: Optional["_Planned"] = dataclasses.field(default=None, repr=False)
+    # this step's caller, while apply() may still plan the next step with it
+    _planner: Optional[Any] = dataclasses.field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -221,9 +263,35 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, state: DiffusionState, call: ModelCall) -> torch.Tensor:
-        rows, request = self.request(state)
-        logits = call("model", request)
-        return self.apply(state, rows, logits)
+        planned, state.ahead = state.ahead, None
+        if planned is not None and planned.key == _ahead_key(state):
+            rows, logits = planned.rows, planned.run()
+        else:
+            rows, request = self.request(state)
+            logits = call("model", request)
+        state._planner = call if _plans_ahead(state.x) and hasattr(call, "stage_forward") else None
+        try:
+            return self.apply(state, rows, logits)
+        finally:
+            state._planner = None
+
+    def _plan_next(self, state: DiffusionState, rows: torch.Tensor) -> None:
+        """Plan the next step's forward (its request, a cache's feed) as if no row of ``rows``
+        ends its block in this step: called while the step's one read waits for the device,
+        so the host's planning overlaps the step's device work instead of following it. The
+        plan is used only if the state after the step matches the one assumed here
+        (:func:`_ahead_key`); otherwise the next step plans again."""
+        call, state._planner = state._planner, None
+        steps, in_block = state.rule.steps, state.step_in_block.clone()
+        state.rule.steps += 1
+        state.step_in_block[rows] += 1  # what advance() does when the block goes on
+        try:
+            key = _ahead_key(state)
+            next_rows, request = self.request(state)
+            state.ahead = _Planned(key, next_rows, call.stage_forward("model", request))
+        finally:
+            state.rule.steps = steps
+            state.step_in_block.copy_(in_block)
 
     def request(self, state: DiffusionState) -> tuple[torch.Tensor, Request]:
         """The rows in play and the forward they need (in canvas terms, for caches)."""
@@ -363,6 +431,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
             committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
             committed[dev_rows] = commits
+        if state._planner is not None and out.reads:
+            self._plan_next(state, rows)
         finish_step(out)
         still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
@@ -377,6 +447,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             steps_at = state.commit_step[dev_rows, P - O : P - O + n]
             state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
             committed[dev_rows] += fill.sum(-1)
+            state.edits += 1
             still_masked = (out.tokens == state.mask_id) & ~stop[:, None]
             if left is not None:
                 left = left & ~out.stop.cpu()
@@ -444,6 +515,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         cut = out.cut_host if out.cut_host is not None else out.cut.cpu()
         if bool((cut >= L).all()):
             return still_masked, self._left_before_cut(out, still_masked)
+        state.edits += 1
         cols = torch.arange(L, device=dev)[None, :]
         after = (cols > out.cut.to(dev)[:, None]) & (cols >= state.prompt_length)
         dev_rows = to_device(rows, dev)

@@ -180,6 +180,11 @@ class BlockStep:
     cut_left: Optional[torch.Tensor] = None
     _finish: Optional[Any] = field(default=None, repr=False)  # the pending host read (finish_step)
 
+    @property
+    def reads(self) -> bool:
+        """Whether the step's host read of its flags is still to come (:func:`finish_step`)."""
+        return self._finish is not None
+
 
 def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True) -> BlockStep:
     """One step of ``rule`` on each row's block: predict, select, and the rule's exits.

@@ -134,6 +134,7 @@ class Prophet(BlockDiffusionStrategy):
             col = state.prompt_length + offset
             if col < state.x.shape[1]:
                 state.x[:, col] = token
+                state.edits += 1  # a write after the step: a next step planned before it would miss it
 
     def setup(self, model: Any, **kw: Any) -> tuple[dict, dict]:
         self.base.setup(model, **kw)  # the base's own checks and runtime options (a Learn2PD filter)
