@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import statistics
 import sys
@@ -189,6 +190,45 @@ class Recorder(ModelWrapper):
             sync(self.device_name)
             self.seconds.append(time.perf_counter() - t)
         return out
+
+
+class SpanRecorder(ModelWrapper):
+    """Marks each forward's device span (the graph's replay and the LM head) with CUDA events and
+    no sync, inside steps run as ``sample()`` runs them: the forwards' device time and the steps'
+    wall time then come from the same run (the bare forwards timed in another run differed by up
+    to 7% between runs of the same shape, compute-bound, at batch 1). Passes the next step's
+    planning through (``stage_forward``): a graph's input copies, queued before a step's read,
+    fall outside the span. On a CPU each span is the call's own time."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__(inner)
+        self.spans: list[Any] = []
+
+    def forward(self, input_ids, **kwargs):
+        return self.stage_forward(input_ids, **kwargs)()
+
+    def stage_forward(self, input_ids, **kwargs):
+        inner = getattr(self.model, "stage_forward", None)
+        run = inner(input_ids, **kwargs) if inner is not None else functools.partial(self.model, input_ids, **kwargs)
+
+        def spanned():
+            if input_ids.is_cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                out = run()
+                b.record()
+                self.spans.append((a, b))
+                return out
+            t = time.perf_counter()
+            out = run()
+            self.spans.append(time.perf_counter() - t)
+            return out
+
+        return spanned
+
+    def seconds(self) -> float:
+        """The spans' total (after the run's final sync)."""
+        return sum(s if isinstance(s, float) else s[0].elapsed_time(s[1]) / 1e3 for s in self.spans)
 
 
 def forward_work(shapes) -> list[tuple[int, int, int]]:
@@ -360,6 +400,13 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
                 for rec in recs:
                     run(rec)
                 rec = min(recs, key=lambda r: sum(r.seconds))
+                inrun = []  # (step seconds, forward spans) of the same unsynced steps
+                for _ in range(2):
+                    spans = SpanRecorder(graphed)
+                    t = run_steps(spans, prompt, args.gen, args.block, args.tokens_per_step, rule, cache, steps, device,
+                                  sync_each=False)
+                    inrun.append((sum(t), spans.seconds(), len(t)))
+                in_s, in_fwd, in_n = min(inrun)
             except Exception as exc:  # a rule that needs parts a random model lacks: keep the others
                 res[key] = {"error": repr(exc)[:300]}
                 log(f"  sampler share {key}: skipped ({exc!r})"[:200])
@@ -370,10 +417,14 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
                         "sampler_share": 1 - fwd_s / step_s}
             if free_n == len(step_t):  # the same steps without a sync after each
                 res[key].update(unsynced_step_ms=1e3 * free_s / free_n, unsynced_share=1 - fwd_s / free_s)
+            res[key].update(inrun_step_ms=1e3 * in_s / in_n, inrun_forward_ms=1e3 * in_fwd / in_n,
+                            inrun_share=1 - in_fwd / in_s)
             r = res[key]
             log(f"  sampler share {key:20s} step {r['step_ms']:7.2f} ms  forward {r['forward_ms']:7.2f} ms  "
                 f"share {100 * r['sampler_share']:5.1f}%" + (f"  unsynced step {r['unsynced_step_ms']:7.2f} ms, share "
-                f"{100 * r['unsynced_share']:5.1f}%" if "unsynced_share" in r else ""))
+                f"{100 * r['unsynced_share']:5.1f}%" if "unsynced_share" in r else "")
+                + f"  in-run: step {r['inrun_step_ms']:7.2f} ms, forward {r['inrun_forward_ms']:7.2f} ms, share "
+                  f"{100 * r['inrun_share']:5.1f}%")
     return res
 
 
@@ -484,7 +535,8 @@ def report(res: dict[str, Any]) -> str:
              f"attention back ends: {res.get('sdpa_backends', 'not recorded')} (in graphs: "
              f"{res.get('graph_sdpa_backends', 'same')}); cached steps' attention kernel: "
              f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}"
-             f"; greedy confidence: {res.get('confidence', 'torch')}; matmul library: {res.get('blas', 'default')}",
+             f"; greedy confidence: {res.get('confidence', 'torch')}; matmul library: {res.get('blas', 'default')}"
+             f"; next step planned during the read: {res.get('look_ahead', 'off')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -519,10 +571,14 @@ def report(res: dict[str, Any]) -> str:
                      f"{m['tokens_per_s']:.0f} tokens/s")
     if res.get("sampler_share"):
         lines.append("sampler share of a step at batch 1 (first block; 1 - bare forwards / steps; steps synced each, "
-                     "then unsynced as sample(timing=False) runs them):")
+                     "then unsynced as sample(timing=False) runs them; in-run: the forwards' device spans inside the "
+                     "same unsynced steps):")
     for key, r in res.get("sampler_share", {}).items():
         unsynced = (f"; unsynced step {r['unsynced_step_ms']:.2f} ms, share {100 * r['unsynced_share']:.1f}%"
                     if "unsynced_share" in r else "")
+        if "inrun_share" in r:
+            unsynced += (f"; in-run step {r['inrun_step_ms']:.2f} ms, forward {r['inrun_forward_ms']:.2f} ms, "
+                         f"share {100 * r['inrun_share']:.1f}%")
         lines.append(f"  {key:22s} " + (f"step {r['step_ms']:.2f} ms, forward {r['forward_ms']:.2f} ms, "
                                         f"share {100 * r['sampler_share']:.1f}%{unsynced}" if "step_ms" in r
                                         else r.get("error") or f"skipped: {r['skipped']}"))
@@ -548,6 +604,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--confidence", choices=("kernel", "torch"), default="kernel",
                     help="greedy steps' argmax and float64 softmax confidence: one fused Triton pass (the default, "
                          "paradecode.samplers.common.fused_confidence) or PyTorch's softmax array")
+    ap.add_argument("--look-ahead", choices=("auto", "off"), default="auto",
+                    help="steps that read the device plan the next step's forward while they wait (the default on a "
+                         "GPU, paradecode.samplers.base.look_ahead), or plan each step after its read (off, for an A/B)")
     ap.add_argument("--sdpa-backends", default="default",
                     help="attention back ends: 'default' (paradecode's: no cuDNN), 'torch' (PyTorch's own choice) "
                          "or a comma list of flash, efficient, math, cudnn")
@@ -611,9 +670,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     skip = set(filter(None, args.skip.split(",")))
     from paradecode.models import (attention_backends, graph_attention_backends, set_attention_backends,
                                    set_graph_attention_backends)
+    from paradecode.samplers.base import look_ahead
     from paradecode.samplers.common import fused_confidence
 
     fused_confidence(args.confidence == "kernel")
+    look_ahead(None if args.look_ahead == "auto" else False)
     if args.blas != "default" and device == "cuda":
         torch.backends.cuda.preferred_blas_library(args.blas)
     if args.sdpa_backends != "default":
@@ -667,7 +728,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "torch": torch.__version__, "model": args.model, "fused": args.fuse,
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
-        "confidence": args.confidence, "blas": args.blas,
+        "confidence": args.confidence, "blas": args.blas, "look_ahead": args.look_ahead,
         "split_k": None if split_plan is None else {"table": {f"{m}x{n}x{k}": v for (m, n, k), v in split_plan.table.items()},
                                                     "times_s": {f"{m}x{n}x{k}": v for (m, n, k), v in
                                                                 getattr(model, "split_k_times", {}).items()}},

@@ -113,12 +113,21 @@ def dllm_targets(res: dict[str, Any], source: str) -> list[dict[str, Any]]:
                  "value": f"{m['mean_over_median']:.2f} (mean {1e3 * m['mean_step_s']:.2f} ms, median "
                           f"{1e3 * m['median_step_s']:.2f} ms)" if m else "not measured",
                  "met": bool(m) and m["mean_over_median"] <= MEAN_MEDIAN, "source": source})
-    shares = {k: v["unsynced_share"] for k, v in res.get("sampler_share", {}).items() if "unsynced_share" in v}
+    # The forwards' device spans inside the same steps (in-run); files from before it was measured
+    # have only the bare forwards timed in another run (unsynced), whose clocks may differ.
+    sampler = res.get("sampler_share", {})
+    field = "inrun_share" if any("inrun_share" in v for v in sampler.values()) else "unsynced_share"
+    shares = {k: v[field] for k, v in sampler.items() if field in v}
     over = sorted(((k, s) for k, s in shares.items() if s > SAMPLER_SHARE), key=lambda kv: -kv[1])
+    apart = {k: v["unsynced_share"] for k, v in sampler.items() if "unsynced_share" in v}
     rows.append({"target": f"sampler share of a step <= {100 * SAMPLER_SHARE:.0f}% at batch 1, every rule "
                            "(steps as sample() runs them)",
-                 "value": (f"{len(shares) - len(over)}/{len(shares)} rule/cache pairs; over: "
-                           + ", ".join(f"{k} {100 * s:.1f}%" for k, s in over)) if shares else "not measured",
+                 "value": (f"{len(shares) - len(over)}/{len(shares)} rule/cache pairs"
+                           + (" (forwards timed inside the same steps)" if field == "inrun_share" else "")
+                           + ("; over: " + ", ".join(f"{k} {100 * s:.1f}%" for k, s in over) if over else "")
+                           + (f"; with the bare forwards timed in another run: "
+                              f"{sum(s <= SAMPLER_SHARE for s in apart.values())}/{len(apart)}"
+                              if field == "inrun_share" and apart else "")) if shares else "not measured",
                  "met": bool(shares) and not over, "source": source})
     gve = res.get("graph_vs_eager", {})
     rows.append({"target": "graphed forwards give the eager model's tokens (every cache)",

@@ -49,6 +49,22 @@ def test_mean_median_sampler_and_graph_rows():
     assert [r["met"] for r in mod.dllm_targets(empty, "f")[1:]] == [False, False, False]  # not measured is not met
 
 
+def test_the_sampler_target_reads_the_forwards_timed_inside_the_same_steps_when_measured():
+    """A file with in-run shares is judged by them (the bare forwards timed in another run are
+    reported beside); an older file without them by the unsynced shares."""
+    mod = load_script("benchmarks/issue15.py", "issue15_bench")
+    res = _dllm(ALL_CELLS)
+    res["sampler_share"] = {"a/dual": {"unsynced_share": 0.07, "inrun_share": 0.04},
+                            "b/none": {"unsynced_share": 0.03, "inrun_share": 0.06}}
+    row = [r for r in mod.dllm_targets(res, "f") if r["target"].startswith("sampler")][0]
+    assert not row["met"] and "b/none 6.0%" in row["value"] and "a/dual" not in row["value"]
+    assert "timed inside the same steps" in row["value"] and "in another run: 1/2" in row["value"]
+    for v in res["sampler_share"].values():
+        v["inrun_share"] = 0.04
+    row = [r for r in mod.dllm_targets(res, "f") if r["target"].startswith("sampler")][0]
+    assert row["met"]
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_one_summary_of_both_benchmarks(tmp_path):
     """Both scripts run (their CPU checks) as subprocesses; the summary names both files and
