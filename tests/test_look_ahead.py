@@ -146,6 +146,26 @@ def test_graph_inputs_copied_before_the_read_replay_the_tokens_of_eager_steps(ca
     assert planned[3] > 0 and graphed.replays > 0
 
 
+def test_a_plan_that_fails_is_dropped_and_the_step_plans_itself(monkeypatch):
+    model, prompts = make_tiny_model(), _ragged()
+    kw = dict(strategy="threshold", gen_length=24, block_length=8, cache="dual", seed=3)
+    off = _run(model, prompts, False, monkeypatch, **kw)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no plan")
+
+    monkeypatch.setattr(base, "_Planned", refuse)
+    on = _run(model, prompts, True, monkeypatch, **kw)
+    _same(off, on)
+    assert on[3] == 0
+
+
+def test_the_last_plan_is_not_left_in_the_state():
+    base.look_ahead(True)
+    out = paradecode.sample(make_tiny_model(), _ragged(), "threshold", gen_length=16, block_length=8, cache="dual")
+    assert out.state is None or getattr(out.state, "ahead", None) is None
+
+
 def test_look_ahead_is_on_for_cuda_canvases_only_by_default():
     base.look_ahead(None)
     assert not base._plans_ahead(torch.zeros(1))

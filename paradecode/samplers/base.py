@@ -289,6 +289,8 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             key = _ahead_key(state)
             next_rows, request = self.request(state)
             state.ahead = _Planned(key, next_rows, call.stage_forward("model", request))
+        except Exception:  # a plan is a guess: a state it cannot plan is planned (or refused) by the step itself
+            state.ahead = None
         finally:
             state.rule.steps = steps
             state.step_in_block.copy_(in_block)
@@ -607,6 +609,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         return state.num_blocks * (self.config.block_length + self.post_block_steps)
 
     def result(self, state: DiffusionState) -> torch.Tensor:
+        state.ahead = None  # the last step's plan for a step that never came
         if state.rule.saw_nonfinite():
             raise NonFiniteLogitsError()
         return state.x[:, : state.prompt_length + self.config.gen_length]  # llada2: drop the tail
