@@ -198,6 +198,10 @@ class SpeculativeState:
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def update_active(self) -> None:
+        """``active`` from ``finished``, after a step or a refill changed it."""
+        self.active = torch.nonzero(~self.finished).flatten()
+
     @property
     def batch_size(self) -> int:
         return self.tokens.shape[0]
@@ -530,7 +534,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
                 state.k = max(1, state.k - 1)
         # Rows that are done stop committing (they stay in the batch: fixed shapes).
         state.finished |= eos_cpu | (state.n_gen >= c.max_new_tokens)
-        state.active = torch.nonzero(~state.finished).flatten()
+        state.update_active()
         return length_cpu
 
     # ---- finished rows take new prompts (continuous batching) -------------------------------
@@ -598,7 +602,7 @@ class SpeculativeDecoding(Strategy[SpeculativeState]):
             cache.length.index_fill_(0, index, slots)
         for row in rows:
             state.n_gen[row], state.finished[row] = 0, False
-        state.active = torch.nonzero(~state.finished).flatten()
+        state.update_active()
 
     # ---- end -----------------------------------------------------------------------------
     def done(self, state: SpeculativeState) -> bool:
