@@ -153,7 +153,10 @@ class ModelCaller:
         cache = self.caches.get(role)
         if cache is None:
             launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
-            run = launch(request.inputs, **request.kwargs) if launch is not None else partial(model, request.inputs, **request.kwargs)
+            if launch is not None:
+                run = launch(request.inputs, **request.kwargs)
+            else:
+                run = partial(model, request.inputs, **request.kwargs)
         elif hasattr(cache, "stage_forward"):
             run = cache.stage_forward(model, request)
         else:

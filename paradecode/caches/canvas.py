@@ -68,8 +68,8 @@ class CanvasKVCache(CachePolicy):
     split_refresh: bool = False
     #: Whether :meth:`prepare` is a function of the request alone (its :meth:`full_rows` and
     #: :meth:`recompute` keep no state), so a step may plan its successor's feed before it knows
-    #: that successor will run (:meth:`stage_forward`). Off unless a policy says so: a policy that counts
-    #: its plans would count one never run.
+    #: that successor will run (:meth:`stage_forward`). Off unless a policy says so: a policy
+    #: that counts its plans would count one never run.
     plans_ahead: bool = False
 
     def __init__(self, config: Any) -> None:
@@ -148,12 +148,17 @@ class CanvasKVCache(CachePolicy):
         if request.canvas is None:
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
         shift, kept = self._shift, self._stats
-        self._shift = int(getattr(model, "logits_shift", 0))
-        feed = self.prepare(request)
-        planned = (self._shift, self._stats)
-        self._shift, self._stats = shift, kept
+        try:
+            self._shift = int(getattr(model, "logits_shift", 0))
+            feed = self.prepare(request)
+            planned = (self._shift, self._stats)
+        finally:  # the last forward run keeps its figures until this one runs, even if planning fails
+            self._shift, self._stats = shift, kept
         launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
-        forward = launch(feed.inputs, **feed.kwargs) if launch is not None else partial(model, feed.inputs, **feed.kwargs)
+        if launch is not None:
+            forward = launch(feed.inputs, **feed.kwargs)
+        else:
+            forward = partial(model, feed.inputs, **feed.kwargs)
 
         def run() -> Any:
             self._shift, self._stats = planned
