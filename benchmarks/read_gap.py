@@ -16,7 +16,8 @@ via ctypes; nothing is compiled):
 * **the host path from the read to the next launch** (``--model``), per rule, as medians of
   marks taken in the step: the rest of ``apply``, ``request()``, the cache's feed plan, the graph
   wrapper's input copies, the launch; with the next step planned after the read and during it
-  (``paradecode.samplers.base.look_ahead``);
+  (``paradecode.samplers.base.look_ahead``); and, from CUDA events, the device's idle time from
+  the end of a step's work (before the read's copy) to the next launch;
 * **the look-ahead A/B** (``--model``): whole generations of every rule, planned after the read
   and during it, alternated ``--ab-reps`` times, ms per step and tokens compared;
 * ``--relaunch``: the first block's steps with each graph relaunched through another executable.
@@ -360,7 +361,13 @@ def host_path(graphed, prompt, rules: list[str], args) -> dict[str, Any]:
         strat, state, call = driver(graphed, prompt, rule, "dual", args.gen, args.block, args.tokens_per_step)
         real_finish, real_request, real_forward = base_mod.finish_step, strat.request, graphed.forward
 
+        events: list[list[Any]] = []  # per read: [step's work queued, next launch] CUDA events
+
         def finish(o, _f=real_finish):
+            if o.reads:
+                e = torch.cuda.Event(enable_timing=True)
+                e.record()  # after the step's device work (and any planned input copies), before the read's copy
+                events.append([e])
             r = _f(o)
             clock.mark("read")
             return r
@@ -381,6 +388,10 @@ def host_path(graphed, prompt, rules: list[str], args) -> dict[str, Any]:
 
             def replay(self):
                 clock.mark("replay_start")
+                if events and len(events[-1]) == 1:
+                    e = torch.cuda.Event(enable_timing=True)
+                    e.record()  # on an idle device: when the host launches
+                    events[-1].append(e)
                 self.g.replay()
                 clock.mark("replay_end")
 
@@ -404,6 +415,9 @@ def host_path(graphed, prompt, rules: list[str], args) -> dict[str, Any]:
             for e, g in zip(entries, originals):
                 e.graph = g
         out[rule] = clock.segments()
+        idle = [a.elapsed_time(b) for a, b in (p for p in events if len(p) == 2)]
+        if idle:  # the device's wait from the end of a step's work to the next launch, no profiler
+            out[rule]["device_idle_read_to_launch"] = statistics.median(idle)
         log(f"host path {rule}/dual (median ms): {out[rule]}")
     return out
 
