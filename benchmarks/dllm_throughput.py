@@ -20,7 +20,9 @@ rule would not be a fixed workload). The run measures:
   two blocks): what the figures time is what the model computes;
 * the dual cache's mean and median step over a whole P1024/G1024 generation at batch 1;
 * the sampler's share of a step at batch 1 for every block rule, with no cache and with the
-  dual cache: 1 - (bare forwards, timed alone with syncs around them) / (steps, timed without);
+  dual cache: 1 - (bare forwards, timed alone with syncs around them) / (steps, timed without),
+  and in-run: 1 - (the forwards' device spans, CUDA events inside the same unsynced steps) /
+  (those steps), which ``issue15.py`` judges the 5% target by;
 * with ``--fast-dllm-dir`` (a checkout of NVlabs/Fast-dLLM's ``llada/``, never part of this
   repo), Fast-dLLM's own ``generate`` / ``generate_with_prefix_cache`` /
   ``generate_with_dual_cache`` on the same weights (our state dict loaded into their class),
