@@ -118,7 +118,7 @@ def test_a_policy_that_does_not_plan_ahead_is_planned_at_its_forward(monkeypatch
     assert runs[0][1] == runs[1][1]  # as many plans as forwards: none made in vain
 
 
-def test_cache_figures_of_a_step_are_its_own_forward_s(monkeypatch):
+def test_a_steps_cache_figures_are_those_of_its_own_forward(monkeypatch):
     """The dual cache's reuse rate per step: 0 at each block's refresh, > 0 at its partial steps,
     with plans made ahead as without (the plan of the step after a refresh is made before the
     refresh step's figures are read)."""
