@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import statistics
 import sys
@@ -62,6 +61,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from paradecode.interfaces import staged_call
 from paradecode.loop import ModelCaller, Trace, synchronize as sync
 from paradecode.models import DreamConfig, DreamModel, LLaDAConfig, LLaDAModel, ModelWrapper
 from paradecode.models.graphs import CUDAGraphModel
@@ -210,8 +210,7 @@ class SpanRecorder(ModelWrapper):
         return self.stage_forward(input_ids, **kwargs)()
 
     def stage_forward(self, input_ids, **kwargs):
-        inner = getattr(self.model, "stage_forward", None)
-        run = inner(input_ids, **kwargs) if inner is not None else functools.partial(self.model, input_ids, **kwargs)
+        run = staged_call(self.model, input_ids, **kwargs)
 
         def spanned():
             if input_ids.is_cuda:

@@ -17,13 +17,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Callable, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 
 __all__ = ["Request", "CanvasRequest", "ModelCall", "Strategy", "LayerKV", "LayerHooks", "FAMILIES", "block_columns",
-           "device_arange", "to_device"]
+           "device_arange", "to_device", "staged_call"]
 
 #: Model families a strategy belongs to and a cache policy may serve.
 FAMILIES = ("dllm", "var", "causal-lm")
@@ -54,6 +54,14 @@ def _copy_in(host: torch.Tensor, device: torch.device) -> torch.Tensor:
         return host.pin_memory().to(device, non_blocking=True)
     out = host.to(device)
     return out.clone() if out.data_ptr() == host.data_ptr() else out
+
+
+def staged_call(model: Any, inputs: torch.Tensor, **kwargs: Any) -> Callable[[], Any]:
+    """``model(inputs, **kwargs)`` as a call to make later. A model with ``stage_forward`` (a CUDA
+    graph wrapper) does what it can now (queues its graph's input copies); any other is simply
+    called then. The one place callers that plan a forward ahead reach a model."""
+    stage = getattr(model, "stage_forward", None)
+    return stage(inputs, **kwargs) if stage is not None else partial(model, inputs, **kwargs)
 
 
 def to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:

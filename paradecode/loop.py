@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
-from .interfaces import Request, Strategy
+from .interfaces import Request, Strategy, staged_call
 
 __all__ = ["StepRecord", "Trace", "ModelCaller", "StepLimitError", "run_loop", "synchronize"]
 
@@ -152,11 +152,7 @@ class ModelCaller:
             )
         cache = self.caches.get(role)
         if cache is None:
-            launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
-            if launch is not None:
-                run = launch(request.inputs, **request.kwargs)
-            else:
-                run = partial(model, request.inputs, **request.kwargs)
+            run = staged_call(model, request.inputs, **request.kwargs)
         elif hasattr(cache, "stage_forward"):
             run = cache.stage_forward(model, request)
         else:

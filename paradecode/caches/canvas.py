@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..interfaces import CanvasRequest, Request, device_arange, to_device
+from ..interfaces import CanvasRequest, Request, device_arange, staged_call, to_device
 from ..models.decode_attention import CANVAS_MAX_TOKENS, canvas_attention, triton_available
 from ..models.elementwise_triton import copy_rows_triton
 from .base import CachePolicy
@@ -124,27 +124,21 @@ class CanvasKVCache(CachePolicy):
     def forward(self, model: Any, request: Request) -> Any:
         """Run the step's forward with this cache: plan the feed, call the model, and give
         back logits in the shape the request asked for."""
-        if request.canvas is None:
-            raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
-        self._shift = int(getattr(model, "logits_shift", 0))
-        feed = self.prepare(request)
-        return self._finish(model, model(feed.inputs, **feed.kwargs), feed)
-
-    def _finish(self, model: Any, output: Any, feed: Request) -> Any:
-        out = self.restore(output, feed)
-        if self._refresh is not None:
-            out = self._run_refresh(model, out)
-        return out
+        return self._planned_forward(model, request)()
 
     def stage_forward(self, model: Any, request: Request) -> Callable[[], Any]:
         """:meth:`forward` in two halves (``ModelCaller.stage_forward``): the feed is planned
         now (and a model with its own ``stage_forward``, a graph wrapper, queues its inputs);
         the returned call runs it. Only for policies whose plan is a function of the request
         (``plans_ahead``): planning a forward that never runs must change nothing the next
-        plan reads. The figures of the last forward run stay the ones :meth:`stats` reports
-        until this one runs. Policies that count forwards in their plan run it at the call."""
+        plan reads. Policies that count forwards in their plan plan it at the call."""
         if not self.plans_ahead:
             return partial(self.forward, model, request)
+        return self._planned_forward(model, request)
+
+    def _planned_forward(self, model: Any, request: Request) -> Callable[[], Any]:
+        """The feed of ``request`` planned, and the call that runs it. The figures of the last
+        forward run stay the ones :meth:`stats` reports until this one runs."""
         if request.canvas is None:
             raise ValueError(f"cache policy {self.name!r} needs a diffusion-LM canvas request; pass cache=None.")
         shift, kept = self._shift, self._stats
@@ -154,15 +148,14 @@ class CanvasKVCache(CachePolicy):
             planned = (self._shift, self._stats)
         finally:  # the last forward run keeps its figures until this one runs, even if planning fails
             self._shift, self._stats = shift, kept
-        launch = getattr(model, "stage_forward", None)  # a graph wrapper queues its input copies now
-        if launch is not None:
-            forward = launch(feed.inputs, **feed.kwargs)
-        else:
-            forward = partial(model, feed.inputs, **feed.kwargs)
+        forward = staged_call(model, feed.inputs, **feed.kwargs)
 
         def run() -> Any:
             self._shift, self._stats = planned
-            return self._finish(model, forward(), feed)
+            out = self.restore(forward(), feed)
+            if self._refresh is not None:
+                out = self._run_refresh(model, out)
+            return out
 
         return run
 
