@@ -19,7 +19,7 @@ random ``LLaDAModel``, this counts per step (the first ``--steps`` steps of a ge
 * **read->fwd ms**: for a rule that reads the step's flags every step, the host's CPU time from
   that read to the next forward's call (median). On a GPU the device idles along this path: the
   read waited for every queued kernel, and nothing is queued until the next forward. ``-``: no
-  flags read (lowconf; Prophet over lowconf reads its exit gap inside the step instead).
+  flags read (lowconf).
 
 Which tensors would live on the device is tracked from their origin: the canvas, the model's
 outputs and everything made with an explicit ``device=`` (or ``.to(device)``) are device

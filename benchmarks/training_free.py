@@ -45,8 +45,8 @@ class ProphetProbe(Prophet):
     def early_exit(self, view, state):
         out = super().early_exit(view, state)
         rows = view.rows
-        if out is not None:
-            stop = out[0].cpu()
+        stop = out[0].cpu()  # Prophet decides on the device every step
+        if stop.any():
             P = view.gen_start
             top2 = torch.topk(view.full_logits[:, P:].float(), 2, dim=-1).values
             gap = (top2[..., 0] - top2[..., 1]).cpu()

@@ -60,7 +60,7 @@ def test_planning_ahead_gives_the_tokens_forwards_and_figures_of_steps_planned_o
     on = _run(model, prompts, True, monkeypatch, **kw)
     _same(off, on)
     assert off[3] == 0
-    if not get_strategy_class(rule).fixed_schedule and rule != "prophet":  # prophet reads inside its exit test
+    if not get_strategy_class(rule).fixed_schedule or rule == "prophet":  # prophet reads its exit flags every step
         assert on[3] > 0, "no step ran a plan made ahead: the test would pass vacuously"
 
 
@@ -74,6 +74,33 @@ def test_planning_ahead_under_the_llada2_layout_cfg_and_sampling(extra, monkeypa
     on = _run(model, prompts, True, monkeypatch, **kw)
     _same(off, on)
     assert on[3] > 0
+
+
+def _exits(gap: float) -> dict:
+    return dict(early_threshold=gap, mid_threshold=gap, late_threshold=gap, max_steps=24)
+
+
+@pytest.mark.parametrize("cache", [None, "dual"])
+@pytest.mark.parametrize("opts", [
+    dict(base="lowconf", **_exits(2.0)),  # rows exit at different steps, the others go on
+    dict(base="threshold", base_options=dict(threshold=0.8), **_exits(2.0)),  # a base that reads its own flags
+    dict(base="lowconf", constraints={3: 7, 10: 9}, **_exits(2.0)),  # pinned tokens, written after every step
+])
+def test_prophet_exits_decided_on_the_device_and_planned_ahead_give_the_same_tokens(opts, cache, monkeypatch):
+    """Prophet's exit is decided on the device and read with the step's flags, its fill written
+    before the read: steps planned during the read give the tokens, forwards and per-step gaps
+    of steps planned one by one, with exits that fire after some steps were planned ahead."""
+    model, prompts = make_tiny_model(), _ragged()
+    kw = dict(strategy="prophet", gen_length=24, block_length=8, cache=cache, seed=3, **opts)
+    off = _run(model, prompts, False, monkeypatch, **kw)
+    on = _run(model, prompts, True, monkeypatch, **kw)
+    _same(off, on)
+    exits = [i for i, e in enumerate(on[2]) if e["prophet_exit"]]
+    assert exits and exits[-1] > 0, exits  # an exit fired, and not only at the first step
+    assert on[3] > 0
+    if "constraints" in opts:
+        out = paradecode.sample(model, prompts, **kw)
+        assert out.generated[:, 3].eq(7).all() and out.generated[:, 10].eq(9).all()
 
 
 def test_a_plan_is_thrown_away_when_a_block_ends(monkeypatch):

@@ -433,28 +433,21 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
             committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
             committed[dev_rows] = commits
+        if out.stop is not None:  # before the plan: the exit's fill, written masked by its device flags
+            self._write_exit_fill(state, rows, dev_rows, out, committed)
         if state._planner is not None and out.reads:
             self._plan_next(state, rows)
         finish_step(out)
         still_masked: Optional[torch.Tensor] = None  # made only where a step needs it (no launches otherwise)
         left = out.left
         stopped = None
-        if out.stop is not None:
+        if out.stop is not None and bool(out.stop_host.any()):
             stop = out.stop.to(state.x.device)
-            # fill covers the generation, or (llada2) only the visible part: then the row goes on.
-            P, O, n = state.prompt_length, state.origin, out.fill.shape[1]
-            gen = state.x[dev_rows, P : P + n]
-            fill = (gen == state.mask_id) & stop[:, None]
-            state.x[dev_rows, P : P + n] = torch.where(fill, out.fill, gen)
-            steps_at = state.commit_step[dev_rows, P - O : P - O + n]
-            state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
-            committed[dev_rows] += fill.sum(-1)
-            state.edits += 1
             still_masked = (out.tokens == state.mask_id) & ~stop[:, None]
             if left is not None:
-                left = left & ~out.stop.cpu()
-            if P + n >= state.x.shape[1]:
-                stopped = rows[out.stop.cpu()]
+                left = left & ~out.stop_host
+            if state.prompt_length + out.fill.shape[1] >= state.x.shape[1]:
+                stopped = rows[out.stop_host]
         state.rule.steps += 1
         if out.cut is not None:
             if still_masked is None:
@@ -468,6 +461,30 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if out.cut is not None:
             self._skip_finished_blocks(state, rows)
         return committed
+
+    @staticmethod
+    def _write_exit_fill(
+        state: DiffusionState, rows: torch.Tensor, dev_rows: torch.Tensor, out: BlockStep, committed: torch.Tensor
+    ) -> None:
+        """The early exit's tokens into the still-masked generation positions of the rows that
+        stop (``out.stop``, on the device or not): device writes only, so they go before the
+        step's read and a next step planned during the read sees them. The fill covers the
+        generation, or (llada2) only its visible part: then the row goes on."""
+        stop = out.stop.to(state.x.device)
+        P, O, n = state.prompt_length, state.origin, out.fill.shape[1]
+        if len(rows) == state.batch_size:  # every row in play: views, written in place
+            gen, steps_at = state.x[:, P : P + n], state.commit_step[:, P - O : P - O + n]
+            fill = (gen == state.mask_id) & stop[:, None]
+            gen.copy_(torch.where(fill, out.fill, gen))
+            steps_at.masked_fill_(fill, state.steps)
+            committed.add_(fill.sum(-1))
+        else:
+            gen = state.x[dev_rows, P : P + n]
+            fill = (gen == state.mask_id) & stop[:, None]
+            state.x[dev_rows, P : P + n] = torch.where(fill, out.fill, gen)
+            steps_at = state.commit_step[dev_rows, P - O : P - O + n]
+            state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
+            committed[dev_rows] += fill.sum(-1)
 
     def _plan(self, state: DiffusionState, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[int]]:
         """(len(rows),) CPU block starts of ``rows`` and their common start (None when rows are in
@@ -544,7 +561,7 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             return None
         if out.cut_left is None:
             return still_masked.any(-1).cpu()
-        return out.cut_left & ~out.stop.cpu() if out.stop is not None else out.cut_left
+        return out.cut_left & ~out.stop_host if out.stop_host is not None else out.cut_left
 
     def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
         """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""

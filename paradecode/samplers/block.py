@@ -113,12 +113,15 @@ class BlockView:
         """(n, W) canvas columns of each row's block (on the logits' device)."""
         return block_columns(self.block_start, self.tokens.shape[1], self.tokens.device)
 
-    def full_predictions(self, state: "RuleState", config: Any, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def full_predictions(
+        self, state: "RuleState", config: Any, start: int = 0, confidence: bool = True
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(x0, confidence) over the visible canvas from column ``start`` on, from ``full_logits``,
         with the same draws as the block's predictions (LLaDA's step predicts the whole canvas
         at once). Each column's prediction is its own, so a rule that reads only the columns
-        from ``start`` (where masks can be) pays for those alone."""
-        if self._full is None or self._full[0] != start:
+        from ``start`` (where masks can be) pays for those alone. ``confidence=False``: a rule
+        that needs the tokens alone may get None for the confidence (no softmax made for it)."""
+        if self._full is None or self._full[0] != start or (confidence and self._full[1][1] is None):
             if start < self.full_start:
                 raise ValueError(f"full_predictions from column {start}: the logits start at column {self.full_start}.")
             logits = self.full_logits[:, start - self.full_start :]
@@ -129,7 +132,8 @@ class BlockView:
             if noise is not None and start:
                 noise = StepNoise(None if noise.gumbel is None else noise.gumbel[:, start:],
                                   None if noise.remask is None else noise.remask[:, start:])
-            self._full = (start, predict(logits, config.temperature, remasking, state.generator, state.mask_id, noise))
+            self._full = (start, predict(logits, config.temperature, remasking, state.generator, state.mask_id, noise,
+                                         confidence))
         return self._full[1]
 
 
@@ -154,7 +158,9 @@ class BlockStep:
 
     ``tokens``: the block after the step; ``transfer``: positions committed now.
     ``stop`` (n,) bool and ``fill`` (n, G): rows that finish now (an early exit), whose still
-    masked generation positions take ``fill`` (G columns from ``gen_start``).
+    masked generation positions take ``fill`` (G columns from ``gen_start``); ``stop_host`` is
+    ``stop`` on the CPU (a decision made on the device is read with the step's flags, so a
+    caller writes the fill on the device before the read, masked by ``stop``).
     ``cut`` (n,) canvas column after which a row's text ends (end-of-text prediction; the
     canvas length means no cut); ``hide_cut`` also removes cut positions from attention.
     ``left`` (n,) CPU bool: rows whose block is not finished after the step: masks left (re-masked
@@ -178,6 +184,7 @@ class BlockStep:
     commits: Optional[torch.Tensor] = None  # (n,) transfer.sum(-1) on the device, when the step made it
     cut_host: Optional[torch.Tensor] = None
     cut_left: Optional[torch.Tensor] = None
+    stop_host: Optional[torch.Tensor] = None
     _finish: Optional[Any] = field(default=None, repr=False)  # the pending host read (finish_step)
 
     @property
@@ -234,25 +241,32 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
     cut = rule.end_of_text(view, state, transfer)
     if cut is not None:
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
-    if rule.fixed_schedule:  # no per-step sync: the flags are read when the generation ends
+    # The step's one sync, launched now and read by :func:`finish_step` (here, or later by a
+    # caller that launches its writes first). Per row: an exit's decision (made on the device,
+    # so its fill is written before the read, masked by it); and for a rule that ends its blocks
+    # by their masks, masks before, tokens committed (transfer is within mask), masks after
+    # (re-masking adds some), the rule's hold on a full block, and with an end-of-text cut the
+    # cut and the masks left before it.
+    read: dict[str, torch.Tensor] = {}
+    if out.stop is not None:
+        read["stop"] = out.stop.to(mask.device).long()
+    if rule.fixed_schedule:  # no per-step sync for these: the flags are read when the generation ends
         state.nonfinite.append(bad.any())
+    else:
+        n_masks, n_commits = mask.sum(-1), transfer.sum(-1)
+        out.commits = n_commits
+        read.update(masks=n_masks, commits=n_commits, nonfinite=bad)
+        read["left"] = (out.tokens == state.mask_id).sum(-1) if revision is not None else n_masks - n_commits
+        if hold is not None:
+            read["hold"] = hold.to(mask.device).long()
+        if cut is not None:
+            cols = view.block_columns
+            before_cut = (cols <= cut[:, None]) | (cols < view.gen_start)  # what the cut leaves of the block
+            read.update(cut=cut, cut_left=((out.tokens == state.mask_id) & before_cut).sum(-1))
+    if not read:
         return out
-    # The step's one sync: per row, masks before, tokens committed (transfer is within mask),
-    # masks after (re-masking adds some), the rule's hold on a full block, and with an
-    # end-of-text cut the cut and the masks left before it. Launched now, read by
-    # :func:`finish_step` (here, or later by a caller that launches its writes first).
-    n_masks, n_commits = mask.sum(-1), transfer.sum(-1)
-    after = (out.tokens == state.mask_id).sum(-1) if revision is not None else n_masks - n_commits
-    out.commits = n_commits
-    read = [n_masks, n_commits, bad, after]
-    if hold is not None:
-        read.append(hold.to(mask.device).long())
-    if cut is not None:
-        cols = view.block_columns
-        before_cut = (cols <= cut[:, None]) | (cols < view.gen_start)  # what the cut leaves of the block
-        read += [cut, ((out.tokens == state.mask_id) & before_cut).sum(-1)]
-    flags = torch.stack(read)
-    out._finish = lambda: _read_flags(rule, view, out, flags, hold is not None, cut is not None)
+    names, flags = tuple(read), torch.stack(list(read.values()))
+    out._finish = lambda: _read_flags(rule, view, out, names, flags)
     if finish:
         finish_step(out)
     return out
@@ -260,24 +274,28 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
 
 def finish_step(out: BlockStep) -> BlockStep:
     """Read the step's flags (its one device->host sync) and raise what they show; sets
-    ``out.left`` (and ``cut_host`` / ``cut_left``). A no-op when read already or when the rule's
-    fixed schedule needs no read."""
+    ``out.left`` (and ``stop_host``, ``cut_host`` / ``cut_left``). A no-op when read already or
+    when the step needs no read (a fixed schedule and no exit test)."""
     pending, out._finish = out._finish, None
     if pending is not None:
         pending()
     return out
 
 
-def _read_flags(rule: Any, view: BlockView, out: BlockStep, flags: torch.Tensor, has_hold: bool, has_cut: bool) -> None:
-    values = flags.tolist()
-    masks, commits, nonfinite, left = values[:4]
-    held = values[4] if has_hold else [0] * len(masks)
-    if has_cut:
-        out.cut_host = torch.tensor(values[-2])
-        out.cut_left = torch.tensor([v > 0 for v in values[-1]])
-    if any(nonfinite):
+def _read_flags(rule: Any, view: BlockView, out: BlockStep, names: tuple[str, ...], flags: torch.Tensor) -> None:
+    values = dict(zip(names, flags.tolist()))
+    if "stop" in values:
+        out.stop_host = torch.tensor(values["stop"], dtype=torch.bool)
+    if "masks" not in values:  # a fixed schedule: the exit's decision alone
+        return
+    masks, commits, left = values["masks"], values["commits"], values["left"]
+    held = values.get("hold", [0] * len(masks))
+    if "cut" in values:
+        out.cut_host = torch.tensor(values["cut"])
+        out.cut_left = torch.tensor([v > 0 for v in values["cut_left"]])
+    if any(values["nonfinite"]):
         raise NonFiniteLogitsError()
-    stopped = out.stop.tolist() if out.stop is not None else [False] * len(masks)
+    stopped = out.stop_host.tolist() if out.stop_host is not None else [False] * len(masks)
     if not getattr(rule, "may_stall", False):  # a rule that bounds its own steps (Learn2PD's oracle) may stall
         stalled = [r for r, m, t, s in zip(view.rows.tolist(), masks, commits, stopped) if m > 0 and t == 0 and not s]
         if stalled:

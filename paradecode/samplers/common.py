@@ -115,7 +115,8 @@ def predict(
     generator: Optional[torch.Generator] = None,
     mask_id: Optional[int] = None,
     noise: Optional[StepNoise] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    confidence: bool = True,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Predicted tokens and their confidence, as LLaDA / Fast-dLLM compute them.
 
     x0 is the argmax of the (Gumbel-noised) logits; confidence is the float64 softmax
@@ -124,6 +125,8 @@ def predict(
     ``noise`` gives the step's draws for these positions (else they are drawn here).
     Greedy low-confidence steps on a GPU take both from one Triton pass over the logits
     (:func:`~paradecode.samplers.confidence_kernel.top1_confidence`), not a float64 softmax array.
+    ``confidence=False``: the tokens alone (confidence None), where the softmax would be made
+    only to be dropped (the fused pass still gives both: it costs no more than the argmax).
     """
     if temperature == 0 and remasking == "low_confidence" and _kernel_runs(logits):
         fused = top1_confidence(logits, mask_id)
@@ -132,6 +135,8 @@ def predict(
     logits = forbid_token(logits, mask_id)
     gumbel = noise.gumbel if noise is not None else None
     x0 = add_gumbel_noise(logits, temperature, generator, gumbel).argmax(dim=-1)
+    if not confidence and (remasking == "low_confidence" or (noise is not None and noise.remask is not None)):
+        return x0, None  # (a "random" confidence drawn here is drawn still: the generator's stream stays)
     if remasking == "low_confidence":
         p = torch.softmax(logits.to(torch.float64), dim=-1)
         conf = p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)

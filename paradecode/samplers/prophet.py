@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from ..config import build_config
-from ..interfaces import device_arange
+from ..interfaces import device_arange, to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, RuleState
 
 BASES = ("lowconf", "threshold", "credit", "localleap", "learn2pd")
@@ -121,6 +121,12 @@ class Prophet(BlockDiffusionStrategy):
     # ---- constraints: pinned tokens, written before decoding and after every step -----------------
     def start(self, prompt_ids: torch.Tensor, **context: Any) -> DiffusionState:
         state = super().start(prompt_ids, **context)
+        pinned_masks = sorted(k for k, v in (self.config.constraints or {}).items() if v == state.mask_id)
+        if pinned_masks:
+            raise ValueError(
+                f"prophet's constraints pin the mask token ({state.mask_id}) at offsets {pinned_masks}: a constraint "
+                "is a token the answer must hold; leave a position out of constraints to let the model decode it."
+            )
         self._pin(state)
         return state
 
@@ -130,11 +136,14 @@ class Prophet(BlockDiffusionStrategy):
         return committed
 
     def _pin(self, state: DiffusionState) -> None:
+        """Write the constraints. Their columns never hold a mask, so a step's commits and exit
+        fill leave them as they are; only an end-of-text cut (a Learn2PD base) overwrites them,
+        and a cut marks its own edit of the canvas. So pinning again after a step changes
+        nothing a next step planned during the step's read has seen, and is no edit."""
         for offset, token in (self.config.constraints or {}).items():
             col = state.prompt_length + offset
             if col < state.x.shape[1]:
                 state.x[:, col] = token
-                state.edits += 1  # a write after the step: a next step planned before it would miss it
 
     def setup(self, model: Any, **kw: Any) -> tuple[dict, dict]:
         self.base.setup(model, **kw)  # the base's own checks and runtime options (a Learn2PD filter)
@@ -194,21 +203,27 @@ class Prophet(BlockDiffusionStrategy):
         return torch.where(count > 0, mean, torch.full_like(mean, float("-inf")))
 
     def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Every step: (n,) device flags of the rows whose gap passes the stage's threshold, and
+        the generation's predictions that fill their masks. The reference decides on the host
+        (``.item()``) before the step's writes; here the decision stays on the device and is read
+        with the step's flags, after the writes (the fill is written masked by it), so the next
+        step can be planned during that read. The tokens are the same: the predictions use the
+        step's own draws (no noise is drawn for them, so without an exit the run equals the
+        base's, seed for seed)."""
         c = self.config
-        rows = view.rows
         progress = (state.steps + 1) / self.step_budget  # the reference counts steps from 1
-        gap = self.answer_gap(view, state.mask_id).cpu()  # the decision is taken on the host, as the reference's .item()
+        gap = self.answer_gap(view, state.mask_id)
         stop = gap >= c.threshold_at(progress)
-        record = torch.full((state.batch_size,), float("nan"))
-        record[rows] = gap
-        state.extras["prophet_gap"] = record
-        n_stop = int(stop.sum())
-        state.extras["prophet_exit"] = n_stop
-        if n_stop == 0:
-            return None  # no noise drawn: without an exit the run equals the base's, seed for seed
+        if len(view.rows) == state.batch_size:
+            record = gap
+        else:
+            record = torch.full((state.batch_size,), float("nan"), device=gap.device)
+            record[to_device(view.rows, gap.device)] = gap
+        state.extras["prophet_gap"] = record  # per step, on the device: read when the trace is
+        state.extras["prophet_exit"] = stop.sum()
         # The generation's predictions from this step's own draws, as the reference fills
         # every mask with the step's x0.
-        return stop, view.full_predictions(state, self.config, view.gen_start)[0]
+        return stop, view.full_predictions(state, self.config, view.gen_start, confidence=False)[0]
 
 
 def _top2_gap(logits: torch.Tensor) -> torch.Tensor:
