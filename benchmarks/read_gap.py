@@ -187,6 +187,51 @@ def synthetic(drv: Driver, sizes: list[int], reps: int) -> dict[str, Any]:
     return res
 
 
+def read_methods(reps: int) -> dict[str, Any]:
+    """The device's idle time across a small read (a step's flags: 6 x 1 longs) after queued
+    work, by three ways of reading: ``tolist()`` (a copy to pageable memory and a stream sync,
+    what the step does), a non-blocking copy into pinned memory then an event's sync, and the
+    same then a stream sync. Idle is from an event after the flags' kernel to one recorded
+    after the read, before a tiny kernel; host is the read call's wall time."""
+    flags_src = torch.zeros(6, 1, dtype=torch.long, device="cuda")
+    pinned = torch.empty(6, 1, dtype=torch.long, pin_memory=True)
+    done = torch.cuda.Event()
+    out = {}
+
+    def pageable():
+        return flags_src.tolist()
+
+    def pinned_event():
+        pinned.copy_(flags_src, non_blocking=True)
+        done.record()
+        done.synchronize()
+        return pinned.tolist()
+
+    def pinned_stream():
+        pinned.copy_(flags_src, non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        return pinned.tolist()
+
+    for name, read in (("tolist", pageable), ("pinned+event", pinned_event), ("pinned+stream", pinned_stream)):
+        idle, host = [], []
+        for i in range(reps + 5):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(200_000)  # ~0.1 ms of queued work: the read waits for it
+            flags_src.add_(1)
+            a.record()
+            t0 = time.perf_counter()
+            read()
+            host.append((time.perf_counter() - t0) * 1e3)
+            b.record()
+            flags_src.add_(1)
+            torch.cuda.synchronize()
+            if i >= 5:
+                idle.append(a.elapsed_time(b))
+        out[name] = {"idle_ms": statistics.median(idle), "host_ms": statistics.median(host)}
+        log(f"read {name}: idle {out[name]['idle_ms']:.4f} ms, host {out[name]['host_ms']:.4f} ms")
+    return out
+
+
 def fmt_launch(t: dict[str, Any]) -> str:
     return "; ".join(f"{k} host {v['host_ms']:.3f} idle-wait {v['idle_wait_ms']:.3f} device {v['device_ms']:.3f} ms"
                      if "host_ms" in v else f"{k} {v['error']}" for k, v in t.items())
@@ -447,6 +492,9 @@ def report(res: dict[str, Any]) -> str:
     for name, r in res.get("model", {}).get("graphs", {}).items():
         lines.append(row(name, r))
     lines.append("cells: host ms / idle-wait ms")
+    if res.get("read_methods"):
+        lines.append("a step's flags read after queued work, device idle / host ms (median): " + ", ".join(
+            f"{k} {v['idle_ms']:.4f} / {v['host_ms']:.4f}" for k, v in res["read_methods"].items()))
     for setting, rules in res.get("model", {}).get("host_path", {}).items():
         for rule, r in rules.items():
             lines.append(f"{rule}/dual host path from the read, next step planned {setting.replace('_', ' ')} "
@@ -466,7 +514,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--sizes", default="16,128,512,1024", help="kernels per synthetic graph")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--model", action="store_true", help="also LLaDA-8B's dual-cache graphs and steps")
-    ap.add_argument("--rules", default="threshold,credit,eb,editing,localleap,dparallel,learn2pd,lowconf")
+    ap.add_argument("--rules", default="threshold,credit,eb,editing,localleap,dparallel,learn2pd,prophet,lowconf")
     ap.add_argument("--runs", type=int, default=3, help="--relaunch: timed runs of each rule's steps (the fastest counts)")
     ap.add_argument("--ab-reps", type=int, default=5, help="whole generations per rule and setting in the look-ahead A/B")
     ap.add_argument("--relaunch", action="store_true",
@@ -487,6 +535,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     res: dict[str, Any] = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
                            "torch": torch.__version__, "cuda": torch.version.cuda, "driver": version.value}
     res["synthetic"] = synthetic(drv, [int(s) for s in args.sizes.split(",")], args.reps)
+    res["read_methods"] = read_methods(args.reps)
     if args.model:
         res["model"] = real_model(drv, args)
     text = report(res)

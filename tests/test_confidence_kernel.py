@@ -76,7 +76,7 @@ def test_greedy_predict_uses_the_kernel_and_keeps_its_results(monkeypatch):
     logits = torch.randn(2, 8, 3000, generator=torch.Generator().manual_seed(9))
     eager = predict(logits, 0.0, "low_confidence", None, mask_id=11)
     calls = []
-    monkeypatch.setattr(common, "_kernel_runs", lambda t: True)
+    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
     real = common.top1_confidence
     monkeypatch.setattr(common, "top1_confidence", lambda *a: calls.append(1) or real(*a))
     fused = predict(logits, 0.0, "low_confidence", None, mask_id=11)

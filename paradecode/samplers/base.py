@@ -433,8 +433,6 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.commit_step[dev_rows[:, None], gen_cols] = torch.where(written, state.steps, prev)
             committed = torch.zeros(state.batch_size, dtype=torch.long, device=state.x.device)
             committed[dev_rows] = commits
-        if out.stop is not None:  # before the plan: the exit's fill, written masked by its device flags
-            self._write_exit_fill(state, rows, dev_rows, out, committed)
         if state._planner is not None and out.reads:
             self._plan_next(state, rows)
         finish_step(out)
@@ -442,11 +440,13 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         left = out.left
         stopped = None
         if out.stop is not None and bool(out.stop_host.any()):
+            self._write_exit_fill(state, rows, dev_rows, out, committed)
+            state.edits += 1  # written after the read: a next step planned during it missed the fill
             stop = out.stop.to(state.x.device)
             still_masked = (out.tokens == state.mask_id) & ~stop[:, None]
             if left is not None:
                 left = left & ~out.stop_host
-            if state.prompt_length + out.fill.shape[1] >= state.x.shape[1]:
+            if state.prompt_length + out.exit_fill().shape[1] >= state.x.shape[1]:
                 stopped = rows[out.stop_host]
         state.rule.steps += 1
         if out.cut is not None:
@@ -467,21 +467,20 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         state: DiffusionState, rows: torch.Tensor, dev_rows: torch.Tensor, out: BlockStep, committed: torch.Tensor
     ) -> None:
         """The early exit's tokens into the still-masked generation positions of the rows that
-        stop (``out.stop``, on the device or not): device writes only, so they go before the
-        step's read and a next step planned during the read sees them. The fill covers the
-        generation, or (llada2) only its visible part: then the row goes on."""
-        stop = out.stop.to(state.x.device)
-        P, O, n = state.prompt_length, state.origin, out.fill.shape[1]
+        stop. The fill covers the generation, or (llada2) only its visible part: then the row
+        goes on."""
+        stop, fill_tokens = out.stop.to(state.x.device), out.exit_fill()
+        P, O, n = state.prompt_length, state.origin, fill_tokens.shape[1]
         if len(rows) == state.batch_size:  # every row in play: views, written in place
             gen, steps_at = state.x[:, P : P + n], state.commit_step[:, P - O : P - O + n]
             fill = (gen == state.mask_id) & stop[:, None]
-            gen.copy_(torch.where(fill, out.fill, gen))
+            gen.copy_(torch.where(fill, fill_tokens, gen))
             steps_at.masked_fill_(fill, state.steps)
             committed.add_(fill.sum(-1))
         else:
             gen = state.x[dev_rows, P : P + n]
             fill = (gen == state.mask_id) & stop[:, None]
-            state.x[dev_rows, P : P + n] = torch.where(fill, out.fill, gen)
+            state.x[dev_rows, P : P + n] = torch.where(fill, fill_tokens, gen)
             steps_at = state.commit_step[dev_rows, P - O : P - O + n]
             state.commit_step[dev_rows, P - O : P - O + n] = torch.where(fill, state.steps, steps_at)
             committed[dev_rows] += fill.sum(-1)
@@ -587,10 +586,11 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         """(n, W) bool: which masked positions of each row's block to commit now."""
         raise NotImplementedError
 
-    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """Rows that stop after this step: None, or ``(stop, fill)`` with ``stop`` (n,) bool and
-        ``fill`` (n, G) tokens for the generation's still-masked positions (G columns from
-        ``view.gen_start``)."""
+    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, Any]]:
+        """Rows that stop after this step: None, or ``(stop, fill)`` with ``stop`` (n,) bool (on
+        the device: read with the step's flags) and ``fill`` (n, G) tokens for the generation's
+        still-masked positions (G columns from ``view.gen_start``), or a function that makes
+        them, called only once some row stops."""
         return None
 
     def end_of_text(self, view: BlockView, state: RuleState, transfer: torch.Tensor) -> Optional[torch.Tensor]:

@@ -16,7 +16,7 @@ rule's ``new_state`` and passed in explicitly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -157,10 +157,9 @@ class BlockStep:
     """The outcome of one step on each row's block, (n, W) unless said otherwise.
 
     ``tokens``: the block after the step; ``transfer``: positions committed now.
-    ``stop`` (n,) bool and ``fill`` (n, G): rows that finish now (an early exit), whose still
-    masked generation positions take ``fill`` (G columns from ``gen_start``); ``stop_host`` is
-    ``stop`` on the CPU (a decision made on the device is read with the step's flags, so a
-    caller writes the fill on the device before the read, masked by ``stop``).
+    ``stop`` (n,) bool: rows that finish now (an early exit), whose still masked generation
+    positions take :meth:`exit_fill` (n, G: G columns from ``gen_start``); ``stop_host`` is
+    ``stop`` on the CPU, read with the step's flags (the decision is made on the device).
     ``cut`` (n,) canvas column after which a row's text ends (end-of-text prediction; the
     canvas length means no cut); ``hide_cut`` also removes cut positions from attention.
     ``left`` (n,) CPU bool: rows whose block is not finished after the step: masks left (re-masked
@@ -176,7 +175,7 @@ class BlockStep:
     confidence: torch.Tensor
     mask: torch.Tensor
     stop: Optional[torch.Tensor] = None
-    fill: Optional[torch.Tensor] = None
+    fill: Optional[Union[torch.Tensor, Callable[[], torch.Tensor]]] = None  # the tokens, or how to make them
     cut: Optional[torch.Tensor] = None
     hide_cut: bool = False
     left: Optional[torch.Tensor] = None
@@ -186,6 +185,13 @@ class BlockStep:
     cut_left: Optional[torch.Tensor] = None
     stop_host: Optional[torch.Tensor] = None
     _finish: Optional[Any] = field(default=None, repr=False)  # the pending host read (finish_step)
+
+    def exit_fill(self) -> torch.Tensor:
+        """(n, G) the early exit's tokens; a rule may give them as a function, made only once a
+        row stops (after the read: on a step without an exit they cost nothing)."""
+        if callable(self.fill):
+            self.fill = self.fill()
+        return self.fill
 
     @property
     def reads(self) -> bool:
@@ -242,8 +248,8 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
     if cut is not None:
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
     # The step's one sync, launched now and read by :func:`finish_step` (here, or later by a
-    # caller that launches its writes first). Per row: an exit's decision (made on the device,
-    # so its fill is written before the read, masked by it); and for a rule that ends its blocks
+    # caller that launches its writes first). Per row: an exit's decision (made on the device);
+    # and for a rule that ends its blocks
     # by their masks, masks before, tokens committed (transfer is within mask), masks after
     # (re-masking adds some), the rule's hold on a full block, and with an end-of-text cut the
     # cut and the masks left before it.

@@ -88,9 +88,9 @@ class BlockDecoder:
         new, moved = out.tokens, out.transfer
         if out.revised is not None:
             moved = moved | out.revised
-        if out.stop is not None:  # e.g. Prophet: the rest of the block takes the exit's tokens
+        if out.stop is not None and bool(out.stop_host.any()):  # e.g. Prophet: the rest of the block takes the exit's tokens
             fill = (new == self.mask_id) & out.stop.to(new.device)[:, None]
-            new = torch.where(fill, out.fill[:, : new.shape[1]], new)
+            new = torch.where(fill, out.exit_fill()[:, : new.shape[1]], new)
             moved = moved | fill
         if out.cut is not None and self.eos_id is not None:  # Learn2PD's end-of-text, inside the block
             cols = torch.arange(new.shape[1], device=new.device)[None, :]

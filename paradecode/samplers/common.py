@@ -98,13 +98,15 @@ _fused_confidence = True
 def fused_confidence(enable: bool = True) -> None:
     """Whether greedy low-confidence steps on a GPU take the argmax and its float64 softmax
     probability from one Triton pass (the default) or from PyTorch's softmax array (for an A/B,
-    ``benchmarks/confidence_kernel.py``). Process-wide; the tokens are the same either way."""
+    ``benchmarks/confidence_kernel.py``); Prophet's answer-window gap follows the same switch
+    (``prophet_kernel.py``). Process-wide; the tokens are the same either way."""
     global _fused_confidence
     _fused_confidence = bool(enable)
 
 
-def _kernel_runs(logits: torch.Tensor) -> bool:
-    """Whether :func:`predict` uses the fused kernel: on a GPU (tests force it under the interpreter)."""
+def sampler_kernels_run(logits: torch.Tensor) -> bool:
+    """Whether the samplers' Triton kernels run (:func:`predict`'s, Prophet's gap): on a GPU
+    (tests force them under the interpreter)."""
     return _fused_confidence and logits.is_cuda
 
 
@@ -128,7 +130,7 @@ def predict(
     ``confidence=False``: the tokens alone (confidence None), where the softmax would be made
     only to be dropped (the fused pass still gives both: it costs no more than the argmax).
     """
-    if temperature == 0 and remasking == "low_confidence" and _kernel_runs(logits):
+    if temperature == 0 and remasking == "low_confidence" and sampler_kernels_run(logits):
         fused = top1_confidence(logits, mask_id)
         if fused is not None:
             return fused

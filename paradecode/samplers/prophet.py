@@ -18,6 +18,8 @@ import torch
 from ..config import build_config
 from ..interfaces import device_arange, to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, DiffusionState, RuleState
+from . import common
+from .prophet_kernel import answer_window_gap
 
 BASES = ("lowconf", "threshold", "credit", "localleap", "learn2pd")
 # Progress boundaries of the three stages (hard-coded in the reference's should_early_exit).
@@ -179,6 +181,12 @@ class Prophet(BlockDiffusionStrategy):
         c = self.config
         gen_logits = view.full_logits[:, view.gen_start - view.full_start :]  # (n, G, V); llada2: the visible part
         start = c.window_start
+        if common.sampler_kernels_run(gen_logits):  # two launches on a GPU (prophet_kernel.py)
+            G = gen_logits.shape[1]
+            canvas = None if start is not None else view.canvas[:, view.gen_start : view.gen_start + G]
+            fused = answer_window_gap(gen_logits, c.answer_length, start, canvas, mask_id)
+            if fused is not None:
+                return fused
         if start is not None:
             window = gen_logits[:, start : start + c.answer_length]  # positions past the generation are left out
             if window.shape[1] == 0:
@@ -202,12 +210,12 @@ class Prophet(BlockDiffusionStrategy):
         mean = spread.sum(-1) / count.clamp(min=1)
         return torch.where(count > 0, mean, torch.full_like(mean, float("-inf")))
 
-    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def early_exit(self, view: BlockView, state: RuleState) -> Optional[tuple[torch.Tensor, Any]]:
         """Every step: (n,) device flags of the rows whose gap passes the stage's threshold, and
-        the generation's predictions that fill their masks. The reference decides on the host
-        (``.item()``) before the step's writes; here the decision stays on the device and is read
-        with the step's flags, after the writes (the fill is written masked by it), so the next
-        step can be planned during that read. The tokens are the same: the predictions use the
+        how to make the generation's predictions that fill their masks. The reference decides
+        on the host (``.item()``) before the step's writes; here the decision stays on the
+        device and is read with the step's flags, after the writes, so the next step can be
+        planned during that read. The predictions are made only once a row stops, from the
         step's own draws (no noise is drawn for them, so without an exit the run equals the
         base's, seed for seed)."""
         c = self.config
@@ -223,7 +231,7 @@ class Prophet(BlockDiffusionStrategy):
         state.extras["prophet_exit"] = stop.sum()
         # The generation's predictions from this step's own draws, as the reference fills
         # every mask with the step's x0.
-        return stop, view.full_predictions(state, self.config, view.gen_start, confidence=False)[0]
+        return stop, lambda: view.full_predictions(state, self.config, view.gen_start, confidence=False)[0]
 
 
 def _top2_gap(logits: torch.Tensor) -> torch.Tensor:
