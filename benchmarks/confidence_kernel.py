@@ -1,4 +1,5 @@
-"""A greedy low-confidence step's predictions, PyTorch's way and the fused kernel's, in one run.
+"""A greedy low-confidence step's predictions, PyTorch's way and the fused kernel's, in one run;
+and the rules' own kernels (CreditDecoding's update, Prophet's answer-window gap) the same way.
 
 PyTorch's way (``paradecode.samplers.common.predict`` with ``fused_confidence(False)``) copies the
 logits with the mask token at -inf, takes the argmax, a float64 softmax over the whole
@@ -63,12 +64,71 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         r["max_rel_conf_diff"] = float(((kconf - conf).abs() / conf).max())
         res["rows"][str(n)] = r
         print(f"positions {r['positions']:5d}: torch {r['torch_us']:8.1f} us, kernel {r['kernel_us']:7.1f} us", flush=True)
+    res["rules"] = rule_kernels(rows, V, mask_id, device, timer, calls, reps)
     res["wall_s"] = time.perf_counter() - t0
     text = report(res)
     print(text)
     if args.out_dir:
         write_results(args.out_dir, f"confidence_kernel_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
     return res
+
+
+def _switched(fn: Any, kernels: bool) -> Any:
+    """``fn`` run with the samplers' kernels on or off (``fused_confidence``), the default restored."""
+    def run() -> Any:
+        fused_confidence(kernels)
+        try:
+            return fn()
+        finally:
+            fused_confidence(True)
+    return run
+
+
+def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any, calls: int, reps: int) -> dict:
+    """CreditDecoding's logits adjustment and Prophet's answer-window gap, each through the rule's
+    own method with the samplers' kernels off (PyTorch) and on, at each batch (32 block positions
+    per row; Prophet over a 256-column generation whose first masks lie in its second half)."""
+    from paradecode.samplers.block import BlockView
+    from paradecode.samplers.credit import CreditDecoding, CreditState
+    from paradecode.samplers.prophet import Prophet
+
+    credit_rule = CreditDecoding(CreditDecoding.Config(gen_length=256, block_length=32))
+    prophet_rule = Prophet(Prophet.Config(gen_length=256, block_length=32))
+    g = torch.Generator(device=device).manual_seed(1)
+    out: dict[str, Any] = {}
+    for n in rows:
+        B = max(1, n // 32)
+        logits = (3 * torch.randn(B, 32, V, device=device, generator=g)).to(torch.bfloat16)
+        block = torch.full((B, 32), mask_id, device=device)
+        view = BlockView(rows=torch.arange(B), logits=logits, tokens=block, mask=block == mask_id,
+                         step_in_block=torch.zeros(B, dtype=torch.long), block_start=torch.zeros(B, dtype=torch.long))
+        start = torch.rand(B, 32, V, device=device, generator=g) * (torch.rand(B, 32, V, device=device, generator=g) < 1e-3)
+        states = {k: CreditState(B, mask_id) for k in (False, True)}
+        for st in states.values():
+            st.credit = start.clone()
+        ways = {k: _switched(lambda k=k: credit_rule.adjust_logits(view, states[k], logits), k) for k in (False, True)}
+        r: dict[str, Any] = {"credit_torch_us": timer(ways[False], calls, reps), "credit_kernel_us": timer(ways[True], calls, reps)}
+        for st in states.values():
+            st.credit = start.clone()
+        a, b = ways[False](), ways[True]()
+        r["credit_max_rel_diff"] = float(((b - a).abs() / a.abs().clamp(min=1e-6)).max())
+        r["credit_argmax_equal"] = bool(torch.equal(a.argmax(-1), b.argmax(-1)))
+        r["credit_state_max_abs_diff"] = float((states[True].credit - states[False].credit).abs().max())
+        G, P = 256, 64
+        canvas = torch.randint(0, 1000, (B, P + G), device=device, generator=g)
+        canvas[:, P + G // 2 :] = mask_id
+        full = (3 * torch.randn(B, G, V, device=device, generator=g)).to(torch.bfloat16)
+        pview = BlockView(rows=torch.arange(B), logits=logits, tokens=block, mask=block == mask_id,
+                          step_in_block=torch.zeros(B, dtype=torch.long), block_start=torch.full((B,), P),
+                          full_logits=full, full_start=P, canvas=canvas, gen_start=P)
+        gaps = {k: _switched(lambda: prophet_rule.answer_gap(pview, mask_id), k) for k in (False, True)}
+        r["prophet_torch_us"] = timer(gaps[False], calls, reps)
+        r["prophet_kernel_us"] = timer(gaps[True], calls, reps)
+        r["prophet_max_abs_diff"] = float((gaps[True]() - gaps[False]()).abs().max())
+        out[str(n)] = r
+        print(f"rows {B}: credit torch {r['credit_torch_us']:.1f} / kernel {r['credit_kernel_us']:.1f} us, "
+              f"prophet torch {r['prophet_torch_us']:.1f} / kernel {r['prophet_kernel_us']:.1f} us", flush=True)
+    return out
 
 
 def report(res: dict[str, Any]) -> str:
@@ -79,6 +139,14 @@ def report(res: dict[str, Any]) -> str:
     for r in res["rows"].values():
         lines.append(f"| {r['positions']} | {r['torch_us']:.1f} | {r['kernel_us']:.1f} ({r['kernel_GBps']:.0f}) | "
                      f"{r['torch_us'] / r['kernel_us']:.1f}x | {r['tokens_equal']} | {r['max_rel_conf_diff']:.1e} |")
+    if res.get("rules"):
+        lines += ["rules' own kernels, us per call in a CUDA graph (PyTorch / kernels), and how far the two agree:",
+                  "| rows | credit: softmax, credit update, fused logits | max relative difference (argmax equal) "
+                  "| Prophet: answer-window gap | max absolute difference |", "|---|---|---|---|---|"]
+        for n, r in res["rules"].items():
+            lines.append(f"| {max(1, int(n) // 32)} | {r['credit_torch_us']:.1f} / {r['credit_kernel_us']:.1f} | "
+                         f"{r['credit_max_rel_diff']:.1e} ({r['credit_argmax_equal']}) | {r['prophet_torch_us']:.1f} / "
+                         f"{r['prophet_kernel_us']:.1f} | {r['prophet_max_abs_diff']:.1e} |")
     lines.append(f"wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 

@@ -18,7 +18,10 @@ import torch
 
 from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
+from . import common
 from .common import masked_confidence
+from .confidence_kernel import top1_confidence
+from .credit_kernel import credit_kernel_applies, credit_step
 
 
 @dataclass
@@ -84,6 +87,11 @@ class CreditDecoding(BlockDiffusionStrategy):
             state.credit = credit
         mask = view.mask
         dev_rows = to_device(view.rows, credit.device)
+        if common.sampler_kernels_run(logits) and credit_kernel_applies(logits, credit):
+            top = top1_confidence(logits)  # the top-1 and its probability in one pass (credit_kernel.py)
+            if top is not None:
+                boost = top[1].float().pow(c.boost_gamma) * mask
+                return credit_step(logits, credit, dev_rows, top[0], boost, c.decay_beta, c.credit_alpha)
         row_credit = credit[dev_rows] * c.decay_beta
         top_p, top_i = torch.softmax(logits.float(), dim=-1).max(dim=-1)
         boost = top_p.pow(c.boost_gamma) * mask  # only masked positions gather credit
