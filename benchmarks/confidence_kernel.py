@@ -1,5 +1,6 @@
 """A greedy low-confidence step's predictions, PyTorch's way and the fused kernel's, in one run;
-and the rules' own kernels (CreditDecoding's update, Prophet's answer-window gap) the same way.
+and the rules' own kernels (CreditDecoding's update, Prophet's answer-window gap, EB's and
+dParallel's entropy) the same way.
 
 PyTorch's way (``paradecode.samplers.common.predict`` with ``fused_confidence(False)``) copies the
 logits with the mask token at -inf, takes the argmax, a float64 softmax over the whole
@@ -85,11 +86,12 @@ def _switched(fn: Any, kernels: bool) -> Any:
 
 
 def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any, calls: int, reps: int) -> dict:
-    """CreditDecoding's logits adjustment and Prophet's answer-window gap, each through the rule's
+    """CreditDecoding's logits adjustment, Prophet's answer-window gap and EB's entropy, each through the rule's
     own method with the samplers' kernels off (PyTorch) and on, at each batch (32 block positions
     per row; Prophet over a 256-column generation whose first masks lie in its second half)."""
     from paradecode.samplers.block import BlockView
     from paradecode.samplers.credit import CreditDecoding, CreditState
+    from paradecode.samplers.eb import token_entropy
     from paradecode.samplers.prophet import Prophet
 
     credit_rule = CreditDecoding(CreditDecoding.Config(gen_length=256, block_length=32))
@@ -125,8 +127,12 @@ def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any,
         r["prophet_torch_us"] = timer(gaps[False], calls, reps)
         r["prophet_kernel_us"] = timer(gaps[True], calls, reps)
         r["prophet_max_abs_diff"] = float((gaps[True]() - gaps[False]()).abs().max())
+        ent = {k: _switched(lambda: token_entropy(logits, mask_id), k) for k in (False, True)}
+        r["entropy_torch_us"] = timer(ent[False], calls, reps)
+        r["entropy_kernel_us"] = timer(ent[True], calls, reps)
+        r["entropy_max_abs_diff"] = float((ent[True]() - ent[False]()).abs().max())
         out[str(n)] = r
-        print(f"rows {B}: credit torch {r['credit_torch_us']:.1f} / kernel {r['credit_kernel_us']:.1f} us, "
+        print(f"rows {B}: entropy torch {r['entropy_torch_us']:.1f} / kernel {r['entropy_kernel_us']:.1f} us, credit torch {r['credit_torch_us']:.1f} / kernel {r['credit_kernel_us']:.1f} us, "
               f"prophet torch {r['prophet_torch_us']:.1f} / kernel {r['prophet_kernel_us']:.1f} us", flush=True)
     return out
 
@@ -142,11 +148,13 @@ def report(res: dict[str, Any]) -> str:
     if res.get("rules"):
         lines += ["rules' own kernels, us per call in a CUDA graph (PyTorch / kernels), and how far the two agree:",
                   "| rows | credit: softmax, credit update, fused logits | max relative difference (argmax equal) "
-                  "| Prophet: answer-window gap | max absolute difference |", "|---|---|---|---|---|"]
+                  "| Prophet: answer-window gap | max absolute difference | EB / dParallel: entropy (nats) "
+                  "| max absolute difference |", "|---|---|---|---|---|---|---|"]
         for n, r in res["rules"].items():
             lines.append(f"| {max(1, int(n) // 32)} | {r['credit_torch_us']:.1f} / {r['credit_kernel_us']:.1f} | "
                          f"{r['credit_max_rel_diff']:.1e} ({r['credit_argmax_equal']}) | {r['prophet_torch_us']:.1f} / "
-                         f"{r['prophet_kernel_us']:.1f} | {r['prophet_max_abs_diff']:.1e} |")
+                         f"{r['prophet_kernel_us']:.1f} | {r['prophet_max_abs_diff']:.1e} | {r['entropy_torch_us']:.1f} / "
+                         f"{r['entropy_kernel_us']:.1f} | {r['entropy_max_abs_diff']:.1e} |")
     lines.append(f"wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 

@@ -99,3 +99,64 @@ def test_confidence_benchmark_smoke_times_both_ways_and_checks_they_agree(tmp_pa
         assert r["tokens_equal"] and r["max_rel_conf_diff"] < 1e-13
     assert next(tmp_path.glob("confidence_kernel_*_cpu-smoke.txt")).read_text().startswith("confidence_kernel")
 
+
+
+def _torch_entropy(logits, forbid):
+    from paradecode.samplers import eb
+
+    common.fused_confidence(False)
+    try:
+        return eb.token_entropy(logits, forbid)
+    finally:
+        common.fused_confidence(True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, forbid", [((2, 3, 5000), 7), ((1, 2, 9000), None), ((40, 300), 299)])
+def test_entropy_kernel_equals_the_log_softmax_entropy(dtype, shape, forbid):
+    """Rows split into vocabulary chunks and rows whole: EB's and dParallel's entropy, mask
+    column excluded, to float32 rounding; a peaked row (near 0 nats) and a flat one (log V)."""
+    from paradecode.samplers.confidence_kernel import softmax_entropy
+
+    g = torch.Generator().manual_seed(5)
+    logits = (4 * torch.randn(*shape, generator=g)).to(dtype)
+    logits.view(-1, shape[-1])[0] = 0.0  # flat: log of the entries left
+    logits.view(-1, shape[-1])[1, 11] = 60.0  # one entry takes all the mass
+    if forbid is not None:
+        logits[..., forbid] = 50.0  # would dominate were it not excluded
+    got = softmax_entropy(logits, forbid)
+    ref = _torch_entropy(logits, forbid)
+    assert got.shape == shape[:-1] and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=2e-5, atol=2e-6)
+    n_left = shape[-1] - (forbid is not None)
+    assert abs(got.view(-1)[0].item() - torch.log(torch.tensor(float(n_left))).item()) < 1e-4
+
+
+def test_entropy_kernel_handles_minus_inf_entries_and_strided_rows():
+    from paradecode.samplers.confidence_kernel import softmax_entropy
+
+    logits = torch.randn(3, 8, 6000, generator=torch.Generator().manual_seed(2))
+    logits[0, 0, 100:5000] = float("-inf")  # most of a row excluded: whole chunks of -inf
+    view = logits[:, 2:6]  # a block's columns of a wider canvas
+    torch.testing.assert_close(softmax_entropy(view, 5), _torch_entropy(view, 5), rtol=2e-5, atol=2e-6)
+    torch.testing.assert_close(softmax_entropy(logits, None), _torch_entropy(logits, None), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("rule, opts", [("eb", dict(gamma=0.5)), ("dparallel", dict(threshold=0.5))])
+def test_entropy_rules_with_the_kernels_forced_decode_as_without(rule, opts, monkeypatch):
+    import paradecode
+    from paradecode.samplers import eb
+
+    from .conftest import make_tiny_model
+
+    model = make_tiny_model()
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
+    kw = dict(strategy=rule, gen_length=24, block_length=8, cache="dual", seed=3, **opts)
+    eager = paradecode.sample(model, prompts, **kw)
+    calls = []
+    real = eb.softmax_entropy
+    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
+    monkeypatch.setattr(eb, "softmax_entropy", lambda *a: calls.append(1) or real(*a))
+    fused = paradecode.sample(model, prompts, **kw)
+    assert len(calls) == fused.trace.nfe
+    assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe

@@ -24,7 +24,7 @@ import torch
 
 from ..models.decode_attention import multiprocessors, tl, triton, triton_available
 
-__all__ = ["top1_confidence"]
+__all__ = ["top1_confidence", "softmax_entropy"]
 
 _TILE = 2048  # vocabulary entries per loop iteration of a program
 _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -86,18 +86,62 @@ if triton is not None:
         tl.store(CONF + row, conf)
 
 
-def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """``(argmax, float64 softmax probability of the argmax)`` over the last dimension of
-    ``logits`` (any leading shape), with column ``forbid`` (the mask token) excluded as -inf.
+if triton is not None:
 
-    Returns None where the kernel does not apply (no Triton here, float64 logits, a last
-    dimension that is not contiguous): the caller computes it with PyTorch.
-    """
+    @triton.jit
+    def _chunk_entropy(L, M, S0, S1, V, CHUNK, FORBID, W, s0, s1, n_chunks, TILE: tl.constexpr):
+        # one row and one CHUNK of its logits: the chunk's max m, sum exp(l - m), sum exp(l - m) (l - m)
+        row = tl.program_id(0).to(tl.int64)
+        chunk = tl.program_id(1)
+        base = L + (row // W) * s0 + (row % W) * s1
+        lo = chunk * CHUNK
+        hi = tl.minimum(lo + CHUNK, V)
+        lanes = tl.arange(0, TILE)
+        best = tl.full([TILE], float("-inf"), tl.float32)
+        for start in range(lo, hi, TILE):
+            col = start + lanes
+            x = tl.load(base + col, mask=col < hi, other=float("-inf")).to(tl.float32)
+            best = tl.maximum(best, tl.where(col == FORBID, float("-inf"), x))
+        m64 = tl.max(best, 0).to(tl.float64)
+        acc0 = tl.zeros([TILE], tl.float64)
+        acc1 = tl.zeros([TILE], tl.float64)
+        for start in range(lo, hi, TILE):
+            col = start + lanes
+            x = tl.load(base + col, mask=col < hi, other=float("-inf")).to(tl.float64)
+            d = tl.where(col == FORBID, float("-inf"), x) - m64
+            e = tl.where(d == float("-inf"), 0.0, tl.exp(d))
+            acc0 += e
+            acc1 += tl.where(d == float("-inf"), 0.0, e * d)  # an excluded entry adds 0, not 0 * -inf
+        out = row * n_chunks + chunk
+        tl.store(M + out, m64.to(tl.float32))
+        tl.store(S0 + out, tl.sum(acc0, 0))
+        tl.store(S1 + out, tl.sum(acc1, 0))
+
+    @triton.jit
+    def _combine_entropy(M, S0, S1, H, n_chunks, CB: tl.constexpr):
+        # one row: H = log Z - E[l - m] with the chunks' sums rescaled to the row's max
+        row = tl.program_id(0).to(tl.int64)
+        c = tl.arange(0, CB)
+        ok = c < n_chunks
+        m_c = tl.load(M + row * n_chunks + c, mask=ok, other=float("-inf"))
+        s0_c = tl.load(S0 + row * n_chunks + c, mask=ok, other=0.0)
+        s1_c = tl.load(S1 + row * n_chunks + c, mask=ok, other=0.0)
+        m = tl.max(m_c, 0).to(tl.float64)
+        live = m_c != float("-inf")
+        shift = tl.where(live, m_c.to(tl.float64) - m, 0.0)
+        scale = tl.where(live, tl.exp(shift), 0.0)
+        z = tl.sum(s0_c * scale, 0)
+        t = tl.sum(tl.where(live, scale * (s1_c + shift * s0_c), 0.0), 0)
+        tl.store(H + row, (tl.log(z) - t / z).to(tl.float32))
+
+
+def _chunked(logits: torch.Tensor) -> Optional[tuple]:
+    """The (rows, W, s0, s1, R, n_chunks, chunk) layout both kernels read ``logits`` in, or None
+    where they do not apply (no Triton here, float64, an empty or non-contiguous vocabulary)."""
     if (not triton_available(logits.device) or logits.dtype not in _INPUT_DTYPES or logits.dim() < 1
             or logits.shape[-1] == 0 or logits.stride(-1) != 1 or logits.numel() == 0):
         return None
     V = logits.shape[-1]
-    lead = logits.shape[:-1]
     # rows addressed as (i, j) of up to two leading dimensions with their own strides: a slice
     # of a step's logits (the block columns of the full canvas's) is read in place, not copied
     rows = logits if logits.dim() == 3 else logits.reshape(1, -1, V)
@@ -111,7 +155,41 @@ def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optio
     chunk = -(-V // n_chunks)
     chunk = -(-chunk // _TILE) * _TILE
     n_chunks = -(-V // chunk)
-    dev = logits.device
+    return rows, W, s0, s1, R, n_chunks, chunk
+
+
+def softmax_entropy(logits: torch.Tensor, forbid: Optional[int] = None) -> Optional[torch.Tensor]:
+    """(...) float32 entropy (nats) of softmax over the last dimension of ``logits``, column
+    ``forbid`` excluded (probability 0, adding nothing), in one pass per vocabulary chunk:
+    ``H = log Z - sum_i p_i (l_i - m)`` from the chunk sums of ``exp(l_i - m)`` and
+    ``exp(l_i - m) (l_i - m)`` in float64. PyTorch's ``log_softmax`` path works in float32, so
+    the two agree to float32 rounding. None where the kernel does not apply."""
+    layout = _chunked(logits)
+    if layout is None:
+        return None
+    rows, W, s0, s1, R, n_chunks, chunk = layout
+    V, dev = logits.shape[-1], logits.device
+    m = torch.empty(R, n_chunks, dtype=torch.float32, device=dev)
+    s0_, s1_ = (torch.empty(R, n_chunks, dtype=torch.float64, device=dev) for _ in range(2))
+    h = torch.empty(R, dtype=torch.float32, device=dev)
+    forbid_col = -1 if forbid is None or not 0 <= forbid < V else int(forbid)
+    _chunk_entropy[(R, n_chunks)](rows, m, s0_, s1_, V, chunk, forbid_col, W, s0, s1, n_chunks, TILE=_TILE)
+    _combine_entropy[(R,)](m, s0_, s1_, h, n_chunks, CB=max(2, triton.next_power_of_2(n_chunks)))
+    return h.reshape(logits.shape[:-1])
+
+
+def top1_confidence(logits: torch.Tensor, forbid: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(argmax, float64 softmax probability of the argmax)`` over the last dimension of
+    ``logits`` (any leading shape), with column ``forbid`` (the mask token) excluded as -inf.
+
+    Returns None where the kernel does not apply (no Triton here, float64 logits, a last
+    dimension that is not contiguous): the caller computes it with PyTorch.
+    """
+    layout = _chunked(logits)
+    if layout is None:
+        return None
+    rows, W, s0, s1, R, n_chunks, chunk = layout
+    V, lead, dev = logits.shape[-1], logits.shape[:-1], logits.device
     m = torch.empty(R, n_chunks, dtype=torch.float32, device=dev)
     idx = torch.empty(R, n_chunks, dtype=torch.int32, device=dev)
     s = torch.empty(R, n_chunks, dtype=torch.float64, device=dev)
