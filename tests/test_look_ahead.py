@@ -103,6 +103,21 @@ def test_prophet_exits_decided_on_the_device_and_planned_ahead_give_the_same_tok
         assert out.generated[:, 3].eq(7).all() and out.generated[:, 10].eq(9).all()
 
 
+@pytest.mark.parametrize("cache", [None, "dual"])
+def test_an_end_of_text_cut_that_stays_put_does_not_stop_steps_being_planned_ahead(cache, monkeypatch):
+    """Learn2PD's cut is read every step; once written, a cut that has not moved is not written
+    again (nor marked as an edit), so the steps after it still run plans made during their read,
+    with the tokens of steps planned one by one."""
+    from .test_learn2pd import _EndsAt
+
+    model = _EndsAt(make_tiny_model(), end=20)  # every column from 20 on predicts end-of-text
+    kw = dict(strategy="learn2pd", gen_length=24, block_length=8, cache=cache, seed=3, steps=24, eot=True)
+    off = _run(model, _ragged(), False, monkeypatch, **kw)
+    on = _run(model, _ragged(), True, monkeypatch, **kw)
+    _same(off, on)
+    assert on[3] >= len(on[2]) // 2, (on[3], len(on[2]))  # the cut comes at the first step
+
+
 def test_a_plan_is_thrown_away_when_a_block_ends(monkeypatch):
     """One row per block end at least: the plans made before those steps' reads assumed the
     block went on, so some steps that read must plan again (else the test above is vacuous for

@@ -133,6 +133,9 @@ class DiffusionState:
     edits: int = 0
     # the next step's forward, planned while this step waited for its read (see look_ahead)
     ahead: Optional["_Planned"] = dataclasses.field(default=None, repr=False)
+    # (B,) CPU: the end-of-text cut last written per row (None: none yet); a cut that has not
+    # moved is on the canvas already, so it is not written again (nor marked as an edit)
+    cut_written: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False)
     # this step's caller, while apply() may still plan the next step with it
     _planner: Optional[Any] = dataclasses.field(default=None, repr=False)
 
@@ -531,8 +534,13 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         positions still masked and the rows with masks left."""
         L, dev = state.x.shape[1], state.x.device
         cut = out.cut_host if out.cut_host is not None else out.cut.cpu()
-        if bool((cut >= L).all()):
+        if state.cut_written is None:
+            state.cut_written = torch.full((state.batch_size,), L, dtype=torch.long)
+        if out.revised is None and bool((cut >= state.cut_written[rows]).all()):
+            # No row's cut moved and the step revised nothing: what a cut writes is there (EOS after
+            # it; commits fill masks only), so the block needs nothing more and nothing is edited.
             return still_masked, self._left_before_cut(out, still_masked)
+        state.cut_written[rows] = torch.minimum(cut, state.cut_written[rows])
         state.edits += 1
         cols = torch.arange(L, device=dev)[None, :]
         after = (cols > out.cut.to(dev)[:, None]) & (cols >= state.prompt_length)
