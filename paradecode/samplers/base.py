@@ -133,9 +133,9 @@ class DiffusionState:
     edits: int = 0
     # the next step's forward, planned while this step waited for its read (see look_ahead)
     ahead: Optional["_Planned"] = dataclasses.field(default=None, repr=False)
-    # (B,) CPU: the end-of-text cut last written per row (None: none yet); a cut that has not
-    # moved is on the canvas already, so it is not written again (nor marked as an edit)
-    cut_written: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False)
+    # per row, the end-of-text cut written so far (canvas width: none; None: no cut yet); a cut
+    # that has not moved is on the canvas already, so it is not written again (nor marked as an edit)
+    cut_written: Optional[list[int]] = dataclasses.field(default=None, repr=False)
     # this step's caller, while apply() may still plan the next step with it
     _planner: Optional[Any] = dataclasses.field(default=None, repr=False)
 
@@ -453,16 +453,14 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
                 stopped = rows[out.stop_host]
         state.rule.steps += 1
         if out.cut is not None:
-            if still_masked is None:
-                still_masked = out.tokens == state.mask_id
             still_masked, left = self._apply_cut(state, rows, out, still_masked, committed)
         if still_masked is None and self.fixed_schedule and self.config.layout == "llada2":
             still_masked = out.tokens == state.mask_id  # a prompt-filled first block may end before its schedule
-        self.advance(state, rows, still_masked, left)
+        moved = self.advance(state, rows, still_masked, left)
         if stopped is not None and len(stopped):
             state.block[stopped] = state.num_blocks
-        if out.cut is not None:
-            self._skip_finished_blocks(state, rows)
+        if moved is not None and state.cut_written is not None:
+            self._skip_finished_blocks(state, moved)
         return committed
 
     @staticmethod
@@ -508,8 +506,9 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
 
     def advance(
         self, state: DiffusionState, rows: torch.Tensor, still_masked: Optional[torch.Tensor], left: Optional[torch.Tensor] = None
-    ) -> None:
-        """Move rows whose block is finished to their next block."""
+    ) -> Optional[torch.Tensor]:
+        """Move rows whose block is finished to their next block; returns those rows (CPU), or
+        None when no row moved."""
         if len(rows) == state.batch_size:
             state.step_in_block += 1  # every row in play (rows are distinct)
         else:
@@ -525,23 +524,31 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             state.block[done_rows] += 1
             state.step_in_block[done_rows] = 0
             self.on_block_end(state.rule, done_rows)
+            return done_rows
+        return None
 
     # ---- end-of-text cuts (Learn2PD's EoTP; any rule may return one) --------------------------------
     def _apply_cut(
-        self, state: DiffusionState, rows: torch.Tensor, out: BlockStep, still_masked: torch.Tensor, committed: torch.Tensor
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        self, state: DiffusionState, rows: torch.Tensor, out: BlockStep, still_masked: Optional[torch.Tensor],
+        committed: torch.Tensor,
+    ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Write end-of-text after each row's cut (never into the prompt); returns the block's
-        positions still masked and the rows with masks left."""
+        positions still masked (None where the step had not made them and the cut wrote nothing)
+        and the rows with masks left."""
         L, dev = state.x.shape[1], state.x.device
         cut = out.cut_host if out.cut_host is not None else out.cut.cpu()
         if state.cut_written is None:
-            state.cut_written = torch.full((state.batch_size,), L, dtype=torch.long)
-        if out.revised is None and bool((cut >= state.cut_written[rows]).all()):
+            state.cut_written = [L] * state.batch_size
+        written, pairs = state.cut_written, list(zip(rows.tolist(), cut.tolist()))
+        if out.revised is None and all(c >= written[r] for r, c in pairs):
             # No row's cut moved and the step revised nothing: what a cut writes is there (EOS after
             # it; commits fill masks only), so the block needs nothing more and nothing is edited.
-            return still_masked, self._left_before_cut(out, still_masked)
-        state.cut_written[rows] = torch.minimum(cut, state.cut_written[rows])
+            return still_masked, self._left_before_cut(out, still_masked, state.mask_id)
+        for r, c in pairs:
+            written[r] = min(written[r], c)
         state.edits += 1
+        if still_masked is None:
+            still_masked = out.tokens == state.mask_id
         cols = torch.arange(L, device=dev)[None, :]
         after = (cols > out.cut.to(dev)[:, None]) & (cols >= state.prompt_length)
         dev_rows = to_device(rows, dev)
@@ -558,22 +565,25 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
             am = state.attention_mask[dev_rows]
             state.attention_mask[dev_rows] = torch.where(after, torch.zeros_like(am), am)
         still_masked = still_masked & ~after.gather(1, self.block_columns(state, rows))
-        return still_masked, self._left_before_cut(out, still_masked)
+        return still_masked, self._left_before_cut(out, still_masked, state.mask_id)
 
     @staticmethod
-    def _left_before_cut(out: BlockStep, still_masked: torch.Tensor) -> Optional[torch.Tensor]:
+    def _left_before_cut(out: BlockStep, still_masked: Optional[torch.Tensor], mask_id: int) -> Optional[torch.Tensor]:
         """(n,) CPU: rows with masks left before their cut (None for a rule whose schedule says
         it): read in the step's sync when the step made one, else from the device."""
         if out.left is None:
             return None
         if out.cut_left is None:
-            return still_masked.any(-1).cpu()
+            masked = still_masked if still_masked is not None else out.tokens == mask_id
+            return masked.any(-1).cpu()
         return out.cut_left & ~out.stop_host if out.stop_host is not None else out.cut_left
 
-    def _skip_finished_blocks(self, state: DiffusionState, rows: torch.Tensor) -> None:
-        """Rows whose next blocks hold no mask (cut by end-of-text) skip them: they are done."""
-        nb, bl = state.num_blocks, self.config.block_length
-        moved = rows[(state.step_in_block[rows] == 0) & (state.block[rows] < nb)]
+    def _skip_finished_blocks(self, state: DiffusionState, moved: torch.Tensor) -> None:
+        """Rows that moved to a new block skip the blocks that hold no mask (cut by end-of-text),
+        for rows with a cut written: they are done. One device read, at such block ends only."""
+        nb, bl, L = state.num_blocks, self.config.block_length, state.x.shape[1]
+        moved = torch.tensor([r for r in moved.tolist() if state.block[r] < nb and state.cut_written[r] < L],
+                             dtype=torch.long)
         if len(moved) == 0:
             return
         gen = state.x[to_device(moved, state.x.device), state.origin :] == state.mask_id
