@@ -57,6 +57,25 @@ def make_tiny_model() -> LLaDAModel:
     return model
 
 
+RAGGED = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
+
+
+def sample_with_kernels_forced(monkeypatch, module: ModuleType, name: str, **kw):
+    """``(eager, forced, calls)``: ``paradecode.sample`` of the tiny model on three ragged prompts
+    as a CPU runs it, and again with the samplers' Triton kernels forced (the interpreter runs
+    them, as a GPU would), counting the calls of ``module.name`` (the kernel's entry point)."""
+    import paradecode
+    from paradecode.samplers import common
+
+    model = make_tiny_model()
+    eager = paradecode.sample(model, RAGGED, **kw)
+    calls = []
+    real = getattr(module, name)
+    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or real(*a))
+    return eager, paradecode.sample(model, RAGGED, **kw), calls
+
+
 @pytest.fixture
 def prompts() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)

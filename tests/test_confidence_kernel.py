@@ -144,19 +144,11 @@ def test_entropy_kernel_handles_minus_inf_entries_and_strided_rows():
 
 @pytest.mark.parametrize("rule, opts", [("eb", dict(gamma=0.5)), ("dparallel", dict(threshold=0.5))])
 def test_entropy_rules_with_the_kernels_forced_decode_as_without(rule, opts, monkeypatch):
-    import paradecode
     from paradecode.samplers import eb
 
-    from .conftest import make_tiny_model
+    from .conftest import sample_with_kernels_forced
 
-    model = make_tiny_model()
-    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
-    kw = dict(strategy=rule, gen_length=24, block_length=8, cache="dual", seed=3, **opts)
-    eager = paradecode.sample(model, prompts, **kw)
-    calls = []
-    real = eb.softmax_entropy
-    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
-    monkeypatch.setattr(eb, "softmax_entropy", lambda *a: calls.append(1) or real(*a))
-    fused = paradecode.sample(model, prompts, **kw)
+    eager, fused, calls = sample_with_kernels_forced(monkeypatch, eb, "softmax_entropy", strategy=rule, gen_length=24,
+                                                     block_length=8, cache="dual", seed=3, **opts)
     assert len(calls) == fused.trace.nfe
     assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe

@@ -4,11 +4,9 @@ Triton pass (run here under the interpreter), against the PyTorch path it replac
 import pytest
 import torch
 
-import paradecode
-from paradecode.samplers import common
 from paradecode.samplers.credit_kernel import credit_kernel_applies, credit_step, triton
 
-from .conftest import make_tiny_model
+from .conftest import sample_with_kernels_forced
 
 pytestmark = pytest.mark.skipif(triton is None, reason="needs the triton package (its interpreter runs on CPU)")
 
@@ -56,16 +54,9 @@ def test_the_kernel_declines_what_it_does_not_cover():
 def test_credit_decoding_with_the_kernels_forced_decodes_as_without(cache, monkeypatch):
     """Whole generations (ragged prompts, rows leaving blocks at different steps): the tokens and
     forwards of the PyTorch path with the top-1 and credit kernels forced (as on a GPU)."""
-    model = make_tiny_model()
-    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
-    kw = dict(strategy="credit", gen_length=24, block_length=8, cache=cache, seed=3, threshold=0.5)
-    eager = paradecode.sample(model, prompts, **kw)
     from paradecode.samplers import credit
 
-    calls = []
-    real = credit.credit_step
-    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
-    monkeypatch.setattr(credit, "credit_step", lambda *a: calls.append(1) or real(*a))
-    fused = paradecode.sample(model, prompts, **kw)
+    eager, fused, calls = sample_with_kernels_forced(monkeypatch, credit, "credit_step", strategy="credit", gen_length=24,
+                                                     block_length=8, cache=cache, seed=3, threshold=0.5)
     assert len(calls) == fused.trace.nfe
     assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe

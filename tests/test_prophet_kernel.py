@@ -5,11 +5,9 @@ with it forced."""
 import pytest
 import torch
 
-import paradecode
-from paradecode.samplers import common
 from paradecode.samplers.prophet_kernel import answer_window_gap, triton
 
-from .conftest import make_tiny_model
+from .conftest import sample_with_kernels_forced
 
 pytestmark = pytest.mark.skipif(triton is None, reason="needs the triton package (its interpreter runs on CPU)")
 
@@ -93,18 +91,10 @@ def test_strided_logits_are_read_in_place_and_other_inputs_are_declined():
 def test_prophet_with_the_kernel_forced_decodes_as_without(opts, monkeypatch):
     """Prophet's steps with the gap from the kernels (forced, as on a GPU) give the tokens, forwards
     and per-step gaps of the PyTorch path; its exits fire."""
-    model = make_tiny_model()
-    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
-    kw = dict(strategy="prophet", gen_length=24, block_length=8, seed=3, **opts)
-    eager = paradecode.sample(model, prompts, **kw)
-    calls = []
-    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
-    monkeypatch.setattr(common, "top1_confidence", lambda *a: None)  # the block's predictions as before
     from paradecode.samplers import prophet
 
-    real = prophet.answer_window_gap
-    monkeypatch.setattr(prophet, "answer_window_gap", lambda *a: calls.append(1) or real(*a))
-    fused = paradecode.sample(model, prompts, **kw)
+    eager, fused, calls = sample_with_kernels_forced(monkeypatch, prophet, "answer_window_gap", strategy="prophet",
+                                                     gen_length=24, block_length=8, seed=3, **opts)
     assert calls
     assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe
     gaps = [torch.stack(t.trace.extra("prophet_gap")) for t in (eager, fused)]

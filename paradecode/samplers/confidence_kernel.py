@@ -33,14 +33,16 @@ _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 if triton is not None:
 
     @triton.jit
-    def _chunk_top1(L, M, IDX, S, V, CHUNK, FORBID, W, s0, s1, n_chunks, TILE: tl.constexpr):
-        # one row (r // W, r % W of the leading dimensions) and one CHUNK of its V logits: the
-        # chunk's max, first argmax, sum exp(l - max)
+    def _chunk_span(L, V, CHUNK, W, s0, s1):
+        # the program's row (r // W, r % W of the leading dimensions), its logits and its CHUNK of them
         row = tl.program_id(0).to(tl.int64)
-        chunk = tl.program_id(1)
-        base = L + (row // W) * s0 + (row % W) * s1
-        lo = chunk * CHUNK
-        hi = tl.minimum(lo + CHUNK, V)
+        lo = tl.program_id(1) * CHUNK
+        return row, L + (row // W) * s0 + (row % W) * s1, lo, tl.minimum(lo + CHUNK, V)
+
+    @triton.jit
+    def _chunk_top1(L, M, IDX, S, V, CHUNK, FORBID, W, s0, s1, n_chunks, TILE: tl.constexpr):
+        # one row and one CHUNK of its V logits: the chunk's max, first argmax, sum exp(l - max)
+        row, base, lo, hi = _chunk_span(L, V, CHUNK, W, s0, s1)
         lanes = tl.arange(0, TILE)
         best = tl.full([TILE], float("-inf"), tl.float32)
         best_at = tl.full([TILE], 2147483647, tl.int32)
@@ -61,7 +63,7 @@ if triton is not None:
             x = tl.where(col == FORBID, float("-inf"), x)
             acc += tl.where(x == float("-inf"), 0.0, tl.exp(x - m64))
         s = tl.sum(acc, 0)  # NaN where the chunk holds a NaN or +inf logit, as PyTorch's softmax
-        out = row * n_chunks + chunk
+        out = row * n_chunks + tl.program_id(1)
         tl.store(M + out, m)
         tl.store(IDX + out, at)
         tl.store(S + out, s)
@@ -85,17 +87,10 @@ if triton is not None:
         tl.store(X0 + row, tl.where(m == float("-inf"), 0, at).to(tl.int64))
         tl.store(CONF + row, conf)
 
-
-if triton is not None:
-
     @triton.jit
     def _chunk_entropy(L, M, S0, S1, V, CHUNK, FORBID, W, s0, s1, n_chunks, TILE: tl.constexpr):
         # one row and one CHUNK of its logits: the chunk's max m, sum exp(l - m), sum exp(l - m) (l - m)
-        row = tl.program_id(0).to(tl.int64)
-        chunk = tl.program_id(1)
-        base = L + (row // W) * s0 + (row % W) * s1
-        lo = chunk * CHUNK
-        hi = tl.minimum(lo + CHUNK, V)
+        row, base, lo, hi = _chunk_span(L, V, CHUNK, W, s0, s1)
         lanes = tl.arange(0, TILE)
         best = tl.full([TILE], float("-inf"), tl.float32)
         for start in range(lo, hi, TILE):
@@ -112,7 +107,7 @@ if triton is not None:
             e = tl.where(d == float("-inf"), 0.0, tl.exp(d))
             acc0 += e
             acc1 += tl.where(d == float("-inf"), 0.0, e * d)  # an excluded entry adds 0, not 0 * -inf
-        out = row * n_chunks + chunk
+        out = row * n_chunks + tl.program_id(1)
         tl.store(M + out, m64.to(tl.float32))
         tl.store(S0 + out, tl.sum(acc0, 0))
         tl.store(S1 + out, tl.sum(acc1, 0))
