@@ -249,10 +249,9 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
         out.cut, out.hide_cut = cut, bool(getattr(c, "eot_truncate", False))
     # The step's one sync, launched now and read by :func:`finish_step` (here, or later by a
     # caller that launches its writes first). Per row: an exit's decision (made on the device);
-    # and for a rule that ends its blocks
-    # by their masks, masks before, tokens committed (transfer is within mask), masks after
-    # (re-masking adds some), the rule's hold on a full block, and with an end-of-text cut the
-    # cut and the masks left before it.
+    # and for a rule that ends its blocks by their masks, masks before, tokens committed
+    # (transfer is within mask), masks after (re-masking adds some), the rule's hold on a full
+    # block, and with an end-of-text cut the cut and the masks left before it.
     read: dict[str, torch.Tensor] = {}
     if out.stop is not None:
         read["stop"] = out.stop.to(mask.device).long()

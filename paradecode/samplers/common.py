@@ -98,14 +98,16 @@ _fused_confidence = True
 def fused_confidence(enable: bool = True) -> None:
     """Whether greedy low-confidence steps on a GPU take the argmax and its float64 softmax
     probability from one Triton pass (the default) or from PyTorch's softmax array (for an A/B,
-    ``benchmarks/confidence_kernel.py``); Prophet's answer-window gap follows the same switch
-    (``prophet_kernel.py``). Process-wide; the tokens are the same either way."""
+    ``benchmarks/confidence_kernel.py``). The rules' own kernels follow the same switch:
+    CreditDecoding's update (``credit_kernel.py``), Prophet's answer-window gap
+    (``prophet_kernel.py``), EB's and dParallel's entropy. Process-wide; the tokens are the same
+    either way (the rules' values agree to float32 rounding)."""
     global _fused_confidence
     _fused_confidence = bool(enable)
 
 
 def sampler_kernels_run(logits: torch.Tensor) -> bool:
-    """Whether the samplers' Triton kernels run (:func:`predict`'s, Prophet's gap): on a GPU
+    """Whether the samplers' Triton kernels run (:func:`predict`'s and the rules' own): on a GPU
     (tests force them under the interpreter)."""
     return _fused_confidence and logits.is_cuda
 
