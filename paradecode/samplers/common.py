@@ -100,8 +100,10 @@ def fused_confidence(enable: bool = True) -> None:
     probability from one Triton pass (the default) or from PyTorch's softmax array (for an A/B,
     ``benchmarks/confidence_kernel.py``). The rules' own kernels follow the same switch:
     CreditDecoding's update (``credit_kernel.py``), Prophet's answer-window gap
-    (``prophet_kernel.py``), EB's and dParallel's entropy. Process-wide; the tokens are the same
-    either way (the rules' values agree to float32 rounding)."""
+    (``prophet_kernel.py``), EB's and dParallel's entropy. Process-wide. The greedy confidence is
+    the same either way; the rules' values agree to float32 rounding, so a decision could differ
+    only where a value sits that close to its threshold (tokens were equal in every test and GPU
+    check)."""
     global _fused_confidence
     _fused_confidence = bool(enable)
 
