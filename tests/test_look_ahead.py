@@ -87,9 +87,10 @@ def _exits(gap: float) -> dict:
     dict(base="lowconf", constraints={3: 7, 10: 9}, **_exits(2.0)),  # pinned tokens, written after every step
 ])
 def test_prophet_exits_decided_on_the_device_and_planned_ahead_give_the_same_tokens(opts, cache, monkeypatch):
-    """Prophet's exit is decided on the device and read with the step's flags, its fill written
-    before the read: steps planned during the read give the tokens, forwards and per-step gaps
-    of steps planned one by one, with exits that fire after some steps were planned ahead."""
+    """Prophet's exit is decided on the device and read with the step's flags, its fill made and
+    written after the read once a row stops: steps planned during the read give the tokens,
+    forwards and per-step gaps of steps planned one by one, with exits that fire after some
+    steps were planned ahead."""
     model, prompts = make_tiny_model(), _ragged()
     kw = dict(strategy="prophet", gen_length=24, block_length=8, cache=cache, seed=3, **opts)
     off = _run(model, prompts, False, monkeypatch, **kw)
