@@ -132,8 +132,9 @@ def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any,
         r["entropy_kernel_us"] = timer(ent[True], calls, reps)
         r["entropy_max_abs_diff"] = float((ent[True]() - ent[False]()).abs().max())
         out[str(n)] = r
-        print(f"rows {B}: entropy torch {r['entropy_torch_us']:.1f} / kernel {r['entropy_kernel_us']:.1f} us, credit torch {r['credit_torch_us']:.1f} / kernel {r['credit_kernel_us']:.1f} us, "
-              f"prophet torch {r['prophet_torch_us']:.1f} / kernel {r['prophet_kernel_us']:.1f} us", flush=True)
+        print(f"rows {B}, PyTorch / kernels: " + ", ".join(
+            f"{name} {r[name + '_torch_us']:.1f} / {r[name + '_kernel_us']:.1f} us" for name in ("credit", "prophet", "entropy")),
+            flush=True)
     return out
 
 

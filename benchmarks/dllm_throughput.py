@@ -604,8 +604,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                          "or as torch.compile's")
     ap.add_argument("--confidence", choices=("kernel", "torch"), default="kernel",
                     help="the samplers' Triton kernels (paradecode.samplers.common.fused_confidence): greedy steps' "
-                         "argmax and float64 softmax confidence in one pass, CreditDecoding's update, Prophet's gap "
-                         "(the default), or PyTorch's ops for all three")
+                         "argmax and float64 softmax confidence in one pass, CreditDecoding's update, Prophet's gap, "
+                         "EB's and dParallel's entropy (the default), or PyTorch's ops for all of them")
     ap.add_argument("--look-ahead", choices=("auto", "off"), default="auto",
                     help="steps that read the device plan the next step's forward while they wait (the default on a "
                          "GPU, paradecode.samplers.base.look_ahead), or plan each step after its read (off, for an A/B)")

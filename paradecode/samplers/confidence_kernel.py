@@ -27,7 +27,7 @@ from ..models.decode_attention import multiprocessors, tl, triton, triton_availa
 __all__ = ["top1_confidence", "softmax_entropy"]
 
 _TILE = 2048  # vocabulary entries per loop iteration of a program
-_INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # logits the samplers' kernels read
 
 
 if triton is not None:
@@ -133,7 +133,7 @@ if triton is not None:
 def _chunked(logits: torch.Tensor) -> Optional[tuple]:
     """The (rows, W, s0, s1, R, n_chunks, chunk) layout both kernels read ``logits`` in, or None
     where they do not apply (no Triton here, float64, an empty or non-contiguous vocabulary)."""
-    if (not triton_available(logits.device) or logits.dtype not in _INPUT_DTYPES or logits.dim() < 1
+    if (not triton_available(logits.device) or logits.dtype not in INPUT_DTYPES or logits.dim() < 1
             or logits.shape[-1] == 0 or logits.stride(-1) != 1 or logits.numel() == 0):
         return None
     V = logits.shape[-1]

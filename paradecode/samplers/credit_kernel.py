@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..models.decode_attention import tl, triton, triton_available
+from .confidence_kernel import INPUT_DTYPES
 
 __all__ = ["credit_step", "credit_kernel_applies"]
 
@@ -60,7 +61,7 @@ if triton is not None:
 def credit_kernel_applies(logits: torch.Tensor, credit: torch.Tensor) -> bool:
     """Whether :func:`credit_step` runs on these tensors (else the caller uses PyTorch)."""
     return (triton_available(logits.device) and logits.dim() == 3 and logits.stride(-1) == 1
-            and logits.dtype in (torch.bfloat16, torch.float16, torch.float32)
+            and logits.dtype in INPUT_DTYPES
             and credit.dtype == torch.float32 and credit.is_contiguous() and logits.numel() > 0)
 
 

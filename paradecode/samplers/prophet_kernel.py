@@ -20,12 +20,12 @@ from typing import Optional
 import torch
 
 from ..models.decode_attention import tl, triton, triton_available
+from .confidence_kernel import INPUT_DTYPES
 
 __all__ = ["answer_window_gap"]
 
 _TILE = 2048  # vocabulary entries per loop iteration
 _COLS = 256  # generation columns scanned per iteration for the masked ones
-_INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 if triton is not None:
@@ -96,7 +96,7 @@ def answer_window_gap(
     Returns None where the kernels do not apply (no Triton here, other dtypes, a vocabulary
     that is not contiguous): the caller computes it with PyTorch."""
     n, G, V = gen_logits.shape
-    if (not triton_available(gen_logits.device) or gen_logits.dtype not in _INPUT_DTYPES or gen_logits.stride(-1) != 1
+    if (not triton_available(gen_logits.device) or gen_logits.dtype not in INPUT_DTYPES or gen_logits.stride(-1) != 1
             or n == 0 or G == 0 or V < 2 or k <= 0):
         return None
     fixed = start is not None
