@@ -1,6 +1,6 @@
 """A greedy low-confidence step's predictions, PyTorch's way and the fused kernel's, in one run;
-and the rules' own kernels (CreditDecoding's update, Prophet's answer-window gap, EB's and
-dParallel's entropy) the same way.
+and the rules' own kernels (CreditDecoding's update, Prophet's answer-window gap, Learn2PD's
+end-of-text ranking, EB's and dParallel's entropy) the same way.
 
 PyTorch's way (``paradecode.samplers.common.predict`` with ``fused_confidence(False)``) copies the
 logits with the mask token at -inf, takes the argmax, a float64 softmax over the whole
@@ -86,9 +86,10 @@ def _switched(fn: Any, kernels: bool) -> Any:
 
 
 def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any, calls: int, reps: int) -> dict:
-    """CreditDecoding's logits adjustment, Prophet's answer-window gap and EB's entropy, each through the rule's
-    own method with the samplers' kernels off (PyTorch) and on, at each batch (32 block positions
-    per row; Prophet over a 256-column generation whose first masks lie in its second half)."""
+    """CreditDecoding's logits adjustment, Prophet's answer-window gap, Learn2PD's end-of-text
+    ranking and EB's entropy, each through the rule's own method with the samplers' kernels off
+    (PyTorch) and on, at each batch (32 block positions per row; Prophet and Learn2PD over a
+    256-column generation whose first masks lie in its second half)."""
     from paradecode.samplers.block import BlockView
     from paradecode.samplers.credit import CreditDecoding, CreditState
     from paradecode.samplers.eb import token_entropy
@@ -127,15 +128,48 @@ def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any,
         r["prophet_torch_us"] = timer(gaps[False], calls, reps)
         r["prophet_kernel_us"] = timer(gaps[True], calls, reps)
         r["prophet_max_abs_diff"] = float((gaps[True]() - gaps[False]()).abs().max())
+        r.update(_end_of_text_ranking(pview, full, mask_id, timer, calls, reps))
         ent = {k: _switched(lambda: token_entropy(logits, mask_id), k) for k in (False, True)}
         r["entropy_torch_us"] = timer(ent[False], calls, reps)
         r["entropy_kernel_us"] = timer(ent[True], calls, reps)
         r["entropy_max_abs_diff"] = float((ent[True]() - ent[False]()).abs().max())
         out[str(n)] = r
         print(f"rows {B}, PyTorch / kernels: " + ", ".join(
-            f"{name} {r[name + '_torch_us']:.1f} / {r[name + '_kernel_us']:.1f} us" for name in ("credit", "prophet", "entropy")),
+            f"{name} {r[name + '_torch_us']:.1f} / {r[name + '_kernel_us']:.1f} us" for name in ("credit", "prophet", "eot", "entropy")),
             flush=True)
     return out
+
+
+def _end_of_text_ranking(view: Any, full: torch.Tensor, mask_id: int, timer: Any, calls: int, reps: int) -> dict:
+    """Learn2PD's end-of-text ranking (``BlockView.full_token_confidence`` over the generation's
+    columns, masked ones ranked) with the kernels off and on; the kernel again where half the
+    masked columns predict end-of-text (each of them then needs its float64 sum)."""
+    from paradecode.samplers.learn2pd import Learn2PD, Learn2PDState
+
+    eos = 7
+    config = Learn2PD.Config(gen_length=full.shape[1], block_length=32)
+    state = Learn2PDState(full.shape[0], mask_id, eos, None)
+    masked = view.canvas[:, view.gen_start :] == mask_id
+
+    def ranking(kernels: bool) -> Any:
+        def run() -> Any:
+            view._full = None  # the view keeps its predictions; time them made anew
+            return view.full_token_confidence(state, config, view.gen_start, eos, masked)
+        return _switched(run, kernels)
+
+    r = {"eot_torch_us": timer(ranking(False), calls, reps), "eot_kernel_us": timer(ranking(True), calls, reps),
+         "eot_max_abs_diff": float((ranking(True)() - ranking(False)()).abs().max())}
+    half = masked & (torch.arange(full.shape[1], device=full.device) % 2 == 0)
+    saved = full[..., eos].clone()
+    full[..., eos] = torch.where(half, full.amax(-1) + 1, saved)
+    try:
+        r["eot_half_kernel_us"] = timer(ranking(True), calls, reps)
+        hits = ranking(True)()
+        r["eot_half_hits"] = int((hits >= 0).sum())
+        r["eot_half_max_abs_diff"] = float((hits - ranking(False)()).abs().max())
+    finally:
+        full[..., eos] = saved
+    return r
 
 
 def report(res: dict[str, Any]) -> str:
@@ -156,6 +190,15 @@ def report(res: dict[str, Any]) -> str:
                          f"{r['credit_max_rel_diff']:.1e} ({r['credit_argmax_equal']}) | {r['prophet_torch_us']:.1f} / "
                          f"{r['prophet_kernel_us']:.1f} | {r['prophet_max_abs_diff']:.1e} | {r['entropy_torch_us']:.1f} / "
                          f"{r['entropy_kernel_us']:.1f} | {r['entropy_max_abs_diff']:.1e} |")
+    if res.get("rules") and "eot_torch_us" in next(iter(res["rules"].values())):
+        lines += ["Learn2PD's end-of-text ranking over a 256-column generation (128 masked columns per row), us per call "
+                  "(PyTorch: argmax and float64 softmax of every column; kernel: the argmax, then float64 sums where it is "
+                  "end-of-text):", "| rows | PyTorch | kernel, no column predicts end-of-text | kernel, half the masked "
+                  "columns do | max absolute difference |", "|---|---|---|---|---|"]
+        for n, r in res["rules"].items():
+            lines.append(f"| {max(1, int(n) // 32)} | {r['eot_torch_us']:.1f} | {r['eot_kernel_us']:.1f} | "
+                         f"{r['eot_half_kernel_us']:.1f} ({r['eot_half_hits']} ranked) | "
+                         f"{max(r['eot_max_abs_diff'], r['eot_half_max_abs_diff']):.1e} |")
     lines.append(f"wall {res['wall_s']:.0f} s")
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ import torch
 
 from paradecode.samplers import common
 from paradecode.samplers.common import forbid_token, predict
-from paradecode.samplers.confidence_kernel import top1_confidence, triton
+from paradecode.samplers.confidence_kernel import token_confidence, top1_confidence, triton
 
 pytestmark = pytest.mark.skipif(triton is None, reason="needs the triton package (its interpreter runs on CPU)")
 
@@ -68,6 +68,58 @@ def test_kernel_reads_strided_rows_and_declines_what_it_does_not_cover():
     assert torch.equal(top1_confidence(flat)[0], flat.argmax(-1))
     assert top1_confidence(base.to(torch.float64)) is None  # float64 logits: PyTorch's path
     assert top1_confidence(base.transpose(1, 2)) is None  # vocabulary not contiguous
+
+
+def _logits_predicting(token, shape, dtype, seed):
+    """Random logits where two positions in three predict ``token``, by varied margins."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 4 * torch.randn(*shape, generator=g)
+    pick = (torch.arange(logits[..., 0].numel()) % 3 != 2).reshape(shape[:-1])
+    margin = 2 * torch.rand(shape[:-1], generator=g)
+    logits[..., token] = torch.where(pick, logits.amax(-1) + margin, logits[..., token])
+    return logits.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, forbid", [((2, 3, 5000), 7), ((40, 300), 299), ((1, 3, 9000), None)])
+def test_token_confidence_is_the_confidence_where_the_argmax_is_the_token(dtype, shape, forbid):
+    """Learn2PD's end-of-text ranking: the float64 confidence at positions predicting the token
+    and allowed by ``where``, -1 at every other; rows split into vocabulary chunks and whole."""
+    token = 5
+    logits = _logits_predicting(token, shape, dtype, seed=sum(shape))
+    if forbid is not None:
+        logits[..., forbid] = 50.0  # would win were it not excluded
+    where = (torch.arange(logits[..., 0].numel()) % 2 == 0).reshape(shape[:-1])
+    x0, conf = _reference(logits, forbid)
+    hits = where & (x0 == token)
+    assert hits.any() and ((x0 == token) & ~where).any() and (where & (x0 != token)).any()
+    out = token_confidence(logits, token, where, forbid)
+    assert out.shape == shape[:-1] and out.dtype == torch.float64
+    assert (out[~hits] == -1).all()
+    torch.testing.assert_close(out[hits], conf[hits], rtol=1e-13, atol=0)
+    cols = (slice(None), slice(1, None)) if logits.dim() == 3 else (slice(1, None),)  # a slice, read in place
+    torch.testing.assert_close(token_confidence(logits[cols], token, where[cols], forbid),
+                               torch.where(hits, conf, -1.0)[cols], rtol=1e-13, atol=0)
+
+
+def test_token_confidence_gives_nan_where_the_softmax_does_and_declines_other_shapes():
+    logits = _logits_predicting(3, (4, 5000), torch.float32, seed=2)
+    logits[:, 3] = torch.tensor([float("inf"), 40.0, 40.0, -1.0])
+    logits[1, 17] = float("inf")  # the argmax moves off the token: not ranked
+    where = torch.ones(4, dtype=torch.bool)
+    out = token_confidence(logits, 3, where)
+    ref_x0, ref_conf = _reference(logits, None)
+    assert torch.isnan(out[0]) and torch.isnan(ref_conf[0]) and ref_x0[0] == 3
+    assert out[1] == -1 and out[3] == -1
+    torch.testing.assert_close(out[2], ref_conf[2], rtol=1e-13, atol=0)
+    assert token_confidence(logits, 3, where[:3]) is None  # ``where`` of another shape
+    assert token_confidence(logits.to(torch.float64), 3, where) is None
+
+
+def test_argmax_alone_reads_once_and_gives_the_same_tokens():
+    logits = torch.randn(3, 4, 7000, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    x0, conf = top1_confidence(logits, 2, confidence=False)
+    assert conf is None and torch.equal(x0, _reference(logits, 2)[0])
 
 
 def test_greedy_predict_uses_the_kernel_and_keeps_its_results(monkeypatch):

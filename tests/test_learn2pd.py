@@ -191,3 +191,45 @@ def test_shipped_filter_speeds_up_the_shipped_model_without_losing_accuracy(ship
     acc, nfe = run("learn2pd")
     assert base_nfe == 32 and nfe < base_nfe / 2
     assert acc >= base_acc - 1 / len(examples)
+
+
+class _EndsAtTwo(_EndsAt):
+    """The tiny model, but end-of-text wins at two columns: ``end`` by a small margin and
+    ``end + 4`` by a large one. End-of-text prediction cuts at the more confident one."""
+
+    def forward(self, input_ids, positions=None, cache=None, attention_mask=None, logits_range=None):
+        logits = self.model(input_ids, positions=positions, cache=cache, attention_mask=attention_mask)
+        cols = positions if positions is not None else torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        lead = logits.amax(-1) + torch.where(cols == self.end, 0.3, 3.0)
+        logits[..., EOS] = torch.where((cols == self.end) | (cols == self.end + 4), lead, logits[..., EOS]).to(logits.dtype)
+        if logits_range is not None:
+            logits = logits[:, logits_range[0] : logits_range[1]]
+        return logits
+
+
+@pytest.mark.parametrize("cache", [None, "dual"])
+def test_end_of_text_with_the_samplers_kernels_cuts_where_pytorch_does(tiny_model, prompts, cache, monkeypatch):
+    """The end-of-text ranking from ``confidence_kernel.token_confidence`` (forced, as on a GPU:
+    float64 sums only where the argmax is end-of-text) gives PyTorch's cuts, step by step, and
+    its tokens."""
+    from paradecode.samplers import block, common
+    from paradecode.samplers.learn2pd import Learn2PD
+
+    end = 6 + 9
+    model = _EndsAtTwo(tiny_model, end=end)
+    kw = dict(gen_length=32, block_length=8, steps=32, filter=_const_filter(-30.0), eot=True, cache=cache)
+    cuts = []
+    real_cut = Learn2PD.end_of_text
+    monkeypatch.setattr(Learn2PD, "end_of_text", lambda *a: (lambda c: cuts.append(c.tolist()) or c)(real_cut(*a)))
+    eager = paradecode.sample(model, prompts, "learn2pd", **kw)
+    eager_cuts, cuts[:] = list(cuts), []
+    calls = []
+    real = block.token_confidence
+    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
+    monkeypatch.setattr(block, "token_confidence", lambda *a: calls.append(1) or real(*a))
+    fused = paradecode.sample(model, prompts, "learn2pd", **kw)
+    assert len(calls) == fused.trace.nfe
+    assert cuts == eager_cuts
+    assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe
+    # the first step cuts after the more confident end-of-text (end + 4), not the first (end)
+    assert eager_cuts[0] == [end + 4] * 3 and eager.trace.nfe < 32

@@ -21,7 +21,9 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..interfaces import block_columns
+from . import common
 from .common import StepNoise, demote_tokens, forbid_token, predict
+from .confidence_kernel import token_confidence
 
 __all__ = ["RuleState", "BlockView", "BlockStep", "Revision", "NoProgressError", "NonFiniteLogitsError", "block_step",
            "finish_step"]
@@ -135,6 +137,23 @@ class BlockView:
             self._full = (start, predict(logits, config.temperature, remasking, state.generator, state.mask_id, noise,
                                          confidence))
         return self._full[1]
+
+    def full_token_confidence(
+        self, state: "RuleState", config: Any, start: int, token: int, where: torch.Tensor
+    ) -> torch.Tensor:
+        """(n, C - start) float64: over the visible canvas from column ``start`` on, the
+        confidence of the positions whose prediction (:meth:`full_predictions`) is ``token`` and
+        where ``where`` holds, -1 at the others. Greedy low-confidence steps on a GPU take it from
+        :func:`~paradecode.samplers.confidence_kernel.token_confidence`, which sums the softmax
+        only where the argmax is ``token``, not at every position."""
+        remasking = getattr(config, "remasking", "low_confidence")
+        if (config.temperature == 0 and remasking == "low_confidence" and not config.logits_eos_inf
+                and start >= self.full_start and common.sampler_kernels_run(self.full_logits)):
+            out = token_confidence(self.full_logits[:, start - self.full_start :], token, where, state.mask_id)
+            if out is not None:
+                return out
+        x, conf = self.full_predictions(state, config, start)
+        return torch.where(where & (x == token), conf, torch.full_like(conf, -1.0))
 
 
 @dataclass

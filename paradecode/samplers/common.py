@@ -132,10 +132,10 @@ def predict(
     Greedy low-confidence steps on a GPU take both from one Triton pass over the logits
     (:func:`~paradecode.samplers.confidence_kernel.top1_confidence`), not a float64 softmax array.
     ``confidence=False``: the tokens alone (confidence None), where the softmax would be made
-    only to be dropped (the fused pass still gives both: it costs no more than the argmax).
+    only to be dropped (the kernel then reads the logits once and makes no float64 sums).
     """
     if temperature == 0 and remasking == "low_confidence" and sampler_kernels_run(logits):
-        fused = top1_confidence(logits, mask_id)
+        fused = top1_confidence(logits, mask_id, confidence)
         if fused is not None:
             return fused
     logits = forbid_token(logits, mask_id)

@@ -160,10 +160,9 @@ class Learn2PD(LowConfidence):
         # positions: those from the earliest current block on (earlier blocks are finished, their
         # masks filled or cut), so only those columns are predicted.
         lo = int(view.block_start.min())
-        x_all, conf_all = view.full_predictions(state, self.config, lo)
         masked = view.canvas[:, lo:] == state.mask_id  # the positions the model scored (llada2: up to the block)
         masked[:, : max(0, view.gen_start - lo)] = False  # a mask id inside the prompt is not a place to end
-        eot_conf = torch.where(masked & (x_all == eos), conf_all, torch.full_like(conf_all, -1.0))
+        eot_conf = view.full_token_confidence(state, self.config, lo, eos, masked)
         best_conf, best = eot_conf.max(-1)
         cut = torch.where(first < L, first, torch.where(best_conf >= 0, best + lo, L))
         rows = to_device(view.rows, cut.device)
