@@ -537,7 +537,8 @@ def report(res: dict[str, Any]) -> str:
              f"{res.get('graph_sdpa_backends', 'same')}); cached steps' attention kernel: "
              f"{res.get('attention', 'sdpa')}; elementwise kernels: {res.get('elementwise_kernels', 'see the flags')}"
              f"; greedy confidence: {res.get('confidence', 'torch')}; matmul library: {res.get('blas', 'default')}"
-             f"; next step planned during the read: {res.get('look_ahead', 'off')}",
+             f"; next step planned during the read: {res.get('look_ahead', 'off')}"
+             f"; residual add and next norm: {res.get('residual_norms', 'apart')}",
              f"matmul {res['matmul_tflops']:.0f} TFLOP/s (bf16 {res['matmul_n']}^3), copy {res['copy_GBps']:.0f} GB/s, "
              f"weights {res['weight_bytes'] / 1e9:.2f} GB -> weight-read floor {res['weight_floor_ms']:.2f} ms/forward",
              f"P{res['prompt']}/G{res['gen']} block {res['block']}, lowconf {res['tokens_per_step']} tokens/step, "
@@ -621,6 +622,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--split-k", action="store_true",
                     help="split the attention output and MLP down matmuls where timing on this GPU says it pays "
                          "(LLaDAModel.use_split_k('tune'); --smoke: a fixed plan that splits every shape in two)")
+    ap.add_argument("--residual-norms", choices=("joined", "apart"), default="joined",
+                    help="each LLaDA block's last residual add and the next block's attention norm as one kernel "
+                         "(LLaDAModel.join_residual_norms, the default) or apart (an A/B)")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
@@ -688,6 +692,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         model.fuse_projections()
     if args.attention == "triton":
         model.use_attention_kernel("triton")
+    if args.residual_norms == "apart":
+        if not hasattr(model, "join_residual_norms"):
+            sys.exit(f"error: --residual-norms apart is an A/B of LLaDA's blocks; {args.model} has no such setting.")
+        model.join_residual_norms = False
     split_plan = None
     if args.split_k:
         if args.model != "llada":
@@ -731,6 +739,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "compiled_elementwise": args.compile_elementwise, "attention": args.attention,
         "elementwise_kernels": args.elementwise_kernels if args.compile_elementwise else "eager",
         "confidence": args.confidence, "blas": args.blas, "look_ahead": args.look_ahead,
+        "residual_norms": args.residual_norms,
         "split_k": None if split_plan is None else {"table": {f"{m}x{n}x{k}": v for (m, n, k), v in split_plan.table.items()},
                                                     "times_s": {f"{m}x{n}x{k}": v for (m, n, k), v in
                                                                 getattr(model, "split_k_times", {}).items()}},

@@ -283,8 +283,9 @@ class OpCount(TorchDispatchMode):
         return n - sum(v for k, v in self.ops.items() if k.startswith("kernel:")) * (not self.as_one)
 
 
-def llada_forward_ops(n_layers: int, as_one: bool) -> Counter:
+def llada_forward_ops(n_layers: int, as_one: bool, join: bool = True) -> Counter:
     model = tiny_llada(n_layers=n_layers, n_kv_heads=4)  # LLaDA-8B's block: MHA, no biases
+    model.join_residual_norms = join
     ids = torch.randint(0, 50, (1, 8))
     with torch.no_grad(), OpCount(as_one).kernels() as count:
         model(ids)
@@ -309,8 +310,12 @@ def llama_decode_ops(n_layers: int, fuse: bool, as_one: bool) -> Counter:
 def test_each_model_calls_the_fused_kernels_once_per_pattern():
     L = 2
     llada = llada_forward_ops(L, as_one=True).ops
-    assert (llada["kernel:add_rms_norm"], llada["kernel:swiglu"], llada["kernel:rms_norm"]) == (L, L, L + 1)
-    assert llada["silu.default"] == 0 and llada["add.Tensor"] == L  # only each block's output residual
+    # a block's output residual and the next block's attention norm are one call: the first
+    # block's norm, the head's and the last block's residual are on their own
+    assert (llada["kernel:add_rms_norm"], llada["kernel:swiglu"], llada["kernel:rms_norm"]) == (2 * L - 1, L, 2)
+    assert llada["silu.default"] == 0 and llada["add.Tensor"] == 1
+    apart = llada_forward_ops(L, as_one=True, join=False).ops
+    assert (apart["kernel:add_rms_norm"], apart["kernel:rms_norm"], apart["add.Tensor"]) == (L, L + 1, L)
     for fuse in (False, True):
         ops = llama_decode_ops(L, fuse, as_one=True).ops
         # the MLP's residual and the next layer's input norm are one call; the head's norm is its own
@@ -321,7 +326,12 @@ def test_each_model_calls_the_fused_kernels_once_per_pattern():
     model, ids = tiny_dream(), torch.randint(0, 50, (1, 6))
     with torch.no_grad(), dream.kernels():
         model(ids)
-    assert (dream.ops["kernel:add_rms_norm"], dream.ops["kernel:swiglu"]) == (2, 2)
+    assert (dream.ops["kernel:add_rms_norm"], dream.ops["kernel:swiglu"], dream.ops["kernel:rms_norm"]) == (3, 2, 2)
+    model.join_residual_norms = False
+    apart = OpCount(True)
+    with torch.no_grad(), apart.kernels():
+        model(ids)
+    assert (apart.ops["kernel:add_rms_norm"], apart.ops["kernel:rms_norm"]) == (2, 3)
 
 
 def per_layer_counts() -> dict[str, tuple[int, int]]:

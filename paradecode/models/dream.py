@@ -35,7 +35,7 @@ from transformers import PretrainedConfig
 
 from .checkpoint import load_model_dir, save_model_dir
 from .llada import (_KERNELS, FusableProjections, LLaDAModel, RMSNorm, cached_attention, hooked_layers,
-                    kernel_attention, qkv_heads, rope_cos_sin, set_attention_kernel)
+                    joined_layers, kernel_attention, qkv_heads, rope_cos_sin, set_attention_kernel)
 
 __all__ = ["DreamConfig", "DreamModel"]
 
@@ -171,9 +171,21 @@ class DreamDecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], cache: Any = None) -> torch.Tensor:
-        att = self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache)
+        return self.run(x, None, cos, sin, attn_mask, cache)[0]
+
+    @property
+    def input_norm(self) -> RMSNorm:
+        return self.input_layernorm
+
+    def run(self, x: torch.Tensor, h: Optional[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
+            attn_mask: Optional[torch.Tensor], cache: Any = None,
+            next_norm: Optional[RMSNorm] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The layer on ``x`` given its input norm ``h`` (None: made here); with ``next_norm``, also
+        returns that norm of the output (``LLaDABlock.run``)."""
+        att = self.self_attn(self.input_layernorm(x) if h is None else h, cos, sin, attn_mask, cache)
         x, h = self.post_attention_layernorm.residual(x, att)
-        return x + self.mlp(h)
+        out = self.mlp(h)
+        return (x + out, None) if next_norm is None else next_norm.residual(x, out)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
@@ -214,6 +226,7 @@ class DreamModel(nn.Module):
         config.check_supported()
         self.config = config
         self.model = _DreamBackbone(config)
+        self.join_residual_norms = True  # as LLaDAModel.join_residual_norms
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         # Fast-dLLM's Dream evaluation canvas (gen_length 256, block_length 32); sample()'s options override it.
@@ -303,8 +316,7 @@ class DreamModel(nn.Module):
         if getattr(cache, "layer_hooks", False):
             return hooked_layers(self.model.layers, x, cos, sin, attn_mask, cache, self.config.head_dim,
                                  self.config.rope_theta)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, attn_mask, cache)
+        x = joined_layers(self.model.layers, x, cos, sin, attn_mask, cache, self.join_residual_norms)
         if cache is not None:
             cache.end_forward()
         return x

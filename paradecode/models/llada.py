@@ -300,6 +300,18 @@ def kernel_attention(module: Any, layer: int, h: torch.Tensor, cos: Optional[tor
     return cache.attend(layer, q, k, v, cos, sin, H, D ** -0.5)
 
 
+def joined_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  attn_mask: Optional[torch.Tensor], cache: Any, join: bool) -> torch.Tensor:
+    """The plain layer loop (no layer hooks), shared by LLaDA and Dream. With ``join`` each layer
+    gives the next its normed input (``run(..., next_norm)``), the residual add and that norm made
+    in one kernel under :func:`compile_elementwise`; each layer has ``run`` and ``input_norm``."""
+    h = None
+    for i, layer in enumerate(layers):
+        next_norm = layers[i + 1].input_norm if join and i + 1 < len(layers) else None
+        x, h = layer.run(x, h, cos, sin, attn_mask, cache, next_norm)
+    return x
+
+
 def hooked_layers(layers: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   attn_mask: Optional[torch.Tensor], cache: Any, head_dim: int, rope_theta: float) -> torch.Tensor:
     """The layer loop for a cache with ``layer_hooks`` (:class:`~paradecode.interfaces.LayerHooks`),
@@ -467,8 +479,29 @@ class LLaDABlock(FusableProjections, nn.Module):
         attn_mask: Optional[torch.Tensor],
         cache: Any = None,
     ) -> torch.Tensor:
+        return self.run(x, None, cos, sin, attn_mask, cache)[0]
+
+    @property
+    def input_norm(self) -> "RMSNorm":
+        return self.attn_norm
+
+    def run(
+        self,
+        x: torch.Tensor,
+        h: Optional[torch.Tensor],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attn_mask: Optional[torch.Tensor],
+        cache: Any = None,
+        next_norm: Optional["RMSNorm"] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The block on ``x``, given ``h``, its attention norm, where the block before made it
+        (None: made here). Returns the output and, with ``next_norm`` (the next block's attention
+        norm), that norm of it: the residual add and the norm in one kernel under
+        :func:`compile_elementwise`, where a separate add would be a kernel per layer."""
         B, T, C = x.shape
-        h = self.attn_norm(x)
+        if h is None:
+            h = self.attn_norm(x)
         fused = self.fused_groups()
         att = kernel_attention(self, self.layer_id, h, cos, sin, cache, fused)
         if att is None:
@@ -476,7 +509,8 @@ class LLaDABlock(FusableProjections, nn.Module):
             att = cached_attention(self.layer_id, q, k, v, cos, sin, attn_mask, cache).transpose(1, 2).reshape(B, T, C)
         x, h = self.ff_norm.residual(x, project(self.attn_out, att, self.split_k))
         gate, up = fused["gate_up"](h) if fused else (self.ff_proj(h), self.up_proj(h))
-        return x + project(self.ff_out, _KERNELS["swiglu"](gate, up), self.split_k)
+        out = project(self.ff_out, _KERNELS["swiglu"](gate, up), self.split_k)
+        return (x + out, None) if next_norm is None else next_norm.residual(x, out)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, kv_heads * head_dim) value vectors of the layer input ``x`` (what dLLM-Cache's
@@ -528,6 +562,9 @@ class LLaDAModel(nn.Module):
         config.check_supported()
         self.config = config
         self.model = _Backbone(config)
+        #: Each block's last residual add and the next block's attention norm as one kernel (under
+        #: compile_elementwise): one kernel fewer per layer. False runs them apart (a benchmark A/B).
+        self.join_residual_norms = True
         self.reset_parameters()
 
     # ---- construction ----------------------------------------------------------------------
@@ -652,8 +689,7 @@ class LLaDAModel(nn.Module):
             cache.begin_forward(positions)
         if getattr(cache, "layer_hooks", False):
             return hooked_layers(tr["blocks"], x, cos, sin, attn_mask, cache, self.config.head_dim, self.config.rope_theta)
-        for block in tr["blocks"]:
-            x = block(x, cos, sin, attn_mask, cache)
+        x = joined_layers(tr["blocks"], x, cos, sin, attn_mask, cache, self.join_residual_norms)
         if cache is not None:
             cache.end_forward()
         return x
