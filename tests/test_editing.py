@@ -292,3 +292,16 @@ def test_token_identical_to_diffusers_block_refinement_editing(threshold, editin
         assert torch.equal(theirs, ours.generated), r
         edits += sum(int(x.sum()) for x in ours.trace.extra("revised"))
     assert edits > 0
+
+
+def test_the_revisable_positions_are_made_once_per_mask():
+    """A revising step reads ``view.revisable`` twice (the rule, then the step applying its
+    revision): made once for a mask, made again for another, equal to the definition each time."""
+    tokens = torch.tensor([[5, MASK, 7, 8]])
+    view = BlockView(rows=torch.tensor([0]), logits=torch.zeros(1, 4, 64), tokens=tokens, mask=tokens == MASK,
+                     step_in_block=torch.zeros(1, dtype=torch.long), block_start=torch.zeros(1, dtype=torch.long),
+                     gen_start=1, fixed=torch.tensor([[False, False, False, True]]))
+    first = view.revisable
+    assert view.revisable is first and first.tolist() == [[False, False, True, False]]
+    view.mask = torch.tensor([[False, False, True, False]])
+    assert view.revisable.tolist() == [[False, True, False, False]]

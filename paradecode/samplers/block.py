@@ -102,13 +102,19 @@ class BlockView:
     fixed: Optional[torch.Tensor] = None
     full_start: int = 0
     _full: Optional[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = None
+    _revisable: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     @property
     def revisable(self) -> torch.Tensor:
         """(n, W) bool: the committed positions of the block a rule may revise: not masked,
-        not prompt (columns before ``gen_start``, or ``fixed``, the prompt an engine marks)."""
+        not prompt (columns before ``gen_start``, or ``fixed``, the prompt an engine marks).
+        Made once per ``mask`` (a revising rule reads it, then the step applying its revision)."""
+        if self._revisable is not None and self._revisable[0] is self.mask:
+            return self._revisable[1]
         out = ~self.mask & (self.block_columns >= self.gen_start)
-        return out & ~self.fixed if self.fixed is not None else out
+        out = out & ~self.fixed if self.fixed is not None else out
+        self._revisable = (self.mask, out)
+        return out
 
     @property
     def block_columns(self) -> torch.Tensor:

@@ -119,11 +119,11 @@ class Editing(BlockDiffusionStrategy):
         # Post-edit steps (SGLang): a step on a full block counts one; the block stays open after
         # a step that changed something while the next post-edit step is within the budget.
         rows = to_device(view.rows, state.post_edits.device)
-        state.post_edits[rows] += (~view.mask.any(-1)).long()
+        post_edits = state.post_edits[rows] + ~view.mask.any(-1)
+        state.post_edits[rows] = post_edits
         changed = (transfer | edits).any(-1)
         budget = self.config.max_post_edit_steps if self.config.editing_threshold < 1 else 0  # no edit can fire
-        hold = changed & (state.post_edits[rows] < budget)
-        return Revision(edits, view.x0, hold)
+        return Revision(edits, view.x0, changed & (post_edits < budget))
 
     def on_block_end(self, state: EditingState, rows: torch.Tensor) -> None:
         state.post_edits.index_fill_(0, to_device(rows, state.post_edits.device), 0)  # no scalar copy (see credit)
