@@ -382,8 +382,9 @@ def sampler_share(graphed, make_prompt, args, device) -> dict[str, Any]:
     prompt = make_prompt(1, args.prompt)
     steps = args.block // args.tokens_per_step
     res: dict[str, Any] = {}
-    for rule in block_rules():
-        for cache in ("none", "dual"):
+    rules = args.sampler_rules.split(",") if args.sampler_rules else block_rules()
+    for rule in rules:
+        for cache in args.sampler_caches.split(","):
             key = f"{rule}/{cache}"
             if cache != "none" and not getattr(get_strategy_class(rule), "cacheable", True):
                 res[key] = {"skipped": "the method has no cached form (cacheable = False)"}
@@ -625,6 +626,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--residual-norms", choices=("joined", "apart"), default="joined",
                     help="each LLaDA block's last residual add and the next block's attention norm as one kernel "
                          "(LLaDAModel.join_residual_norms, the default) or apart (an A/B)")
+    ap.add_argument("--sampler-rules", default="", help="rules of the sampler-share part (comma list; default: all)")
+    ap.add_argument("--sampler-caches", default="none,dual", help="caches of the sampler-share part")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)

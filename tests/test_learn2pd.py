@@ -210,9 +210,9 @@ class _EndsAtTwo(_EndsAt):
 @pytest.mark.parametrize("cache", [None, "dual"])
 def test_end_of_text_with_the_samplers_kernels_cuts_where_pytorch_does(tiny_model, prompts, cache, monkeypatch):
     """The end-of-text ranking from ``confidence_kernel.token_confidence`` (forced, as on a GPU:
-    float64 sums only where the argmax is end-of-text) gives PyTorch's cuts, step by step, and
-    its tokens."""
-    from paradecode.samplers import block, common
+    float64 sums only where the argmax is end-of-text) and the cut from
+    ``learn2pd_kernel.end_of_text_cut`` give PyTorch's cuts, step by step, and its tokens."""
+    from paradecode.samplers import block, common, learn2pd
     from paradecode.samplers.learn2pd import Learn2PD
 
     end = 6 + 9
@@ -223,13 +223,54 @@ def test_end_of_text_with_the_samplers_kernels_cuts_where_pytorch_does(tiny_mode
     monkeypatch.setattr(Learn2PD, "end_of_text", lambda *a: (lambda c: cuts.append(c.tolist()) or c)(real_cut(*a)))
     eager = paradecode.sample(model, prompts, "learn2pd", **kw)
     eager_cuts, cuts[:] = list(cuts), []
-    calls = []
-    real = block.token_confidence
+    calls, cut_calls = [], []
+    real, real_kernel = block.token_confidence, learn2pd.end_of_text_cut
     monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
     monkeypatch.setattr(block, "token_confidence", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(learn2pd, "end_of_text_cut", lambda *a: cut_calls.append(1) or real_kernel(*a))
     fused = paradecode.sample(model, prompts, "learn2pd", **kw)
-    assert len(calls) == fused.trace.nfe
+    assert len(calls) == len(cut_calls) == fused.trace.nfe
     assert cuts == eager_cuts
     assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe
     # the first step cuts after the more confident end-of-text (end + 4), not the first (end)
     assert eager_cuts[0] == [end + 4] * 3 and eager.trace.nfe < 32
+
+
+def _torch_cut(eot_conf, accepted, x0, cols, eos, lo, length, kept, rows):
+    """Learn2PD's cut as its PyTorch path makes it (the kernel's reference)."""
+    first = torch.where(accepted & (x0 == eos), cols, length).min(-1).values
+    best_conf, best = eot_conf.max(-1)
+    cut = torch.minimum(torch.where(first < length, first, torch.where(best_conf >= 0, best + lo, length)), kept[rows])
+    kept[rows] = cut
+    return cut
+
+
+def test_the_cut_kernel_makes_pytorchs_cuts():
+    """``learn2pd_kernel.end_of_text_cut`` under the interpreter against the PyTorch path: a hit
+    in the block wins (the first by column), else the first of the most confident ranked
+    positions (past the kernel's 1,024-position span too), no ranking cut where nothing is ranked
+    or a NaN is, each kept as the smaller of it and the cut so far, for a subset of the rows."""
+    from paradecode.samplers.learn2pd_kernel import end_of_text_cut
+
+    n, W, P, lo, L = 5, 8, 2500, 40, 3000
+    g = torch.Generator().manual_seed(0)
+    eot_conf = torch.where(torch.rand(n, P, generator=g) < 0.01, 0.5 * torch.rand(n, P, generator=g, dtype=torch.float64),
+                           torch.tensor(-1.0, dtype=torch.float64))
+    eot_conf[1, [3, 9]] = 0.99  # a tie: the first
+    eot_conf[2] = -1.0  # nothing ranked
+    eot_conf[3, 7] = float("nan")
+    eot_conf[4, [1100, 2124]] = 0.999  # past one span, and a tie within one lane of the kernel
+    accepted = torch.zeros(n, W, dtype=torch.bool)
+    x0 = torch.randint(0, 50, (n, W), generator=g)
+    accepted[0, [5, 7]] = True
+    x0[0, [5, 7]] = 61
+    accepted[1, 2] = True  # accepted but not end-of-text
+    x0[1, 1] = 61  # end-of-text but not accepted
+    cols = lo + torch.arange(W).expand(n, W) + 8 * torch.arange(n)[:, None]
+    rows = torch.tensor([0, 2, 3, 5, 1])
+    kept = torch.tensor([L, L, L, 35, L, 2200])
+    kept_torch = kept.clone()
+    got = end_of_text_cut(eot_conf, accepted, x0, cols, 61, lo, L, kept, rows)
+    want = _torch_cut(eot_conf, accepted, x0, cols, 61, lo, L, kept_torch, rows)
+    assert got.tolist() == want.tolist() and torch.equal(kept, kept_torch)
+    assert got.tolist() == [lo + 5, lo + 3, 35, 2200, lo + 1100]

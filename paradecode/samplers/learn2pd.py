@@ -33,8 +33,10 @@ from typing import Any, Optional
 import torch
 
 from ..interfaces import to_device
+from . import common
 from .base import BlockView, RuleState
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
+from .learn2pd_kernel import end_of_text_cut
 from .lowconf import LowConfConfig, LowConfidence, LowConfState
 
 
@@ -153,19 +155,23 @@ class Learn2PD(LowConfidence):
         cols = view.block_columns
         if state.cut is None or state.cut.device != cols.device:
             state.cut = torch.full((state.batch_size,), L, dtype=torch.long, device=cols.device)
-        # 1. the filter accepted an end-of-text prediction: the first one in the block
-        hit = self._accepted(view, state) & (view.x0 == eos)
-        first = torch.where(hit, cols, L).min(-1).values
+        # 1. the filter accepted an end-of-text prediction: the first one in the block;
         # 2. otherwise the most confident end-of-text prediction among the generation's masked
         # positions: those from the earliest current block on (earlier blocks are finished, their
         # masks filled or cut), so only those columns are predicted.
+        accepted = self._accepted(view, state)
         lo = int(view.block_start.min())
         masked = view.canvas[:, lo:] == state.mask_id  # the positions the model scored (llada2: up to the block)
         masked[:, : max(0, view.gen_start - lo)] = False  # a mask id inside the prompt is not a place to end
         eot_conf = view.full_token_confidence(state, self.config, lo, eos, masked)
+        rows = to_device(view.rows, cols.device)
+        if common.sampler_kernels_run(eot_conf):
+            cut = end_of_text_cut(eot_conf, accepted, view.x0, cols, eos, lo, L, state.cut, rows)
+            if cut is not None:
+                return cut
+        first = torch.where(accepted & (view.x0 == eos), cols, L).min(-1).values
         best_conf, best = eot_conf.max(-1)
         cut = torch.where(first < L, first, torch.where(best_conf >= 0, best + lo, L))
-        rows = to_device(view.rows, cut.device)
         cut = torch.minimum(cut, state.cut[rows])
         state.cut[rows] = cut
         return cut  # on the device: the step's one sync reads it

@@ -1,0 +1,81 @@
+"""Learn2PD's end-of-text cut in one Triton launch instead of ~13 small PyTorch ones.
+
+Each step, end-of-text prediction cuts a row after the first end-of-text prediction that the
+filter accepted in its block, or else after its most confident masked end-of-text prediction,
+and keeps the smallest cut seen so far. In PyTorch that is a chain of tiny kernels (a compare,
+a masked minimum over the block, a maximum over the canvas, the choice between the two, the
+minimum with the kept cut and its write), each launch-bound at batch 1. :func:`end_of_text_cut`
+does it in one program per row.
+
+The decisions are PyTorch's: the block's first hit by column, the first of equally confident
+end-of-text positions, no ranking cut where a ranked confidence is NaN (PyTorch's maximum is NaN
+then, and a NaN is not >= 0).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..models.decode_attention import tl, triton, triton_available
+
+__all__ = ["end_of_text_cut"]
+
+_SPAN = 1024  # ranked positions per loop iteration
+
+
+if triton is not None:
+
+    @triton.jit
+    def _cut(CONF, P, ACC, X0, COLS, W, EOS, LO, L, KEPT, ROWS, OUT, SPAN: tl.constexpr, WB: tl.constexpr):
+        # one row: the first accepted end-of-text in its block, else the most confident ranked one
+        r = tl.program_id(0).to(tl.int64)
+        w = tl.arange(0, WB)
+        in_block = w < W
+        acc = tl.load(ACC + r * W + w, mask=in_block, other=0)
+        x0 = tl.load(X0 + r * W + w, mask=in_block, other=-1)
+        col = tl.load(COLS + r * W + w, mask=in_block, other=L)
+        first = tl.min(tl.where((acc != 0) & (x0 == EOS), col, L), 0)
+        lanes = tl.arange(0, SPAN)
+        best = tl.full([SPAN], -2.0, tl.float64)  # below every ranked value (-1: not ranked)
+        best_at = tl.full([SPAN], 2147483647, tl.int32)
+        nans = tl.zeros([SPAN], tl.int32)
+        for start in range(0, P, SPAN):
+            j = start + lanes
+            c = tl.load(CONF + r * P + j, mask=j < P, other=-2.0)
+            nans += tl.where(c != c, 1, 0)
+            take = c > best  # each lane sees its positions in order: it keeps the first of equals
+            best_at = tl.where(take, j, best_at)
+            best = tl.where(take, c, best)
+        m = tl.max(best, 0)
+        at = tl.min(tl.where(best == m, best_at, 2147483647), 0)
+        ranked = tl.where((m >= 0) & (tl.sum(nans, 0) == 0), at + LO, L)
+        row = tl.load(ROWS + r)
+        cut = tl.minimum(tl.where(first < L, first, ranked), tl.load(KEPT + row))
+        tl.store(KEPT + row, cut)
+        tl.store(OUT + r, cut)
+
+
+def end_of_text_cut(
+    eot_conf: torch.Tensor, accepted: torch.Tensor, x0: torch.Tensor, cols: torch.Tensor,
+    eos: int, lo: int, length: int, kept: torch.Tensor, rows: torch.Tensor,
+) -> Optional[torch.Tensor]:
+    """(n,) canvas column after which each row ends, written into ``kept[rows]`` too.
+
+    ``eot_conf`` (n, P) float64: the end-of-text confidence of columns ``lo`` on, -1 where not
+    ranked (:meth:`~paradecode.samplers.block.BlockView.full_token_confidence`); ``accepted``,
+    ``x0``, ``cols`` (n, W): the block's filter-accepted positions, predictions and canvas
+    columns; ``kept`` (batch,) the smallest cut so far per row (``length``: none), ``rows`` (n,)
+    the rows in play. None where the kernel does not apply: the caller computes it with PyTorch.
+    """
+    n, P = eot_conf.shape
+    W = accepted.shape[-1]
+    if (not triton_available(eot_conf.device) or eot_conf.dtype != torch.float64 or n == 0 or P == 0
+            or kept.dtype != torch.long or kept.stride(0) != 1):
+        return None
+    out = torch.empty(n, dtype=torch.long, device=eot_conf.device)
+    _cut[(n,)](eot_conf.contiguous(), P, accepted.contiguous().view(torch.uint8), x0.contiguous(), cols.contiguous(), W,
+               int(eos), int(lo), int(length), kept, rows.to(torch.long).contiguous(), out, SPAN=_SPAN,
+               WB=max(2, triton.next_power_of_2(W)))
+    return out
