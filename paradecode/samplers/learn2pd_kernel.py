@@ -72,7 +72,7 @@ def end_of_text_cut(
     n, P = eot_conf.shape
     W = accepted.shape[-1]
     if (not triton_available(eot_conf.device) or eot_conf.dtype != torch.float64 or n == 0 or P == 0
-            or kept.dtype != torch.long or kept.stride(0) != 1):
+            or accepted.dtype != torch.bool or kept.dtype != torch.long or kept.stride(0) != 1):
         return None
     out = torch.empty(n, dtype=torch.long, device=eot_conf.device)
     _cut[(n,)](eot_conf.contiguous(), P, accepted.contiguous().view(torch.uint8), x0.contiguous(), cols.contiguous(), W,
