@@ -624,8 +624,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     help="split the attention output and MLP down matmuls where timing on this GPU says it pays "
                          "(LLaDAModel.use_split_k('tune'); --smoke: a fixed plan that splits every shape in two)")
     ap.add_argument("--residual-norms", choices=("joined", "apart"), default="joined",
-                    help="each LLaDA block's last residual add and the next block's attention norm as one kernel "
-                         "(LLaDAModel.join_residual_norms, the default) or apart (an A/B)")
+                    help="each layer's last residual add and the next layer's input norm as one kernel "
+                         "(join_residual_norms of LLaDA and Dream, the default) or apart (an A/B)")
     ap.add_argument("--sampler-rules", default="", help="rules of the sampler-share part (comma list; default: all)")
     ap.add_argument("--sampler-caches", default="none,dual", help="caches of the sampler-share part")
     ap.add_argument("--batches", default="1,8,32")
@@ -697,7 +697,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         model.use_attention_kernel("triton")
     if args.residual_norms == "apart":
         if not hasattr(model, "join_residual_norms"):
-            sys.exit(f"error: --residual-norms apart is an A/B of LLaDA's blocks; {args.model} has no such setting.")
+            sys.exit(f"error: --residual-norms apart is an A/B of LLaDA's and Dream's layers; {args.model} has no "
+                     "such setting.")
         model.join_residual_norms = False
     split_plan = None
     if args.split_k:
