@@ -153,8 +153,8 @@ class BlockView:
         :func:`~paradecode.samplers.confidence_kernel.token_confidence`, which sums the softmax
         only where the argmax is ``token``, not at every position."""
         remasking = getattr(config, "remasking", "low_confidence")
-        if (config.temperature == 0 and remasking == "low_confidence" and not config.logits_eos_inf
-                and start >= self.full_start and common.sampler_kernels_run(self.full_logits)):
+        if (common.greedy_kernel_runs(config.temperature, remasking, self.full_logits) and not config.logits_eos_inf
+                and start >= self.full_start):
             out = token_confidence(self.full_logits[:, start - self.full_start :], token, where, state.mask_id)
             if out is not None:
                 return out

@@ -114,6 +114,12 @@ def sampler_kernels_run(logits: torch.Tensor) -> bool:
     return _fused_confidence and logits.is_cuda
 
 
+def greedy_kernel_runs(temperature: float, remasking: str, logits: torch.Tensor) -> bool:
+    """Whether a step's predictions of ``logits`` come from the greedy confidence kernels
+    (:func:`predict`'s one pass, the end-of-text ranking): greedy low-confidence steps on a GPU."""
+    return temperature == 0 and remasking == "low_confidence" and sampler_kernels_run(logits)
+
+
 def predict(
     logits: torch.Tensor,
     temperature: float,
@@ -134,7 +140,7 @@ def predict(
     ``confidence=False``: the tokens alone (confidence None), where the softmax would be made
     only to be dropped (the kernel then reads the logits once and makes no float64 sums).
     """
-    if temperature == 0 and remasking == "low_confidence" and sampler_kernels_run(logits):
+    if greedy_kernel_runs(temperature, remasking, logits):
         fused = top1_confidence(logits, mask_id, confidence)
         if fused is not None:
             return fused
