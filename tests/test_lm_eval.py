@@ -144,6 +144,20 @@ def test_the_command_line_reports_a_bad_model_arg_in_one_line(monkeypatch, capsy
         pd_lm_eval.main([])
 
 
+def test_the_command_line_takes_its_process_group_down(monkeypatch, tmp_path):
+    """A data-parallel run (torchrun) ends with the group destroyed on every rank: one left up
+    at interpreter exit can abort the rank in gloo's threads and fail the run after its work."""
+    import lm_eval.__main__
+    import torch.distributed as dist
+
+    def evaluate():  # what the model does under torchrun: it joins a process group
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", evaluate)
+    pd_lm_eval.main([])
+    assert not dist.is_initialized()
+
+
 def test_options_go_to_the_strategy_or_the_cache():
     strat, cache = split_model_args("threshold", "dkv-decode", {"threshold": 0.8, "cache_reloading_step": 2})
     assert strat == {"threshold": 0.8} and cache == {"cache_reloading_step": 2}

@@ -492,6 +492,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit(2) from None
     finally:
         sys.argv = saved
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Wait for every rank, then take the process group down. A rank that left with its group
+    still up could abort at interpreter exit ("terminate called without an active exception"
+    from gloo's threads) while rank 0 was still writing the results."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 register()
