@@ -413,11 +413,14 @@ class BlockDiffusionStrategy(Strategy[DiffusionState]):
         if out.revised is not None:
             # A revised token is a fresh commit for the caches (dKV recomputes it next step, as any
             # token decoded now); a re-masked one is uncommitted again (-1).
-            remasked = out.revised & (out.tokens == state.mask_id)
-            written = transfer | (out.revised & ~remasked)
             state.rule.extras["revised"] = out.revised.sum(-1)
-            # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
-            commits = commits - remasked.sum(-1)
+            if out.remasks:
+                remasked = out.revised & (out.tokens == state.mask_id)
+                written = transfer | (out.revised & ~remasked)
+                # Net commits: a re-masked token is taken back (WINO), so a row's commits still sum to its length.
+                commits = commits - remasked.sum(-1)
+            else:
+                written = transfer | out.revised
         if shared is not None and len(rows) == state.batch_size:
             # every row in play, all in one block: plain slices, in-place fills
             s, e = shared, shared + bl

@@ -169,12 +169,15 @@ class Revision:
     ``where`` (n, W) bool: the positions (only :attr:`BlockView.revisable` ones are taken);
     ``tokens`` (n, W): their new tokens, the mask id to re-mask (WINO). ``hold`` (n,) bool:
     rows whose block stays open after the step although no mask is left (LLaDA2.1's
-    post-edit steps); the rule bounds them (its ``post_block_steps``).
+    post-edit steps); the rule bounds them (its ``post_block_steps``). ``remasks``: whether
+    ``tokens`` may hold the mask id; a rule whose new tokens are the step's predictions (which
+    never are the mask) says False, and the step counts no re-masked positions.
     """
 
     where: torch.Tensor
     tokens: torch.Tensor
     hold: Optional[torch.Tensor] = None
+    remasks: bool = True
 
 
 @dataclass
@@ -205,6 +208,7 @@ class BlockStep:
     hide_cut: bool = False
     left: Optional[torch.Tensor] = None
     revised: Optional[torch.Tensor] = None
+    remasks: bool = False  # whether ``revised`` may put masks back (the revision's ``remasks``)
     commits: Optional[torch.Tensor] = None  # (n,) transfer.sum(-1) on the device, when the step made it
     cut_host: Optional[torch.Tensor] = None
     cut_left: Optional[torch.Tensor] = None
@@ -265,6 +269,7 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
             raise TypeError(f"strategy {rule.name!r}: a fixed-schedule rule cannot revise committed tokens.")
         out.revised = revision.where & view.revisable
         out.tokens = torch.where(out.revised, revision.tokens, out.tokens)
+        out.remasks = revision.remasks
         hold = revision.hold
     exit_ = rule.early_exit(view, state)
     if exit_ is not None:
@@ -286,7 +291,7 @@ def block_step(rule: Any, state: RuleState, view: BlockView, finish: bool = True
         n_masks, n_commits = mask.sum(-1), transfer.sum(-1)
         out.commits = n_commits
         read.update(masks=n_masks, commits=n_commits, nonfinite=bad)
-        read["left"] = (out.tokens == state.mask_id).sum(-1) if revision is not None else n_masks - n_commits
+        read["left"] = (out.tokens == state.mask_id).sum(-1) if out.remasks else n_masks - n_commits
         if hold is not None:
             read["hold"] = hold.to(mask.device).long()
         if cut is not None:

@@ -123,7 +123,8 @@ class Editing(BlockDiffusionStrategy):
         state.post_edits[rows] = post_edits
         changed = (transfer | edits).any(-1)
         budget = self.config.max_post_edit_steps if self.config.editing_threshold < 1 else 0  # no edit can fire
-        return Revision(edits, view.x0, changed & (post_edits < budget))
+        # the new tokens are the step's predictions, never the mask id: nothing is re-masked
+        return Revision(edits, view.x0, changed & (post_edits < budget), remasks=False)
 
     def on_block_end(self, state: EditingState, rows: torch.Tensor) -> None:
         state.post_edits.index_fill_(0, to_device(rows, state.post_edits.device), 0)  # no scalar copy (see credit)
