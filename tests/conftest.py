@@ -63,7 +63,8 @@ RAGGED = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 4, 1, 5, 9, 2, 6, 5]]
 def sample_with_kernels_forced(monkeypatch, module: ModuleType, name: str, **kw):
     """``(eager, forced, calls)``: ``paradecode.sample`` of the tiny model on three ragged prompts
     as a CPU runs it, and again with the samplers' Triton kernels forced (the interpreter runs
-    them, as a GPU would), counting the calls of ``module.name`` (the kernel's entry point)."""
+    them, as a GPU would; the selection kernels too), counting the calls of ``module.name`` (the
+    kernel's entry point)."""
     import paradecode
     from paradecode.samplers import common
 
@@ -72,6 +73,7 @@ def sample_with_kernels_forced(monkeypatch, module: ModuleType, name: str, **kw)
     calls = []
     real = getattr(module, name)
     monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
+    monkeypatch.setattr(common, "_selection_kernels", True)
     monkeypatch.setattr(module, name, lambda *a: calls.append(1) or real(*a))
     return eager, paradecode.sample(model, RAGGED, **kw), calls
 

@@ -274,3 +274,47 @@ def test_the_cut_kernel_makes_pytorchs_cuts():
     want = _torch_cut(eot_conf, accepted, x0, cols, 61, lo, L, kept_torch, rows)
     assert got.tolist() == want.tolist() and torch.equal(kept, kept_torch)
     assert got.tolist() == [lo + 5, lo + 3, 35, 2200, lo + 1100]
+
+
+def test_the_filter_kernel_gives_the_modules_verdict():
+    """``learn2pd_kernel.filter_accept`` under the interpreter against the filter module: the
+    same verdict wherever the probability is not within float32 rounding of the threshold; rows
+    of a wider tensor (a strided confidence); unmasked positions never accepted."""
+    from paradecode.samplers.learn2pd_kernel import filter_accept
+
+    g = torch.Generator().manual_seed(7)
+    flt = Learn2PDFilter(32)
+    with torch.no_grad():
+        flt.net[0].weight.copy_(torch.randn(32, 32, generator=g) * 3)
+        flt.net[0].bias.copy_(torch.randn(32, generator=g))
+    wide = torch.rand(6, 40, dtype=torch.float64, generator=g)
+    conf, mask = wide[:, 4:36], torch.rand(6, 32, generator=g) < 0.7
+    layer = flt.linear
+    for threshold in (0.5, 0.96):
+        got = filter_accept(conf, layer.weight, layer.bias, threshold, mask)
+        want = flt.accept(conf, threshold) & mask
+        near = (torch.sigmoid(flt(conf)) - threshold).abs() < 1e-5
+        assert torch.equal(got | near, want | near) and 0 < int(want.sum()) < int(mask.sum())
+    assert Learn2PDFilter(32, hidden_sizes=(4,)).linear is None
+    assert filter_accept(conf, layer.weight.double(), layer.bias, 0.5, mask) is None
+
+
+def test_learn2pd_with_the_filter_kernel_forced_decodes_as_without(tiny_model, prompts, monkeypatch):
+    """A filter that accepts some positions and rejects others (confidence above ~0.51): the
+    tokens and forwards of the module's verdict with the kernel forced, one kernel run a step."""
+    from paradecode.samplers import common, learn2pd
+
+    flt = Learn2PDFilter(8)
+    with torch.no_grad():
+        flt.net[0].weight.copy_(20 * torch.eye(8))
+        flt.net[0].bias.fill_(-7.0)
+    kw = dict(gen_length=32, block_length=8, steps=32, filter=flt, eot=False, cache="dual")
+    eager = paradecode.sample(tiny_model, prompts, "learn2pd", **kw)
+    calls, real = [], learn2pd.filter_accept
+    monkeypatch.setattr(common, "sampler_kernels_run", lambda t: True)
+    monkeypatch.setattr(common, "_selection_kernels", True)
+    monkeypatch.setattr(learn2pd, "filter_accept", lambda *a: calls.append(1) or real(*a))
+    fused = paradecode.sample(tiny_model, prompts, "learn2pd", **kw)
+    assert len(calls) == fused.trace.steps
+    assert torch.equal(fused.sequences, eager.sequences) and fused.trace.nfe == eager.trace.nfe
+    assert 8 < eager.trace.nfe < 32  # the filter accepted some positions beyond the schedule's one a step, not all

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from .confidence_kernel import top1_confidence
+from .topk_kernel import threshold_rank_mask, topk_rank_mask
 
 NEG_INF = float("-inf")
 
@@ -114,6 +115,28 @@ def sampler_kernels_run(logits: torch.Tensor) -> bool:
     return _fused_confidence and logits.is_cuda
 
 
+_selection_kernels = False
+
+
+def selection_kernels(enable: bool = True) -> None:
+    """Whether the selection kernels replace PyTorch on a GPU: the ranking of each row's k most
+    confident positions and Fast-dLLM's threshold rule (:mod:`~paradecode.samplers.topk_kernel`),
+    and Learn2PD's filter verdict (:func:`~paradecode.samplers.learn2pd_kernel.filter_accept`).
+    Off by default until a GPU run has measured them (``benchmarks/select_kernels.py``) and
+    checked whole generations against PyTorch's (``benchmarks/kernel_tokens.py``); the tests run
+    them under Triton's interpreter. Among equally confident positions the ranking keeps the
+    smaller column (a per-row ``torch.topk(k)``'s set on a GPU), where PyTorch's path keeps what
+    a ``topk`` of the whole block orders first. Process-wide; ``fused_confidence(False)`` turns
+    them off too."""
+    global _selection_kernels
+    _selection_kernels = bool(enable)
+
+
+def selection_kernels_run(t: torch.Tensor) -> bool:
+    """Whether :func:`selection_kernels` replace PyTorch for the step's tensor ``t``."""
+    return _selection_kernels and sampler_kernels_run(t)
+
+
 def greedy_kernel_runs(temperature: float, remasking: str, logits: torch.Tensor) -> bool:
     """Whether a step's predictions of ``logits`` come from the greedy confidence kernels
     (:func:`predict`'s one pass, the end-of-text ranking): greedy low-confidence steps on a GPU."""
@@ -195,8 +218,14 @@ def topk_mask(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean mask of each row's ``k[row]`` most confident positions.
 
     Ties are resolved by ``torch.topk`` over the row, as in the references (which call
-    topk per row). One sort for the whole batch, no host sync.
+    topk per row). One sort for the whole batch, no host sync. On a GPU one kernel ranks the
+    rows instead where :func:`selection_kernels` are on (:func:`~paradecode.samplers.topk_kernel.topk_rank_mask`:
+    ties to the smaller column, the set a per-row ``topk(k)`` keeps there). ``k`` may be bool (0 or 1 each).
     """
+    if selection_kernels_run(confidence):
+        out = topk_rank_mask(confidence, k.to(confidence.device))
+        if out is not None:
+            return out
     L = confidence.shape[-1]
     k = k.to(confidence.device).long().clamp(max=L)
     order = torch.topk(confidence, L, dim=-1).indices  # descending, topk's tie order
@@ -204,11 +233,20 @@ def topk_mask(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ranked).scatter_(-1, order, ranked)  # order is a permutation: every entry written
 
 
-def threshold_mask(confidence: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Fast-dLLM's threshold rule: every masked position with confidence >= threshold,
-    and always the single most confident one (so each step commits at least one token)."""
-    top1 = topk_mask(confidence, mask.any(-1).long())
-    return (top1 | (confidence >= threshold)) & mask
+def threshold_mask(confidence: torch.Tensor, mask: torch.Tensor, threshold: float, strict: bool = False) -> torch.Tensor:
+    """Fast-dLLM's threshold rule: every masked position with confidence >= threshold (``strict``:
+    > threshold, as LLaDA2.1's editing), and always the single most confident one (so each step
+    commits at least one token). The confidence of unmasked positions is not read. With
+    :func:`selection_kernels` on, one kernel does it all on a GPU
+    (:func:`~paradecode.samplers.topk_kernel.threshold_rank_mask`)."""
+    if selection_kernels_run(confidence):
+        out = threshold_rank_mask(confidence, mask, threshold, strict)
+        if out is not None:
+            return out
+    confidence = masked_confidence(confidence, mask)
+    top1 = topk_mask(confidence, mask.any(-1))
+    above = confidence > threshold if strict else confidence >= threshold
+    return (top1 | above) & mask
 
 
 def factor_mask(confidence: torch.Tensor, mask: torch.Tensor, factor: float) -> torch.Tensor:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, RuleState
-from .common import masked_confidence, threshold_mask
+from .common import threshold_mask
 from .eb import token_entropy
 
 
@@ -56,8 +56,7 @@ def entropy_threshold_mask(entropy: torch.Tensor, mask: torch.Tensor, threshold:
     """(n, W) bool: the masked positions with entropy <= ``threshold``, plus each row's
     lowest-entropy masked position (the threshold rule on ``-entropy``, so ties and the
     at-least-one guarantee are exactly those of ``threshold``)."""
-    neg = masked_confidence(-entropy.float(), mask)
-    return threshold_mask(neg, mask, -float(threshold))
+    return threshold_mask(-entropy.float(), mask, -float(threshold))
 
 
 class EntropyThreshold(BlockDiffusionStrategy):

@@ -59,7 +59,7 @@ import torch
 
 from ..interfaces import to_device
 from .base import BlockDiffusionStrategy, BlockView, DiffusionConfig, Revision, RuleState
-from .common import masked_confidence, topk_mask
+from .common import threshold_mask
 
 
 @dataclass
@@ -110,9 +110,7 @@ class Editing(BlockDiffusionStrategy):
         return EditingState(batch_size, mask_id, eos_id, generator, post_edits=post_edits)
 
     def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
-        conf = masked_confidence(view.confidence, view.mask)
-        top1 = topk_mask(conf, view.mask.any(-1).long())
-        return (top1 | (conf > self.config.threshold)) & view.mask
+        return threshold_mask(view.confidence, view.mask, self.config.threshold, strict=True)
 
     def revise(self, view: BlockView, state: EditingState, transfer: torch.Tensor) -> Optional[Revision]:
         edits = edit_mask(view.tokens, view.x0, view.confidence, view.revisable, self.config.editing_threshold)

@@ -36,7 +36,7 @@ from ..interfaces import to_device
 from . import common
 from .base import BlockView, RuleState
 from .learn2pd_filter import FILTER_DIRNAME, Learn2PDFilter, find_filter, shipped_filter
-from .learn2pd_kernel import end_of_text_cut
+from .learn2pd_kernel import end_of_text_cut, filter_accept
 from .lowconf import LowConfConfig, LowConfidence, LowConfState
 
 
@@ -143,6 +143,11 @@ class Learn2PD(LowConfidence):
         ``select`` computed for this same view)."""
         if state is not None and state.accepted is not None and state.accepted[0]() is view:
             return state.accepted[1]
+        layer = self.filter.linear
+        if layer is not None and common.selection_kernels_run(view.confidence):
+            out = filter_accept(view.confidence, layer.weight, layer.bias, self.config.accept_threshold, view.mask)
+            if out is not None:
+                return out
         return self.filter.accept(view.confidence, self.config.accept_threshold) & view.mask
 
     def end_of_text(self, view: BlockView, state: Learn2PDState, transfer: torch.Tensor) -> Optional[torch.Tensor]:

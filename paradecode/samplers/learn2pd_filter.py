@@ -61,6 +61,11 @@ class Learn2PDFilter(nn.Module):
         """Bool mask of positions whose predicted probability of being final exceeds ``threshold``."""
         return torch.sigmoid(self(confidence)) > threshold
 
+    @property
+    def linear(self) -> Optional[nn.Linear]:
+        """The filter's one layer when it has no hidden layer (as shipped), else None."""
+        return self.net[0] if len(self.net) == 1 and self.net[0].bias is not None else None
+
     # ---- save / load ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, **metadata: Any) -> None:
         """Write ``config.json`` and ``model.safetensors`` (a few hundred bytes of weights, with

@@ -1,4 +1,12 @@
-"""Learn2PD's end-of-text cut in one Triton launch instead of ~13 small PyTorch ones.
+"""Learn2PD's per-step work in Triton launches: the filter's verdict, and the end-of-text cut.
+
+The filter (a logistic regression over the block's confidences, as shipped) is in PyTorch a
+float32 cast, a linear layer, a sigmoid, a comparison and the mask: five launches for 32 numbers
+per row. :func:`filter_accept` is one program per row. Its sums and sigmoid are float32 as
+PyTorch's, in another order (and Triton's exponential), so a verdict could differ only for a
+probability within a few float32 ulps of the threshold.
+
+The end-of-text cut replaces ~13 small PyTorch launches.
 
 Each step, end-of-text prediction cuts a row after the first end-of-text prediction that the
 filter accepted in its block, or else after its most confident masked end-of-text prediction,
@@ -20,7 +28,7 @@ import torch
 
 from ..models.decode_attention import tl, triton, triton_available
 
-__all__ = ["end_of_text_cut"]
+__all__ = ["end_of_text_cut", "filter_accept"]
 
 _SPAN = 1024  # ranked positions per loop iteration
 
@@ -55,6 +63,40 @@ if triton is not None:
         cut = tl.minimum(tl.where(first < L, first, ranked), tl.load(KEPT + row))
         tl.store(KEPT + row, cut)
         tl.store(OUT + r, cut)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _filter_accept(CONF, WEIGHT, BIAS, MASK, OUT, W, s0, m0, threshold, WB: tl.constexpr):
+        # one row: sigmoid(weight @ float32(confidence) + bias) > threshold, at masked positions
+        r = tl.program_id(0).to(tl.int64)
+        i = tl.arange(0, WB)
+        ok = i < W
+        c = tl.load(CONF + r * s0 + i, mask=ok, other=0.0).to(tl.float32)
+        w = tl.load(WEIGHT + i[:, None] * W + i[None, :], mask=ok[:, None] & ok[None, :], other=0.0)
+        z = tl.sum(w * c[None, :], 1) + tl.load(BIAS + i, mask=ok, other=0.0)
+        p = 1.0 / (1.0 + tl.exp(-z))
+        m = tl.load(MASK + r * m0 + i, mask=ok, other=0) != 0
+        tl.store(OUT + r * W + i, ((p > threshold) & m).to(tl.int8), mask=ok)
+
+
+def filter_accept(confidence: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threshold: float,
+                  mask: torch.Tensor) -> Optional[torch.Tensor]:
+    """(n, W) bool: ``sigmoid(linear(confidence.float())) > threshold & mask`` for a filter of one
+    linear layer (``weight`` (W, W), ``bias`` (W,) float32), or None where the kernel does not
+    apply (the caller runs the filter module)."""
+    n, W = confidence.shape if confidence.dim() == 2 else (0, 0)
+    if (n == 0 or not triton_available(confidence.device) or W > 128 or confidence.stride(-1) != 1
+            or weight.shape != (W, W) or bias.shape != (W,) or weight.dtype != torch.float32
+            or bias.dtype != torch.float32 or weight.device != confidence.device or mask.shape != (n, W)
+            or mask.dtype != torch.bool or mask.stride(-1) != 1 or mask.device != confidence.device):
+        return None
+    out = torch.empty(n, W, dtype=torch.bool, device=confidence.device)
+    _filter_accept[(n,)](confidence, weight.contiguous(), bias.contiguous(), mask.view(torch.uint8), out.view(torch.int8),
+                         W, confidence.stride(0), mask.stride(0), float(threshold),
+                         WB=max(16, triton.next_power_of_2(W)))
+    return out
 
 
 def end_of_text_cut(

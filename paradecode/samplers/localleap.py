@@ -62,6 +62,6 @@ class LocalLeap(BlockDiffusionStrategy):
         counts = torch.zeros(state.batch_size, dtype=torch.long, device=anchors.device)
         counts[to_device(rows, anchors.device)] = anchors.sum(-1)
         state.extras["localleap_anchors"] = counts
-        top1 = topk_mask(conf, mask.any(-1).long())
+        top1 = topk_mask(conf, mask.any(-1))
         bar = torch.where(near, c.relaxed_threshold, c.threshold)
         return (top1 | (conf >= bar)) & mask

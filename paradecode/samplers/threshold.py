@@ -44,7 +44,6 @@ class ConfidenceThreshold(BlockDiffusionStrategy):
     Config = ThresholdConfig
 
     def select(self, view: BlockView, state: RuleState) -> torch.Tensor:
-        conf = masked_confidence(view.confidence, view.mask)
         if self.config.factor is not None:
-            return factor_mask(conf, view.mask, self.config.factor)
-        return threshold_mask(conf, view.mask, self.config.threshold)
+            return factor_mask(masked_confidence(view.confidence, view.mask), view.mask, self.config.factor)
+        return threshold_mask(view.confidence, view.mask, self.config.threshold)
