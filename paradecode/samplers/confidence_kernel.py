@@ -28,6 +28,9 @@ __all__ = ["top1_confidence", "token_confidence", "softmax_entropy"]
 
 _TILE = 2048  # vocabulary entries per loop iteration of a program
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # logits the samplers' kernels read
+# Programs per multiprocessor for reads that take the argmax alone (no float64 exponentials): a
+# plain read of the logits, which needs more loads in flight than two programs per SM give.
+ARGMAX_PROGRAMS_PER_SM = 2
 
 
 if triton is not None:
@@ -165,9 +168,10 @@ if triton is not None:
         tl.store(H + row, (tl.log(z) - t / z).to(tl.float32))
 
 
-def _chunked(logits: torch.Tensor) -> Optional[tuple]:
+def _chunked(logits: torch.Tensor, per_sm: int = 2) -> Optional[tuple]:
     """The (rows, W, s0, s1, R, n_chunks, chunk) layout both kernels read ``logits`` in, or None
-    where they do not apply (no Triton here, float64, an empty or non-contiguous vocabulary)."""
+    where they do not apply (no Triton here, float64, an empty or non-contiguous vocabulary).
+    ``per_sm``: programs per multiprocessor the vocabulary is split for, where rows are few."""
     if (not triton_available(logits.device) or logits.dtype not in INPUT_DTYPES or logits.dim() < 1
             or logits.shape[-1] == 0 or logits.stride(-1) != 1 or logits.numel() == 0):
         return None
@@ -180,7 +184,7 @@ def _chunked(logits: torch.Tensor) -> Optional[tuple]:
     W, s0, s1 = rows.shape[1], rows.stride(0), rows.stride(1)
     R = rows.shape[0] * W
     # enough programs to fill the device: split each row's vocabulary when rows are few
-    want = max(1, -(-2 * multiprocessors(logits.device) // R))
+    want = max(1, -(-per_sm * multiprocessors(logits.device) // R))
     n_chunks = min(want, 64, -(-V // _TILE))
     chunk = -(-V // n_chunks)
     chunk = -(-chunk // _TILE) * _TILE
@@ -219,7 +223,7 @@ def top1_confidence(
     Returns None where the kernel does not apply (no Triton here, float64 logits, a last
     dimension that is not contiguous): the caller computes it with PyTorch.
     """
-    layout = _chunked(logits)
+    layout = _chunked(logits) if confidence else _chunked(logits, ARGMAX_PROGRAMS_PER_SM)
     if layout is None:
         return None
     R, n_chunks = layout[4], layout[5]
@@ -245,7 +249,7 @@ def token_confidence(
     vocabulary. Values equal ``top1_confidence``'s to float64 rounding; a position that predicts
     ``token`` with a NaN or +inf logit gets NaN. None where the kernel does not apply.
     """
-    layout = _chunked(logits)
+    layout = _chunked(logits, ARGMAX_PROGRAMS_PER_SM)
     if layout is None or where.shape != logits.shape[:-1]:
         return None
     rows, W, s0, s1, R, n_chunks, chunk = layout
