@@ -28,8 +28,9 @@ __all__ = ["top1_confidence", "token_confidence", "softmax_entropy"]
 
 _TILE = 2048  # vocabulary entries per loop iteration of a program
 INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # logits the samplers' kernels read
-# Programs per multiprocessor for reads that take the argmax alone (no float64 exponentials): a
-# plain read of the logits, which needs more loads in flight than two programs per SM give.
+# Programs per multiprocessor for reads that take the argmax alone (no float64 exponentials). A
+# plain read of the logits may want more loads in flight than the two programs per SM that suit
+# the float64 sums; benchmarks/select_kernels.py sweeps it (not yet run on a GPU).
 ARGMAX_PROGRAMS_PER_SM = 2
 
 

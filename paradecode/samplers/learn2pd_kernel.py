@@ -64,9 +64,6 @@ if triton is not None:
         tl.store(KEPT + row, cut)
         tl.store(OUT + r, cut)
 
-
-if triton is not None:
-
     @triton.jit
     def _filter_accept(CONF, WEIGHT, BIAS, MASK, OUT, W, s0, m0, threshold, WB: tl.constexpr):
         # one row: sigmoid(weight @ float32(confidence) + bias) > threshold, at masked positions
@@ -87,6 +84,7 @@ def filter_accept(confidence: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     linear layer (``weight`` (W, W), ``bias`` (W,) float32), or None where the kernel does not
     apply (the caller runs the filter module)."""
     n, W = confidence.shape if confidence.dim() == 2 else (0, 0)
+    # one program holds the (W, W) weight in registers: blocks of up to 128 positions
     if (n == 0 or not triton_available(confidence.device) or W > 128 or confidence.stride(-1) != 1
             or weight.shape != (W, W) or bias.shape != (W,) or weight.dtype != torch.float32
             or bias.dtype != torch.float32 or weight.device != confidence.device or mask.shape != (n, W)
