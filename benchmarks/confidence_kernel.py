@@ -74,14 +74,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     return res
 
 
-def _switched(fn: Any, kernels: bool) -> Any:
-    """``fn`` run with the samplers' kernels on or off (``fused_confidence``), the default restored."""
+def switched(fn: Any, kernels: bool, switch: Any = fused_confidence, default: bool = True) -> Any:
+    """``fn`` run with a process-wide kernel ``switch`` on or off (the samplers' kernels,
+    ``fused_confidence``, unless another is given), its ``default`` restored."""
     def run() -> Any:
-        fused_confidence(kernels)
+        switch(kernels)
         try:
             return fn()
         finally:
-            fused_confidence(True)
+            switch(default)
     return run
 
 
@@ -109,7 +110,7 @@ def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any,
         states = {k: CreditState(B, mask_id) for k in (False, True)}
         for st in states.values():
             st.credit = start.clone()
-        ways = {k: _switched(lambda k=k: credit_rule.adjust_logits(view, states[k], logits), k) for k in (False, True)}
+        ways = {k: switched(lambda k=k: credit_rule.adjust_logits(view, states[k], logits), k) for k in (False, True)}
         r: dict[str, Any] = {"credit_torch_us": timer(ways[False], calls, reps), "credit_kernel_us": timer(ways[True], calls, reps)}
         for st in states.values():
             st.credit = start.clone()
@@ -124,12 +125,12 @@ def rule_kernels(rows: list[int], V: int, mask_id: int, device: str, timer: Any,
         pview = BlockView(rows=torch.arange(B), logits=logits, tokens=block, mask=block == mask_id,
                           step_in_block=torch.zeros(B, dtype=torch.long), block_start=torch.full((B,), P),
                           full_logits=full, full_start=P, canvas=canvas, gen_start=P)
-        gaps = {k: _switched(lambda: prophet_rule.answer_gap(pview, mask_id), k) for k in (False, True)}
+        gaps = {k: switched(lambda: prophet_rule.answer_gap(pview, mask_id), k) for k in (False, True)}
         r["prophet_torch_us"] = timer(gaps[False], calls, reps)
         r["prophet_kernel_us"] = timer(gaps[True], calls, reps)
         r["prophet_max_abs_diff"] = float((gaps[True]() - gaps[False]()).abs().max())
         r.update(_end_of_text_ranking(pview, full, mask_id, timer, calls, reps))
-        ent = {k: _switched(lambda: token_entropy(logits, mask_id), k) for k in (False, True)}
+        ent = {k: switched(lambda: token_entropy(logits, mask_id), k) for k in (False, True)}
         r["entropy_torch_us"] = timer(ent[False], calls, reps)
         r["entropy_kernel_us"] = timer(ent[True], calls, reps)
         r["entropy_max_abs_diff"] = float((ent[True]() - ent[False]()).abs().max())
@@ -155,7 +156,7 @@ def _end_of_text_ranking(view: Any, full: torch.Tensor, mask_id: int, timer: Any
         def run() -> Any:
             view._full = None  # the view keeps its predictions; time them made anew
             return view.full_token_confidence(state, config, view.gen_start, eos, masked)
-        return _switched(run, kernels)
+        return switched(run, kernels)
 
     r = {"eot_torch_us": timer(ranking(False), calls, reps), "eot_kernel_us": timer(ranking(True), calls, reps),
          "eot_max_abs_diff": float((ranking(True)() - ranking(False)()).abs().max())}

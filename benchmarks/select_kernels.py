@@ -28,25 +28,19 @@ from typing import Any, Optional
 
 import torch
 
+from benchmarks.confidence_kernel import LLADA_MASK_ID, LLADA_VOCAB, switched
 from benchmarks.elementwise_kernels import graph_time_us, kernel_bench_args, wall_time_us
 from paradecode.bench.results_file import write_results
 from paradecode.samplers import confidence_kernel
 from paradecode.samplers.common import selection_kernels, topk_mask
 from paradecode.samplers.topk_kernel import topk_rank_mask
 
-LLADA_VOCAB, LLADA_MASK_ID = 126464, 126336
 PER_SM = (1, 2, 4, 8, 16, 32)
 
 
 def _switched(fn: Any, kernels: bool) -> Any:
     """``fn`` with the selection kernels on or off (the default, off, restored)."""
-    def run() -> Any:
-        selection_kernels(kernels)
-        try:
-            return fn()
-        finally:
-            selection_kernels(False)
-    return run
+    return switched(fn, kernels, selection_kernels, False)
 
 
 def selection(rows: list[int], device: str, timer: Any, calls: int, reps: int) -> dict[str, Any]:
