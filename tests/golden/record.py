@@ -10,11 +10,18 @@ The recorded file is the behaviour the seams redesign (issue 14) had to keep: gr
 decoding of the shipped ``tasks-6m`` model for every strategy x cache policy (and the LLaDA2
 layout), speculative decoding of the shipped pair, and VAR / CoDe / ScaleKV on the shipped
 shapes models. Each case stores the generated token ids and the forward counts.
+
+dLLM-Cache's cases run the model in float64 (``FLOAT64``): its V-verify recomputes the
+response columns whose values are least cosine-similar to the cached ones, and in float32 those
+similarities sit within 1e-4 of 1 with exact ties at the cut (float32's spacing there is 6e-8),
+so a CPU with other vector widths picked other columns and other tokens from the same code. In
+float64 the closest cut on the recorded cases is 1.6e-8 apart, far above the rounding.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -54,6 +61,8 @@ UNCACHEABLE = {"wino"}  # its forward carries a verification block no cache poli
 CACHES = [None, "prefix", "dual", "dkv-decode", "dkv-greedy", "elastic", "dllm-cache"]
 # the layer-adaptive caches (issue 18) are recorded with one strategy only (test time)
 ADAPTIVE = {"elastic": ("threshold",), "dllm-cache": ("threshold",)}
+# caches whose cases run the model in float64 (the docstring says why)
+FLOAT64 = {"dllm-cache"}
 # (task, gen_length, block_length): one-block and multi-block canvases
 CANVASES = [("words", 32, 32), ("lists", 128, 32), ("avoid", 64, 32)]
 
@@ -71,6 +80,7 @@ def dllm_cases():
     from paradecode.bench.tasks import get_task
 
     model, tok = zoo.load("tasks-6m")
+    model64 = None
     for task, gen, block in CANVASES:
         prompts = [tok.encode(ex.prompt) for ex in get_task(task).examples(3, seed=7)]
         for sname in STRATEGIES:
@@ -85,8 +95,10 @@ def dllm_cases():
                 key = f"dllm/{task}-{gen}-{block}/{sname}/{cache}"
                 if (ONLY and ONLY not in key) or not _mine(key):
                     continue
+                if cache in FLOAT64 and model64 is None:
+                    model64 = copy.deepcopy(model).double()
                 out = paradecode.sample(
-                    model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
+                    model64 if cache in FLOAT64 else model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
                     **_options(sname, gen, block),
                 )
                 yield key, out.generated.tolist(), out.trace.nfe
