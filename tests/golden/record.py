@@ -98,7 +98,8 @@ def dllm_cases():
                 if cache in FLOAT64 and model64 is None:
                     model64 = copy.deepcopy(model).double()
                 out = paradecode.sample(
-                    model64 if cache in FLOAT64 else model, prompts, strategy, cache=cache, seed=3, gen_length=gen, block_length=block,
+                    model64 if cache in FLOAT64 else model, prompts, strategy, cache=cache, seed=3,
+                    gen_length=gen, block_length=block,
                     **_options(sname, gen, block),
                 )
                 yield key, out.generated.tolist(), out.trace.nfe
