@@ -27,6 +27,7 @@ def load_script(relpath: str, name: Optional[str] = None) -> ModuleType:
         sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name or path.stem, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # as an import does: a dataclass in the script looks its module up there
     spec.loader.exec_module(mod)
     return mod
 
