@@ -19,14 +19,12 @@ Writes ``confidence_kernel_<date>_<machine>.json`` and ``.txt``.
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any, Optional
 
 import torch
 
-from paradecode.bench.results_file import write_results
-from benchmarks.elementwise_kernels import graph_time_us, kernel_bench_args, wall_time_us
+from benchmarks.elementwise_kernels import KernelRun, kernel_bench_args
 from paradecode.samplers.common import fused_confidence, predict
 from paradecode.samplers.confidence_kernel import top1_confidence
 
@@ -36,15 +34,11 @@ LLADA_VOCAB, LLADA_MASK_ID = 126464, 126336
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = kernel_bench_args(__doc__, "32,256,1024", "predicted positions per call (batch x 32 block tokens)", argv)
     t0 = time.perf_counter()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if cuda else "cpu"
+    run = KernelRun.from_args(args)
+    cuda, device, timer, calls, reps = run.cuda, run.device, run.timer, run.calls, run.reps
     V, mask_id = (LLADA_VOCAB, LLADA_MASK_ID) if cuda else (3000, 2900)
     rows = [int(r) for r in args.rows.split(",")] if not args.smoke else [4, 12]
-    timer = graph_time_us if cuda else wall_time_us
-    calls, reps = (args.calls, args.reps) if cuda else (2, 2)
-    res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
-                           "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
-                           "torch": torch.__version__, "vocab": V, "dtype": "bfloat16", "rows": {}}
+    res: dict[str, Any] = {**run.header(), "vocab": V, "dtype": "bfloat16", "rows": {}}
     g = torch.Generator(device=device).manual_seed(0)
     for n in rows:
         logits = (3 * torch.randn(n // 32 or 1, min(n, 32), V, device=device, generator=g)).to(torch.bfloat16)
@@ -67,10 +61,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(f"positions {r['positions']:5d}: torch {r['torch_us']:8.1f} us, kernel {r['kernel_us']:7.1f} us", flush=True)
     res["rules"] = rule_kernels(rows, V, mask_id, device, timer, calls, reps)
     res["wall_s"] = time.perf_counter() - t0
-    text = report(res)
-    print(text)
-    if args.out_dir:
-        write_results(args.out_dir, f"confidence_kernel_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
+    run.finish("confidence_kernel", res, report(res), args.out_dir)
     return res
 
 

@@ -23,6 +23,7 @@ import argparse
 import datetime
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -92,20 +93,52 @@ def kernel_bench_args(doc: str, rows: str, rows_help: str, argv: Optional[list[s
     return args
 
 
+@dataclass
+class KernelRun:
+    """Where a kernel benchmark runs, from its ``--smoke`` and ``--machine``: a GPU (CUDA-graph
+    timings, the options' calls and replays), or the CPU check (the kernels under Triton's
+    interpreter, two calls and two loops by the wall clock), whose results file is named
+    ``cpu-smoke`` so that it never passes for a GPU's."""
+
+    cuda: bool
+    device: str
+    timer: Callable[[Callable[[], Any], int, int], float]
+    calls: int
+    reps: int
+    machine: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "KernelRun":
+        cuda = torch.cuda.is_available() and not args.smoke
+        if cuda:
+            # a benchmark that times nothing (kernel_tokens.py) has no --calls / --reps
+            return cls(True, "cuda", graph_time_us, getattr(args, "calls", 0), getattr(args, "reps", 0), args.machine)
+        return cls(False, "cpu", wall_time_us, 2, 2, "cpu-smoke")
+
+    def header(self) -> dict[str, Any]:
+        """The results' first fields: date, device, torch version."""
+        return {"date": datetime.date.today().isoformat(),
+                "device": torch.cuda.get_device_name() if self.cuda else "cpu (smoke, interpreter)",
+                "torch": torch.__version__}
+
+    def finish(self, bench: str, res: dict[str, Any], text: str, out_dir: Optional[str]) -> None:
+        """Print the report; with ``out_dir``, write ``<bench>_<date>_<machine>.json`` and ``.txt``."""
+        print(text)
+        if out_dir:
+            write_results(out_dir, f"{bench}_{res['date']}_{self.machine}", res, text)
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = kernel_bench_args(__doc__, "32,768,6144,24576", "token rows (batch x tokens) per call", argv)
     t0 = time.perf_counter()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    run = KernelRun.from_args(args)
+    cuda, device, timer, calls, reps = run.cuda, run.device, run.timer, run.calls, run.reps
+    dtype = torch.bfloat16 if cuda else torch.float32
     H, D, inter = (32, 128, 12288) if not args.smoke else (4, 16, 48)
     rows = [int(r) for r in args.rows.split(",")] if not args.smoke else [4, 12]
-    timer = graph_time_us if cuda else wall_time_us
-    calls, reps = (args.calls, args.reps) if cuda else (2, 2)
     compiled_rope = torch.compile(apply_rope, dynamic=True) if cuda else apply_rope
     compiled_swiglu = torch.compile(swiglu, dynamic=True) if cuda else swiglu
-    res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
-                           "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
-                           "torch": torch.__version__, "dtype": str(dtype), "heads": H, "head_dim": D,
+    res: dict[str, Any] = {**run.header(), "dtype": str(dtype), "heads": H, "head_dim": D,
                            "intermediate": inter, "rope": {}, "swiglu": {}, "cache_write": {}}
     g = torch.Generator(device=device).manual_seed(0)
     for m in rows:
@@ -163,10 +196,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         w["equal"] = bool(torch.equal(buf, want))
         res["cache_scatter"][str(B)] = w
     res["wall_s"] = time.perf_counter() - t0
-    text = report(res)
-    print(text)
-    if args.out_dir:
-        write_results(args.out_dir, f"elementwise_kernels_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
+    run.finish("elementwise_kernels", res, report(res), args.out_dir)
     return res
 
 

@@ -18,15 +18,14 @@ Writes ``kernel_tokens_<date>_<machine>.json`` and ``.txt``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import time
 from typing import Any, Optional
 
 import torch
 
 import paradecode
+from benchmarks.elementwise_kernels import KernelRun
 from paradecode import zoo
-from paradecode.bench.results_file import write_results
 from paradecode.models import LLaDAConfig, LLaDAModel
 from paradecode.samplers import common
 
@@ -81,14 +80,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if cuda else "cpu"
+    run = KernelRun.from_args(args)
+    cuda, device = run.cuda, run.device
     if not cuda:  # the interpreter runs the kernels where sampler_kernels_run would say no
         common.sampler_kernels_run = lambda t: common._fused_confidence  # type: ignore[assignment]
     rules = list(RULES) if cuda else ["lowconf", "threshold"]
-    res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
-                           "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
-                           "torch": torch.__version__, "models": {}}
+    res: dict[str, Any] = {**run.header(), "models": {}}
     for name, build in (("tiny-x20", tiny), ("tasks-6m", trained)) if cuda else (("tiny-x20", tiny),):
         model, prompts, setting = build(device)
         res["models"][name] = {f"{rule}/{cache or 'none'}": compare(model, prompts, setting, rule, cache)
@@ -100,10 +97,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         differ = {k: v for k, v in cells.items() if v["rows_differ"] or v["nfe"][0] != v["nfe"][1]}
         lines.append(f"{name}: {len(cells) - len(differ)} of {len(cells)} rule/cache pairs give the same tokens and "
                      f"forwards" + (f"; differ: {differ}" if differ else ""))
-    text = "\n".join(lines)
-    print(text)
-    if args.out_dir:
-        write_results(args.out_dir, f"kernel_tokens_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
+    run.finish("kernel_tokens", res, "\n".join(lines), args.out_dir)
     return res
 
 

@@ -22,15 +22,13 @@ Writes ``select_kernels_<date>_<machine>.json`` and ``.txt``.
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any, Optional
 
 import torch
 
 from benchmarks.confidence_kernel import LLADA_MASK_ID, LLADA_VOCAB, switched
-from benchmarks.elementwise_kernels import graph_time_us, kernel_bench_args, wall_time_us
-from paradecode.bench.results_file import write_results
+from benchmarks.elementwise_kernels import KernelRun, kernel_bench_args
 from paradecode.samplers import confidence_kernel
 from paradecode.samplers.common import selection_kernels, topk_mask
 from paradecode.samplers.topk_kernel import topk_rank_mask
@@ -129,23 +127,16 @@ def report(res: dict[str, Any]) -> str:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = kernel_bench_args(__doc__, "32,256,1024,8192", "positions per argmax read", argv)
     t0 = time.perf_counter()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = "cuda" if cuda else "cpu"
+    run = KernelRun.from_args(args)
+    cuda, device, timer, calls, reps = run.cuda, run.device, run.timer, run.calls, run.reps
     V, mask_id = (LLADA_VOCAB, LLADA_MASK_ID) if cuda else (3000, 2900)
-    timer = graph_time_us if cuda else wall_time_us
-    calls, reps = (args.calls, args.reps) if cuda else (2, 2)
-    res: dict[str, Any] = {"date": datetime.date.today().isoformat(),
-                           "device": torch.cuda.get_device_name() if cuda else "cpu (smoke, interpreter)",
-                           "torch": torch.__version__, "vocab": V}
+    res: dict[str, Any] = {**run.header(), "vocab": V}
     res["selection"] = selection([1, 8, 32] if cuda else [1, 2], device, timer, calls, reps)
     res["ties"] = ties(device, *((4096, 32) if cuda else (64, 32)))
     res["argmax"] = argmax_read([int(r) for r in args.rows.split(",")] if cuda else [4, 12], V, mask_id, device,
                                 timer, calls, reps)
     res["wall_s"] = time.perf_counter() - t0
-    text = report(res)
-    print(text)
-    if args.out_dir:
-        write_results(args.out_dir, f"select_kernels_{res['date']}_{args.machine if cuda else 'cpu-smoke'}", res, text)
+    run.finish("select_kernels", res, report(res), args.out_dir)
     return res
 
 
